@@ -1,0 +1,28 @@
+from django.contrib import admin
+from django.db.models import Count
+
+from .models import ChatMessage, ChatRoom
+
+
+@admin.register(ChatRoom)
+class ChatRoomAdmin(admin.ModelAdmin):
+    list_display = ["name", "id", "is_direct", "member_count", "date_created"]
+    list_filter = ["is_direct"]
+    search_fields = ["name", "users__username"]
+    filter_horizontal = ["users"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(member_count=Count("users", distinct=True))
+
+    @admin.display(ordering="member_count")
+    def member_count(self, room: ChatRoom) -> int:
+        return room.member_count
+
+
+@admin.register(ChatMessage)
+class ChatMessageAdmin(admin.ModelAdmin):
+    list_display = ["id", "user", "room", "date_created", "text"]
+    list_select_related = ["user", "room"]
+    search_fields = ["text", "user__username"]
+    raw_id_fields = ["user", "room"]
+    date_hierarchy = "date_created"

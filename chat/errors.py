@@ -1,0 +1,54 @@
+"""Domain errors, each with the protocol's stable error code."""
+
+
+class ChatError(Exception):
+    """A request the chat refuses; `code` is the protocol's `error_code`."""
+
+    code = "server_error"
+    default_message = "Server error"
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or self.default_message)
+        self.message = message or self.default_message
+
+
+class InvalidMessageFormat(ChatError):
+    code = "invalid_message_format"
+    default_message = "Invalid message format"
+
+
+class InvalidAction(ChatError):
+    code = "invalid_action"
+    default_message = "Unknown action"
+
+
+class InvalidToken(ChatError):
+    code = "invalid_token"
+    default_message = "Invalid token"
+
+
+class AuthenticationRequired(ChatError):
+    code = "authentication_required"
+    default_message = "Authentication required"
+
+
+class InvalidRoomId(ChatError):
+    # Also the answer for a room the user is not a member of: a non-member cannot tell
+    # a room that exists from one that does not.
+    code = "invalid_room_id"
+    default_message = "Invalid room id"
+
+
+class EmptyText(ChatError):
+    code = "empty_text"
+    default_message = "Message text is empty"
+
+
+class TextTooLong(ChatError):
+    code = "text_too_long"
+    default_message = "Message text is too long"
+
+
+class InvalidUser(ChatError):
+    code = "invalid_user"
+    default_message = "Invalid user"

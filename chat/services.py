@@ -1,0 +1,114 @@
+"""The chat's operations on its models, shared by the bus workers and the REST API.
+
+Every function raises a `chat.errors.ChatError` with the protocol's code for a request it refuses.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import IntegrityError, transaction
+from rest_framework.authtoken.models import Token
+
+from . import errors
+from .models import ChatMessage, ChatRoom
+
+User = get_user_model()
+
+# How many messages select_room returns (the protocol's "last 20").
+RECENT_MESSAGES = 20
+
+
+def user_for_token(token: Any) -> User:
+    if not isinstance(token, str) or not token or len(token) > 128:
+        raise errors.InvalidToken()
+    found = Token.objects.select_related("user").filter(key=token).first()
+    if found is None or not found.user.is_active:
+        raise errors.InvalidToken()
+    return found.user
+
+
+def active_user(user_pk: Any) -> User | None:
+    if not isinstance(user_pk, int):
+        return None
+    return User.objects.filter(pk=user_pk, is_active=True).first()
+
+
+def parse_room_id(value: Any) -> uuid.UUID:
+    """A room id as the protocol allows it: 32 hex digits or the hyphenated form."""
+    if not isinstance(value, str):
+        raise errors.InvalidMessageFormat("room must be a string")
+    if len(value) not in (32, 36):
+        raise errors.InvalidRoomId()
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise errors.InvalidRoomId() from None
+
+
+def member_room(user: User, room_id: Any) -> ChatRoom:
+    """The room, if `user` is a member; a non-member gets the same error as for no such room."""
+    room_uuid = parse_room_id(room_id)
+    room = ChatRoom.objects.filter(pk=room_uuid, users=user).first()
+    if room is None:
+        raise errors.InvalidRoomId()
+    return room
+
+
+def recent_messages(room: ChatRoom, count: int = RECENT_MESSAGES) -> list[ChatMessage]:
+    """The room's last `count` messages, oldest first."""
+    newest_first = list(room.messages.select_related("user").order_by("-id")[:count])
+    newest_first.reverse()
+    return newest_first
+
+
+def clean_text(text: Any) -> str:
+    if not isinstance(text, str):
+        raise errors.InvalidMessageFormat("text must be a string")
+    if not text.strip():
+        raise errors.EmptyText()
+    if len(text) > settings.MAX_MESSAGE_LENGTH:
+        raise errors.TextTooLong(f"Message text is longer than {settings.MAX_MESSAGE_LENGTH} characters")
+    return text
+
+
+def member_ids(room: ChatRoom) -> list[int]:
+    return list(room.users.order_by("pk").values_list("pk", flat=True))
+
+
+@dataclass(frozen=True)
+class PostedMessage:
+    message: ChatMessage
+    created: bool
+
+
+def post_message(user: User, room_id: Any, text: Any, client_uuid: str | None) -> PostedMessage:
+    """Store a message in a room the user is a member of, once per (user, client uuid).
+
+    A retry with the same client uuid returns the message stored the first time.
+    """
+    room = member_room(user, room_id)
+    text = clean_text(text)
+    if client_uuid is not None:
+        existing = _message_by_client_uuid(user, client_uuid)
+        if existing is not None:
+            return PostedMessage(existing, created=False)
+    try:
+        with transaction.atomic():
+            message = ChatMessage.objects.create(user=user, room=room, text=text, client_uuid=client_uuid)
+    except IntegrityError:
+        # A concurrent retry of the same uuid (another worker) stored it first.
+        existing = _message_by_client_uuid(user, client_uuid) if client_uuid is not None else None
+        if existing is None:
+            raise
+        return PostedMessage(existing, created=False)
+    message.user = user
+    return PostedMessage(message, created=True)
+
+
+def _message_by_client_uuid(user: User, client_uuid: str) -> ChatMessage | None:
+    return ChatMessage.objects.select_related("user").filter(user=user, client_uuid=client_uuid).first()

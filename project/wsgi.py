@@ -1,0 +1,8 @@
+"""WSGI entry point of the web part: REST API, admin and the chat page."""
+
+import os
+
+from django.core.wsgi import get_wsgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
+application = get_wsgi_application()

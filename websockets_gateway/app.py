@@ -1,0 +1,82 @@
+"""Builds the gateway's aiohttp application: `gunicorn websockets_gateway.app:app`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import uuid
+from typing import AsyncIterator
+
+from aiohttp import web
+
+from .bus import Bus
+from .connection import CLOSE_GOING_AWAY
+from .registry import ConnectionRegistry
+from .requests import PendingRequests
+from .router import ReplyRouter, send_timeout_reply
+from .settings import GatewaySettings
+from .state import GATEWAY_KEY, SETTINGS_KEY, Gateway
+from . import views
+
+logger = logging.getLogger(__name__)
+
+# How long start-up waits for the reply subscription before serving anyway (healthz says 503).
+SUBSCRIBE_WAIT = 5.0
+
+
+async def gateway_context(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS_KEY]
+    gateway_id = f"gw-{uuid.uuid4().hex[:12]}"
+    registry = ConnectionRegistry()
+    pending = PendingRequests(gateway_id, settings.request_timeout, settings.max_in_flight,
+                              on_timeout=send_timeout_reply)
+    router = ReplyRouter(registry, pending)
+    bus = Bus(settings.redis_url, settings.worker_topics, settings.response_topic,
+              reply_topic=f"gateway_reply:{gateway_id}", on_reply=router.route,
+              publish_timeout=min(settings.request_timeout, 5.0))
+    app[GATEWAY_KEY] = Gateway(gateway_id, settings, registry, pending, router, bus)
+    subscriber = asyncio.create_task(bus.run_subscriber(), name="reply-subscriber")
+    try:
+        await asyncio.wait_for(bus.subscribed.wait(), SUBSCRIBE_WAIT)
+    except asyncio.TimeoutError:
+        logger.error("gateway %s: no Redis subscription after %.0fs; serving anyway", gateway_id, SUBSCRIBE_WAIT)
+    logger.info("gateway %s (pid %d) ready; worker topics %s", gateway_id, os.getpid(),
+                ",".join(settings.worker_topics))
+    try:
+        yield
+    finally:
+        subscriber.cancel()
+        await asyncio.wait({subscriber})
+        await bus.close()
+
+
+async def close_connections(app: web.Application) -> None:
+    """On shutdown, tell every client we are going away (1001) before the handlers are cancelled."""
+    registry = app[GATEWAY_KEY].registry
+    closing = [conn.ws.close(code=CLOSE_GOING_AWAY, message=b"Server shutting down") for conn in registry]
+    logger.info("shutting down: closing %d connections", len(closing))
+    if closing:
+        await asyncio.gather(*closing, return_exceptions=True)
+
+
+def create_app(settings: GatewaySettings | None = None) -> web.Application:
+    app = web.Application()
+    app[SETTINGS_KEY] = settings or GatewaySettings.from_env()
+    app.cleanup_ctx.append(gateway_context)
+    app.on_shutdown.append(close_connections)
+    app.router.add_get("/ws", views.websocket)
+    app.router.add_get("/healthz", views.healthz)
+    return app
+
+
+def _configure_logging() -> None:
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=os.environ.get("LOG_LEVEL", "INFO"),
+            format="%(asctime)s %(levelname)s %(name)s %(process)d %(message)s",
+        )
+
+
+_configure_logging()
+app = create_app()

@@ -1,0 +1,143 @@
+"""The gateway's side of Redis pub/sub: publish requests to a live worker, listen for replies."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from typing import Any, Callable, Sequence
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+logger = logging.getLogger(__name__)
+
+# A topic that had no subscriber is tried last for this long; after it, it is a candidate
+# like any other again, so a worker that comes back is found without any restart.
+DEAD_TOPIC_RETRY_AFTER = 1.0
+# Reconnect backoff of the subscriber: doubles from the first value up to the cap.
+RECONNECT_BACKOFF_FIRST = 0.1
+RECONNECT_BACKOFF_MAX = 2.0
+
+
+class BusError(Exception):
+    """A request could not be handed to any worker."""
+
+
+class NoWorkerAvailable(BusError):
+    pass
+
+
+class BusUnavailable(BusError):
+    pass
+
+
+class WorkerTopics:
+    """The worker topics, in the order to try them: live ones shuffled, then recently dead ones."""
+
+    def __init__(self, topics: Sequence[str], retry_after: float = DEAD_TOPIC_RETRY_AFTER,
+                 rng: random.Random | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.topics = tuple(topics)
+        self.retry_after = retry_after
+        self._rng = rng or random.Random()
+        self._clock = clock
+        self._dead_until: dict[str, float] = {}
+
+    def candidates(self) -> list[str]:
+        now = self._clock()
+        live = [t for t in self.topics if self._dead_until.get(t, 0.0) <= now]
+        dead = [t for t in self.topics if self._dead_until.get(t, 0.0) > now]
+        self._rng.shuffle(live)
+        self._rng.shuffle(dead)
+        return live + dead
+
+    def mark_dead(self, topic: str) -> None:
+        self._dead_until[topic] = self._clock() + self.retry_after
+
+    def mark_alive(self, topic: str) -> None:
+        self._dead_until.pop(topic, None)
+
+
+class Bus:
+    def __init__(self, redis_url: str, worker_topics: Sequence[str], response_topic: str,
+                 reply_topic: str, on_reply: Callable[[bytes], None], publish_timeout: float) -> None:
+        self.response_topic = response_topic
+        self.reply_topic = reply_topic
+        self.topics = WorkerTopics(worker_topics)
+        self._on_reply = on_reply
+        self._publisher = aioredis.Redis.from_url(
+            redis_url, socket_timeout=publish_timeout, socket_connect_timeout=min(publish_timeout, 2.0))
+        # No socket timeout on the subscriber: it blocks reading on purpose. A health-check
+        # PING on an idle connection finds a half-open socket instead.
+        self._subscriber = aioredis.Redis.from_url(
+            redis_url, socket_connect_timeout=2.0, health_check_interval=10)
+        self.subscribed = asyncio.Event()
+        self.reconnects = 0
+
+    async def publish_request(self, request: dict[str, Any]) -> str:
+        """Publish to one live worker topic and return it; raise BusError if none takes it."""
+        payload = json.dumps(request, separators=(",", ":"), ensure_ascii=False)
+        for topic in self.topics.candidates():
+            try:
+                receivers = await self._publisher.publish(topic, payload)
+            except (RedisError, OSError) as exc:
+                raise BusUnavailable(f"Redis unavailable: {exc}") from exc
+            if receivers:
+                self.topics.mark_alive(topic)
+                return topic
+            logger.warning("worker topic %s has no subscriber; trying another", topic)
+            self.topics.mark_dead(topic)
+        raise NoWorkerAvailable("No worker is listening on any topic")
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._publisher.ping())
+        except (RedisError, OSError):
+            return False
+
+    async def run_subscriber(self) -> None:
+        """Listen on our reply topic and the shared response topic forever, reconnecting with backoff."""
+        backoff = RECONNECT_BACKOFF_FIRST
+        while True:
+            pubsub = self._subscriber.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self.reply_topic, self.response_topic)
+                self.subscribed.set()
+                backoff = RECONNECT_BACKOFF_FIRST
+                logger.info("subscribed to %s and %s", self.reply_topic, self.response_topic)
+                while True:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if message is not None and message["type"] == "message":
+                        self._deliver(message["data"])
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                self.reconnects += 1
+                logger.warning("reply subscription lost (%s); reconnecting in %.1fs", exc, backoff)
+            finally:
+                self.subscribed.clear()
+                await _close_quietly(pubsub)
+            await asyncio.sleep(backoff * (0.5 + random.random()))
+            backoff = min(backoff * 2, RECONNECT_BACKOFF_MAX)
+
+    def _deliver(self, data: bytes) -> None:
+        # The boundary of one reply: a reply that breaks routing is logged, the next one goes on.
+        try:
+            self._on_reply(data)
+        except Exception:
+            logger.exception("could not route a reply (%d bytes)", len(data))
+
+    async def close(self) -> None:
+        await self._publisher.aclose()
+        await self._subscriber.aclose()
+
+
+async def _close_quietly(pubsub: aioredis.client.PubSub) -> None:
+    try:
+        await pubsub.aclose()
+    except asyncio.CancelledError:
+        raise
+    except (RedisError, OSError) as exc:
+        logger.debug("closing a broken subscription: %s", exc)

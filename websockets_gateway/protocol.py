@@ -1,0 +1,100 @@
+"""The client side of the wire protocol as pure functions: parse and check frames, build replies.
+
+No I/O here, so every rule tests without a socket.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+ACTIONS = frozenset(
+    {
+        "authenticate",
+        "select_room",
+        "new_message",
+        "list_rooms",
+        "create_room",
+        "add_members",
+        "leave_room",
+        "direct_message",
+        "load_history",
+        "mark_read",
+        "typing",
+        "who_is_online",
+        "sync",
+        "ping",
+    }
+)
+# Actions a connection may send before it has authenticated.
+ANONYMOUS_ACTIONS = frozenset({"authenticate", "ping"})
+# Keys that belong to the gateway on the bus; a client's own values are dropped.
+GATEWAY_KEYS = frozenset({"session_data", "request_id", "reply_to", "send_to"})
+MAX_UUID_LENGTH = 64
+
+
+class FrameRejected(Exception):
+    """A frame that breaks the transport rules: the connection is closed with 1003."""
+
+
+def parse_frame(text: str) -> dict[str, Any]:
+    """Decode one text frame; anything but a JSON object is rejected."""
+    try:
+        frame = json.loads(text)
+    except ValueError as exc:
+        raise FrameRejected("Frame is not JSON") from exc
+    if not isinstance(frame, dict):
+        raise FrameRejected("Frame is not a JSON object")
+    return frame
+
+
+def error_reply(frame: dict[str, Any], code: str, message: str) -> dict[str, Any]:
+    """The error reply to `frame`, echoing its uuid, action and room as far as they are usable."""
+    reply: dict[str, Any] = {
+        "uuid": frame.get("uuid") if isinstance(frame.get("uuid"), str) else None,
+        "action": frame.get("action") if isinstance(frame.get("action"), str) else None,
+    }
+    if "room" in frame and isinstance(frame["room"], str):
+        reply["room"] = frame["room"]
+    reply.update(status="error", error_code=code, error_message=message)
+    return reply
+
+
+def check_frame(frame: dict[str, Any], authenticated: bool) -> dict[str, Any] | None:
+    """The error reply a frame earns before any worker sees it, or None if it may go on."""
+    uuid, action = frame.get("uuid"), frame.get("action")
+    if not isinstance(uuid, str) or not 1 <= len(uuid) <= MAX_UUID_LENGTH:
+        return error_reply(frame, "invalid_message_format", "uuid must be a string of 1 to 64 characters")
+    if not isinstance(action, str) or not action:
+        return error_reply(frame, "invalid_message_format", "action must be a non-empty string")
+    if action not in ACTIONS:
+        return error_reply(frame, "invalid_action", f"Unknown action {action[:40]!r}")
+    if not authenticated and action not in ANONYMOUS_ACTIONS:
+        return error_reply(frame, "authentication_required", "Authenticate first")
+    return None
+
+
+def ping_reply(frame: dict[str, Any], connections: int, now: float | None = None) -> dict[str, Any]:
+    return {
+        "uuid": frame["uuid"],
+        "action": "ping",
+        "status": "success",
+        "server_time": time.time() if now is None else now,
+        "connections": connections,
+    }
+
+
+def bus_request(
+    frame: dict[str, Any], session_data: dict[str, Any], request_id: str, reply_to: str
+) -> dict[str, Any]:
+    """The frame as a worker receives it: the client's keys, with the gateway's own on top."""
+    request = {key: value for key, value in frame.items() if key not in GATEWAY_KEYS}
+    request["session_data"] = dict(session_data)
+    request["request_id"] = request_id
+    request["reply_to"] = reply_to
+    return request
+
+
+def encode(reply: dict[str, Any]) -> str:
+    return json.dumps(reply, separators=(",", ":"), ensure_ascii=False)

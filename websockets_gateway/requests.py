@@ -1,0 +1,90 @@
+"""Requests waiting for a worker's reply, by the gateway's own request id, each with a deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .connection import Connection
+
+logger = logging.getLogger(__name__)
+
+
+class TooManyInFlight(Exception):
+    """The connection already has its allowed number of requests waiting."""
+
+
+@dataclass(eq=False)
+class PendingRequest:
+    request_id: str
+    conn: Connection
+    frame_echo: dict[str, Any]
+    timer: asyncio.TimerHandle | None = field(default=None, repr=False)
+
+
+class PendingRequests:
+    """In-flight requests: bounded per connection, each forgotten on reply, timeout or disconnect.
+
+    The total is bounded too: at most `max_in_flight` per open connection.
+    """
+
+    def __init__(self, gateway_id: str, timeout: float, max_in_flight: int,
+                 on_timeout: Callable[[PendingRequest], None]) -> None:
+        self.gateway_id = gateway_id
+        self.timeout = timeout
+        self.max_in_flight = max_in_flight
+        self._on_timeout = on_timeout
+        self._sequence = itertools.count(1)
+        self._pending: dict[str, PendingRequest] = {}
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def owns(self, request_id: Any) -> bool:
+        return isinstance(request_id, str) and request_id.startswith(self.gateway_id + ":")
+
+    def start(self, conn: Connection, frame_echo: dict[str, Any]) -> PendingRequest:
+        """Register a request of `conn`; its deadline starts now."""
+        if len(conn.in_flight) >= self.max_in_flight:
+            raise TooManyInFlight(f"{len(conn.in_flight)} requests already in flight")
+        request_id = f"{self.gateway_id}:{next(self._sequence)}"
+        pending = PendingRequest(request_id, conn, frame_echo)
+        pending.timer = asyncio.get_running_loop().call_later(self.timeout, self._expire, request_id)
+        self._pending[request_id] = pending
+        conn.in_flight.add(request_id)
+        return pending
+
+    def complete(self, request_id: Any) -> PendingRequest | None:
+        """Forget a request that got its reply; None if it is unknown or already timed out."""
+        if not isinstance(request_id, str):
+            return None
+        pending = self._pending.pop(request_id, None)
+        if pending is not None:
+            self._forget(pending)
+        return pending
+
+    def drop_connection(self, conn: Connection) -> None:
+        """Forget every request of a closed connection; their late replies will be dropped."""
+        for request_id in list(conn.in_flight):
+            pending = self._pending.pop(request_id, None)
+            if pending is not None:
+                self._forget(pending)
+        conn.in_flight.clear()
+
+    def _expire(self, request_id: str) -> None:
+        pending = self._pending.pop(request_id, None)
+        if pending is None:
+            return
+        self._forget(pending)
+        logger.warning("conn=%s request=%s action=%s timed out after %.1fs", pending.conn.conn_id,
+                       request_id, pending.frame_echo.get("action"), self.timeout)
+        self._on_timeout(pending)
+
+    @staticmethod
+    def _forget(pending: PendingRequest) -> None:
+        if pending.timer is not None:
+            pending.timer.cancel()
+        pending.conn.in_flight.discard(pending.request_id)

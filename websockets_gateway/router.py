@@ -1,0 +1,54 @@
+"""Routes a worker's reply envelope to the connection that asked, or to every connection of `send_to`."""
+
+from __future__ import annotations
+
+import json
+import logging
+from . import protocol
+from .registry import ConnectionRegistry
+from .requests import PendingRequest, PendingRequests
+
+logger = logging.getLogger(__name__)
+
+
+class ReplyRouter:
+    def __init__(self, registry: ConnectionRegistry, pending: PendingRequests) -> None:
+        self.registry = registry
+        self.pending = pending
+
+    def route(self, data: bytes | str) -> None:
+        envelope = json.loads(data)
+        if not isinstance(envelope, dict) or not isinstance(envelope.get("response"), dict):
+            logger.error("dropping a malformed reply envelope: %.200r", data)
+            return
+        request_id = envelope.get("request_id")
+        # Only this gateway's own requests can complete here; other gateways' ids are ignored.
+        request = self.pending.complete(request_id) if self.pending.owns(request_id) else None
+        session_data = envelope.get("session_data")
+        if request is not None and isinstance(session_data, dict) and not request.conn.closed:
+            self.registry.set_session(request.conn, session_data)
+
+        # Encoded once, whatever the number of recipients.
+        text = protocol.encode(envelope["response"])
+        send_to = envelope.get("send_to")
+        if send_to is None:
+            if request is None:
+                if self.pending.owns(request_id):
+                    logger.info("request=%s late or orphaned reply dropped", request_id)
+                return
+            request.conn.send(text)
+            return
+
+        recipients = {pk for pk in send_to if isinstance(pk, int)}
+        for conn in list(self.registry.of_users(recipients)):
+            conn.send(text)
+        # The requester hears the outcome even when it is not among the recipients.
+        if request is not None and request.conn.user_pk not in recipients:
+            request.conn.send(text)
+
+
+
+def send_timeout_reply(request: PendingRequest) -> None:
+    """What a request whose deadline passed gets; a reply that comes later is dropped."""
+    reply = protocol.error_reply(request.frame_echo, "timeout", "No worker answered in time")
+    request.conn.send(protocol.encode(reply))

@@ -1,0 +1,75 @@
+"""The gateway's settings, read once from the environment."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Mapping
+
+DEFAULT_WORKER_TOPICS = "worker_process_1,worker_process_2,worker_process_3"
+# The chat page served by `manage.py runserver` / the launcher lives on port 8000.
+DEFAULT_ALLOWED_ORIGINS = "http://localhost:8000,http://127.0.0.1:8000"
+
+
+class SettingsError(ValueError):
+    """A setting in the environment has a value the gateway cannot use."""
+
+
+def _split(value: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+def _number(env: Mapping[str, str], name: str, default: str, kind: type, minimum: float) -> float | int:
+    raw = env.get(name) or default
+    try:
+        value = kind(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name}={raw!r} is not a {kind.__name__}") from exc
+    if value < minimum:
+        raise SettingsError(f"{name}={raw!r} is below {minimum}")
+    return value
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    redis_url: str
+    worker_topics: tuple[str, ...]
+    response_topic: str
+    # None means any origin (ALLOWED_ORIGINS="*").
+    allowed_origins: frozenset[str] | None
+    request_timeout: float
+    auth_timeout: float
+    ws_max_message_size: int
+    # Requests of one connection that may wait for a worker at once.
+    max_in_flight: int
+    # Frames waiting to be written to one connection; a client that lets more pile up
+    # is too slow to keep and is disconnected (close code 4008).
+    send_queue_size: int
+    # Token bucket per connection: frames per second, and the burst it may save up.
+    rate_limit: float
+    rate_burst: int
+    ws_compression: bool
+    ws_heartbeat: float
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "GatewaySettings":
+        env = os.environ if env is None else env
+        topics = _split(env.get("WORKER_PROCESS_TOPICS") or DEFAULT_WORKER_TOPICS)
+        if not topics:
+            raise SettingsError("WORKER_PROCESS_TOPICS names no topic")
+        origins = _split(env.get("ALLOWED_ORIGINS", DEFAULT_ALLOWED_ORIGINS))
+        return cls(
+            redis_url=env.get("REDIS_URL") or "redis://127.0.0.1:6379/0",
+            worker_topics=topics,
+            response_topic=env.get("WORKER_RESPONSE_TOPIC") or "worker_response",
+            allowed_origins=None if "*" in origins else frozenset(origins),
+            request_timeout=_number(env, "REQUEST_TIMEOUT", "10", float, 0.01),
+            auth_timeout=_number(env, "AUTH_TIMEOUT", "10", float, 0.01),
+            ws_max_message_size=_number(env, "WS_MAX_MESSAGE_SIZE", "65536", int, 128),
+            max_in_flight=_number(env, "MAX_IN_FLIGHT", "32", int, 1),
+            send_queue_size=_number(env, "SEND_QUEUE_SIZE", "256", int, 1),
+            rate_limit=_number(env, "RATE_LIMIT", "30", float, 0.01),
+            rate_burst=_number(env, "RATE_LIMIT_BURST", "60", int, 1),
+            ws_compression=(env.get("WS_COMPRESSION") or "0").lower() in {"1", "true", "yes", "on"},
+            ws_heartbeat=_number(env, "WS_HEARTBEAT", "30", float, 0),
+        )

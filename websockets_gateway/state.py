@@ -1,0 +1,27 @@
+"""The gateway's per-process state, stored on the application under one AppKey."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from .bus import Bus
+from .registry import ConnectionRegistry
+from .requests import PendingRequests
+from .router import ReplyRouter
+from .settings import GatewaySettings
+
+
+@dataclass
+class Gateway:
+    gateway_id: str
+    settings: GatewaySettings
+    registry: ConnectionRegistry
+    pending: PendingRequests
+    router: ReplyRouter
+    bus: Bus
+
+
+SETTINGS_KEY = web.AppKey("settings", GatewaySettings)
+GATEWAY_KEY = web.AppKey("gateway", Gateway)

@@ -1,0 +1,122 @@
+"""HTTP handlers: the `/ws` WebSocket endpoint and `/healthz`."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+
+from aiohttp import WSMsgType, web
+
+from . import protocol
+from .bus import BusUnavailable, NoWorkerAvailable
+from .connection import CLOSE_AUTH_TIMEOUT, CLOSE_UNSUPPORTED_DATA, Connection
+from .ratelimit import TokenBucket
+from .requests import TooManyInFlight
+from .state import GATEWAY_KEY, Gateway
+
+logger = logging.getLogger(__name__)
+security_logger = logging.getLogger("websockets_gateway.security")
+
+_connection_numbers = itertools.count(1)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    gateway = request.app[GATEWAY_KEY]
+    redis_ok = gateway.bus.subscribed.is_set() and await gateway.bus.ping()
+    body = {
+        "status": "ok" if redis_ok else "unavailable",
+        "redis": redis_ok,
+        "gateway_id": gateway.gateway_id,
+        "connections": len(gateway.registry),
+        "in_flight": len(gateway.pending),
+    }
+    return web.json_response(body, status=200 if redis_ok else 503)
+
+
+async def websocket(request: web.Request) -> web.WebSocketResponse:
+    gateway = request.app[GATEWAY_KEY]
+    settings = gateway.settings
+    origin = request.headers.get("Origin")
+    if origin is not None and settings.allowed_origins is not None and origin not in settings.allowed_origins:
+        security_logger.warning("refused handshake from origin %.200r (peer %s)", origin, request.remote)
+        raise web.HTTPForbidden(text="Origin not allowed")
+
+    ws = web.WebSocketResponse(
+        max_msg_size=settings.ws_max_message_size,
+        compress=settings.ws_compression,
+        heartbeat=settings.ws_heartbeat or None,
+    )
+    await ws.prepare(request)
+    conn = Connection(
+        f"{gateway.gateway_id}-{next(_connection_numbers)}", ws, settings.send_queue_size,
+        TokenBucket(settings.rate_limit, settings.rate_burst),
+    )
+    gateway.registry.add(conn)
+    conn.start()
+    auth_timer = asyncio.get_running_loop().call_later(settings.auth_timeout, _check_authenticated, conn)
+    logger.info("conn=%s opened from %s", conn.conn_id, request.remote)
+    try:
+        async for message in ws:
+            if message.type == WSMsgType.TEXT:
+                if not await _handle_text(gateway, conn, message.data):
+                    break
+            elif message.type == WSMsgType.BINARY:
+                conn.close(CLOSE_UNSUPPORTED_DATA, "Binary frames are not accepted")
+                break
+            elif message.type == WSMsgType.ERROR:
+                logger.info("conn=%s protocol error: %s", conn.conn_id, ws.exception())
+                break
+    finally:
+        auth_timer.cancel()
+        gateway.registry.remove(conn)
+        gateway.pending.drop_connection(conn)
+        await conn.stop()
+        logger.info("conn=%s closed (code %s)", conn.conn_id, ws.close_code)
+    return ws
+
+
+def _check_authenticated(conn: Connection) -> None:
+    if conn.user_pk is None:
+        logger.info("conn=%s did not authenticate in time", conn.conn_id)
+        conn.close(CLOSE_AUTH_TIMEOUT, "Authentication timeout")
+
+
+async def _handle_text(gateway: Gateway, conn: Connection, text: str) -> bool:
+    """Handle one text frame; False when the connection is being closed."""
+    try:
+        frame = protocol.parse_frame(text)
+    except protocol.FrameRejected as exc:
+        security_logger.info("conn=%s closed: %s", conn.conn_id, exc)
+        conn.close(CLOSE_UNSUPPORTED_DATA, str(exc))
+        return False
+
+    if not conn.bucket.allow():
+        conn.send(protocol.encode(protocol.error_reply(frame, "rate_limited", "Too many frames; slow down")))
+        return True
+    error = protocol.check_frame(frame, authenticated=conn.user_pk is not None)
+    if error is not None:
+        conn.send(protocol.encode(error))
+        return True
+    if frame["action"] == "ping":
+        conn.send(protocol.encode(protocol.ping_reply(frame, len(gateway.registry))))
+        return True
+
+    echo = {key: frame[key] for key in ("uuid", "action", "room") if key in frame}
+    try:
+        pending = gateway.pending.start(conn, echo)
+    except TooManyInFlight:
+        conn.send(protocol.encode(protocol.error_reply(frame, "rate_limited", "Too many requests in flight")))
+        return True
+    request = protocol.bus_request(frame, conn.session_data, pending.request_id, gateway.bus.reply_topic)
+    try:
+        await gateway.bus.publish_request(request)
+    except NoWorkerAvailable:
+        gateway.pending.complete(pending.request_id)
+        logger.error("conn=%s request=%s no worker is listening", conn.conn_id, pending.request_id)
+        conn.send(protocol.encode(protocol.error_reply(frame, "timeout", "No worker is available")))
+    except BusUnavailable as exc:
+        gateway.pending.complete(pending.request_id)
+        logger.error("conn=%s request=%s could not be published: %s", conn.conn_id, pending.request_id, exc)
+        conn.send(protocol.encode(protocol.error_reply(frame, "timeout", "Message bus unavailable")))
+    return True

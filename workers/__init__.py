@@ -1,0 +1,1 @@
+"""The bus workers: Django processes that answer the gateway's requests."""

@@ -1,0 +1,78 @@
+"""The worker's bus loop: read requests from one topic, answer each, publish the reply.
+
+Reconnects to Redis with backoff; on SIGTERM/SIGINT it finishes the message in hand,
+unsubscribes and returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import signal
+import time
+from types import FrameType
+
+import redis
+from redis.exceptions import RedisError
+
+from .dispatch import process
+
+logger = logging.getLogger(__name__)
+
+RECONNECT_BACKOFF_FIRST = 0.1
+RECONNECT_BACKOFF_MAX = 2.0
+# How often the loop wakes with no message, to notice a stop request.
+POLL_INTERVAL = 0.5
+
+
+class Consumer:
+    def __init__(self, redis_url: str, topic: str, response_topic: str) -> None:
+        self.topic = topic
+        self.response_topic = response_topic
+        self._redis = redis.Redis.from_url(redis_url, socket_connect_timeout=2.0, socket_timeout=5.0,
+                                           health_check_interval=10)
+        self._stopping = False
+        self.handled = 0
+
+    def request_stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
+        if not self._stopping:
+            logger.info("worker %s: stop requested (signal %s); finishing the message in hand", self.topic, signum)
+        self._stopping = True
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+
+    def run(self) -> None:
+        backoff = RECONNECT_BACKOFF_FIRST
+        while not self._stopping:
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                pubsub.subscribe(self.topic)
+                logger.info("worker subscribed to %s", self.topic)
+                backoff = RECONNECT_BACKOFF_FIRST
+                self._serve(pubsub)
+                pubsub.unsubscribe(self.topic)
+                logger.info("worker %s unsubscribed after %d requests", self.topic, self.handled)
+            except (RedisError, OSError) as exc:
+                if self._stopping:
+                    break
+                logger.warning("worker %s lost Redis (%s); reconnecting in %.1fs", self.topic, exc, backoff)
+                time.sleep(backoff * (0.5 + random.random()))
+                backoff = min(backoff * 2, RECONNECT_BACKOFF_MAX)
+            finally:
+                try:
+                    pubsub.close()
+                except (RedisError, OSError):
+                    pass
+        self._redis.close()
+
+    def _serve(self, pubsub: redis.client.PubSub) -> None:
+        while not self._stopping:
+            message = pubsub.get_message(timeout=POLL_INTERVAL)
+            if message is None or message.get("type") != "message":
+                continue
+            outgoing = process(message["data"], self.response_topic)
+            self.handled += 1
+            if outgoing is not None:
+                self._redis.publish(outgoing.topic, outgoing.encode())

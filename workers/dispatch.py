@@ -1,0 +1,92 @@
+"""From one raw bus request to the reply envelope and the topic to publish it on.
+
+This is the error boundary of one message: whatever a handler raises, the requester gets one
+reply, and the worker goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import close_old_connections
+
+from chat import services
+from chat.errors import AuthenticationRequired, ChatError, InvalidAction, InvalidMessageFormat
+
+from . import envelopes
+from .handlers import ROUTES, Request
+
+logger = logging.getLogger(__name__)
+security_logger = logging.getLogger("workers.security")
+
+MAX_UUID_LENGTH = 64
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    topic: str
+    envelope: dict[str, Any]
+
+    def encode(self) -> str:
+        return json.dumps(self.envelope, separators=(",", ":"), ensure_ascii=False)
+
+
+def decode(raw: bytes | str) -> dict[str, Any] | None:
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        logger.error("dropping a bus request that is not JSON (%d bytes)", len(raw))
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("reply_to"), str) or not data.get("request_id"):
+        logger.error("dropping a bus request without reply_to/request_id: %.200r", raw)
+        return None
+    return data
+
+
+def handle(data: dict[str, Any], response_topic: str) -> Outgoing:
+    """Answer one decoded request; never raises (but for CancelledError-like BaseExceptions)."""
+    request_id = data.get("request_id")
+    action = data.get("action")
+    try:
+        envelope = _answer(data)
+    except ChatError as exc:
+        logger.info("request=%s action=%s refused: %s", request_id, action, exc.code)
+        envelope = envelopes.error_envelope(data, exc.code, exc.message)
+    except Exception:
+        logger.exception("request=%s action=%s failed", request_id, action)
+        envelope = envelopes.error_envelope(data, "server_error", "Server error")
+    topic = data["reply_to"] if envelope["send_to"] is None else response_topic
+    return Outgoing(topic, envelope)
+
+
+def _answer(data: dict[str, Any]) -> dict[str, Any]:
+    uuid, action = data.get("uuid"), data.get("action")
+    if not isinstance(uuid, str) or not 1 <= len(uuid) <= MAX_UUID_LENGTH:
+        raise InvalidMessageFormat("uuid must be a string of 1 to 64 characters")
+    if not isinstance(action, str) or not action:
+        raise InvalidMessageFormat("action must be a non-empty string")
+    route = ROUTES.get(action)
+    if route is None:
+        raise InvalidAction(f"Unknown action {action[:40]!r}")
+    session_data = data.get("session_data")
+    user_pk = session_data.get("user_pk") if isinstance(session_data, dict) else None
+    user = services.active_user(user_pk) if user_pk is not None else None
+    if route.requires_user and user is None:
+        raise AuthenticationRequired()
+    result = route.handler(Request(data, user))
+    return envelopes.envelope(data, result)
+
+
+def process(raw: bytes | str, response_topic: str) -> Outgoing | None:
+    """Decode and answer one raw request; None when it cannot be answered (no reply_to)."""
+    data = decode(raw)
+    if data is None:
+        return None
+    close_old_connections()
+    try:
+        return handle(data, response_topic)
+    finally:
+        close_old_connections()

@@ -1,0 +1,51 @@
+"""The reply envelopes a worker publishes, as the protocol's bus section gives them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class HandlerResult:
+    """What a handler answers: the reply, who gets it (None: the requester alone), new session data."""
+
+    response: dict[str, Any]
+    send_to: list[int] | None = None
+    session_data: dict[str, Any] | None = None
+
+
+def base_reply(request: dict[str, Any]) -> dict[str, Any]:
+    """The keys every reply to `request` starts with: its uuid and action, and its room if it named one."""
+    reply: dict[str, Any] = {"uuid": request.get("uuid"), "action": request.get("action")}
+    if isinstance(request.get("room"), str):
+        reply["room"] = request["room"]
+    return reply
+
+
+def success(request: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    reply = base_reply(request)
+    reply["status"] = "success"
+    reply.update(fields)
+    return reply
+
+
+def error(request: dict[str, Any], code: str, message: str) -> dict[str, Any]:
+    reply = base_reply(request)
+    reply.update(status="error", error_code=code, error_message=message)
+    return reply
+
+
+def envelope(request: dict[str, Any], result: HandlerResult, ok: bool = True) -> dict[str, Any]:
+    return {
+        "type": "success_response" if ok else "error_response",
+        "request_id": request.get("request_id"),
+        "send_to": result.send_to,
+        "session_data": result.session_data,
+        "response": result.response,
+    }
+
+
+def error_envelope(request: dict[str, Any], code: str, message: str) -> dict[str, Any]:
+    # Errors go to the requesting connection alone and never change its session.
+    return envelope(request, HandlerResult(error(request, code, message)), ok=False)
