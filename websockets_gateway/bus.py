@@ -62,16 +62,17 @@ class WorkerTopics:
 
 class Bus:
     def __init__(self, redis_url: str, worker_topics: Sequence[str], response_topic: str,
-                 reply_topic: str, on_reply: Callable[[bytes], None], publish_timeout: float) -> None:
+                 reply_topic: str, on_reply: Callable[[bytes], None], publish_timeout: float,
+                 publisher: aioredis.Redis | None = None, subscriber: aioredis.Redis | None = None) -> None:
         self.response_topic = response_topic
         self.reply_topic = reply_topic
         self.topics = WorkerTopics(worker_topics)
         self._on_reply = on_reply
-        self._publisher = aioredis.Redis.from_url(
+        self._publisher = publisher or aioredis.Redis.from_url(
             redis_url, socket_timeout=publish_timeout, socket_connect_timeout=min(publish_timeout, 2.0))
         # No socket timeout on the subscriber: it blocks reading on purpose. A health-check
         # PING on an idle connection finds a half-open socket instead.
-        self._subscriber = aioredis.Redis.from_url(
+        self._subscriber = subscriber or aioredis.Redis.from_url(
             redis_url, socket_connect_timeout=2.0, health_check_interval=10)
         self.subscribed = asyncio.Event()
         self.reconnects = 0
