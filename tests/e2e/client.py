@@ -1,0 +1,101 @@
+"""A small WebSocket client for the end-to-end tests: send frames, wait for the reply that matches."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid as uuidlib
+from typing import Any, Callable
+
+import aiohttp
+
+Predicate = Callable[[dict[str, Any]], bool]
+
+# Frames read while waiting for another are kept for a later expect(); a test that leaves
+# more than this many unread has gone wrong.
+MAX_BACKLOG = 10_000
+
+
+class ConnectionClosed(AssertionError):
+    def __init__(self, code: int | None, reason: str | None) -> None:
+        super().__init__(f"connection closed with code {code}: {reason}")
+        self.code = code
+        self.reason = reason
+
+
+class Client:
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+        self.backlog: list[dict[str, Any]] = []
+        self.username: str | None = None
+
+    @classmethod
+    async def connect(cls, session: aiohttp.ClientSession, url: str, **kwargs: Any) -> "Client":
+        return cls(await session.ws_connect(url, autoping=True, **kwargs))
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        await self.ws.send_str(json.dumps(frame))
+
+    async def request(self, action: str, timeout: float = 15, **fields: Any) -> dict[str, Any]:
+        """Send one frame and return the reply that carries its uuid."""
+        frame_uuid = fields.pop("uuid", None) or uuidlib.uuid4().hex
+        await self.send({"uuid": frame_uuid, "action": action, **fields})
+        return await self.expect(lambda f: f.get("uuid") == frame_uuid and f.get("action") == action, timeout)
+
+    async def authenticate(self, user: dict[str, Any]) -> dict[str, Any]:
+        reply = await self.request("authenticate", token=user["token"])
+        assert reply["status"] == "success", reply
+        self.username = user["username"]
+        return reply
+
+    async def expect(self, predicate: Predicate, timeout: float = 15) -> dict[str, Any]:
+        for index, frame in enumerate(self.backlog):
+            if predicate(frame):
+                return self.backlog.pop(index)
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                raise AssertionError(f"no matching frame within {timeout}s; unread: {self.backlog[-5:]}")
+            frame = await self._receive(remaining)
+            if predicate(frame):
+                return frame
+            assert len(self.backlog) < MAX_BACKLOG, "too many unread frames"
+            self.backlog.append(frame)
+
+    def unread(self, predicate: Predicate) -> list[dict[str, Any]]:
+        return [frame for frame in self.backlog if predicate(frame)]
+
+    async def drain(self) -> None:
+        """Move every frame already received into the backlog without waiting for more."""
+        while True:
+            try:
+                frame = await self._receive(0.001)
+            except asyncio.TimeoutError:
+                return
+            self.backlog.append(frame)
+
+    async def expect_close(self, timeout: float = 15) -> int | None:
+        """Wait for the server to close the connection; return its close code."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                raise AssertionError(f"connection still open after {timeout}s")
+            try:
+                await self._receive(remaining)
+            except ConnectionClosed as closed:
+                return closed.code
+
+    async def _receive(self, timeout: float) -> dict[str, Any]:
+        message = await self.ws.receive(timeout=timeout)
+        if message.type == aiohttp.WSMsgType.TEXT:
+            return json.loads(message.data)
+        if message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
+            raise ConnectionClosed(self.ws.close_code, message.extra)
+        if message.type == aiohttp.WSMsgType.ERROR:
+            raise ConnectionClosed(self.ws.close_code, str(message.data))
+        raise AssertionError(f"unexpected frame type {message.type}")
+
+    async def close(self) -> None:
+        await self.ws.close()

@@ -1,0 +1,126 @@
+"""Fixtures that start the real processes: Redis (embedded unless REDIS_URL is set), gunicorn
+gateways and Django workers, all on the test database that pytest-django created."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from io import StringIO
+from typing import Any, Awaitable, Callable
+from urllib.parse import quote
+
+import aiohttp
+import pytest
+import redis
+from django.core.management import call_command
+from django.db import connection
+
+from scripts.stack import Stack
+from tests.e2e.client import Client
+
+pytestmark = pytest.mark.e2e
+
+
+def database_url(settings_dict: dict[str, Any]) -> str:
+    engine = settings_dict["ENGINE"]
+    if engine.endswith("sqlite3"):
+        return f"sqlite:///{settings_dict['NAME']}"
+    if engine.endswith("postgresql"):
+        auth = quote(settings_dict.get("USER") or "")
+        if settings_dict.get("PASSWORD"):
+            auth += ":" + quote(settings_dict["PASSWORD"])
+        host = settings_dict.get("HOST") or "localhost"
+        port = settings_dict.get("PORT") or 5432
+        return f"postgres://{auth}@{host}:{port}/{settings_dict['NAME']}"
+    raise RuntimeError(f"end-to-end tests do not know how to share a {engine} database")
+
+
+def wait_for_subscribers(redis_url: str, topics: list[str], timeout: float = 30) -> None:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            counts = dict(client.pubsub_numsub(*topics))
+            if all(counts.get(topic.encode(), 0) >= 1 for topic in topics):
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"workers did not subscribe to {topics} within {timeout}s")
+    finally:
+        client.close()
+
+
+@dataclass
+class E2EStack:
+    stack: Stack
+    tag: str
+    redis_url: str
+    worker_topics: list[str]
+    # Gateway A runs two gunicorn processes, gateway B a second, separate gateway.
+    gateway_a: str
+    gateway_b: str
+    db_blocker: Any
+
+    def ws_url(self, port: int) -> str:
+        return f"http://127.0.0.1:{port}/ws"
+
+    def fixtures(self, users: int, rooms: int = 0, room_size: int = 2) -> dict[str, Any]:
+        """Users with tokens and rooms, made by the project's own chat_fixtures command."""
+        out = StringIO()
+        with self.db_blocker.unblock():
+            call_command("chat_fixtures", users=users, rooms=rooms, room_size=room_size, stdout=out)
+        return json.loads(out.getvalue())
+
+    def orm(self, work: Callable[[], Any]) -> Any:
+        with self.db_blocker.unblock():
+            return work()
+
+
+@pytest.fixture(scope="session")
+def e2e_database_url(django_db_setup, django_db_blocker) -> str:
+    with django_db_blocker.unblock():
+        return database_url(connection.settings_dict)
+
+
+@pytest.fixture(scope="session")
+def e2e(e2e_database_url, django_db_blocker, tmp_path_factory) -> E2EStack:
+    tag = f"e2e{secrets.token_hex(3)}"
+    stack = Stack.create(
+        log_dir=tmp_path_factory.mktemp("stack-logs"),
+        DATABASE_URL=e2e_database_url,
+        WORKER_RESPONSE_TOPIC=f"{tag}_response",
+        REQUEST_TIMEOUT="5",
+        AUTH_TIMEOUT="10",
+        ALLOWED_ORIGINS="http://allowed.example",
+        LOG_LEVEL="INFO",
+    )
+    try:
+        redis_url = stack.start_redis()
+        topics = [f"{tag}_worker_1", f"{tag}_worker_2"]
+        stack.start_workers(topics)
+        wait_for_subscribers(redis_url, topics)
+        _, port_a = stack.start_gateway(processes=2, name="gateway-a")
+        _, port_b = stack.start_gateway(processes=1, name="gateway-b")
+        yield E2EStack(stack, tag, redis_url, topics, f"http://127.0.0.1:{port_a}/ws",
+                       f"http://127.0.0.1:{port_b}/ws", django_db_blocker)
+    finally:
+        stack.stop()
+
+
+def run(scenario: Callable[[aiohttp.ClientSession], Awaitable[Any]]) -> Any:
+    """Run one async scenario with a fresh HTTP session."""
+
+    async def main() -> Any:
+        async with aiohttp.ClientSession() as session:
+            return await scenario(session)
+
+    return asyncio.run(main())
+
+
+async def connect(session: aiohttp.ClientSession, url: str, user: dict[str, Any] | None = None) -> Client:
+    client = await Client.connect(session, url)
+    if user is not None:
+        await client.authenticate(user)
+    return client
