@@ -21,8 +21,6 @@ from django.db import connection
 from scripts.stack import Stack
 from tests.e2e.client import Client
 
-pytestmark = pytest.mark.e2e
-
 
 def database_url(settings_dict: dict[str, Any]) -> str:
     engine = settings_dict["ENGINE"]

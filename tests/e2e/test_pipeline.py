@@ -18,7 +18,8 @@ from scripts.stack import ROOT
 from tests.e2e.client import Client
 from tests.e2e.conftest import connect, run, wait_for_subscribers
 
-pytestmark = pytest.mark.e2e
+# The processes share the test database, so the tests commit for real (and are flushed after).
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 
 def _room_of(data, members):
@@ -129,7 +130,7 @@ def test_new_message_reaches_every_connection_of_every_member_and_no_one_else(e2
     run(scenario)
 
 
-def test_error_codes_of_new_message(e2e, settings):
+def test_error_codes_of_new_message(e2e):
     data = e2e.fixtures(users=2, rooms=1, room_size=1)
     room = data["rooms"][0]
     member = next(u for u in data["users"] if u["id"] in room["members"])

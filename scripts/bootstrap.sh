@@ -1,0 +1,37 @@
+# Sourced by scripts/run and scripts/test: makes .venv and installs a requirements file into it,
+# once, and again whenever a requirements file changes.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${CHAT_VENV:-$ROOT/.venv}"
+PYTHON="${PYTHON:-python3}"
+
+make_venv() {
+  if "$PYTHON" -m venv "$VENV" >/dev/null 2>&1; then
+    return
+  fi
+  rm -rf "$VENV"
+  # Debian ships venv (ensurepip) in a package of its own.
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "Installing python3-venv (Debian keeps venv in its own package)..."
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+    "$PYTHON" -m venv "$VENV"
+  else
+    echo "'$PYTHON -m venv' failed. Install venv first: sudo apt-get install python3-venv" >&2
+    exit 1
+  fi
+}
+
+ensure_venv() {
+  local requirements="$ROOT/$1"
+  [ -x "$VENV/bin/python" ] || make_venv
+  local wanted stamp="$VENV/.installed-$1"
+  wanted="$(cat "$ROOT"/requirements*.txt | sha256sum | cut -d' ' -f1)"
+  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
+    echo "Installing Python packages from $1 into .venv ..."
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
+    echo "$wanted" > "$stamp"
+  fi
+}
