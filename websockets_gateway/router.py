@@ -17,8 +17,13 @@ class ReplyRouter:
         self.pending = pending
 
     def route(self, data: bytes | str) -> None:
-        envelope = json.loads(data)
-        if not isinstance(envelope, dict) or not isinstance(envelope.get("response"), dict):
+        try:
+            envelope = json.loads(data)
+        except ValueError:
+            envelope = None
+        # Checked before the request is completed: a dropped envelope leaves it to its timeout reply.
+        if (not isinstance(envelope, dict) or not isinstance(envelope.get("response"), dict)
+                or not isinstance(envelope.get("send_to"), (list, type(None)))):
             logger.error("dropping a malformed reply envelope: %.200r", data)
             return
         request_id = envelope.get("request_id")
