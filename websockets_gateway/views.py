@@ -9,7 +9,7 @@ import logging
 from aiohttp import WSMsgType, web
 
 from . import protocol
-from .bus import BusUnavailable, NoWorkerAvailable
+from .bus import BusError, NoWorkerAvailable
 from .connection import CLOSE_AUTH_TIMEOUT, CLOSE_UNSUPPORTED_DATA, Connection
 from .ratelimit import TokenBucket
 from .requests import TooManyInFlight
@@ -111,12 +111,10 @@ async def _handle_text(gateway: Gateway, conn: Connection, text: str) -> bool:
     request = protocol.bus_request(frame, conn.session_data, pending.request_id, gateway.bus.reply_topic)
     try:
         await gateway.bus.publish_request(request)
-    except NoWorkerAvailable:
-        gateway.pending.complete(pending.request_id)
-        logger.error("conn=%s request=%s no worker is listening", conn.conn_id, pending.request_id)
-        conn.send(protocol.encode(protocol.error_reply(frame, "timeout", "No worker is available")))
-    except BusUnavailable as exc:
-        gateway.pending.complete(pending.request_id)
-        logger.error("conn=%s request=%s could not be published: %s", conn.conn_id, pending.request_id, exc)
-        conn.send(protocol.encode(protocol.error_reply(frame, "timeout", "Message bus unavailable")))
+    except BusError as exc:
+        # Only if the deadline has not answered it meanwhile: every frame gets one reply.
+        if gateway.pending.complete(pending.request_id) is not None:
+            logger.error("conn=%s request=%s not handed to a worker: %s", conn.conn_id, pending.request_id, exc)
+            message = "No worker is available" if isinstance(exc, NoWorkerAvailable) else "Message bus unavailable"
+            conn.send(protocol.encode(protocol.error_reply(frame, "timeout", message)))
     return True

@@ -1,0 +1,197 @@
+"""Fakes shared by the gateway's unit tests: a clock, a recording WebSocket, connections, settings, workers.
+
+Nothing here sleeps to synchronise: waits are on events, each bounded by a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from typing import Any, Callable, Coroutine
+
+import fakeredis
+
+from websockets_gateway.connection import Connection
+from websockets_gateway.ratelimit import TokenBucket
+from websockets_gateway.registry import ConnectionRegistry
+from websockets_gateway.settings import GatewaySettings
+
+# Upper bound for any one test's event loop: a hang fails fast instead of at pytest-timeout.
+TEST_TIMEOUT = 10.0
+# Upper bound for one wait inside a test (a reply, a close, a subscription).
+WAIT = 2.0
+
+ALLOWED_ORIGIN = "http://chat.example"
+WORKER_TOPIC = "worker_test"
+
+
+def run(coro: Coroutine[Any, Any, Any], timeout: float = TEST_TIMEOUT) -> Any:
+    """Run one coroutine on a fresh event loop, failing with TimeoutError if it hangs."""
+
+    async def bounded() -> Any:
+        return await asyncio.wait_for(coro, timeout)
+
+    return asyncio.run(bounded())
+
+
+class FakeClock:
+    """A monotonic clock that only moves when the test says so."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class FakeWebSocket:
+    """Records what a Connection writes and how it closes the socket.
+
+    With `send_gate`, every send waits for that event: a client that stops reading.
+    """
+
+    def __init__(self, send_gate: asyncio.Event | None = None) -> None:
+        self.sent: list[str] = []
+        self.close_calls: list[tuple[int, bytes]] = []
+        self.send_gate = send_gate
+        self._activity = asyncio.Event()
+
+    async def send_str(self, text: str) -> None:
+        if self.send_gate is not None:
+            await self.send_gate.wait()
+        self.sent.append(text)
+        self._activity.set()
+
+    async def close(self, *, code: int, message: bytes = b"") -> bool:
+        self.close_calls.append((code, message))
+        self._activity.set()
+        return True
+
+    async def wait_until(self, predicate: Callable[[], bool], timeout: float = WAIT) -> None:
+        async def poll_on_activity() -> None:
+            while not predicate():
+                self._activity.clear()
+                await self._activity.wait()
+
+        await asyncio.wait_for(poll_on_activity(), timeout)
+
+
+def make_connection(conn_id: str, ws: Any = None, send_queue_size: int = 16) -> Connection:
+    return Connection(conn_id, ws if ws is not None else FakeWebSocket(), send_queue_size, TokenBucket(100.0, 100))
+
+
+class RecordingConnection(Connection):
+    """A Connection whose frames are decoded into `received` instead of being queued for a socket."""
+
+    def __init__(self, conn_id: str) -> None:
+        super().__init__(conn_id, FakeWebSocket(), send_queue_size=16, bucket=TokenBucket(100.0, 100))
+        self.received: list[dict[str, Any]] = []
+
+    def send(self, text: str) -> None:
+        if not self.closed:
+            self.received.append(json.loads(text))
+
+
+def connected(registry: ConnectionRegistry, conn_id: str, user_pk: int | None = None) -> RecordingConnection:
+    """A RecordingConnection added to `registry`, authenticated as `user_pk` if one is given."""
+    conn = RecordingConnection(conn_id)
+    registry.add(conn)
+    if user_pk is not None:
+        registry.set_session(conn, {"user_pk": user_pk})
+    return conn
+
+
+def make_settings(**overrides: Any) -> GatewaySettings:
+    """Settings for a gateway under test: generous limits and timeouts unless a test narrows one."""
+    values: dict[str, Any] = dict(
+        redis_url="redis://fake-redis:6379/0",
+        worker_topics=(WORKER_TOPIC,),
+        response_topic="worker_response_test",
+        allowed_origins=frozenset({ALLOWED_ORIGIN}),
+        request_timeout=5.0,
+        auth_timeout=5.0,
+        ws_max_message_size=65536,
+        max_in_flight=32,
+        send_queue_size=64,
+        rate_limit=1000.0,
+        rate_burst=1000,
+        ws_compression=False,
+        ws_heartbeat=0.0,
+    )
+    values.update(overrides)
+    return dataclasses.replace(GatewaySettings.from_env({}), **values)
+
+
+def envelope(request: dict[str, Any], response: dict[str, Any], send_to: list[int] | None = None,
+             session_data: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A worker's reply envelope to a bus request, as PROTOCOL.md gives it."""
+    return {
+        "type": "success_response" if response.get("status") == "success" else "error_response",
+        "request_id": request["request_id"],
+        "send_to": send_to,
+        "session_data": session_data,
+        "response": response,
+    }
+
+
+# What a fake worker does with one bus request: (topic, envelope) to publish, or None to stay silent.
+Answer = Callable[[dict[str, Any]], "tuple[str, dict[str, Any]] | None"]
+
+
+def silent(request: dict[str, Any]) -> None:
+    return None
+
+
+class FakeWorker:
+    """A worker on the fake Redis: subscribed to one topic, records each request, answers with `answer`."""
+
+    def __init__(self, server: fakeredis.FakeServer, topic: str = WORKER_TOPIC, answer: Answer = silent) -> None:
+        self.server = server
+        self.topic = topic
+        self.answer = answer
+        self.requests: list[dict[str, Any]] = []
+        self._got_request = asyncio.Event()
+        self._stopping = False
+
+    async def __aenter__(self) -> "FakeWorker":
+        self.redis = fakeredis.FakeAsyncRedis(server=self.server)
+        self.pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        await self.pubsub.subscribe(self.topic)
+        self._task = asyncio.create_task(self._serve())
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        # fakeredis waits with asyncio.wait_for, which on Python 3.11 can swallow a cancellation
+        # that lands just as a message arrives; the flag ends the loop even then.
+        self._stopping = True
+        self._task.cancel()
+        await asyncio.wait({self._task})
+        # Unsubscribe explicitly: fakeredis keeps a closed pubsub's subscriptions counted.
+        await self.pubsub.unsubscribe()
+        await self.pubsub.aclose()
+        await self.redis.aclose()
+
+    async def wait_for_requests(self, count: int) -> None:
+        async def until_count() -> None:
+            while len(self.requests) < count:
+                self._got_request.clear()
+                await self._got_request.wait()
+
+        await asyncio.wait_for(until_count(), WAIT)
+
+    async def _serve(self) -> None:
+        while not self._stopping:
+            message = await self.pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
+            if message is None:
+                continue
+            request = json.loads(message["data"])
+            self.requests.append(request)
+            self._got_request.set()
+            outgoing = self.answer(request)
+            if outgoing is not None:
+                topic, reply = outgoing
+                await self.redis.publish(topic, json.dumps(reply))

@@ -1,0 +1,98 @@
+"""Building the application: settings, routes, and the gateway's resources in `cleanup_ctx`."""
+
+from __future__ import annotations
+
+import re
+
+import fakeredis
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from websockets_gateway import app as app_module
+from websockets_gateway import bus as bus_module
+from websockets_gateway.app import create_app
+from websockets_gateway.state import GATEWAY_KEY, SETTINGS_KEY
+
+from .fakes import make_settings, run
+
+
+def test_the_module_level_app_is_built_from_the_environment():
+    assert isinstance(app_module.app, web.Application)
+    assert app_module.app[SETTINGS_KEY].worker_topics
+
+
+def test_create_app_reads_the_environment_without_settings(monkeypatch):
+    monkeypatch.setenv("WORKER_PROCESS_TOPICS", "wa,wb")
+    monkeypatch.setenv("REQUEST_TIMEOUT", "3")
+    app = create_app()
+    assert app[SETTINGS_KEY].worker_topics == ("wa", "wb")
+    assert app[SETTINGS_KEY].request_timeout == 3.0
+
+
+def test_create_app_routes():
+    app = create_app(make_settings())
+    routes = {(route.method, route.resource.canonical) for route in app.router.routes()}
+    assert ("GET", "/ws") in routes
+    assert ("GET", "/healthz") in routes
+
+
+def test_startup_builds_the_gateway_and_cleanup_releases_it(monkeypatch):
+    server = fakeredis.FakeServer()
+    clients = []
+
+    class ClosableFake(fakeredis.FakeAsyncRedis):
+        closed = False
+
+        async def aclose(self, *args, **kwargs):
+            self.closed = True
+            await super().aclose(*args, **kwargs)
+
+    def from_url(url, **kwargs):
+        client = ClosableFake(server=server)
+        clients.append((url, client))
+        return client
+
+    monkeypatch.setattr(bus_module.aioredis.Redis, "from_url", from_url)
+    settings = make_settings(request_timeout=7.0, max_in_flight=3, redis_url="redis://example:6379/5")
+
+    async def scenario():
+        app = create_app(settings)
+        test_server = TestServer(app)
+        await test_server.start_server()
+        try:
+            gateway = app[GATEWAY_KEY]
+            assert re.fullmatch(r"gw-[0-9a-f]{12}", gateway.gateway_id)
+            assert gateway.settings is settings
+            assert gateway.bus.reply_topic == f"gateway_reply:{gateway.gateway_id}"
+            assert gateway.bus.response_topic == settings.response_topic
+            assert gateway.bus.subscribed.is_set()
+            assert gateway.pending.timeout == 7.0
+            assert gateway.pending.max_in_flight == 3
+            assert gateway.pending.gateway_id == gateway.gateway_id
+            assert gateway.router.registry is gateway.registry
+            # Both replies topics are listened on.
+            probe = fakeredis.FakeAsyncRedis(server=server)
+            assert await probe.publish(gateway.bus.reply_topic, "{}") == 1
+            assert await probe.publish(gateway.bus.response_topic, "{}") == 1
+            await probe.aclose()
+        finally:
+            await test_server.close()
+        assert not gateway.bus.subscribed.is_set()
+        assert [url for url, _ in clients] == [settings.redis_url, settings.redis_url]
+        assert all(client.closed for _, client in clients)
+
+    run(scenario())
+
+
+def test_two_apps_get_different_gateway_ids(redis_server):
+    async def scenario():
+        ids = []
+        for _ in range(2):
+            app = create_app(make_settings())
+            test_server = TestServer(app)
+            await test_server.start_server()
+            ids.append(app[GATEWAY_KEY].gateway_id)
+            await test_server.close()
+        assert ids[0] != ids[1]
+
+    run(scenario())

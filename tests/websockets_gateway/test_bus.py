@@ -1,0 +1,321 @@
+"""The gateway's Redis side: choosing a live worker topic, publishing requests, the reply subscriber.
+
+Redis is fakeredis's in-process server, shared by the publisher, the subscriber and the fake workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+
+import fakeredis
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from websockets_gateway import bus as bus_module
+from websockets_gateway.bus import Bus, BusUnavailable, NoWorkerAvailable, WorkerTopics
+
+from .fakes import WAIT, FakeClock, FakeWorker, run
+
+
+class InOrder:
+    """An rng whose shuffle keeps the order, so the tests can tell live from dead by position."""
+
+    def __init__(self):
+        self.shuffled = []
+
+    def shuffle(self, items):
+        self.shuffled.append(list(items))
+
+
+# WorkerTopics
+
+def test_candidates_are_all_topics_when_all_are_live():
+    topics = WorkerTopics(["a", "b", "c"], rng=InOrder(), clock=FakeClock())
+    assert topics.candidates() == ["a", "b", "c"]
+
+
+def test_live_candidates_are_shuffled():
+    topics = WorkerTopics(["a", "b", "c", "d"], rng=random.Random(1234), clock=FakeClock())
+    orders = {tuple(topics.candidates()) for _ in range(50)}
+    assert all(sorted(order) == ["a", "b", "c", "d"] for order in orders)
+    assert len(orders) > 1
+
+
+def test_dead_topics_come_last():
+    clock = FakeClock()
+    topics = WorkerTopics(["a", "b", "c", "d"], retry_after=1.0, rng=random.Random(7), clock=clock)
+    topics.mark_dead("b")
+    topics.mark_dead("c")
+    for _ in range(30):
+        candidates = topics.candidates()
+        assert set(candidates[:2]) == {"a", "d"}
+        assert set(candidates[2:]) == {"b", "c"}
+
+
+def test_dead_topics_are_shuffled_among_themselves():
+    rng = InOrder()
+    topics = WorkerTopics(["a", "b", "c"], rng=rng, clock=FakeClock())
+    topics.mark_dead("a")
+    topics.mark_dead("c")
+    assert topics.candidates() == ["b", "a", "c"]
+    assert rng.shuffled == [["b"], ["a", "c"]]
+
+
+def test_a_dead_topic_is_live_again_after_retry_after():
+    clock = FakeClock()
+    topics = WorkerTopics(["a", "b"], retry_after=1.0, rng=InOrder(), clock=clock)
+    topics.mark_dead("a")
+    assert topics.candidates() == ["b", "a"]
+    clock.advance(0.999)
+    assert topics.candidates() == ["b", "a"]
+    clock.advance(0.001)
+    assert topics.candidates() == ["a", "b"]
+
+
+def test_mark_alive_ends_the_penalty_at_once():
+    topics = WorkerTopics(["a", "b"], retry_after=60.0, rng=InOrder(), clock=FakeClock())
+    topics.mark_dead("a")
+    topics.mark_alive("a")
+    topics.mark_alive("never-dead")
+    assert topics.candidates() == ["a", "b"]
+
+
+def test_every_topic_dead_still_yields_every_topic():
+    topics = WorkerTopics(["a", "b"], rng=InOrder(), clock=FakeClock())
+    topics.mark_dead("a")
+    topics.mark_dead("b")
+    assert sorted(topics.candidates()) == ["a", "b"]
+
+
+# Bus with fakeredis
+
+def _bus(server, topics=("w1", "w2"), on_reply=lambda data: None, publisher=None, subscriber=None):
+    bus = Bus(
+        "redis://unused:6379/0",
+        topics,
+        response_topic="worker_response_test",
+        reply_topic="gateway_reply:gw-test",
+        on_reply=on_reply,
+        publish_timeout=1.0,
+        publisher=publisher or fakeredis.FakeAsyncRedis(server=server),
+        subscriber=subscriber or fakeredis.FakeAsyncRedis(server=server),
+    )
+    bus.topics = WorkerTopics(topics, rng=InOrder(), clock=FakeClock())
+    return bus
+
+
+def test_publish_request_goes_to_the_topic_with_a_subscriber_and_marks_the_others_dead():
+    async def scenario():
+        server = fakeredis.FakeServer()
+        bus = _bus(server, topics=("w1", "w2", "w3"))
+        request = {"uuid": "u1", "action": "ping", "request_id": "gw-test:1", "text": "héllo"}
+        async with FakeWorker(server, topic="w2") as worker:
+            assert await bus.publish_request(request) == "w2"
+            await worker.wait_for_requests(1)
+            assert worker.requests == [request]
+            # w1 had no subscriber: it is now tried last; w3 was never tried.
+            assert bus.topics.candidates() == ["w2", "w3", "w1"]
+        await bus.close()
+
+    run(scenario())
+
+
+def test_publish_request_prefers_a_live_topic_next_time():
+    async def scenario():
+        server = fakeredis.FakeServer()
+        bus = _bus(server, topics=("w1", "w2"))
+        async with FakeWorker(server, topic="w2") as worker:
+            for i in range(3):
+                assert await bus.publish_request({"uuid": str(i)}) == "w2"
+            await worker.wait_for_requests(3)
+            assert [request["uuid"] for request in worker.requests] == ["0", "1", "2"]
+        await bus.close()
+
+    run(scenario())
+
+
+def test_no_worker_available_when_no_topic_has_a_subscriber():
+    async def scenario():
+        server = fakeredis.FakeServer()
+        bus = _bus(server, topics=("w1", "w2"))
+        with pytest.raises(NoWorkerAvailable):
+            await bus.publish_request({"uuid": "u1"})
+        assert bus.topics._dead_until.keys() == {"w1", "w2"}
+        await bus.close()
+
+    run(scenario())
+
+
+def test_a_worker_that_comes_back_is_found_again():
+    async def scenario():
+        server = fakeredis.FakeServer()
+        bus = _bus(server, topics=("w1",))
+        with pytest.raises(NoWorkerAvailable):
+            await bus.publish_request({"uuid": "u1"})
+        async with FakeWorker(server, topic="w1"):
+            assert await bus.publish_request({"uuid": "u2"}) == "w1"
+        assert "w1" not in bus.topics._dead_until
+        await bus.close()
+
+    run(scenario())
+
+
+class BrokenRedis:
+    async def publish(self, topic, payload):
+        raise RedisConnectionError("Connection refused")
+
+    async def ping(self):
+        raise RedisConnectionError("Connection refused")
+
+    async def aclose(self):
+        pass
+
+
+def test_publish_request_raises_bus_unavailable_when_redis_fails():
+    async def scenario():
+        server = fakeredis.FakeServer()
+        bus = _bus(server, publisher=BrokenRedis())
+        with pytest.raises(BusUnavailable, match="Connection refused"):
+            await bus.publish_request({"uuid": "u1"})
+        await bus.close()
+
+    run(scenario())
+
+
+def test_ping():
+    async def scenario():
+        server = fakeredis.FakeServer()
+        assert await _bus(server).ping() is True
+        assert await _bus(server, publisher=BrokenRedis()).ping() is False
+
+    run(scenario())
+
+
+async def _start_subscriber(bus):
+    task = asyncio.create_task(bus.run_subscriber())
+    await asyncio.wait_for(bus.subscribed.wait(), WAIT)
+    return task
+
+
+async def _stop(task):
+    task.cancel()
+    await asyncio.wait({task})
+    assert task.cancelled()
+
+
+def test_run_subscriber_delivers_replies_from_both_topics():
+    async def scenario():
+        server = fakeredis.FakeServer()
+        received = []
+        got_two = asyncio.Event()
+
+        def on_reply(data):
+            received.append(json.loads(data))
+            if len(received) == 2:
+                got_two.set()
+
+        bus = _bus(server, on_reply=on_reply)
+        assert not bus.subscribed.is_set()
+        task = await _start_subscriber(bus)
+
+        worker = fakeredis.FakeAsyncRedis(server=server)
+        assert await worker.publish(bus.reply_topic, json.dumps({"to": "requester"})) == 1
+        assert await worker.publish(bus.response_topic, json.dumps({"to": "everyone"})) == 1
+        assert await worker.publish("some_other_topic", json.dumps({"to": "nobody"})) == 0
+        await asyncio.wait_for(got_two.wait(), WAIT)
+        assert received == [{"to": "requester"}, {"to": "everyone"}]
+
+        await _stop(task)
+        assert not bus.subscribed.is_set()
+        await worker.aclose()
+        await bus.close()
+
+    run(scenario())
+
+
+def test_a_reply_that_breaks_routing_does_not_stop_the_subscriber(caplog):
+    async def scenario():
+        server = fakeredis.FakeServer()
+        delivered = []
+        second = asyncio.Event()
+
+        def on_reply(data):
+            if data == b"poison":
+                raise KeyError("response")
+            delivered.append(data)
+            second.set()
+
+        bus = _bus(server, on_reply=on_reply)
+        task = await _start_subscriber(bus)
+        worker = fakeredis.FakeAsyncRedis(server=server)
+        await worker.publish(bus.reply_topic, "poison")
+        await worker.publish(bus.reply_topic, "fine")
+        await asyncio.wait_for(second.wait(), WAIT)
+        assert delivered == [b"fine"]
+        assert not task.done()
+        await _stop(task)
+        await worker.aclose()
+
+    run(scenario())
+    assert "could not route a reply" in caplog.text
+
+
+class FlakySubscriber:
+    """A subscriber client whose first `failures` subscriptions fail, as if Redis were restarting."""
+
+    def __init__(self, server, failures):
+        self.client = fakeredis.FakeAsyncRedis(server=server)
+        self.failures = failures
+        self.attempts = 0
+
+    def pubsub(self, **kwargs):
+        self.attempts += 1
+        pubsub = self.client.pubsub(**kwargs)
+        if self.attempts <= self.failures:
+            async def refuse(*channels):
+                raise RedisConnectionError("Connection refused")
+
+            pubsub.subscribe = refuse
+        return pubsub
+
+    async def aclose(self):
+        await self.client.aclose()
+
+
+def test_run_subscriber_reconnects_after_a_redis_error(monkeypatch):
+    monkeypatch.setattr(bus_module, "RECONNECT_BACKOFF_FIRST", 0.01)
+
+    async def scenario():
+        server = fakeredis.FakeServer()
+        delivered = asyncio.Event()
+        subscriber = FlakySubscriber(server, failures=2)
+        bus = _bus(server, on_reply=lambda data: delivered.set(), subscriber=subscriber)
+        task = await _start_subscriber(bus)
+        assert bus.reconnects == 2
+        assert subscriber.attempts == 3
+        publisher = fakeredis.FakeAsyncRedis(server=server)
+        await publisher.publish(bus.reply_topic, "{}")
+        await asyncio.wait_for(delivered.wait(), WAIT)
+        await _stop(task)
+        await publisher.aclose()
+        await bus.close()
+
+    run(scenario())
+
+
+def test_close_closes_both_clients():
+    class Recording(BrokenRedis):
+        closed = False
+
+        async def aclose(self):
+            self.closed = True
+
+    async def scenario():
+        publisher, subscriber = Recording(), Recording()
+        bus = _bus(fakeredis.FakeServer(), publisher=publisher, subscriber=subscriber)
+        await bus.close()
+        assert publisher.closed and subscriber.closed
+
+    run(scenario())

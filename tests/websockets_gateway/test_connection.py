@@ -1,0 +1,135 @@
+"""One client connection: its writer drains the bounded queue in order; a full queue closes it with 4008."""
+
+from __future__ import annotations
+
+import asyncio
+
+from websockets_gateway.connection import CLOSE_SLOW_CONSUMER, Connection
+from websockets_gateway.ratelimit import TokenBucket
+
+from .fakes import FakeWebSocket, make_connection, run
+
+
+def test_user_pk_comes_from_session_data():
+    conn = make_connection("c1")
+    assert conn.user_pk is None
+    conn.session_data = {"user_pk": 3}
+    assert conn.user_pk == 3
+
+
+def test_the_writer_sends_queued_frames_in_order():
+    async def scenario():
+        ws = FakeWebSocket()
+        conn = make_connection("c1", ws)
+        conn.send("one")  # queued before the writer starts
+        conn.start()
+        for text in ("two", "three", "four"):
+            conn.send(text)
+        await ws.wait_until(lambda: len(ws.sent) == 4)
+        assert ws.sent == ["one", "two", "three", "four"]
+        assert ws.close_calls == []
+        await conn.stop()
+
+    run(scenario())
+
+
+def test_a_full_queue_closes_the_connection_with_4008_once():
+    async def scenario():
+        ws = FakeWebSocket()
+        conn = Connection("c1", ws, send_queue_size=2, bucket=TokenBucket(1.0, 1))
+        conn.send("1")
+        conn.send("2")
+        assert not conn.closed
+        conn.send("3")  # the queue is full: the client is too slow
+        assert conn.closed
+        conn.send("4")
+        conn.send("5")
+        await ws.wait_until(lambda: ws.close_calls)
+        await conn.stop()
+        assert ws.close_calls == [(CLOSE_SLOW_CONSUMER, b"Outgoing queue full")]
+        assert ws.sent == []
+
+    run(scenario())
+
+
+def test_a_client_that_stops_reading_is_disconnected_and_nothing_more_is_written():
+    async def scenario():
+        reading = asyncio.Event()
+        ws = FakeWebSocket(send_gate=reading)
+        conn = Connection("c1", ws, send_queue_size=2, bucket=TokenBucket(1.0, 1))
+        conn.start()
+        conn.send("taken-by-writer")
+        # Let the writer take the first frame and block on the socket.
+        await asyncio.sleep(0)
+        for text in ("queued-1", "queued-2", "overflow", "after-close"):
+            conn.send(text)
+        await ws.wait_until(lambda: ws.close_calls)
+        reading.set()  # the client would read again, but the writer is gone
+        await conn.stop()
+        assert ws.close_calls == [(CLOSE_SLOW_CONSUMER, b"Outgoing queue full")]
+        assert ws.sent == []
+
+    run(scenario())
+
+
+def test_close_is_idempotent():
+    async def scenario():
+        ws = FakeWebSocket()
+        conn = make_connection("c1", ws)
+        conn.start()
+        conn.close(4001, "Authentication timeout")
+        conn.close(1003, "second close")
+        conn.send("ignored")
+        await conn.stop()
+        assert ws.close_calls == [(4001, b"Authentication timeout")]
+        assert ws.sent == []
+
+    run(scenario())
+
+
+def test_stop_ends_the_writer_and_later_sends_are_ignored():
+    async def scenario():
+        ws = FakeWebSocket()
+        conn = make_connection("c1", ws)
+        conn.start()
+        conn.send("before")
+        await ws.wait_until(lambda: ws.sent == ["before"])
+        await conn.stop()
+        assert conn.closed
+        assert conn._writer.done()
+        conn.send("after")
+        assert ws.sent == ["before"]
+        assert ws.close_calls == []  # stop() is for a socket already done; it does not close it
+
+    run(scenario())
+
+
+def test_a_write_error_stops_the_writer_quietly():
+    class BrokenWebSocket(FakeWebSocket):
+        async def send_str(self, text):
+            raise ConnectionResetError("peer went away")
+
+    async def scenario():
+        conn = make_connection("c1", BrokenWebSocket())
+        conn.start()
+        conn.send("lost")
+        await asyncio.wait_for(asyncio.shield(conn._writer), 2.0)
+        assert conn._writer.exception() is None
+        await conn.stop()
+
+    run(scenario())
+
+
+def test_an_error_while_closing_is_logged_not_raised(caplog):
+    class FailingCloseWebSocket(FakeWebSocket):
+        async def close(self, *, code, message=b""):
+            raise RuntimeError("transport already gone")
+
+    async def scenario():
+        conn = make_connection("c1", FailingCloseWebSocket())
+        conn.close(4008, "Outgoing queue full")
+        await conn.stop()  # waits for the closer; must not raise
+        assert conn._closer.done() and conn._closer.exception() is None
+
+    run(scenario())
+    assert "error while closing with 4008" in caplog.text

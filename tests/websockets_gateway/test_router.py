@@ -1,0 +1,352 @@
+"""Reply routing: to the requesting connection alone, or to every connection of `send_to`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from websockets_gateway.registry import ConnectionRegistry
+from websockets_gateway.requests import PendingRequests
+from websockets_gateway.router import ReplyRouter, send_timeout_reply
+
+from .fakes import WAIT, connected, run
+
+GATEWAY_ID = "gw-test"
+
+
+def _router(timeout=60.0, on_timeout=send_timeout_reply):
+    registry = ConnectionRegistry()
+    pending = PendingRequests(GATEWAY_ID, timeout, max_in_flight=8, on_timeout=on_timeout)
+    return registry, pending, ReplyRouter(registry, pending)
+
+
+def _envelope(request_id, response, send_to=None, session_data=None):
+    return json.dumps({
+        "type": "success_response",
+        "request_id": request_id,
+        "send_to": send_to,
+        "session_data": session_data,
+        "response": response,
+    }).encode()
+
+
+RESPONSE = {"uuid": "u1", "action": "select_room", "room": "r1", "status": "success", "room_messages": []}
+
+
+def test_a_reply_without_send_to_goes_to_the_requester_only():
+    async def scenario():
+        registry, pending, router = _router()
+        requester = connected(registry, "c1", user_pk=1)
+        same_user = connected(registry, "c2", user_pk=1)
+        other = connected(registry, "c3", user_pk=2)
+        request = pending.start(requester, {"uuid": "u1", "action": "select_room", "room": "r1"})
+
+        router.route(_envelope(request.request_id, RESPONSE))
+
+        assert requester.received == [RESPONSE]
+        assert same_user.received == []
+        assert other.received == []
+        assert len(pending) == 0
+        assert request.timer.cancelled()
+
+    run(scenario())
+
+
+def test_route_accepts_str_as_well_as_bytes():
+    async def scenario():
+        registry, pending, router = _router()
+        requester = connected(registry, "c1", user_pk=1)
+        request = pending.start(requester, {"uuid": "u1"})
+        router.route(_envelope(request.request_id, RESPONSE).decode())
+        assert requester.received == [RESPONSE]
+
+    run(scenario())
+
+
+def test_a_reply_with_send_to_goes_to_every_connection_of_those_users_and_no_one_else():
+    async def scenario():
+        registry, pending, router = _router()
+        requester = connected(registry, "c1", user_pk=1)
+        alice_other_tab = connected(registry, "c2", user_pk=1)
+        bob_phone = connected(registry, "c3", user_pk=2)
+        bob_laptop = connected(registry, "c4", user_pk=2)
+        carol = connected(registry, "c5", user_pk=3)
+        anonymous = connected(registry, "c6")
+        request = pending.start(requester, {"uuid": "u1", "action": "new_message", "room": "r1"})
+        message = {"uuid": "u1", "action": "new_message", "room": "r1", "status": "success", "message": {"id": 1}}
+
+        router.route(_envelope(request.request_id, message, send_to=[1, 2]))
+
+        for conn in (requester, alice_other_tab, bob_phone, bob_laptop):
+            assert conn.received == [message], conn.conn_id
+        assert carol.received == []
+        assert anonymous.received == []
+        assert len(pending) == 0
+
+    run(scenario())
+
+
+def test_a_user_named_twice_in_send_to_gets_the_reply_once():
+    async def scenario():
+        registry, pending, router = _router()
+        requester = connected(registry, "c1", user_pk=1)
+        request = pending.start(requester, {"uuid": "u1"})
+        router.route(_envelope(request.request_id, RESPONSE, send_to=[1, 1]))
+        assert requester.received == [RESPONSE]
+
+    run(scenario())
+
+
+def test_the_requester_gets_the_reply_even_when_not_in_send_to():
+    async def scenario():
+        registry, pending, router = _router()
+        sender = connected(registry, "c1", user_pk=1)
+        sender_other_tab = connected(registry, "c2", user_pk=1)
+        member = connected(registry, "c3", user_pk=2)
+        request = pending.start(sender, {"uuid": "u1", "action": "typing", "room": "r1"})
+        typing = {"uuid": "u1", "action": "typing", "room": "r1", "status": "success", "user": {"username": "a"}}
+
+        router.route(_envelope(request.request_id, typing, send_to=[2]))
+
+        assert member.received == [typing]
+        assert sender.received == [typing]
+        assert sender_other_tab.received == []
+
+    run(scenario())
+
+
+def test_send_to_ignores_entries_that_are_not_user_ids():
+    async def scenario():
+        registry, pending, router = _router()
+        bob = connected(registry, "c2", user_pk=2)
+        carol = connected(registry, "c3", user_pk=3)
+        router.route(_envelope("other-gw:1", RESPONSE, send_to=["3", None, 2.0, {"pk": 3}, 2]))
+        assert bob.received == [RESPONSE]
+        assert carol.received == []
+
+    run(scenario())
+
+
+def test_session_data_updates_the_requester_and_the_user_index():
+    async def scenario():
+        registry, pending, router = _router()
+        requester = connected(registry, "c1")
+        request = pending.start(requester, {"uuid": "u1", "action": "authenticate"})
+        welcome = {"uuid": "u1", "action": "authenticate", "status": "success", "user": {"username": "alice"}}
+
+        router.route(_envelope(request.request_id, welcome, session_data={"user_pk": 1}))
+
+        assert requester.session_data == {"user_pk": 1}
+        assert registry.of_user(1) == {requester}
+        assert requester.received == [welcome]
+
+    run(scenario())
+
+
+def test_session_data_moves_a_reauthenticated_connection_to_its_new_user():
+    async def scenario():
+        registry, pending, router = _router()
+        requester = connected(registry, "c1", user_pk=1)
+        request = pending.start(requester, {"uuid": "u1", "action": "authenticate"})
+        router.route(_envelope(request.request_id, RESPONSE, session_data={"user_pk": 2}))
+        assert registry.of_user(1) == set()
+        assert registry.of_user(2) == {requester}
+
+    run(scenario())
+
+
+def test_a_broadcast_reply_that_authenticates_reaches_the_requester_under_its_new_user():
+    async def scenario():
+        registry, pending, router = _router()
+        requester = connected(registry, "c1")
+        request = pending.start(requester, {"uuid": "u1", "action": "authenticate"})
+        router.route(_envelope(request.request_id, RESPONSE, send_to=[5], session_data={"user_pk": 5}))
+        assert requester.received == [RESPONSE]  # once: as a member of send_to, not again as requester
+        assert registry.of_user(5) == {requester}
+
+    run(scenario())
+
+
+def test_a_reply_without_session_data_leaves_the_session_alone():
+    async def scenario():
+        registry, pending, router = _router()
+        requester = connected(registry, "c1", user_pk=1)
+        request = pending.start(requester, {"uuid": "u1"})
+        router.route(_envelope(request.request_id, RESPONSE, session_data=None))
+        assert requester.session_data == {"user_pk": 1}
+        assert registry.of_user(1) == {requester}
+
+    run(scenario())
+
+
+def test_session_data_of_a_closed_requester_is_not_indexed():
+    async def scenario():
+        registry, pending, router = _router()
+        requester = connected(registry, "c1")
+        request = pending.start(requester, {"uuid": "u1", "action": "authenticate"})
+        requester.closed = True
+        router.route(_envelope(request.request_id, RESPONSE, session_data={"user_pk": 1}))
+        assert registry.of_user(1) == set()
+        assert requester.received == []
+
+    run(scenario())
+
+
+def test_session_data_in_another_gateways_reply_changes_nothing_here():
+    async def scenario():
+        registry, pending, router = _router()
+        conn = connected(registry, "c1", user_pk=1)
+        pending.start(conn, {"uuid": "u1"})
+        router.route(_envelope("gw-other:1", RESPONSE, send_to=[1], session_data={"user_pk": 99}))
+        assert conn.session_data == {"user_pk": 1}
+        assert registry.of_user(99) == set()
+
+    run(scenario())
+
+
+def test_a_late_reply_without_send_to_is_dropped():
+    async def scenario():
+        registry, pending, router = _router()
+        requester = connected(registry, "c1", user_pk=1)
+        request = pending.start(requester, {"uuid": "u1"})
+        pending.complete(request.request_id)  # already answered (or timed out)
+
+        router.route(_envelope(request.request_id, RESPONSE, session_data={"user_pk": 2}))
+
+        assert requester.received == []
+        assert requester.session_data == {"user_pk": 1}
+
+    run(scenario())
+
+
+def test_a_reply_after_the_timeout_is_dropped_and_the_client_saw_only_the_timeout():
+    async def scenario():
+        fired = asyncio.Event()
+
+        def on_timeout(request):
+            send_timeout_reply(request)
+            fired.set()
+
+        registry, pending, router = _router(timeout=0.05, on_timeout=on_timeout)
+        requester = connected(registry, "c1", user_pk=1)
+        request = pending.start(requester, {"uuid": "u1", "action": "select_room", "room": "r1"})
+        await asyncio.wait_for(fired.wait(), WAIT)
+
+        router.route(_envelope(request.request_id, RESPONSE))
+
+        assert [reply["error_code"] for reply in requester.received] == ["timeout"]
+
+    run(scenario())
+
+
+def test_a_late_broadcast_reply_still_reaches_send_to():
+    async def scenario():
+        registry, pending, router = _router()
+        requester = connected(registry, "c1", user_pk=1)
+        member = connected(registry, "c2", user_pk=2)
+        request = pending.start(requester, {"uuid": "u1"})
+        pending.complete(request.request_id)
+        router.route(_envelope(request.request_id, RESPONSE, send_to=[2]))
+        assert member.received == [RESPONSE]
+        assert requester.received == []
+
+    run(scenario())
+
+
+def test_another_gateways_request_id_is_not_completed_here():
+    async def scenario():
+        registry, pending, router = _router()
+        requester = connected(registry, "c1", user_pk=1)
+        request = pending.start(requester, {"uuid": "u1"})
+        # The same sequence number under another gateway's id.
+        foreign_id = "gw-other:" + request.request_id.split(":", 1)[1]
+
+        router.route(_envelope(foreign_id, RESPONSE))
+
+        assert requester.received == []
+        assert len(pending) == 1
+        assert requester.in_flight == {request.request_id}
+        assert pending.complete(request.request_id) is request
+
+    run(scenario())
+
+
+def test_another_gateways_broadcast_reaches_our_connections_of_send_to():
+    async def scenario():
+        registry, pending, router = _router()
+        member = connected(registry, "c1", user_pk=1)
+        bystander = connected(registry, "c2", user_pk=2)
+        router.route(_envelope("gw-other:12", RESPONSE, send_to=[1]))
+        assert member.received == [RESPONSE]
+        assert bystander.received == []
+
+    run(scenario())
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"[]",
+        b"42",
+        b'"text"',
+        b"null",
+        b"{}",
+        json.dumps({"request_id": f"{GATEWAY_ID}:1", "send_to": None}).encode(),
+        json.dumps({"request_id": f"{GATEWAY_ID}:1", "send_to": None, "response": "ok"}).encode(),
+        json.dumps({"request_id": f"{GATEWAY_ID}:1", "send_to": None, "response": ["ok"]}).encode(),
+        json.dumps({"request_id": f"{GATEWAY_ID}:1", "send_to": 1, "response": {"status": "success"}}).encode(),
+        json.dumps({"request_id": f"{GATEWAY_ID}:1", "send_to": {"1": 1}, "response": {"status": "success"}}).encode(),
+        b"not json at all",
+        b"\xff\xfe\x00",
+    ],
+    ids=["array", "number", "string", "null", "empty", "no-response", "response-str", "response-list",
+         "send_to-int", "send_to-object", "not-json", "not-utf8"],
+)
+def test_a_malformed_envelope_is_dropped_without_raising(data, caplog):
+    async def scenario():
+        registry, pending, router = _router()
+        requester = connected(registry, "c1", user_pk=1)
+        request = pending.start(requester, {"uuid": "u1"})
+        assert request.request_id == f"{GATEWAY_ID}:1"
+
+        router.route(data)
+
+        assert requester.received == []
+        # The request is still waiting: it will get its timeout reply rather than silence.
+        assert pending.complete(request.request_id) is request
+
+    run(scenario())
+    assert "malformed reply envelope" in caplog.text
+
+
+def test_send_timeout_reply_echoes_uuid_action_and_room():
+    async def scenario():
+        registry, pending, router = _router()
+        requester = connected(registry, "c1", user_pk=1)
+        request = pending.start(requester, {"uuid": "u1", "action": "new_message", "room": "r1"})
+        send_timeout_reply(request)
+        assert requester.received == [{
+            "uuid": "u1",
+            "action": "new_message",
+            "room": "r1",
+            "status": "error",
+            "error_code": "timeout",
+            "error_message": "No worker answered in time",
+        }]
+
+    run(scenario())
+
+
+def test_send_timeout_reply_without_a_room():
+    async def scenario():
+        registry, pending, router = _router()
+        requester = connected(registry, "c1")
+        request = pending.start(requester, {"uuid": "u9", "action": "authenticate"})
+        send_timeout_reply(request)
+        (reply,) = requester.received
+        assert (reply["uuid"], reply["action"], reply["error_code"]) == ("u9", "authenticate", "timeout")
+        assert "room" not in reply
+
+    run(scenario())

@@ -1,0 +1,484 @@
+"""The `/ws` and `/healthz` handlers, served by the real application over a local socket.
+
+Redis is fakeredis: the `redis_server` fixture (conftest.py) patches `Redis.from_url` so that
+the gateway's clients and the fake workers share one in-process server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+
+import pytest
+from aiohttp import WSMsgType, WSServerHandshakeError
+from aiohttp.test_utils import TestClient, TestServer
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from websockets_gateway import views
+from websockets_gateway.app import close_connections, create_app
+from websockets_gateway.bus import NoWorkerAvailable
+from websockets_gateway.connection import (
+    CLOSE_AUTH_TIMEOUT, CLOSE_GOING_AWAY, CLOSE_UNSUPPORTED_DATA,
+)
+from websockets_gateway.state import GATEWAY_KEY
+
+from .fakes import ALLOWED_ORIGIN, WAIT, FakeWebSocket, FakeWorker, envelope, make_connection, make_settings, run
+
+CLOSE_MESSAGE_TOO_BIG = 1009
+
+
+@contextlib.asynccontextmanager
+async def serving(**overrides):
+    """The gateway app with test settings, started; yields (client, app)."""
+    app = create_app(make_settings(**overrides))
+    async with TestClient(TestServer(app)) as client:
+        yield client, app
+
+
+async def receive_json(ws):
+    message = await ws.receive(timeout=WAIT)
+    assert message.type == WSMsgType.TEXT, message
+    return json.loads(message.data)
+
+
+async def receive_close(ws):
+    message = await ws.receive(timeout=WAIT)
+    assert message.type == WSMsgType.CLOSE, message
+    return message.data, message.extra
+
+
+async def request(ws, frame):
+    await ws.send_str(json.dumps(frame))
+    return await receive_json(ws)
+
+
+async def wait_until(predicate, timeout=WAIT):
+    """For server-side state no event announces (a handler's clean-up): re-check until true."""
+    async def poll():
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(poll(), timeout)
+
+
+def authenticating(users):
+    """A worker's answer: authenticate by token ({token: user_pk}); new_message broadcast to user 1 and 2."""
+    def answer(bus_request):
+        action = bus_request["action"]
+        if action == "authenticate":
+            user_pk = users.get(bus_request.get("token"))
+            if user_pk is None:
+                reply = {"uuid": bus_request["uuid"], "action": action, "status": "error",
+                         "error_code": "invalid_token", "error_message": "Invalid token"}
+                return bus_request["reply_to"], envelope(bus_request, reply)
+            reply = {"uuid": bus_request["uuid"], "action": action, "status": "success",
+                     "user": {"username": f"user{user_pk}"}}
+            return bus_request["reply_to"], envelope(bus_request, reply, session_data={"user_pk": user_pk})
+        if action == "new_message":
+            reply = {"uuid": bus_request["uuid"], "action": action, "room": bus_request["room"],
+                     "status": "success", "message": {"id": 1, "text": bus_request["text"]}}
+            return "worker_response_test", envelope(bus_request, reply, send_to=[1])
+        reply = {"uuid": bus_request["uuid"], "action": action, "status": "success",
+                 "session_seen": bus_request["session_data"]}
+        return bus_request["reply_to"], envelope(bus_request, reply)
+
+    return answer
+
+
+# /healthz
+
+def test_healthz_is_200_with_json_while_redis_is_up(redis_server):
+    async def scenario():
+        async with serving() as (client, app):
+            response = await client.get("/healthz")
+            assert response.status == 200
+            body = await response.json()
+            assert body["status"] == "ok"
+            assert body["redis"] is True
+            assert body["gateway_id"] == app[GATEWAY_KEY].gateway_id
+            assert body["gateway_id"].startswith("gw-")
+            assert body["connections"] == 0
+            assert body["in_flight"] == 0
+
+    run(scenario())
+
+
+def test_healthz_counts_open_connections(redis_server):
+    async def scenario():
+        async with serving() as (client, app):
+            ws = await client.ws_connect("/ws")
+            await request(ws, {"uuid": "p", "action": "ping"})
+            body = await (await client.get("/healthz")).json()
+            assert body["connections"] == 1
+
+    run(scenario())
+
+
+def test_healthz_is_503_when_redis_does_not_answer(redis_server):
+    async def scenario():
+        async with serving() as (client, app):
+            async def no_pong():
+                return False
+
+            app[GATEWAY_KEY].bus.ping = no_pong
+            response = await client.get("/healthz")
+            assert response.status == 503
+            body = await response.json()
+            assert body["status"] == "unavailable"
+            assert body["redis"] is False
+
+    run(scenario())
+
+
+# Handshake
+
+def test_a_foreign_origin_is_refused_with_403(redis_server):
+    async def scenario():
+        async with serving() as (client, app):
+            with pytest.raises(WSServerHandshakeError) as refused:
+                await client.ws_connect("/ws", headers={"Origin": "http://evil.example"})
+            assert refused.value.status == 403
+            assert len(app[GATEWAY_KEY].registry) == 0
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("headers", [{"Origin": ALLOWED_ORIGIN}, {}], ids=["allowed-origin", "no-origin"])
+def test_an_allowed_origin_or_no_origin_is_accepted(redis_server, headers):
+    async def scenario():
+        async with serving() as (client, app):
+            ws = await client.ws_connect("/ws", headers=headers)
+            reply = await request(ws, {"uuid": "p1", "action": "ping"})
+            assert reply["status"] == "success"
+
+    run(scenario())
+
+
+def test_any_origin_when_allowed_origins_is_star(redis_server):
+    async def scenario():
+        async with serving(allowed_origins=None) as (client, app):
+            ws = await client.ws_connect("/ws", headers={"Origin": "http://anywhere.example"})
+            assert (await request(ws, {"uuid": "p1", "action": "ping"}))["status"] == "success"
+
+    run(scenario())
+
+
+# Transport errors close the connection
+
+@pytest.mark.parametrize("text", ["not json", "[1, 2]", "42", '"hello"'], ids=["not-json", "array", "number", "string"])
+def test_a_frame_that_is_not_a_json_object_closes_with_1003(redis_server, text):
+    async def scenario():
+        async with serving() as (client, app):
+            ws = await client.ws_connect("/ws")
+            await ws.send_str(text)
+            code, reason = await receive_close(ws)
+            assert code == CLOSE_UNSUPPORTED_DATA
+            assert "JSON" in reason
+            await wait_until(lambda: len(app[GATEWAY_KEY].registry) == 0)
+
+    run(scenario())
+
+
+def test_a_binary_frame_closes_with_1003(redis_server):
+    async def scenario():
+        async with serving() as (client, app):
+            ws = await client.ws_connect("/ws")
+            await ws.send_bytes(b'{"uuid": "u1", "action": "ping"}')
+            code, reason = await receive_close(ws)
+            assert code == CLOSE_UNSUPPORTED_DATA
+            assert "Binary" in reason
+
+    run(scenario())
+
+
+def test_an_oversized_frame_closes_with_1009(redis_server):
+    async def scenario():
+        async with serving(ws_max_message_size=1024) as (client, app):
+            ws = await client.ws_connect("/ws")
+            # Just under the limit is fine.
+            fits = json.dumps({"uuid": "u1", "action": "ping", "pad": "x" * 900})
+            assert len(fits) <= 1024
+            assert (await request(ws, json.loads(fits)))["status"] == "success"
+            await ws.send_str(json.dumps({"uuid": "u2", "action": "ping", "pad": "x" * 2000}))
+            code, _ = await receive_close(ws)
+            assert code == CLOSE_MESSAGE_TOO_BIG
+
+    run(scenario())
+
+
+def test_a_connection_that_does_not_authenticate_in_time_is_closed_with_4001(redis_server):
+    async def scenario():
+        async with serving(auth_timeout=0.2) as (client, app):
+            ws = await client.ws_connect("/ws")
+            # Pings are answered meanwhile, but do not count as authenticating.
+            assert (await request(ws, {"uuid": "p1", "action": "ping"}))["status"] == "success"
+            code, reason = await receive_close(ws)
+            assert code == CLOSE_AUTH_TIMEOUT
+            assert reason == "Authentication timeout"
+
+    run(scenario())
+
+
+def test_the_auth_check_closes_only_unauthenticated_connections():
+    async def scenario():
+        anonymous_ws, authenticated_ws = FakeWebSocket(), FakeWebSocket()
+        anonymous = make_connection("c1", anonymous_ws)
+        authenticated = make_connection("c2", authenticated_ws)
+        authenticated.session_data = {"user_pk": 1}
+        views._check_authenticated(anonymous)
+        views._check_authenticated(authenticated)
+        await anonymous.stop()
+        await authenticated.stop()
+        assert anonymous_ws.close_calls == [(CLOSE_AUTH_TIMEOUT, b"Authentication timeout")]
+        assert authenticated_ws.close_calls == []
+
+    run(scenario())
+
+
+def test_shutdown_closes_client_connections_with_1001(redis_server):
+    async def scenario():
+        async with serving() as (client, app):
+            ws = await client.ws_connect("/ws")
+            await request(ws, {"uuid": "p1", "action": "ping"})
+            await close_connections(app)
+            code, _ = await receive_close(ws)
+            assert code == CLOSE_GOING_AWAY
+
+    run(scenario())
+
+
+# Frames answered by the gateway itself
+
+def test_ping_is_answered_with_the_number_of_connections(redis_server):
+    async def scenario():
+        async with serving() as (client, app):
+            first = await client.ws_connect("/ws")
+            reply = await request(first, {"uuid": "p1", "action": "ping"})
+            assert reply["uuid"] == "p1" and reply["action"] == "ping" and reply["status"] == "success"
+            assert reply["connections"] == 1
+            assert isinstance(reply["server_time"], float)
+            second = await client.ws_connect("/ws")
+            assert (await request(second, {"uuid": "p2", "action": "ping"}))["connections"] == 2
+
+    run(scenario())
+
+
+def test_select_room_before_authenticating_is_refused(redis_server):
+    async def scenario():
+        async with serving() as (client, app):
+            async with FakeWorker(redis_server) as worker:
+                ws = await client.ws_connect("/ws")
+                reply = await request(ws, {"uuid": "s1", "action": "select_room", "room": "r1"})
+                assert reply == {"uuid": "s1", "action": "select_room", "room": "r1", "status": "error",
+                                 "error_code": "authentication_required", "error_message": "Authenticate first"}
+                # The connection stays open, and the worker never saw the frame.
+                assert (await request(ws, {"uuid": "p1", "action": "ping"}))["status"] == "success"
+                assert worker.requests == []
+
+    run(scenario())
+
+
+@pytest.mark.parametrize(
+    "frame, code",
+    [
+        ({"action": "ping"}, "invalid_message_format"),
+        ({"uuid": "", "action": "ping"}, "invalid_message_format"),
+        ({"uuid": "u1"}, "invalid_message_format"),
+        ({"uuid": "u1", "action": "explode"}, "invalid_action"),
+    ],
+)
+def test_a_bad_frame_gets_an_error_reply_and_the_connection_stays_open(redis_server, frame, code):
+    async def scenario():
+        async with serving() as (client, app):
+            ws = await client.ws_connect("/ws")
+            reply = await request(ws, frame)
+            assert reply["status"] == "error"
+            assert reply["error_code"] == code
+            assert (await request(ws, {"uuid": "p1", "action": "ping"}))["status"] == "success"
+
+    run(scenario())
+
+
+# Frames that go to a worker
+
+def test_a_frame_with_no_worker_subscribed_gets_timeout_at_once(redis_server):
+    async def scenario():
+        async with serving(request_timeout=60.0) as (client, app):
+            ws = await client.ws_connect("/ws")
+            reply = await request(ws, {"uuid": "a1", "action": "authenticate", "token": "t"})
+            assert reply["uuid"] == "a1"
+            assert reply["action"] == "authenticate"
+            assert reply["error_code"] == "timeout"
+            assert reply["error_message"] == "No worker is available"
+            assert len(app[GATEWAY_KEY].pending) == 0
+
+    run(scenario())
+
+
+def test_a_worker_authenticates_the_connection(redis_server):
+    async def scenario():
+        async with serving() as (client, app):
+            gateway = app[GATEWAY_KEY]
+            async with FakeWorker(redis_server, answer=authenticating({"alice-token": 1})) as worker:
+                ws = await client.ws_connect("/ws")
+                reply = await request(ws, {"uuid": "a1", "action": "authenticate", "token": "alice-token",
+                                           "session_data": {"user_pk": 999}})
+                assert reply == {"uuid": "a1", "action": "authenticate", "status": "success",
+                                 "user": {"username": "user1"}}
+                (conn,) = gateway.registry.of_user(1)
+                assert conn.session_data == {"user_pk": 1}
+                assert len(gateway.pending) == 0
+
+                (bus_request,) = worker.requests
+                assert bus_request["session_data"] == {}  # never the client's own
+                assert bus_request["reply_to"] == gateway.bus.reply_topic
+                assert gateway.pending.owns(bus_request["request_id"])
+                assert bus_request["token"] == "alice-token"
+
+                # Now authenticated: other actions reach the worker, with the gateway's session data.
+                reply = await request(ws, {"uuid": "l1", "action": "list_rooms"})
+                assert reply["session_seen"] == {"user_pk": 1}
+
+    run(scenario())
+
+
+def test_an_invalid_token_leaves_the_connection_anonymous(redis_server):
+    async def scenario():
+        async with serving() as (client, app):
+            async with FakeWorker(redis_server, answer=authenticating({})):
+                ws = await client.ws_connect("/ws")
+                reply = await request(ws, {"uuid": "a1", "action": "authenticate", "token": "wrong"})
+                assert reply["error_code"] == "invalid_token"
+                assert app[GATEWAY_KEY].registry.user_count() == 0
+                reply = await request(ws, {"uuid": "s1", "action": "select_room", "room": "r"})
+                assert reply["error_code"] == "authentication_required"
+
+    run(scenario())
+
+
+def test_a_broadcast_reaches_every_connection_of_send_to_and_no_one_else(redis_server):
+    async def scenario():
+        async with serving() as (client, app):
+            users = {"alice": 1, "bob": 2}
+            async with FakeWorker(redis_server, answer=authenticating(users)):
+                alice_phone, alice_laptop, bob = [await client.ws_connect("/ws") for _ in range(3)]
+                for ws, token in ((alice_phone, "alice"), (alice_laptop, "alice"), (bob, "bob")):
+                    assert (await request(ws, {"uuid": "a", "action": "authenticate", "token": token}))["status"] == "success"
+                assert len(app[GATEWAY_KEY].registry.of_user(1)) == 2
+
+                sent = await request(alice_phone, {"uuid": "m1", "action": "new_message", "room": "r1", "text": "hi"})
+                assert sent["message"] == {"id": 1, "text": "hi"}
+                assert await receive_json(alice_laptop) == sent
+                # The broadcast was routed to every recipient at once, before alice's phone got it:
+                # had bob been sent it, it would come before the answer to his ping.
+                assert (await request(bob, {"uuid": "p1", "action": "ping"}))["action"] == "ping"
+
+    run(scenario())
+
+
+def test_rate_limit_answers_rate_limited_and_keeps_the_connection(redis_server):
+    async def scenario():
+        async with serving(rate_limit=0.01, rate_burst=2) as (client, app):
+            ws = await client.ws_connect("/ws")
+            assert (await request(ws, {"uuid": "p1", "action": "ping"}))["status"] == "success"
+            assert (await request(ws, {"uuid": "p2", "action": "ping"}))["status"] == "success"
+            for uuid in ("p3", "p4"):
+                reply = await request(ws, {"uuid": uuid, "action": "ping"})
+                assert reply["uuid"] == uuid
+                assert reply["status"] == "error"
+                assert reply["error_code"] == "rate_limited"
+            assert not ws.closed
+            assert len(app[GATEWAY_KEY].registry) == 1
+
+    run(scenario())
+
+
+def test_a_second_request_beyond_max_in_flight_is_rate_limited(redis_server):
+    async def scenario():
+        async with serving(max_in_flight=1, request_timeout=60.0) as (client, app):
+            async with FakeWorker(redis_server) as worker:  # never answers
+                ws = await client.ws_connect("/ws")
+                await ws.send_str(json.dumps({"uuid": "a1", "action": "authenticate", "token": "t"}))
+                await worker.wait_for_requests(1)
+                reply = await request(ws, {"uuid": "a2", "action": "authenticate", "token": "t"})
+                assert reply["uuid"] == "a2"
+                assert reply["error_code"] == "rate_limited"
+                assert reply["error_message"] == "Too many requests in flight"
+                assert len(worker.requests) == 1
+                assert len(app[GATEWAY_KEY].pending) == 1
+                # Pings need no worker and are still answered.
+                assert (await request(ws, {"uuid": "p1", "action": "ping"}))["status"] == "success"
+
+    run(scenario())
+
+
+def test_a_request_no_worker_answers_gets_timeout(redis_server):
+    async def scenario():
+        async with serving(request_timeout=0.2) as (client, app):
+            async with FakeWorker(redis_server) as worker:  # subscribed, never answers
+                ws = await client.ws_connect("/ws")
+                reply = await request(ws, {"uuid": "a1", "action": "authenticate", "token": "t"})
+                assert reply == {"uuid": "a1", "action": "authenticate", "status": "error",
+                                 "error_code": "timeout", "error_message": "No worker answered in time"}
+                assert len(worker.requests) == 1
+                assert len(app[GATEWAY_KEY].pending) == 0
+
+    run(scenario())
+
+
+def test_a_closed_connection_forgets_its_requests(redis_server):
+    async def scenario():
+        async with serving(request_timeout=60.0) as (client, app):
+            gateway = app[GATEWAY_KEY]
+            async with FakeWorker(redis_server) as worker:
+                ws = await client.ws_connect("/ws")
+                await ws.send_str(json.dumps({"uuid": "a1", "action": "authenticate", "token": "t"}))
+                await worker.wait_for_requests(1)
+                assert len(gateway.pending) == 1
+                await ws.close()
+                await wait_until(lambda: len(gateway.registry) == 0)
+                assert len(gateway.pending) == 0
+
+    run(scenario())
+
+
+def test_a_frame_that_redis_cannot_take_gets_timeout_at_once(redis_server):
+    async def scenario():
+        async with serving(request_timeout=60.0) as (client, app):
+            gateway = app[GATEWAY_KEY]
+
+            async def refused(channel, payload):
+                raise RedisConnectionError("Connection refused")
+
+            gateway.bus._publisher.publish = refused
+            ws = await client.ws_connect("/ws")
+            reply = await request(ws, {"uuid": "a1", "action": "authenticate", "token": "t"})
+            assert (reply["uuid"], reply["error_code"]) == ("a1", "timeout")
+            assert reply["error_message"] == "Message bus unavailable"
+            assert len(gateway.pending) == 0
+            # The connection stays usable.
+            assert (await request(ws, {"uuid": "p1", "action": "ping"}))["status"] == "success"
+
+    run(scenario())
+
+
+def test_a_frame_whose_deadline_passes_during_a_failed_publish_gets_one_reply(redis_server):
+    async def scenario():
+        async with serving(request_timeout=0.05) as (client, app):
+            gateway = app[GATEWAY_KEY]
+
+            async def slow_then_no_worker(bus_request):
+                # Hold the publish until the deadline has answered the request.
+                await wait_until(lambda: len(gateway.pending) == 0)
+                raise NoWorkerAvailable("No worker is listening on any topic")
+
+            gateway.bus.publish_request = slow_then_no_worker
+            ws = await client.ws_connect("/ws")
+            reply = await request(ws, {"uuid": "a1", "action": "authenticate", "token": "t"})
+            assert (reply["uuid"], reply["error_code"]) == ("a1", "timeout")
+            assert reply["error_message"] == "No worker answered in time"
+            # Nothing else for a1: the next frame the client gets answers its ping.
+            assert (await request(ws, {"uuid": "p1", "action": "ping"}))["uuid"] == "p1"
+
+    run(scenario())
