@@ -76,38 +76,48 @@ def clean_text(text: Any) -> str:
     return text
 
 
+def room_member_ids(room_uuid: uuid.UUID) -> list[int]:
+    """The ids of a room's members, in one query on the membership table."""
+    memberships = ChatRoom.users.through.objects.filter(chatroom_id=room_uuid)
+    return list(memberships.order_by("user_id").values_list("user_id", flat=True))
+
+
 def member_ids(room: ChatRoom) -> list[int]:
-    return list(room.users.order_by("pk").values_list("pk", flat=True))
+    return room_member_ids(room.pk)
 
 
 @dataclass(frozen=True)
 class PostedMessage:
     message: ChatMessage
     created: bool
+    # The members of the message's room: who hears about it.
+    member_ids: list[int]
 
 
 def post_message(user: User, room_id: Any, text: Any, client_uuid: str | None) -> PostedMessage:
     """Store a message in a room the user is a member of, once per (user, client uuid).
 
-    A retry with the same client uuid returns the message stored the first time.
+    A retry with the same client uuid returns the message stored the first time. The insert
+    comes first and the unique constraint catches the retry, so a first try (the common case)
+    costs one query for the members and one insert.
     """
-    room = member_room(user, room_id)
+    room_uuid = parse_room_id(room_id)
+    members = room_member_ids(room_uuid)
+    if user.pk not in members:
+        raise errors.InvalidRoomId()
     text = clean_text(text)
-    if client_uuid is not None:
-        existing = _message_by_client_uuid(user, client_uuid)
-        if existing is not None:
-            return PostedMessage(existing, created=False)
     try:
         with transaction.atomic():
-            message = ChatMessage.objects.create(user=user, room=room, text=text, client_uuid=client_uuid)
+            message = ChatMessage.objects.create(user=user, room_id=room_uuid, text=text, client_uuid=client_uuid)
     except IntegrityError:
-        # A concurrent retry of the same uuid (another worker) stored it first.
+        # A retry: this user already stored a message with this uuid (maybe through another worker).
         existing = _message_by_client_uuid(user, client_uuid) if client_uuid is not None else None
         if existing is None:
             raise
-        return PostedMessage(existing, created=False)
-    message.user = user
-    return PostedMessage(message, created=True)
+        if existing.room_id != room_uuid:
+            members = room_member_ids(existing.room_id)
+        return PostedMessage(existing, created=False, member_ids=members)
+    return PostedMessage(message, created=True, member_ids=members)
 
 
 def _message_by_client_uuid(user: User, client_uuid: str) -> ChatMessage | None:

@@ -43,12 +43,11 @@ def select_room(request: Request) -> HandlerResult:
 
 def new_message(request: Request) -> HandlerResult:
     posted = services.post_message(request.user, request.get("room"), request.get("text"), request.get("uuid"))
-    room = posted.message.room
     return HandlerResult(
         success(request.data, message=MessageSerializer(posted.message).data),
         # A retry reaches the members again: a member who missed the first reply gets it now,
         # and clients recognise a message they already have by its id.
-        send_to=services.member_ids(room),
+        send_to=posted.member_ids,
     )
 
 

@@ -1,0 +1,49 @@
+"""`chat.serializers.MessageSerializer` produces the protocol's message object exactly."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from chat.models import ChatMessage
+from chat.serializers import MessageSerializer
+
+
+@pytest.fixture
+def message(make_user, make_room):
+    alice = make_user("alice")
+    room = make_room(alice)
+    return ChatMessage.objects.create(user=alice, room=room, text="héllo")
+
+
+def test_message_has_the_protocol_shape(message):
+    data = MessageSerializer(message).data
+    assert set(data) == {"id", "user", "room", "timestamp", "text"}
+    assert data["id"] == message.pk
+    assert data["user"] == {"username": "alice"}
+    assert re.fullmatch(r"[0-9a-f]{32}", data["room"])
+    assert data["room"] == message.room.pk.hex
+    assert data["text"] == "héllo"
+
+
+def test_timestamp_is_epoch_seconds_as_a_float(message):
+    data = MessageSerializer(message).data
+    assert isinstance(data["timestamp"], float)
+    assert data["timestamp"] == pytest.approx(message.date_created.timestamp())
+
+
+def test_serialized_message_is_plain_json(message):
+    data = MessageSerializer(message).data
+    assert json.loads(json.dumps(data)) == {
+        "id": message.pk,
+        "user": {"username": "alice"},
+        "room": message.room.pk.hex,
+        "timestamp": data["timestamp"],
+        "text": "héllo",
+    }
+
+
+def test_many(message):
+    assert [m["id"] for m in MessageSerializer([message, message], many=True).data] == [message.pk, message.pk]

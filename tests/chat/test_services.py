@@ -1,0 +1,219 @@
+"""Unit tests of `chat.services`: the domain operations shared by the bus workers and the REST API."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from django.db import transaction
+from rest_framework.authtoken.models import Token
+
+from chat import errors, services
+from chat.models import ChatMessage, ChatRoom
+
+
+@pytest.fixture
+def alice(make_user):
+    return make_user("alice")
+
+
+@pytest.fixture
+def bob(make_user):
+    return make_user("bob")
+
+
+@pytest.fixture
+def room(make_room, alice, bob):
+    return make_room(alice, bob, name="General")
+
+
+class TestUserForToken:
+    def test_known_token_gives_its_user(self, alice):
+        assert services.user_for_token(Token.objects.get(user=alice).key) == alice
+
+    @pytest.mark.parametrize("token", ["no-such-token", "", "x" * 129])
+    def test_unknown_token_is_refused(self, alice, token):
+        with pytest.raises(errors.InvalidToken):
+            services.user_for_token(token)
+
+    @pytest.mark.parametrize("token", [None, 42, ["a"], {"key": "a"}])
+    def test_non_string_token_is_refused(self, alice, token):
+        with pytest.raises(errors.InvalidToken):
+            services.user_for_token(token)
+
+    def test_inactive_users_token_is_refused(self, make_user):
+        inactive = make_user("gone", is_active=False)
+        with pytest.raises(errors.InvalidToken):
+            services.user_for_token(Token.objects.get(user=inactive).key)
+
+
+class TestActiveUser:
+    def test_active_user_by_pk(self, alice):
+        assert services.active_user(alice.pk) == alice
+
+    def test_inactive_deleted_or_non_int_pk_is_none(self, alice, make_user):
+        inactive = make_user("gone", is_active=False)
+        assert services.active_user(inactive.pk) is None
+        assert services.active_user(alice.pk + 1000) is None
+        assert services.active_user(str(alice.pk)) is None
+        assert services.active_user(None) is None
+
+
+class TestParseRoomId:
+    def test_hex32_form(self):
+        room_uuid = uuid.uuid4()
+        assert services.parse_room_id(room_uuid.hex) == room_uuid
+
+    def test_hyphenated_form(self):
+        room_uuid = uuid.uuid4()
+        assert services.parse_room_id(str(room_uuid)) == room_uuid
+
+    @pytest.mark.parametrize("value", [
+        "",
+        "abc",
+        uuid.uuid4().hex[:31],
+        uuid.uuid4().hex + "0",
+        "z" * 32,
+        "x" * 36,
+        "{" + str(uuid.uuid4()) + "}",
+        "urn:uuid:" + str(uuid.uuid4()),
+    ])
+    def test_wrong_length_or_garbage_is_an_invalid_room_id(self, value):
+        with pytest.raises(errors.InvalidRoomId):
+            services.parse_room_id(value)
+
+    @pytest.mark.parametrize("value", [None, 17, 1.5, ["a"], {"id": "a"}, uuid.uuid4()])
+    def test_non_string_is_an_invalid_message_format(self, value):
+        with pytest.raises(errors.InvalidMessageFormat):
+            services.parse_room_id(value)
+
+
+class TestMemberRoom:
+    def test_member_gets_the_room(self, alice, room):
+        assert services.member_room(alice, room.pk.hex) == room
+        assert services.member_room(alice, str(room.pk)) == room
+
+    def test_non_member_and_nonexistent_room_answer_alike(self, room, make_user):
+        carol = make_user("carol")
+        with pytest.raises(errors.InvalidRoomId) as not_member:
+            services.member_room(carol, room.pk.hex)
+        with pytest.raises(errors.InvalidRoomId) as nonexistent:
+            services.member_room(carol, uuid.uuid4().hex)
+        assert not_member.value.message == nonexistent.value.message
+        assert str(not_member.value) == str(nonexistent.value)
+
+    def test_bad_room_ids_are_refused(self, alice, room):
+        with pytest.raises(errors.InvalidRoomId):
+            services.member_room(alice, "not-a-room")
+        with pytest.raises(errors.InvalidMessageFormat):
+            services.member_room(alice, None)
+
+
+class TestRecentMessages:
+    def test_last_20_of_25_oldest_first(self, alice, room):
+        created = [ChatMessage.objects.create(user=alice, room=room, text=f"m{n}") for n in range(25)]
+        recent = services.recent_messages(room)
+        assert [m.pk for m in recent] == [m.pk for m in created[5:]]
+        assert [m.text for m in recent] == [f"m{n}" for n in range(5, 25)]
+
+    def test_only_the_rooms_own_messages(self, alice, bob, room, make_room):
+        other = make_room(alice, name="other")
+        ChatMessage.objects.create(user=alice, room=other, text="elsewhere")
+        mine = ChatMessage.objects.create(user=bob, room=room, text="here")
+        assert services.recent_messages(room) == [mine]
+
+    def test_empty_room(self, room):
+        assert services.recent_messages(room) == []
+
+
+class TestCleanText:
+    def test_text_is_returned(self):
+        assert services.clean_text("hello") == "hello"
+
+    @pytest.mark.parametrize("text", ["", " ", "\n\t  \r\n"])
+    def test_empty_or_white_space_text(self, text):
+        with pytest.raises(errors.EmptyText):
+            services.clean_text(text)
+
+    def test_length_limit_follows_the_setting(self, settings):
+        settings.MAX_MESSAGE_LENGTH = 10
+        assert services.clean_text("x" * 10) == "x" * 10
+        with pytest.raises(errors.TextTooLong):
+            services.clean_text("x" * 11)
+
+    def test_default_limit_is_4000(self):
+        assert services.clean_text("x" * 4000) == "x" * 4000
+        with pytest.raises(errors.TextTooLong):
+            services.clean_text("x" * 4001)
+
+    @pytest.mark.parametrize("text", [None, 5, ["hi"], {"text": "hi"}])
+    def test_non_string_text(self, text):
+        with pytest.raises(errors.InvalidMessageFormat):
+            services.clean_text(text)
+
+
+class TestPostMessage:
+    def test_stores_and_returns_the_message(self, alice, room):
+        posted = services.post_message(alice, room.pk.hex, "hi", "uuid-1")
+        assert posted.created is True
+        stored = ChatMessage.objects.get()
+        assert posted.message == stored
+        assert (stored.user, stored.room, stored.text, stored.client_uuid) == (alice, room, "hi", "uuid-1")
+
+    def test_retry_with_the_same_uuid_returns_the_first_message(self, alice, room):
+        first = services.post_message(alice, room.pk.hex, "hi", "uuid-1")
+        retry = services.post_message(alice, room.pk.hex, "hi again", "uuid-1")
+        assert retry.created is False
+        assert retry.message.pk == first.message.pk
+        assert retry.message.text == "hi"
+        assert ChatMessage.objects.count() == 1
+
+    def test_same_uuid_from_another_user_is_another_message(self, alice, bob, room):
+        from_alice = services.post_message(alice, room.pk.hex, "hi", "uuid-1")
+        from_bob = services.post_message(bob, room.pk.hex, "hi", "uuid-1")
+        assert from_bob.created is True
+        assert from_bob.message.pk != from_alice.message.pk
+        assert ChatMessage.objects.count() == 2
+
+    def test_without_uuid_every_call_stores(self, alice, room):
+        services.post_message(alice, room.pk.hex, "hi", None)
+        services.post_message(alice, room.pk.hex, "hi", None)
+        assert ChatMessage.objects.count() == 2
+
+    def test_retry_naming_another_room_still_returns_the_first_message(self, alice, room, make_room):
+        other = make_room(alice, name="other")
+        first = services.post_message(alice, room.pk.hex, "hi", "uuid-1")
+        retry = services.post_message(alice, other.pk.hex, "hi", "uuid-1")
+        assert retry.created is False
+        assert retry.message.pk == first.message.pk
+        assert retry.message.room_id == room.pk
+        assert ChatMessage.objects.count() == 1
+
+    def test_a_retry_leaves_the_surrounding_transaction_usable(self, alice, room):
+        # The duplicate insert fails inside its own savepoint; PostgreSQL would refuse every
+        # later query of the transaction otherwise.
+        with transaction.atomic():
+            services.post_message(alice, room.pk.hex, "hi", "uuid-1")
+            services.post_message(alice, room.pk.hex, "hi", "uuid-1")
+            services.post_message(alice, room.pk.hex, "next", "uuid-2")
+            assert list(ChatMessage.objects.values_list("text", flat=True)) == ["hi", "next"]
+
+    def test_refused_messages_store_nothing(self, alice, room, make_user):
+        carol = make_user("carol")
+        with pytest.raises(errors.InvalidRoomId):
+            services.post_message(carol, room.pk.hex, "hi", "uuid-1")
+        with pytest.raises(errors.EmptyText):
+            services.post_message(alice, room.pk.hex, "  ", "uuid-2")
+        with pytest.raises(errors.InvalidRoomId):
+            services.post_message(alice, uuid.uuid4().hex, "hi", "uuid-3")
+        assert ChatMessage.objects.count() == 0
+
+
+class TestMemberIds:
+    def test_member_pks_in_order(self, alice, bob, make_user, make_room):
+        carol = make_user("carol")
+        room = make_room(carol, alice, bob)
+        assert services.member_ids(room) == sorted([alice.pk, bob.pk, carol.pk])
+
+    def test_room_without_members(self, db):
+        assert services.member_ids(ChatRoom.objects.create(name="empty")) == []

@@ -1,0 +1,41 @@
+"""Shared test set-up: the `.run` directory that holds the SQLite test database, and model factories."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# project/settings.py puts the SQLite test database in .run/; it must exist before the
+# database is created, which happens before any fixture runs.
+(ROOT / ".run").mkdir(exist_ok=True)
+
+
+@pytest.fixture
+def make_user(db) -> Callable:
+    """Create a user (unusable password: no hashing cost) with a REST framework token."""
+    from django.contrib.auth import get_user_model
+    from rest_framework.authtoken.models import Token
+
+    def make(username: str, *, is_active: bool = True):
+        user = get_user_model().objects.create_user(username=username, is_active=is_active)
+        Token.objects.create(user=user)
+        return user
+
+    return make
+
+
+@pytest.fixture
+def make_room(db) -> Callable:
+    """Create a chat room with the given members."""
+    from chat.models import ChatRoom
+
+    def make(*members, name: str = "room"):
+        room = ChatRoom.objects.create(name=name)
+        room.users.set(members)
+        return room
+
+    return make

@@ -1,0 +1,49 @@
+"""`workers.envelopes`: the reply and envelope shapes of the protocol's bus section."""
+
+from __future__ import annotations
+
+from workers import envelopes
+from workers.envelopes import HandlerResult
+
+REQUEST = {"uuid": "u-1", "action": "select_room", "room": "ab" * 16, "request_id": "gw:7", "reply_to": "gw",
+           "session_data": {"user_pk": 3}, "extra": "ignored"}
+
+
+def test_base_reply_echoes_uuid_action_and_a_string_room():
+    assert envelopes.base_reply(REQUEST) == {"uuid": "u-1", "action": "select_room", "room": "ab" * 16}
+
+
+def test_base_reply_leaves_out_a_missing_or_non_string_room():
+    assert envelopes.base_reply({"uuid": "u", "action": "a"}) == {"uuid": "u", "action": "a"}
+    assert envelopes.base_reply({"uuid": "u", "action": "a", "room": 5}) == {"uuid": "u", "action": "a"}
+
+
+def test_success_reply():
+    assert envelopes.success(REQUEST, room_messages=[]) == {
+        "uuid": "u-1", "action": "select_room", "room": "ab" * 16, "status": "success", "room_messages": []}
+
+
+def test_error_reply():
+    assert envelopes.error({"uuid": "u", "action": "new_message"}, "empty_text", "Message text is empty") == {
+        "uuid": "u", "action": "new_message", "status": "error",
+        "error_code": "empty_text", "error_message": "Message text is empty"}
+
+
+def test_success_envelope():
+    result = HandlerResult({"status": "success"}, send_to=[1, 2], session_data={"user_pk": 1})
+    assert envelopes.envelope(REQUEST, result) == {
+        "type": "success_response", "request_id": "gw:7", "send_to": [1, 2],
+        "session_data": {"user_pk": 1}, "response": {"status": "success"}}
+
+
+def test_success_envelope_defaults_to_the_requester_alone_and_no_session_change():
+    enveloped = envelopes.envelope(REQUEST, HandlerResult({"status": "success"}))
+    assert enveloped["send_to"] is None
+    assert enveloped["session_data"] is None
+
+
+def test_error_envelope():
+    assert envelopes.error_envelope(REQUEST, "invalid_room_id", "Invalid room id") == {
+        "type": "error_response", "request_id": "gw:7", "send_to": None, "session_data": None,
+        "response": {"uuid": "u-1", "action": "select_room", "room": "ab" * 16, "status": "error",
+                     "error_code": "invalid_room_id", "error_message": "Invalid room id"}}
