@@ -1,4 +1,4 @@
-"""Shared test set-up: the `.run` directory that holds the SQLite test database, and model factories."""
+"""Shared test set-up: the `.run` directory that holds the SQLite test database, model factories, and the users and room most tests share."""
 
 from __future__ import annotations
 
@@ -39,3 +39,24 @@ def make_room(db) -> Callable:
         return room
 
     return make
+
+
+@pytest.fixture
+def alice(make_user):
+    return make_user("alice")
+
+
+@pytest.fixture
+def bob(make_user):
+    return make_user("bob")
+
+
+@pytest.fixture
+def carol(make_user):
+    return make_user("carol")
+
+
+@pytest.fixture
+def room(make_room, alice, bob):
+    """A room of alice and bob."""
+    return make_room(alice, bob, name="General")

@@ -12,21 +12,6 @@ from chat import errors, services
 from chat.models import ChatMessage, ChatRoom
 
 
-@pytest.fixture
-def alice(make_user):
-    return make_user("alice")
-
-
-@pytest.fixture
-def bob(make_user):
-    return make_user("bob")
-
-
-@pytest.fixture
-def room(make_room, alice, bob):
-    return make_room(alice, bob, name="General")
-
-
 class TestUserForToken:
     def test_known_token_gives_its_user(self, alice):
         assert services.user_for_token(Token.objects.get(user=alice).key) == alice

@@ -69,26 +69,6 @@ def connection_checks(monkeypatch) -> list[str]:
     return calls
 
 
-@pytest.fixture
-def alice(make_user):
-    return make_user("alice")
-
-
-@pytest.fixture
-def bob(make_user):
-    return make_user("bob")
-
-
-@pytest.fixture
-def carol(make_user):
-    return make_user("carol")
-
-
-@pytest.fixture
-def room(make_room, alice, bob):
-    return make_room(alice, bob, name="General")
-
-
 class TestAuthenticate:
     def test_good_token(self, alice):
         request = bus_request("authenticate", token=Token.objects.get(user=alice).key)
