@@ -35,3 +35,17 @@ ensure_venv() {
     echo "$wanted" > "$stamp"
   fi
 }
+
+# The chat page tests drive the system Chromium (never a downloaded browser build).
+ensure_chromium() {
+  if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || [ -n "${CHROMIUM:-}" ]; then
+    return
+  fi
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "Installing Chromium for the chat page tests..."
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "No Chromium found: the chat page tests will be skipped (install the 'chromium' package to run them)." >&2
+  fi
+}

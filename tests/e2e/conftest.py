@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import secrets
+import shutil
 import time
 from dataclasses import dataclass
 from io import StringIO
+from pathlib import Path
 from typing import Any, Awaitable, Callable
 from urllib.parse import quote
 
@@ -18,7 +21,7 @@ import redis
 from django.core.management import call_command
 from django.db import connection
 
-from scripts.stack import Stack
+from scripts.stack import Stack, free_port
 from tests.e2e.client import Client
 
 
@@ -60,6 +63,8 @@ class E2EStack:
     gateway_a: str
     gateway_b: str
     db_blocker: Any
+    # The web server (chat page) is started on this port by the `web` fixture, when a test needs it.
+    web_port: int
 
     def ws_url(self, port: int) -> str:
         return f"http://127.0.0.1:{port}/ws"
@@ -85,13 +90,14 @@ def e2e_database_url(django_db_setup, django_db_blocker) -> str:
 @pytest.fixture(scope="session")
 def e2e(e2e_database_url, django_db_blocker, tmp_path_factory) -> E2EStack:
     tag = f"e2e{secrets.token_hex(3)}"
+    web_port = free_port()
     stack = Stack.create(
         log_dir=tmp_path_factory.mktemp("stack-logs"),
         DATABASE_URL=e2e_database_url,
         WORKER_RESPONSE_TOPIC=f"{tag}_response",
         REQUEST_TIMEOUT="5",
         AUTH_TIMEOUT="10",
-        ALLOWED_ORIGINS="http://allowed.example",
+        ALLOWED_ORIGINS=f"http://allowed.example,http://127.0.0.1:{web_port}",
         LOG_LEVEL="INFO",
     )
     try:
@@ -102,9 +108,17 @@ def e2e(e2e_database_url, django_db_blocker, tmp_path_factory) -> E2EStack:
         _, port_a = stack.start_gateway(processes=2, name="gateway-a")
         _, port_b = stack.start_gateway(processes=1, name="gateway-b")
         yield E2EStack(stack, tag, redis_url, topics, f"http://127.0.0.1:{port_a}/ws",
-                       f"http://127.0.0.1:{port_b}/ws", django_db_blocker)
+                       f"http://127.0.0.1:{port_b}/ws", django_db_blocker, web_port)
     finally:
         stack.stop()
+
+
+@pytest.fixture(scope="session")
+def web(e2e) -> str:
+    """The web part (login, chat page, REST API) on the test database; its page talks to gateway A."""
+    e2e.stack.env["GATEWAY_URL"] = e2e.gateway_a.replace("http://", "ws://")
+    e2e.stack.start_web(e2e.web_port)
+    return f"http://127.0.0.1:{e2e.web_port}"
 
 
 def run(scenario: Callable[[aiohttp.ClientSession], Awaitable[Any]]) -> Any:
@@ -122,3 +136,31 @@ async def connect(session: aiohttp.ClientSession, url: str, user: dict[str, Any]
     if user is not None:
         await client.authenticate(user)
     return client
+
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run"]
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
+
+
+def chromium_path() -> str | None:
+    return os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="session")
+def chromium_executable() -> str:
+    executable = chromium_path()
+    if executable is None:
+        pytest.skip("no Chromium on this machine (scripts/test installs it where it can)")
+    return executable
+
+
+@pytest.fixture
+def screenshot():
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+
+    async def take(page, name: str) -> Path:
+        path = SCREENSHOTS / f"{name}.png"
+        await page.screenshot(path=str(path))
+        return path
+
+    return take
