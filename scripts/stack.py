@@ -78,6 +78,20 @@ def http_ok(url: str) -> bool:
         return False
 
 
+def subscribed(redis_url: str, topics: list[str]) -> bool:
+    """Whether every topic has at least one subscriber (a worker listening)."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url, socket_connect_timeout=1, socket_timeout=1)
+    try:
+        counts = dict(client.pubsub_numsub(*topics))
+    except (redis.RedisError, OSError):
+        return False
+    finally:
+        client.close()
+    return all(counts.get(topic.encode(), 0) >= 1 for topic in topics)
+
+
 @dataclass
 class Stack:
     """A set of processes started together and stopped together, newest first."""
@@ -125,10 +139,18 @@ class Stack:
         return self.env["REDIS_URL"]
 
     def start_workers(self, topics: list[str], name_prefix: str = "worker") -> list[subprocess.Popen]:
-        procs = [self.spawn(f"{name_prefix}-{topic}", [sys.executable, "manage.py", "message_process_worker",
-                                                       "--subscribe_topic", topic]) for topic in topics]
+        """Start one worker per topic and return once each is subscribed."""
+        procs = [self.start_worker(topic, name=f"{name_prefix}-{topic}", wait=False) for topic in topics]
         self.env["WORKER_PROCESS_TOPICS"] = ",".join(topics)
+        wait_for(lambda: subscribed(self.env["REDIS_URL"], topics), "workers", 60)
         return procs
+
+    def start_worker(self, topic: str, name: str | None = None, wait: bool = True) -> subprocess.Popen:
+        proc = self.spawn(name or f"worker-{topic}",
+                          [sys.executable, "manage.py", "message_process_worker", "--subscribe_topic", topic])
+        if wait:
+            wait_for(lambda: subscribed(self.env["REDIS_URL"], [topic]), f"worker {topic}", 60, proc)
+        return proc
 
     def start_gateway(self, port: int | None = None, processes: int = 2, name: str = "gateway",
                       extra_env: dict[str, str] | None = None) -> tuple[subprocess.Popen, int]:

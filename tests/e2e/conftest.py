@@ -8,7 +8,6 @@ import json
 import os
 import secrets
 import shutil
-import time
 from dataclasses import dataclass
 from io import StringIO
 from pathlib import Path
@@ -17,7 +16,6 @@ from urllib.parse import quote
 
 import aiohttp
 import pytest
-import redis
 from django.core.management import call_command
 from django.db import connection
 
@@ -37,20 +35,6 @@ def database_url(settings_dict: dict[str, Any]) -> str:
         port = settings_dict.get("PORT") or 5432
         return f"postgres://{auth}@{host}:{port}/{settings_dict['NAME']}"
     raise RuntimeError(f"end-to-end tests do not know how to share a {engine} database")
-
-
-def wait_for_subscribers(redis_url: str, topics: list[str], timeout: float = 30) -> None:
-    client = redis.Redis.from_url(redis_url)
-    try:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            counts = dict(client.pubsub_numsub(*topics))
-            if all(counts.get(topic.encode(), 0) >= 1 for topic in topics):
-                return
-            time.sleep(0.05)
-        raise RuntimeError(f"workers did not subscribe to {topics} within {timeout}s")
-    finally:
-        client.close()
 
 
 @dataclass
@@ -104,7 +88,6 @@ def e2e(e2e_database_url, django_db_blocker, tmp_path_factory) -> E2EStack:
         redis_url = stack.start_redis()
         topics = [f"{tag}_worker_1", f"{tag}_worker_2"]
         stack.start_workers(topics)
-        wait_for_subscribers(redis_url, topics)
         _, port_a = stack.start_gateway(processes=2, name="gateway-a")
         _, port_b = stack.start_gateway(processes=1, name="gateway-b")
         yield E2EStack(stack, tag, redis_url, topics, f"http://127.0.0.1:{port_a}/ws",
@@ -136,6 +119,7 @@ async def connect(session: aiohttp.ClientSession, url: str, user: dict[str, Any]
     if user is not None:
         await client.authenticate(user)
     return client
+
 
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                   "--disable-sync", "--no-first-run"]

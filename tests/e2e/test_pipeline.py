@@ -16,7 +16,7 @@ import redis
 from chat.models import ChatMessage, ChatRoom
 from scripts.stack import ROOT
 from tests.e2e.client import Client
-from tests.e2e.conftest import connect, run, wait_for_subscribers
+from tests.e2e.conftest import connect, run
 
 # The processes share the test database, so the tests commit for real (and are flushed after).
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -329,9 +329,7 @@ def test_client_cannot_forge_gateway_keys(e2e):
 
 def test_worker_stops_cleanly_on_sigterm(e2e):
     topic = f"{e2e.tag}_short_lived"
-    proc = e2e.stack.spawn(f"worker-{topic}", [sys.executable, "manage.py", "message_process_worker",
-                                               "--subscribe_topic", topic])
-    wait_for_subscribers(e2e.redis_url, [topic])
+    proc = e2e.stack.start_worker(topic)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=15) == 0
     client = redis.Redis.from_url(e2e.redis_url)
