@@ -52,12 +52,17 @@ async def gateway_context(app: web.Application) -> AsyncIterator[None]:
 
 
 async def close_connections(app: web.Application) -> None:
-    """On shutdown, tell every client we are going away (1001) before the handlers are cancelled."""
-    registry = app[GATEWAY_KEY].registry
-    closing = [conn.ws.close(code=CLOSE_GOING_AWAY, message=b"Server shutting down") for conn in registry]
-    logger.info("shutting down: closing %d connections", len(closing))
-    if closing:
-        await asyncio.gather(*closing, return_exceptions=True)
+    """On shutdown, tell every client we are going away (1001) before the handlers are cancelled.
+
+    Each close is bounded by the connection's close timeout, so a client that does not read
+    cannot hold the shutdown up.
+    """
+    connections = list(app[GATEWAY_KEY].registry)
+    logger.info("shutting down: closing %d connections", len(connections))
+    for conn in connections:
+        conn.close(CLOSE_GOING_AWAY, "Server shutting down")
+    if connections:
+        await asyncio.gather(*(conn.stop() for conn in connections))
 
 
 def create_app(settings: GatewaySettings | None = None) -> web.Application:

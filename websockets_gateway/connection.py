@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, Callable
 
 from aiohttp import web
 
@@ -17,15 +17,21 @@ CLOSE_GOING_AWAY = 1001
 CLOSE_UNSUPPORTED_DATA = 1003
 CLOSE_AUTH_TIMEOUT = 4001
 CLOSE_SLOW_CONSUMER = 4008
+# How long a close handshake may take. A client that does not read cannot take our close
+# frame either; past this its socket is aborted, so it never holds a handler or memory.
+CLOSE_TIMEOUT = 5.0
 
 
 class Connection:
     """A client WebSocket. Frames to it go through `send`, never straight to the socket,
     so a client that reads slowly only ever fills its own queue."""
 
-    def __init__(self, conn_id: str, ws: web.WebSocketResponse, send_queue_size: int, bucket: TokenBucket) -> None:
+    def __init__(self, conn_id: str, ws: web.WebSocketResponse, send_queue_size: int, bucket: TokenBucket,
+                 abort: Callable[[], None] | None = None, close_timeout: float = CLOSE_TIMEOUT) -> None:
         self.conn_id = conn_id
         self.ws = ws
+        self._abort = abort
+        self._close_timeout = close_timeout
         self.session_data: dict[str, Any] = {}
         self.bucket = bucket
         # Gateway request ids of this connection's requests still waiting for a worker.
@@ -64,9 +70,14 @@ class Connection:
 
     async def _close(self, code: int, reason: str) -> None:
         try:
-            await self.ws.close(code=code, message=reason.encode())
+            await asyncio.wait_for(self.ws.close(code=code, message=reason.encode()), self._close_timeout)
         except asyncio.CancelledError:
             raise
+        except TimeoutError:
+            logger.warning("conn=%s close handshake (%d) took over %.0fs: aborting the socket",
+                           self.conn_id, code, self._close_timeout)
+            if self._abort is not None:
+                self._abort()
         except Exception:
             logger.exception("conn=%s error while closing with %d", self.conn_id, code)
 

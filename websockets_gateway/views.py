@@ -51,6 +51,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     conn = Connection(
         f"{gateway.gateway_id}-{next(_connection_numbers)}", ws, settings.send_queue_size,
         TokenBucket(settings.rate_limit, settings.rate_burst),
+        abort=request.transport.abort if request.transport is not None else None,
     )
     gateway.registry.add(conn)
     conn.start()

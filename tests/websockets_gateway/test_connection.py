@@ -7,7 +7,7 @@ import asyncio
 from websockets_gateway.connection import CLOSE_SLOW_CONSUMER, Connection
 from websockets_gateway.ratelimit import TokenBucket
 
-from .fakes import FakeWebSocket, make_connection, run
+from .fakes import WAIT, FakeWebSocket, make_connection, run
 
 
 def test_user_pk_comes_from_session_data():
@@ -133,3 +133,24 @@ def test_an_error_while_closing_is_logged_not_raised(caplog):
 
     run(scenario())
     assert "error while closing with 4008" in caplog.text
+
+
+def test_a_close_that_hangs_aborts_the_socket():
+    class HangingClose(FakeWebSocket):
+        async def close(self, *, code: int, message: bytes = b"") -> bool:
+            self.close_calls.append((code, message))
+            await asyncio.Event().wait()  # the client never takes the close frame
+            return True
+
+    async def scenario():
+        aborted = asyncio.Event()
+        ws = HangingClose()
+        conn = Connection("c1", ws, send_queue_size=1, bucket=TokenBucket(1.0, 1), abort=aborted.set,
+                          close_timeout=0.05)
+        conn.start()
+        conn.close(4008, "Outgoing queue full")
+        await asyncio.wait_for(aborted.wait(), WAIT)
+        assert ws.close_calls == [(4008, b"Outgoing queue full")]
+        await conn.stop()
+
+    run(scenario())
