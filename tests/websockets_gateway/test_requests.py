@@ -15,6 +15,18 @@ def _never(pending):
     raise AssertionError(f"request {pending.request_id} should not have timed out")
 
 
+class TimeoutRecorder(list):
+    """An on_timeout callback that records each expired request and sets `fired`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fired = asyncio.Event()
+
+    def __call__(self, pending) -> None:
+        self.append(pending)
+        self.fired.set()
+
+
 def test_ids_are_prefixed_by_the_gateway_and_unique():
     async def scenario():
         requests = PendingRequests("gw-abc", timeout=60, max_in_flight=100, on_timeout=_never)
@@ -111,14 +123,9 @@ def test_complete_of_an_unknown_or_non_string_id_is_none(request_id):
 
 def test_a_completed_request_never_times_out():
     async def scenario():
-        timed_out = []
-        fired = asyncio.Event()
-
-        def on_timeout(pending):
-            timed_out.append(pending)
-            fired.set()
-
-        requests = PendingRequests("gw", timeout=0.05, max_in_flight=4, on_timeout=on_timeout)
+        timed_out = TimeoutRecorder()
+        fired = timed_out.fired
+        requests = PendingRequests("gw", timeout=0.05, max_in_flight=4, on_timeout=timed_out)
         conn = make_connection("c1")
         early = requests.start(conn, {"uuid": "early"})
         late = requests.start(conn, {"uuid": "late"})
@@ -132,14 +139,9 @@ def test_a_completed_request_never_times_out():
 
 def test_timeout_calls_on_timeout_once_and_forgets_the_request():
     async def scenario():
-        timed_out = []
-        fired = asyncio.Event()
-
-        def on_timeout(pending):
-            timed_out.append(pending)
-            fired.set()
-
-        requests = PendingRequests("gw", timeout=0.05, max_in_flight=4, on_timeout=on_timeout)
+        timed_out = TimeoutRecorder()
+        fired = timed_out.fired
+        requests = PendingRequests("gw", timeout=0.05, max_in_flight=4, on_timeout=timed_out)
         conn = make_connection("c1")
         pending = requests.start(conn, {"uuid": "u1", "action": "authenticate"})
         await asyncio.wait_for(fired.wait(), WAIT)
