@@ -72,7 +72,13 @@ class Consumer:
             message = pubsub.get_message(timeout=POLL_INTERVAL)
             if message is None or message.get("type") != "message":
                 continue
-            outgoing = process(message["data"], self.response_topic)
             self.handled += 1
+            try:
+                outgoing = process(message["data"], self.response_topic)
+            except Exception:
+                # process() answers every request it can; this is what it could not (the database
+                # layer failing outside a handler). The requester gets its timeout; we go on.
+                logger.exception("worker %s: request not answered", self.topic)
+                continue
             if outgoing is not None:
                 self._redis.publish(outgoing.topic, outgoing.encode())

@@ -14,7 +14,7 @@ from typing import Any
 from django.db import close_old_connections
 
 from chat import services
-from chat.errors import AuthenticationRequired, ChatError, InvalidAction, InvalidMessageFormat
+from chat.errors import AuthenticationRequired, ChatError, InvalidAction, InvalidMessageFormat, InvalidToken
 
 from . import envelopes
 from .handlers import ROUTES, Request
@@ -53,7 +53,9 @@ def handle(data: dict[str, Any], response_topic: str) -> Outgoing:
     try:
         envelope = _answer(data)
     except ChatError as exc:
-        logger.info("request=%s action=%s refused: %s", request_id, action, exc.code)
+        # A bad token is worth a security log line (never the token itself).
+        (security_logger if isinstance(exc, InvalidToken) else logger).info(
+            "request=%s action=%s refused: %s", request_id, action, exc.code)
         envelope = envelopes.error_envelope(data, exc.code, exc.message)
     except Exception:
         logger.exception("request=%s action=%s failed", request_id, action)

@@ -136,6 +136,27 @@ def test_goes_on_after_a_request_it_cannot_answer(alice_token, running_consumer,
     assert consumer.handled == 2
 
 
+def test_goes_on_when_process_itself_raises(alice_token, running_consumer, client, listener, monkeypatch,
+                                            caplog):
+    consumer, _ = running_consumer
+    real_process = consumer_module.process
+    calls = []
+
+    def failing_once(raw, response_topic):
+        calls.append(raw)
+        if len(calls) == 1:
+            raise RuntimeError("database layer down")
+        return real_process(raw, response_topic)
+
+    monkeypatch.setattr(consumer_module, "process", failing_once)
+    client.publish(TOPIC, bus_request("authenticate", token="first"))
+    client.publish(TOPIC, bus_request("authenticate", token=alice_token))
+    envelope = json.loads(next_message(listener)["data"])
+    assert envelope["response"]["user"] == {"username": "alice"}
+    assert len(calls) == 2
+    assert "request not answered" in caplog.text
+
+
 def test_request_stop_ends_run_and_unsubscribes(running_consumer, client):
     consumer, thread = running_consumer
     assert subscribers(client, TOPIC) == 1
