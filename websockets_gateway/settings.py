@@ -50,6 +50,9 @@ class GatewaySettings:
     rate_burst: int
     ws_compression: bool
     ws_heartbeat: float
+    # Open connections one gateway process accepts; past it the handshake answers 503, so a
+    # flood of connections finds its limit here and not in the process's memory.
+    max_connections: int
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "GatewaySettings":
@@ -72,4 +75,5 @@ class GatewaySettings:
             rate_burst=_number(env, "RATE_LIMIT_BURST", "60", int, 1),
             ws_compression=(env.get("WS_COMPRESSION") or "0").lower() in {"1", "true", "yes", "on"},
             ws_heartbeat=_number(env, "WS_HEARTBEAT", "30", float, 0),
+            max_connections=_number(env, "MAX_CONNECTIONS", "10000", int, 1),
         )

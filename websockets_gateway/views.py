@@ -41,6 +41,9 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     if origin is not None and settings.allowed_origins is not None and origin not in settings.allowed_origins:
         security_logger.warning("refused handshake from origin %.200r (peer %s)", origin, request.remote)
         raise web.HTTPForbidden(text="Origin not allowed")
+    if len(gateway.registry) >= settings.max_connections:
+        logger.warning("refused a connection from %s: %d connections open", request.remote, len(gateway.registry))
+        raise web.HTTPServiceUnavailable(text="Gateway full")
 
     ws = web.WebSocketResponse(
         max_msg_size=settings.ws_max_message_size,

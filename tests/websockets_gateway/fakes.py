@@ -121,6 +121,7 @@ def make_settings(**overrides: Any) -> GatewaySettings:
         rate_burst=1000,
         ws_compression=False,
         ws_heartbeat=0.0,
+        max_connections=1000,
     )
     values.update(overrides)
     return dataclasses.replace(GatewaySettings.from_env({}), **values)

@@ -24,6 +24,7 @@ def test_defaults():
     assert settings.rate_burst == 60
     assert settings.ws_compression is False
     assert settings.ws_heartbeat == 30.0
+    assert settings.max_connections == 10000
 
 
 def test_values_from_the_environment():
@@ -41,6 +42,7 @@ def test_values_from_the_environment():
         "RATE_LIMIT_BURST": "5",
         "WS_COMPRESSION": "yes",
         "WS_HEARTBEAT": "0",
+        "MAX_CONNECTIONS": "7",
     })
     assert settings.redis_url == "redis://redis.internal:6380/2"
     assert settings.worker_topics == ("w1", "w2", "w3")
@@ -55,6 +57,7 @@ def test_values_from_the_environment():
     assert settings.rate_burst == 5
     assert settings.ws_compression is True
     assert settings.ws_heartbeat == 0.0
+    assert settings.max_connections == 7
 
 
 def test_empty_values_mean_the_defaults():

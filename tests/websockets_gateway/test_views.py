@@ -144,6 +144,22 @@ def test_a_foreign_origin_is_refused_with_403(redis_server):
     run(scenario())
 
 
+def test_a_full_gateway_refuses_the_handshake_with_503(redis_server):
+    async def scenario():
+        async with serving(max_connections=2) as (client, app):
+            open_ones = [await client.ws_connect("/ws") for _ in range(2)]
+            with pytest.raises(WSServerHandshakeError) as refused:
+                await client.ws_connect("/ws")
+            assert refused.value.status == 503
+            assert len(app[GATEWAY_KEY].registry) == 2
+            await open_ones[0].close()
+            await wait_until(lambda: len(app[GATEWAY_KEY].registry) == 1)
+            again = await client.ws_connect("/ws")
+            assert (await request(again, {"uuid": "p", "action": "ping"}))["connections"] == 2
+
+    run(scenario())
+
+
 @pytest.mark.parametrize("headers", [{"Origin": ALLOWED_ORIGIN}, {}], ids=["allowed-origin", "no-origin"])
 def test_an_allowed_origin_or_no_origin_is_accepted(redis_server, headers):
     async def scenario():
