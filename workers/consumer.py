@@ -50,6 +50,7 @@ class Consumer:
             try:
                 pubsub.subscribe(self.topic)
                 logger.info("worker subscribed to %s", self.topic)
+                self._warn_if_shared()
                 backoff = RECONNECT_BACKOFF_FIRST
                 self._serve(pubsub)
                 pubsub.unsubscribe(self.topic)
@@ -66,6 +67,15 @@ class Consumer:
                 except (RedisError, OSError):
                     pass
         self._redis.close()
+
+    def _warn_if_shared(self) -> None:
+        # Pub/sub hands every message to every subscriber: two workers on one topic would each
+        # answer every request on it. Said loudly, not refused, so that a restart that briefly
+        # overlaps the old and the new worker still works.
+        subscribers = dict(self._redis.pubsub_numsub(self.topic)).get(self.topic.encode(), 0)
+        if subscribers > 1:
+            logger.warning("worker topic %s has %d subscribers: give every worker a topic of its own",
+                           self.topic, subscribers)
 
     def _serve(self, pubsub: redis.client.PubSub) -> None:
         while not self._stopping:

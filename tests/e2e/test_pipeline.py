@@ -349,3 +349,19 @@ def test_chat_fixtures_command_prints_the_protocol_shape(e2e):
     assert set(data["rooms"][0]) == {"id", "name", "members"}
     ids = {u["id"] for u in data["users"]}
     assert all(len(room["members"]) == 3 and set(room["members"]) <= ids for room in data["rooms"])
+
+
+def test_rate_limit_answers_rate_limited_and_keeps_the_connection(e2e, gateway_with_topics):
+    url = gateway_with_topics(e2e.worker_topics, RATE_LIMIT="0.5", RATE_LIMIT_BURST="3")
+
+    async def scenario(session):
+        client = await connect(session, url)
+        for n in range(6):
+            await client.send({"uuid": f"fast-{n}", "action": "ping"})
+        replies = [await client.expect(lambda f, n=n: f.get("uuid") == f"fast-{n}") for n in range(6)]
+        statuses = [reply["status"] for reply in replies]
+        assert statuses[:3] == ["success"] * 3
+        assert {reply.get("error_code") for reply in replies[3:]} == {"rate_limited"}
+        assert not client.ws.closed
+
+    run(scenario)

@@ -172,3 +172,17 @@ def test_stop_requested_before_run_returns_at_once(redis_server, client):
     consumer.run()
     assert subscribers(client, TOPIC) == 0
     assert consumer.handled == 0
+
+
+def test_a_second_worker_on_the_same_topic_is_warned_about(running_consumer, redis_server, caplog):
+    second = Consumer("redis://fake", TOPIC, RESPONSE_TOPIC)
+    thread = threading.Thread(target=second.run, daemon=True)
+    with caplog.at_level("WARNING", logger="workers.consumer"):
+        thread.start()
+        deadline = time.monotonic() + WAIT
+        while "has 2 subscribers" not in caplog.text:
+            assert time.monotonic() < deadline, "no warning about the shared topic"
+            thread.join(timeout=0.01)
+    second.request_stop()
+    thread.join(timeout=WAIT)
+    assert not thread.is_alive()
