@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import signal
 import subprocess
@@ -252,13 +253,16 @@ def test_healthz(e2e):
     run(scenario)
 
 
+GATEWAY_NUMBERS = itertools.count(1)
+
+
 @pytest.fixture()
 def gateway_with_topics(e2e):
     """Start a gateway of its own whose worker topics are given by the test."""
     started = []
 
     def start(topics: list[str], **extra_env: str) -> str:
-        proc, port = e2e.stack.start_gateway(processes=1, name=f"gateway-{len(started)}-{e2e.tag}",
+        proc, port = e2e.stack.start_gateway(processes=1, name=f"gateway-{next(GATEWAY_NUMBERS)}-{e2e.tag}",
                                              extra_env={"WORKER_PROCESS_TOPICS": ",".join(topics), **extra_env})
         started.append(proc)
         return f"http://127.0.0.1:{port}/ws"
