@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+
 from . import protocol
 from .registry import ConnectionRegistry
 from .requests import PendingRequest, PendingRequests
@@ -51,7 +52,6 @@ class ReplyRouter:
         # The requester hears the outcome even when it is not among the recipients.
         if request is not None and request.conn.user_pk not in recipients:
             request.conn.send(text)
-
 
 
 def send_timeout_reply(request: PendingRequest) -> None:
