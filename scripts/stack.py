@@ -215,6 +215,11 @@ def run(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    # Another server on our ports would answer our readiness checks in our place.
+    for option, port in (("--web-port", args.web_port), ("--gateway-port", args.gateway_port)):
+        if port_open(port):
+            logger.error("Port %d is in use (another chat still running?): stop it or pass %s", port, option)
+            return 1
     try:
         redis_url = stack.start_redis()
         logger.info("Redis:    %s", redis_url)

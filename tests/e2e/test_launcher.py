@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -81,3 +82,17 @@ def test_gateway_sigterm_closes_clients_with_1001(e2e):
 
     asyncio.run(scenario())
     assert proc.wait(timeout=15) == 0
+
+
+def test_run_refuses_a_port_in_use(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
+        env["DATABASE_URL"] = f"sqlite:///{tmp_path / 'run.sqlite3'}"
+        result = subprocess.run([sys.executable, "-m", "scripts.stack", "--web-port", str(port),
+                                 "--gateway-port", str(free_port())], cwd=ROOT, env=env, capture_output=True,
+                                text=True, timeout=60)
+    assert result.returncode == 1
+    assert f"Port {port} is in use" in result.stderr and "--web-port" in result.stderr
