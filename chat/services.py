@@ -82,10 +82,6 @@ def room_member_ids(room_uuid: uuid.UUID) -> list[int]:
     return list(memberships.order_by("user_id").values_list("user_id", flat=True))
 
 
-def member_ids(room: ChatRoom) -> list[int]:
-    return room_member_ids(room.pk)
-
-
 @dataclass(frozen=True)
 class PostedMessage:
     message: ChatMessage

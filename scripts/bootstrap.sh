@@ -6,16 +6,20 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${CHAT_VENV:-$ROOT/.venv}"
 PYTHON="${PYTHON:-python3}"
 
+# Installs a Debian package where we may (apt-get there, running as root); false otherwise.
+apt_install() {
+  command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ] || return 1
+  echo "Installing the Debian package $1..."
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$1" >/dev/null
+}
+
 make_venv() {
   if "$PYTHON" -m venv "$VENV" >/dev/null 2>&1; then
     return
   fi
   rm -rf "$VENV"
   # Debian ships venv (ensurepip) in a package of its own.
-  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-    echo "Installing python3-venv (Debian keeps venv in its own package)..."
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+  if apt_install python3-venv; then
     "$PYTHON" -m venv "$VENV"
   else
     echo "'$PYTHON -m venv' failed. Install venv first: sudo apt-get install python3-venv" >&2
@@ -41,11 +45,6 @@ ensure_chromium() {
   if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || [ -n "${CHROMIUM:-}" ]; then
     return
   fi
-  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-    echo "Installing Chromium for the chat page tests..."
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
-  else
+  apt_install chromium || \
     echo "No Chromium found: the chat page tests will be skipped (install the 'chromium' package to run them)." >&2
-  fi
 }

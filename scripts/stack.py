@@ -21,6 +21,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import redis
+
 ROOT = Path(__file__).resolve().parent.parent
 logger = logging.getLogger("stack")
 
@@ -80,8 +82,6 @@ def http_ok(url: str) -> bool:
 
 def subscribed(redis_url: str, topics: list[str]) -> bool:
     """Whether every topic has at least one subscriber (a worker listening)."""
-    import redis
-
     client = redis.Redis.from_url(redis_url, socket_connect_timeout=1, socket_timeout=1)
     try:
         counts = dict(client.pubsub_numsub(*topics))
