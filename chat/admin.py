@@ -1,7 +1,14 @@
 from django.contrib import admin
 from django.db.models import Count
 
-from .models import ChatMessage, ChatRoom
+from .models import ChatMessage, ChatRoom, Membership
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    extra = 1
+    raw_id_fields = ["user"]
+    readonly_fields = ["last_read_id"]
 
 
 @admin.register(ChatRoom)
@@ -9,7 +16,7 @@ class ChatRoomAdmin(admin.ModelAdmin):
     list_display = ["name", "id", "is_direct", "member_count", "date_created"]
     list_filter = ["is_direct"]
     search_fields = ["name", "users__username"]
-    filter_horizontal = ["users"]
+    inlines = [MembershipInline]
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(member_count=Count("users", distinct=True))

@@ -10,7 +10,11 @@ class ChatRoom(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     name = models.CharField(max_length=200, blank=True)
     is_direct = models.BooleanField(default=False)
-    users = models.ManyToManyField(settings.AUTH_USER_MODEL, related_name="chat_rooms", blank=True)
+    # "LOW_PK:HIGH_PK" for a direct room, None otherwise. Unique, so two first messages racing
+    # between the same two users cannot make two direct rooms (see services.direct_room).
+    direct_key = models.CharField(max_length=64, null=True, blank=True, unique=True, editable=False)
+    users = models.ManyToManyField(settings.AUTH_USER_MODEL, through="Membership", related_name="chat_rooms",
+                                   blank=True)
     date_created = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -18,6 +22,25 @@ class ChatRoom(models.Model):
 
     def __str__(self) -> str:
         return self.name or f"room {self.id.hex}"
+
+
+class Membership(models.Model):
+    """A user's place in a room, and how far they have read it."""
+
+    # The table and column names are those of the plain many-to-many table this model replaced.
+    room = models.ForeignKey(ChatRoom, on_delete=models.CASCADE, db_column="chatroom_id")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
+    # The id of the newest message the user has read in the room (0: none); unread_count counts
+    # the room's messages after it. Only ever moves forward.
+    last_read_id = models.BigIntegerField(default=0)
+
+    class Meta:
+        db_table = "chat_chatroom_users"
+        # As the many-to-many table had it (same constraint name in the database).
+        unique_together = [("room", "user")]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} in {self.room_id}"
 
 
 class ChatMessage(models.Model):

@@ -25,3 +25,23 @@ class MessageSerializer(serializers.Serializer):
 
     def get_timestamp(self, message: ChatMessage) -> float:
         return message.date_created.timestamp()
+
+
+class RoomSerializer(serializers.Serializer):
+    """A `chat.rooms.RoomSummary` in the protocol's list_rooms form."""
+
+    id = serializers.SerializerMethodField()
+    name = serializers.SerializerMethodField()
+    is_direct = serializers.SerializerMethodField()
+    members = UserSerializer(many=True, read_only=True)
+    last_message = MessageSerializer(read_only=True, allow_null=True)
+    unread_count = serializers.IntegerField(read_only=True)
+
+    def get_id(self, summary) -> str:
+        return summary.room.pk.hex
+
+    def get_name(self, summary) -> str:
+        return summary.room.name
+
+    def get_is_direct(self, summary) -> bool:
+        return summary.room.is_direct

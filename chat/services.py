@@ -9,13 +9,12 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from rest_framework.authtoken.models import Token
 
-from . import errors
-from .models import ChatMessage, ChatRoom
+from . import errors, fields
+from .models import ChatMessage, ChatRoom, Membership
 
 User = get_user_model()
 
@@ -38,16 +37,9 @@ def active_user(user_pk: Any) -> User | None:
     return User.objects.filter(pk=user_pk, is_active=True).first()
 
 
-def parse_room_id(value: Any) -> uuid.UUID:
-    """A room id as the protocol allows it: 32 hex digits or the hyphenated form."""
-    if not isinstance(value, str):
-        raise errors.InvalidMessageFormat("room must be a string")
-    if len(value) not in (32, 36):
-        raise errors.InvalidRoomId()
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise errors.InvalidRoomId() from None
+# The parsers under the names the rest of the code knows them by.
+parse_room_id = fields.room_id
+clean_text = fields.text
 
 
 def member_room(user: User, room_id: Any) -> ChatRoom:
@@ -66,20 +58,19 @@ def recent_messages(room: ChatRoom, count: int = RECENT_MESSAGES) -> list[ChatMe
     return newest_first
 
 
-def clean_text(text: Any) -> str:
-    if not isinstance(text, str):
-        raise errors.InvalidMessageFormat("text must be a string")
-    if not text.strip():
-        raise errors.EmptyText()
-    if len(text) > settings.MAX_MESSAGE_LENGTH:
-        raise errors.TextTooLong(f"Message text is longer than {settings.MAX_MESSAGE_LENGTH} characters")
-    return text
-
-
 def room_member_ids(room_uuid: uuid.UUID) -> list[int]:
     """The ids of a room's members, in one query on the membership table."""
-    memberships = ChatRoom.users.through.objects.filter(chatroom_id=room_uuid)
+    memberships = Membership.objects.filter(room_id=room_uuid)
     return list(memberships.order_by("user_id").values_list("user_id", flat=True))
+
+
+def members_of(user: User, room_id: Any) -> dict[int, str]:
+    """The usernames of a room's members by user id, if `user` is one of them (one query)."""
+    room_uuid = parse_room_id(room_id)
+    members = dict(Membership.objects.filter(room_id=room_uuid).values_list("user_id", "user__username"))
+    if user.pk not in members:
+        raise errors.InvalidRoomId()
+    return members
 
 
 @dataclass(frozen=True)
@@ -101,7 +92,12 @@ def post_message(user: User, room_id: Any, text: Any, client_uuid: str | None) -
     members = room_member_ids(room_uuid)
     if user.pk not in members:
         raise errors.InvalidRoomId()
-    text = clean_text(text)
+    return store_message(user, room_uuid, members, clean_text(text), client_uuid)
+
+
+def store_message(user: User, room_uuid: uuid.UUID, members: list[int], text: str,
+                  client_uuid: str | None) -> PostedMessage:
+    """Insert a checked message; a retry (same user and client uuid) gets the stored one back."""
     try:
         with transaction.atomic():
             message = ChatMessage.objects.create(user=user, room_id=room_uuid, text=text, client_uuid=client_uuid)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, Iterable
 
 from django.db import close_old_connections
 
@@ -48,12 +48,15 @@ def decode(raw: bytes | str) -> dict[str, Any] | None:
     return data
 
 
-def handle(data: dict[str, Any], response_topic: str) -> Outgoing:
+OnlineReader = Callable[[Iterable[int]], set[int]]
+
+
+def handle(data: dict[str, Any], response_topic: str, online: OnlineReader | None = None) -> Outgoing:
     """Answer one decoded request; never raises (but for CancelledError-like BaseExceptions)."""
     request_id = data.get("request_id")
     action = data.get("action")
     try:
-        envelope = _answer(data)
+        envelope = _answer(data, online)
     except ChatError as exc:
         # A bad token is worth a security log line (never the token itself).
         (security_logger if isinstance(exc, InvalidToken) else logger).info(
@@ -66,7 +69,7 @@ def handle(data: dict[str, Any], response_topic: str) -> Outgoing:
     return Outgoing(topic, envelope)
 
 
-def _answer(data: dict[str, Any]) -> dict[str, Any]:
+def _answer(data: dict[str, Any], online: OnlineReader | None) -> dict[str, Any]:
     uuid, action = data.get("uuid"), data.get("action")
     if not isinstance(uuid, str) or not 1 <= len(uuid) <= MAX_UUID_LENGTH:
         raise InvalidMessageFormat("uuid must be a string of 1 to 64 characters")
@@ -80,17 +83,17 @@ def _answer(data: dict[str, Any]) -> dict[str, Any]:
     user = services.active_user(user_pk) if user_pk is not None else None
     if route.requires_user and user is None:
         raise AuthenticationRequired()
-    result = route.handler(Request(data, user))
+    result = route.handler(Request(data, user, online))
     return envelopes.envelope(data, result)
 
 
-def process(raw: bytes | str, response_topic: str) -> Outgoing | None:
+def process(raw: bytes | str, response_topic: str, online: OnlineReader | None = None) -> Outgoing | None:
     """Decode and answer one raw request; None when it cannot be answered (no reply_to)."""
     data = decode(raw)
     if data is None:
         return None
     close_old_connections()
     try:
-        return handle(data, response_topic)
+        return handle(data, response_topic, online)
     finally:
         close_old_connections()

@@ -13,6 +13,8 @@ class HandlerResult:
     response: dict[str, Any]
     send_to: list[int] | None = None
     session_data: dict[str, Any] | None = None
+    # False: the requesting connection gets nothing unless its user is in `send_to` (typing).
+    requester_reply: bool = True
 
 
 def base_reply(request: dict[str, Any]) -> dict[str, Any]:
@@ -37,13 +39,16 @@ def error(request: dict[str, Any], code: str, message: str) -> dict[str, Any]:
 
 
 def envelope(request: dict[str, Any], result: HandlerResult, ok: bool = True) -> dict[str, Any]:
-    return {
+    built = {
         "type": "success_response" if ok else "error_response",
         "request_id": request.get("request_id"),
         "send_to": result.send_to,
         "session_data": result.session_data,
         "response": result.response,
     }
+    if not result.requester_reply:
+        built["requester_reply"] = False
+    return built
 
 
 def error_envelope(request: dict[str, Any], code: str, message: str) -> dict[str, Any]:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from django.contrib.auth.models import AbstractBaseUser
 
-from chat import services
-from chat.serializers import MessageSerializer, UserSerializer
+from chat import reading, rooms, services
+from chat.serializers import MessageSerializer, RoomSerializer, UserSerializer
 
 from .envelopes import HandlerResult, success
 
@@ -19,6 +19,8 @@ class Request:
 
     data: dict[str, Any]
     user: AbstractBaseUser | None
+    # Which of these user ids have an open, authenticated connection on some gateway (Redis).
+    online: Callable[[Iterable[int]], set[int]] | None = None
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.data.get(key, default)
@@ -51,6 +53,69 @@ def new_message(request: Request) -> HandlerResult:
     )
 
 
+def list_rooms(request: Request) -> HandlerResult:
+    summaries = rooms.list_rooms(request.user)
+    return HandlerResult(success(request.data, rooms=RoomSerializer(summaries, many=True).data))
+
+
+def create_room(request: Request) -> HandlerResult:
+    summary = rooms.create_room(request.user, request.get("name"), request.get("members", []))
+    return HandlerResult(success(request.data, room=RoomSerializer(summary).data), send_to=summary.member_ids)
+
+
+def add_members(request: Request) -> HandlerResult:
+    summary = rooms.add_members(request.user, request.get("room"), request.get("members"))
+    # `room` is the room object here, as the protocol gives this reply, not the id echoed.
+    return HandlerResult(success(request.data, room=RoomSerializer(summary).data), send_to=summary.member_ids)
+
+
+def leave_room(request: Request) -> HandlerResult:
+    departure = rooms.leave_room(request.user, request.get("room"))
+    return HandlerResult(success(request.data, user=UserSerializer(request.user).data),
+                         send_to=departure.notify_ids)
+
+
+def direct_message(request: Request) -> HandlerResult:
+    posted = rooms.direct_message(request.user, request.get("to"), request.get("text"), request.get("uuid"))
+    message = MessageSerializer(posted.message).data
+    return HandlerResult(success(request.data, room=message["room"], message=message), send_to=posted.member_ids)
+
+
+def load_history(request: Request) -> HandlerResult:
+    page = reading.load_history(request.user, request.get("room"), request.get("before"), request.get("limit"))
+    return HandlerResult(success(request.data, room_messages=MessageSerializer(page.messages, many=True).data,
+                                 has_more=page.has_more))
+
+
+def mark_read(request: Request) -> HandlerResult:
+    mark = reading.mark_read(request.user, request.get("room"), request.get("message"))
+    # Every connection of the reader: its other tabs clear their badge too.
+    return HandlerResult(success(request.data, message=request.get("message"), last_read_id=mark.last_read_id,
+                                 unread_count=mark.unread_count), send_to=[request.user.pk])
+
+
+def typing(request: Request) -> HandlerResult:
+    members = services.members_of(request.user, request.get("room"))
+    others = sorted(pk for pk in members if pk != request.user.pk)
+    # Never stored, and never sent back to the typist (not even to their other connections).
+    return HandlerResult(success(request.data, user=UserSerializer(request.user).data), send_to=others,
+                         requester_reply=False)
+
+
+def who_is_online(request: Request) -> HandlerResult:
+    if request.online is None:
+        raise RuntimeError("this worker has no presence reader")
+    members = services.members_of(request.user, request.get("room"))
+    online = request.online(members)
+    return HandlerResult(success(request.data, online=sorted(members[pk] for pk in online if pk in members)))
+
+
+def sync(request: Request) -> HandlerResult:
+    page = reading.sync(request.user, request.get("after"), request.get("limit"))
+    return HandlerResult(success(request.data, messages=MessageSerializer(page.messages, many=True).data,
+                                 has_more=page.has_more))
+
+
 @dataclass(frozen=True)
 class Route:
     handler: Handler
@@ -62,4 +127,14 @@ ROUTES: dict[str, Route] = {
     "authenticate": Route(authenticate, requires_user=False),
     "select_room": Route(select_room),
     "new_message": Route(new_message),
+    "list_rooms": Route(list_rooms),
+    "create_room": Route(create_room),
+    "add_members": Route(add_members),
+    "leave_room": Route(leave_room),
+    "direct_message": Route(direct_message),
+    "load_history": Route(load_history),
+    "mark_read": Route(mark_read),
+    "typing": Route(typing),
+    "who_is_online": Route(who_is_online),
+    "sync": Route(sync),
 }

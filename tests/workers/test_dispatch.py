@@ -57,18 +57,6 @@ def assert_error(outgoing: Outgoing, request: dict[str, Any], code: str) -> dict
     return response
 
 
-@pytest.fixture(autouse=True)
-def connection_checks(monkeypatch) -> list[str]:
-    """Record, instead of running, process()'s close_old_connections().
-
-    In production it drops a stale database connection between messages; inside a test's
-    transaction it would close the test's own connection (autocommit is off there).
-    """
-    calls: list[str] = []
-    monkeypatch.setattr(dispatch, "close_old_connections", lambda: calls.append("close_old_connections"))
-    return calls
-
-
 class TestAuthenticate:
     def test_good_token(self, alice):
         request = bus_request("authenticate", token=Token.objects.get(user=alice).key)
@@ -360,7 +348,7 @@ def test_process_checks_the_database_connection_before_and_after(alice, connecti
 
 
 def test_connection_is_checked_even_when_answering_fails(alice, connection_checks, monkeypatch):
-    def broken(data, response_topic):
+    def broken(data, response_topic, online=None):
         raise RuntimeError("boom")
 
     monkeypatch.setattr(dispatch, "handle", broken)

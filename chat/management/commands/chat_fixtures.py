@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import IntegrityError, transaction
 from rest_framework.authtoken.models import Token
 
-from chat.models import ChatRoom
+from chat.models import ChatRoom, Membership
 
 BATCH = 500
 
@@ -52,9 +52,8 @@ class Command(BaseCommand):
                     random.Random(seed).shuffle(order)
                 members = {room.pk: [order[(index * room_size + k) % users] for k in range(room_size)]
                            for index, room in enumerate(room_rows)}
-                Membership = ChatRoom.users.through
                 Membership.objects.bulk_create(
-                    [Membership(chatroom_id=room_pk, user_id=user.pk) for room_pk, room_users in members.items()
+                    [Membership(room_id=room_pk, user_id=user.pk) for room_pk, room_users in members.items()
                      for user in room_users], batch_size=BATCH)
         except IntegrityError:
             # The one unique column the rows can clash on is the username.

@@ -1,0 +1,101 @@
+"""Parsing of request fields, shared by the bus workers and the REST API.
+
+Each parser takes what a client sent (any JSON value) and returns the clean value or raises the
+protocol's error: `invalid_message_format` for a value of the wrong type or out of range.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.conf import settings
+
+from . import errors
+
+# A request that names users (create_room, add_members) names at most this many: one frame
+# of 64 KiB holds about this many short usernames, and the worker checks them in one query.
+MAX_USERNAMES = 500
+MAX_USERNAME_LENGTH = 150
+MAX_ROOM_NAME_LENGTH = 200
+# A client's uuid (the frame's `uuid`, the REST body's `uuid`): ChatMessage.client_uuid's length.
+MAX_CLIENT_UUID_LENGTH = 64
+
+
+def room_id(value: Any) -> uuid.UUID:
+    """A room id as the protocol allows it: 32 hex digits or the hyphenated form."""
+    if not isinstance(value, str):
+        raise errors.InvalidMessageFormat("room must be a string")
+    if len(value) not in (32, 36):
+        raise errors.InvalidRoomId()
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise errors.InvalidRoomId() from None
+
+
+def client_uuid(value: Any) -> str | None:
+    """A client's uuid for a request, 1..64 characters; absent (None) stays None."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 1 <= len(value) <= MAX_CLIENT_UUID_LENGTH:
+        raise errors.InvalidMessageFormat(f"uuid must be a string of 1 to {MAX_CLIENT_UUID_LENGTH} characters")
+    return value
+
+
+def text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise errors.InvalidMessageFormat("text must be a string")
+    if not value.strip():
+        raise errors.EmptyText()
+    if len(value) > settings.MAX_MESSAGE_LENGTH:
+        raise errors.TextTooLong(f"Message text is longer than {settings.MAX_MESSAGE_LENGTH} characters")
+    return value
+
+
+def _is_int(value: Any) -> bool:
+    # JSON true/false arrive as bool, which Python counts as int.
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def message_id(value: Any, name: str, default: int | None = None) -> int | None:
+    """A message id (a non-negative integer); absent (None) gives `default`."""
+    if value is None:
+        return default
+    if not _is_int(value) or value < 0:
+        raise errors.InvalidMessageFormat(f"{name} must be a message id (a non-negative integer)")
+    return value
+
+
+def limit(value: Any, default: int, maximum: int) -> int:
+    if value is None:
+        return default
+    if not _is_int(value) or not 1 <= value <= maximum:
+        raise errors.InvalidMessageFormat(f"limit must be an integer from 1 to {maximum}")
+    return value
+
+
+def room_name(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise errors.InvalidMessageFormat("name must be a non-empty string")
+    name = value.strip()
+    if len(name) > MAX_ROOM_NAME_LENGTH:
+        raise errors.InvalidMessageFormat(f"name must be at most {MAX_ROOM_NAME_LENGTH} characters")
+    return name
+
+
+def username(value: Any, name: str = "to") -> str:
+    if not isinstance(value, str) or not value:
+        raise errors.InvalidMessageFormat(f"{name} must be a username")
+    if len(value) > MAX_USERNAME_LENGTH:
+        raise errors.InvalidUser()
+    return value
+
+
+def usernames(value: Any) -> list[str]:
+    """A list of usernames, each once, in the order first given."""
+    if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
+        raise errors.InvalidMessageFormat("members must be a list of usernames")
+    if len(value) > MAX_USERNAMES:
+        raise errors.InvalidMessageFormat(f"members names at most {MAX_USERNAMES} users")
+    return list(dict.fromkeys(value))
