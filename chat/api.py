@@ -1,19 +1,187 @@
-"""The REST API."""
+"""The REST API: the chat for clients that hold no WebSocket, with the WebSocket protocol's rules.
 
+The views are thin: the domain functions (`chat.rooms`, `chat.services`, `chat.reading`) parse the
+fields and refuse with the protocol's error codes (see `chat.api_errors` for their HTTP status);
+every change is then published live (`chat.events`), as if it had been made over the WebSocket.
+Bodies are JSON objects.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import status
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.authtoken.models import Token
+from rest_framework.generics import GenericAPIView
+from rest_framework.parsers import JSONParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from . import api_schema, errors, events, fields, reading, rooms, services
+from .api_errors import ChatErrorResponses
+from .pagination import MessageCursorPagination
+from .serializers import MessageSerializer, RoomSerializer
+
+ROOMS_TAG = "rooms"
+MESSAGES_TAG = "messages"
+
+ROOM_ID = OpenApiParameter("room_id", str, OpenApiParameter.PATH,
+                           description="The room's id: 32 hex digits, or the hyphenated UUID form.")
+ERROR_400 = OpenApiResponse(api_schema.ChatErrorResponse, description="A field is missing, of the wrong type or out "
+                            "of range (`invalid_message_format`), or refused (`empty_text`, `text_too_long`, "
+                            "`invalid_user`, …).")
+ERROR_404 = OpenApiResponse(api_schema.ChatErrorResponse, description="`invalid_room_id`: no such room, or the user "
+                            "is not a member of it (the same answer).")
+
 
 class SessionToken(APIView):
     """The logged-in user's token, for the chat page to authenticate its WebSocket."""
 
-    authentication_classes = [SessionAuthentication]
-    permission_classes = [IsAuthenticated]
+    authentication_classes = (SessionAuthentication,)
+    permission_classes = (IsAuthenticated,)
 
+    @extend_schema(tags=["auth"], responses=api_schema.SessionTokenResponse)
     def get(self, request: Request) -> Response:
         token, _ = Token.objects.get_or_create(user=request.user)
         return Response({"username": request.user.get_username(), "token": token.key})
+
+
+class ChatView(ChatErrorResponses, GenericAPIView):
+    """The chat endpoints' base: JSON bodies, authenticated users, domain errors as error bodies."""
+
+    parser_classes = (JSONParser,)
+    permission_classes = (IsAuthenticated,)
+
+    def body(self) -> dict[str, Any]:
+        """The request's JSON object (an empty body: {})."""
+        data = self.request.data
+        if not isinstance(data, dict):
+            raise errors.InvalidMessageFormat("The request body must be a JSON object")
+        return data
+
+    def client_uuid(self, body: dict[str, Any]) -> str | None:
+        # Checked before anything is stored.
+        return fields.client_uuid(body.get("uuid"))
+
+
+class RoomList(ChatView):
+    """The user's rooms, in the list_rooms form of the WebSocket protocol."""
+
+    @extend_schema(tags=[ROOMS_TAG], responses=RoomSerializer(many=True),
+                   summary="The user's rooms, the one with the newest activity first")
+    def get(self, request: Request) -> Response:
+        return Response(RoomSerializer(rooms.list_rooms(request.user), many=True).data)
+
+    @extend_schema(tags=[ROOMS_TAG], request=api_schema.CreateRoomRequest,
+                   responses={201: RoomSerializer, 400: ERROR_400},
+                   summary="Create a room of the user and the named users")
+    def post(self, request: Request) -> Response:
+        body = self.body()
+        client_uuid = self.client_uuid(body)
+        summary = rooms.create_room(request.user, body.get("name"), body.get("members", []))
+        events.room_changed("create_room", summary, client_uuid, request.path)
+        return Response(RoomSerializer(summary).data, status=status.HTTP_201_CREATED)
+
+
+class RoomDetail(ChatView):
+    """One of the user's rooms."""
+
+    @extend_schema(parameters=[ROOM_ID], tags=[ROOMS_TAG], responses={200: RoomSerializer, 404: ERROR_404}, summary="One room")
+    def get(self, request: Request, room_id: str) -> Response:
+        return Response(RoomSerializer(rooms.room_summary(request.user, room_id)).data)
+
+
+class RoomMembers(ChatView):
+    """The members of a room the user is a member of."""
+
+    @extend_schema(parameters=[ROOM_ID], tags=[ROOMS_TAG], request=api_schema.AddMembersRequest,
+                   responses={200: RoomSerializer, 400: ERROR_400, 404: ERROR_404},
+                   summary="Add users to a room (a direct room takes no one)",
+                   description="The room in the answer is as its newcomers see it (`unread_count` 0), the "
+                               "same body as the live `add_members` event.")
+    def post(self, request: Request, room_id: str) -> Response:
+        body = self.body()
+        client_uuid = self.client_uuid(body)
+        summary = rooms.add_members(request.user, room_id, body.get("members"))
+        events.room_changed("add_members", summary, client_uuid, request.path)
+        return Response(RoomSerializer(summary).data)
+
+
+class RoomLeave(ChatView):
+    """The user stops being a member of a room."""
+
+    @extend_schema(parameters=[ROOM_ID], tags=[ROOMS_TAG], request=api_schema.LeaveRoomRequest,
+                   responses={204: OpenApiResponse(description="Left the room."), 400: ERROR_400, 404: ERROR_404},
+                   summary="Leave a room")
+    def post(self, request: Request, room_id: str) -> Response:
+        client_uuid = self.client_uuid(self.body())
+        departure = rooms.leave_room(request.user, room_id)
+        events.room_left(departure, request.user, client_uuid, request.path)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class RoomMessages(ChatView):
+    """The messages of a room the user is a member of."""
+
+    pagination_class = MessageCursorPagination
+
+    @extend_schema(parameters=[ROOM_ID], tags=[MESSAGES_TAG], responses={200: MessageSerializer(many=True), 404: ERROR_404},
+                   summary="The room's messages, newest first, a page at a time")
+    def get(self, request: Request, room_id: str) -> Response:
+        room = services.member_room(request.user, room_id)
+        page = self.paginate_queryset(room.messages.select_related("user"))
+        return self.get_paginated_response(MessageSerializer(page, many=True).data)
+
+    @extend_schema(parameters=[ROOM_ID], tags=[MESSAGES_TAG], request=api_schema.PostMessageRequest,
+                   responses={201: MessageSerializer, 200: OpenApiResponse(MessageSerializer, description=(
+                       "A retry: a message with this uuid was stored before; this is it.")),
+                       400: ERROR_400, 404: ERROR_404},
+                   summary="Post a message to a room")
+    def post(self, request: Request, room_id: str) -> Response:
+        body = self.body()
+        client_uuid = self.client_uuid(body)
+        posted = services.post_message(request.user, room_id, body.get("text"), client_uuid)
+        events.message_posted("new_message", posted, client_uuid, request.path)
+        return message_response(posted)
+
+
+class DirectMessages(ChatView):
+    """Messages between two users, in the one direct room of the two (made on first use)."""
+
+    @extend_schema(tags=[MESSAGES_TAG], request=api_schema.DirectMessageRequest,
+                   responses={201: MessageSerializer, 200: OpenApiResponse(MessageSerializer, description=(
+                       "A retry: a message with this uuid was stored before; this is it.")), 400: ERROR_400},
+                   summary="Send a message to another user, in the direct room of the two")
+    def post(self, request: Request) -> Response:
+        body = self.body()
+        client_uuid = self.client_uuid(body)
+        posted = rooms.direct_message(request.user, body.get("to"), body.get("text"), client_uuid)
+        events.message_posted("direct_message", posted, client_uuid, request.path)
+        return message_response(posted)
+
+
+class RoomRead(ChatView):
+    """How far the user has read a room."""
+
+    @extend_schema(parameters=[ROOM_ID], tags=[MESSAGES_TAG], request=api_schema.MarkReadRequest,
+                   responses={200: api_schema.ReadMarkResponse, 400: ERROR_400, 404: ERROR_404},
+                   summary="Mark the room read up to a message",
+                   description="The mark only moves forward, and never past the room's newest message. "
+                               "The user's WebSocket connections get the `mark_read` reply live.")
+    def post(self, request: Request, room_id: str) -> Response:
+        body = self.body()
+        client_uuid = self.client_uuid(body)
+        room_uuid = fields.room_id(room_id)
+        mark = reading.mark_read(request.user, room_uuid.hex, body.get("message"))
+        events.read_marked(request.user, room_uuid, body["message"], mark, client_uuid, request.path)
+        return Response({"room": room_uuid.hex, "last_read_id": mark.last_read_id, "unread_count": mark.unread_count})
+
+
+def message_response(posted: services.PostedMessage) -> Response:
+    # 201 for a message stored now; 200 for a retry, which answers the message stored the first time.
+    return Response(MessageSerializer(posted.message).data,
+                    status=status.HTTP_201_CREATED if posted.created else status.HTTP_200_OK)

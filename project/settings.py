@@ -40,6 +40,9 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework.authtoken",
+    "drf_spectacular",
+    # Swagger UI's files, served from this site: the API docs work offline.
+    "drf_spectacular_sidecar",
     "chat",
     "workers",
 ]
@@ -128,12 +131,30 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+
+# The OpenAPI schema (/api/schema/) and Swagger UI (/api/docs/), both public.
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Chat REST API",
+    "DESCRIPTION": "The chat for clients that hold no WebSocket, with the WebSocket protocol's rules. "
+                   "See docs/rest-api.md.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    # No online validator badge: the page loads nothing from another host.
+    "SWAGGER_UI_SETTINGS": {"validatorUrl": None},
 }
 
 # Chat settings shared by the workers and the REST API.
 MAX_MESSAGE_LENGTH = int(os.environ.get("MAX_MESSAGE_LENGTH", "4000"))
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 WORKER_RESPONSE_TOPIC = os.environ.get("WORKER_RESPONSE_TOPIC", "worker_response")
+# What publishes the REST API's changes to the WebSocket clients (chat.events): a dotted path to
+# publish(response, send_to), so that the chat app needs no Redis of its own.
+CHAT_EVENT_PUBLISHER = "workers.broadcast.publish"
 # Where the chat page opens its WebSocket; empty means "the page's host, port 8080".
 GATEWAY_URL = os.environ.get("GATEWAY_URL", "")
 

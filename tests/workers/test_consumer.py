@@ -142,7 +142,7 @@ def test_goes_on_when_process_itself_raises(alice_token, running_consumer, clien
     real_process = consumer_module.process
     calls = []
 
-    def failing_once(raw, response_topic):
+    def failing_once(raw, response_topic, online=None):
         calls.append(raw)
         if len(calls) == 1:
             raise RuntimeError("database layer down")

@@ -1,0 +1,233 @@
+"""Live delivery of REST writes: each publishes the WebSocket protocol's success reply to the right
+users (chat.events), as one bus envelope on WORKER_RESPONSE_TOPIC (workers.broadcast)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import fakeredis
+import pytest
+from rest_framework.test import APIClient
+
+from chat import events
+from chat.models import ChatMessage, ChatRoom
+from workers import broadcast, dispatch
+
+pytestmark = pytest.mark.filterwarnings("ignore:No directory at:UserWarning")
+
+TOPIC = "test_worker_response"
+
+
+def token_client(user) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {user.auth_token.key}")
+    return client
+
+
+@pytest.fixture
+def as_alice(alice) -> APIClient:
+    return token_client(alice)
+
+
+def post(client: APIClient, url: str, body: Any = None):
+    return client.post(url, body, format="json")
+
+
+def worker(user, frame: dict[str, Any]) -> dict[str, Any]:
+    """The envelope a worker publishes for this client frame."""
+    data = {**frame, "session_data": {"user_pk": user.pk}, "request_id": "gw:1", "reply_to": "gw"}
+    return dispatch.handle(data, "worker_response").envelope
+
+
+# The reply bodies and who gets them (recorded publisher, tests/chat/conftest.py)
+
+def test_new_message_goes_to_every_member(as_alice, alice, bob, room, published):
+    response = post(as_alice, f"/api/rooms/{room.pk.hex}/messages/", {"text": "hi", "uuid": "m-1"})
+    assert published == [({"uuid": "m-1", "action": "new_message", "room": room.pk.hex, "status": "success",
+                           "message": response.json()}, [alice.pk, bob.pk])]
+
+
+def test_without_a_client_uuid_the_reply_gets_a_fresh_one(as_alice, room, published):
+    for _ in range(2):
+        post(as_alice, f"/api/rooms/{room.pk.hex}/messages/", {"text": "hi"})
+    uuids = [response["uuid"] for response, _ in published]
+    assert all(len(value) == 32 and int(value, 16) >= 0 for value in uuids)
+    assert uuids[0] != uuids[1]
+
+
+def test_new_message_reply_is_the_workers_reply(as_alice, alice, room, published):
+    post(as_alice, f"/api/rooms/{room.pk.hex}/messages/", {"text": "hi", "uuid": "same-1"})
+    # The worker answering a retry of that message over the WebSocket says exactly the same.
+    over_websocket = worker(alice, {"uuid": "same-1", "action": "new_message", "room": room.pk.hex, "text": "hi"})
+    assert published == [(over_websocket["response"], over_websocket["send_to"])]
+
+
+def test_direct_message_goes_to_both_users(as_alice, alice, bob, published):
+    response = post(as_alice, "/api/direct-messages/", {"to": "bob", "text": "psst", "uuid": "d-1"})
+    room = ChatRoom.objects.get()
+    assert published == [({"uuid": "d-1", "action": "direct_message", "room": room.pk.hex, "status": "success",
+                           "message": response.json()}, [alice.pk, bob.pk])]
+    over_websocket = worker(alice, {"uuid": "d-1", "action": "direct_message", "to": "bob", "text": "psst"})
+    assert published[0] == (over_websocket["response"], over_websocket["send_to"])
+
+
+def test_create_room_goes_to_every_member(as_alice, alice, bob, carol, published):
+    response = post(as_alice, "/api/rooms/", {"name": "Plans", "members": ["bob", "carol"], "uuid": "c-1"})
+    assert published == [({"uuid": "c-1", "action": "create_room", "status": "success", "room": response.json()},
+                          [alice.pk, bob.pk, carol.pk])]
+    over_websocket = worker(alice, {"uuid": "c-2", "action": "create_room", "name": "Plans",
+                                    "members": ["bob", "carol"]})["response"]
+    assert list(over_websocket) == list(published[0][0])
+    assert list(over_websocket["room"]) == list(published[0][0]["room"])
+
+
+def test_add_members_goes_to_every_member_the_new_ones_included(as_alice, alice, bob, carol, room, published):
+    response = post(as_alice, f"/api/rooms/{room.pk.hex}/members/", {"members": ["carol"], "uuid": "a-1"})
+    assert published == [({"uuid": "a-1", "action": "add_members", "status": "success", "room": response.json()},
+                          [alice.pk, bob.pk, carol.pk])]
+
+
+def test_leave_room_goes_to_the_remaining_members_and_the_leaver(as_alice, alice, bob, carol, make_room,
+                                                                  published):
+    room = make_room(alice, bob, carol)
+    post(as_alice, f"/api/rooms/{room.pk.hex}/leave/", {"uuid": "l-1"})
+    assert published == [({"uuid": "l-1", "action": "leave_room", "room": room.pk.hex, "status": "success",
+                           "user": {"username": "alice"}}, [alice.pk, bob.pk, carol.pk])]
+    over_websocket = worker(bob, {"uuid": "l-2", "action": "leave_room", "room": room.pk.hex})
+    assert over_websocket["response"] == {**published[0][0], "uuid": "l-2", "user": {"username": "bob"}}
+    assert over_websocket["send_to"] == [bob.pk, carol.pk]
+
+
+def test_leave_room_without_a_body(as_alice, alice, bob, room, published):
+    assert as_alice.post(f"/api/rooms/{room.pk.hex}/leave/").status_code == 204
+    assert published[0][0]["action"] == "leave_room" and published[0][1] == [alice.pk, bob.pk]
+
+
+def test_mark_read_goes_to_the_readers_connections(as_alice, alice, bob, room, published):
+    message = ChatMessage.objects.create(room=room, user=bob, text="hi")
+    post(as_alice, f"/api/rooms/{room.pk.hex}/read/", {"message": message.pk, "uuid": "r-1"})
+    expected = {"uuid": "r-1", "action": "mark_read", "room": room.pk.hex, "status": "success",
+                "message": message.pk, "last_read_id": message.pk, "unread_count": 0}
+    assert published == [(expected, [alice.pk])]
+    over_websocket = worker(alice, {"uuid": "r-1", "action": "mark_read", "room": room.pk.hex, "message": message.pk})
+    assert published[0] == (over_websocket["response"], over_websocket["send_to"])
+
+
+def test_reads_publish_nothing(as_alice, room, published):
+    as_alice.get("/api/rooms/")
+    as_alice.get(f"/api/rooms/{room.pk.hex}/")
+    as_alice.get(f"/api/rooms/{room.pk.hex}/messages/")
+    assert published == []
+
+
+# Through the real publisher, on an in-process Redis
+
+@pytest.fixture
+def bus(settings, monkeypatch):
+    """workers.broadcast on fakeredis, and a subscriber to the response topic."""
+    settings.CHAT_EVENT_PUBLISHER = "workers.broadcast.publish"
+    settings.WORKER_RESPONSE_TOPIC = TOPIC
+    server = fakeredis.FakeServer()
+    monkeypatch.setattr(broadcast, "_client", fakeredis.FakeRedis(server=server))
+    subscriber = fakeredis.FakeRedis(server=server).pubsub()
+    subscriber.subscribe(TOPIC)
+    assert subscriber.get_message(timeout=1)["type"] == "subscribe"
+    yield subscriber
+    subscriber.close()
+
+
+def received(subscriber) -> list[tuple[str, dict[str, Any]]]:
+    messages = []
+    while (message := subscriber.get_message(timeout=0.2)) is not None:
+        assert message["type"] == "message"
+        messages.append((message["channel"].decode(), json.loads(message["data"])))
+    return messages
+
+
+def envelope(response: dict[str, Any], send_to: list[int]) -> dict[str, Any]:
+    return {"type": "success_response", "request_id": None, "send_to": send_to, "session_data": None,
+            "response": response}
+
+
+def test_each_rest_write_publishes_one_envelope_on_the_response_topic(bus, as_alice, alice, bob, carol):
+    created = post(as_alice, "/api/rooms/", {"name": "Plans", "members": ["bob"], "uuid": "c-1"}).json()
+    room_id = created["id"]
+    posted = post(as_alice, f"/api/rooms/{room_id}/messages/", {"text": "hi", "uuid": "m-1"}).json()
+    added = post(as_alice, f"/api/rooms/{room_id}/members/", {"members": ["carol"], "uuid": "a-1"}).json()
+    read = post(as_alice, f"/api/rooms/{room_id}/read/", {"message": posted["id"], "uuid": "r-1"}).json()
+    post(as_alice, f"/api/rooms/{room_id}/leave/", {"uuid": "l-1"})
+    direct = post(as_alice, "/api/direct-messages/", {"to": "bob", "text": "psst", "uuid": "d-1"}).json()
+    assert received(bus) == [(TOPIC, envelope(value, send_to)) for value, send_to in [
+        ({"uuid": "c-1", "action": "create_room", "status": "success", "room": created}, [alice.pk, bob.pk]),
+        ({"uuid": "m-1", "action": "new_message", "room": room_id, "status": "success", "message": posted},
+         [alice.pk, bob.pk]),
+        ({"uuid": "a-1", "action": "add_members", "status": "success", "room": added},
+         [alice.pk, bob.pk, carol.pk]),
+        ({"uuid": "r-1", "action": "mark_read", "room": room_id, "status": "success", "message": posted["id"],
+          "last_read_id": read["last_read_id"], "unread_count": read["unread_count"]}, [alice.pk]),
+        ({"uuid": "l-1", "action": "leave_room", "room": room_id, "status": "success",
+          "user": {"username": "alice"}}, [alice.pk, bob.pk, carol.pk]),
+        ({"uuid": "d-1", "action": "direct_message", "room": direct["room"], "status": "success",
+          "message": direct}, [alice.pk, bob.pk]),
+    ]]
+
+
+def test_refused_writes_publish_nothing(bus, as_alice, room):
+    post(as_alice, f"/api/rooms/{room.pk.hex}/messages/", {"text": ""})
+    post(as_alice, "/api/direct-messages/", {"to": "nobody", "text": "hi"})
+    post(token_client(room.users.get(username="bob")), "/api/rooms/" + "ab" * 16 + "/leave/")
+    assert received(bus) == []
+
+
+# When the bus is down
+
+SECRET_TEXT = "the text never goes to the log"
+
+
+def test_with_redis_down_the_message_is_stored_and_the_call_succeeds(settings, monkeypatch, caplog, as_alice,
+                                                                      room):
+    settings.CHAT_EVENT_PUBLISHER = "workers.broadcast.publish"
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens on port 1
+    monkeypatch.setattr(broadcast, "_client", None)
+    url = f"/api/rooms/{room.pk.hex}/messages/"
+    with caplog.at_level(logging.WARNING, logger="chat.events"):
+        response = post(as_alice, url, {"text": SECRET_TEXT})
+    assert response.status_code == 201
+    assert ChatMessage.objects.get().text == SECRET_TEXT
+    warnings = [record for record in caplog.records if record.name == "chat.events"]
+    assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING
+    assert room.pk.hex in warnings[0].getMessage() and url in warnings[0].getMessage()
+    assert SECRET_TEXT not in caplog.text
+
+
+def failing_publisher(response: dict[str, Any], send_to: list[int]) -> None:
+    raise RuntimeError("a bug in the publisher")
+
+
+def test_a_failing_publisher_is_logged_and_does_not_fail_the_request(settings, caplog, as_alice, room):
+    settings.CHAT_EVENT_PUBLISHER = "tests.chat.test_events.failing_publisher"
+    with caplog.at_level(logging.ERROR, logger="chat.events"):
+        response = post(as_alice, f"/api/rooms/{room.pk.hex}/messages/", {"text": SECRET_TEXT})
+    assert response.status_code == 201
+    assert ChatMessage.objects.count() == 1
+    errors = [record for record in caplog.records if record.name == "chat.events"]
+    assert len(errors) == 1 and errors[0].exc_info is not None
+    assert room.pk.hex in errors[0].getMessage()
+    assert SECRET_TEXT not in caplog.text
+
+
+def test_the_publisher_is_found_by_its_setting_once(settings):
+    settings.CHAT_EVENT_PUBLISHER = "tests.chat.test_events.failing_publisher"
+    assert events._publisher(settings.CHAT_EVENT_PUBLISHER) is failing_publisher
+    assert events._publisher("workers.broadcast.publish") is broadcast.publish
+    before = events._publisher.cache_info().hits
+    events._publisher("workers.broadcast.publish")
+    assert events._publisher.cache_info().hits == before + 1
+
+
+def test_the_default_publisher_is_the_bus():
+    from project import settings as project_settings
+
+    assert project_settings.CHAT_EVENT_PUBLISHER == "workers.broadcast.publish"
