@@ -12,6 +12,7 @@ from aiohttp import web
 
 from .bus import Bus
 from .connection import CLOSE_GOING_AWAY
+from .presence import PresenceWriter
 from .registry import ConnectionRegistry
 from .requests import PendingRequests
 from .router import ReplyRouter, send_timeout_reply
@@ -29,14 +30,17 @@ async def gateway_context(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS_KEY]
     gateway_id = f"gw-{uuid.uuid4().hex[:12]}"
     registry = ConnectionRegistry()
+    presence = PresenceWriter(registry, gateway_id, settings.presence_ttl, settings.redis_url)
+    registry.on_presence_change = presence.mark_dirty
     pending = PendingRequests(gateway_id, settings.request_timeout, settings.max_in_flight,
                               on_timeout=send_timeout_reply)
     router = ReplyRouter(registry, pending)
     bus = Bus(settings.redis_url, settings.worker_topics, settings.response_topic,
               reply_topic=f"gateway_reply:{gateway_id}", on_reply=router.route,
               publish_timeout=min(settings.request_timeout, 5.0))
-    app[GATEWAY_KEY] = Gateway(gateway_id, settings, registry, pending, router, bus)
+    app[GATEWAY_KEY] = Gateway(gateway_id, settings, registry, pending, router, bus, presence)
     subscriber = asyncio.create_task(bus.run_subscriber(), name="reply-subscriber")
+    presence_writer = asyncio.create_task(presence.run(), name="presence-writer")
     try:
         await asyncio.wait_for(bus.subscribed.wait(), SUBSCRIBE_WAIT)
     except asyncio.TimeoutError:
@@ -47,7 +51,11 @@ async def gateway_context(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         subscriber.cancel()
-        await asyncio.wait({subscriber})
+        presence_writer.cancel()
+        await asyncio.wait({subscriber, presence_writer})
+        # After the writer stopped, so that it cannot write this process's id back.
+        await presence.withdraw()
+        await presence.close()
         await bus.close()
 
 

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from .connection import Connection
 
 
 class ConnectionRegistry:
-    def __init__(self) -> None:
+    def __init__(self, on_presence_change: Callable[[int], None] | None = None) -> None:
         self._by_id: dict[str, Connection] = {}
         self._by_user: dict[int, set[Connection]] = {}
+        # Called with a user id whenever that user's number of authenticated connections here
+        # goes from 0 to 1 or from 1 to 0 (O(1), synchronously): the presence writer's hook.
+        self.on_presence_change = on_presence_change
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -26,15 +29,28 @@ class ConnectionRegistry:
 
     def remove(self, conn: Connection) -> None:
         self._by_id.pop(conn.conn_id, None)
-        self._unindex_user(conn)
+        gone = self._unindex_user(conn)
+        if gone is not None:
+            self._presence_changed(gone)
 
     def set_session(self, conn: Connection, session_data: dict) -> None:
         """Replace a connection's session data and move it to its (new) user's index."""
-        self._unindex_user(conn)
+        gone = self._unindex_user(conn)
         conn.session_data = dict(session_data)
+        arrived = None
         user_pk = conn.user_pk
         if user_pk is not None and conn.conn_id in self._by_id:
-            self._by_user.setdefault(user_pk, set()).add(conn)
+            conns = self._by_user.get(user_pk)
+            if conns is None:
+                conns = self._by_user[user_pk] = set()
+                arrived = user_pk
+            conns.add(conn)
+        # A user's only connection that authenticates again as the same user left and came
+        # back within this call: no change anyone else could have seen.
+        if gone is not None and gone != arrived:
+            self._presence_changed(gone)
+        if arrived is not None and arrived != gone:
+            self._presence_changed(arrived)
 
     def of_user(self, user_pk: int) -> set[Connection]:
         return self._by_user.get(user_pk, set())
@@ -46,12 +62,23 @@ class ConnectionRegistry:
     def user_count(self) -> int:
         return len(self._by_user)
 
-    def _unindex_user(self, conn: Connection) -> None:
+    def user_pks(self) -> list[int]:
+        """A snapshot of the users with at least one connection here: O(users), not for a hot path."""
+        return list(self._by_user)
+
+    def _unindex_user(self, conn: Connection) -> int | None:
+        """Take `conn` out of its user's index; the user id if that was the user's last connection."""
         user_pk = conn.user_pk
         if user_pk is None:
-            return
+            return None
         conns = self._by_user.get(user_pk)
-        if conns is not None:
+        if conns is not None and conn in conns:
             conns.discard(conn)
             if not conns:
                 del self._by_user[user_pk]
+                return user_pk
+        return None
+
+    def _presence_changed(self, user_pk: int) -> None:
+        if self.on_presence_change is not None:
+            self.on_presence_change(user_pk)

@@ -49,8 +49,11 @@ class ReplyRouter:
         recipients = {pk for pk in send_to if isinstance(pk, int)}
         for conn in list(self.registry.of_users(recipients)):
             conn.send(text)
-        # The requester hears the outcome even when it is not among the recipients.
-        if request is not None and request.conn.user_pk not in recipients:
+        # The requester hears the outcome even when it is not among the recipients, unless the
+        # worker says it must not (`typing` goes to the other members only). Either way the
+        # request was completed above, so it gets no timeout reply later.
+        requester_reply = envelope.get("requester_reply", True) is not False
+        if request is not None and requester_reply and request.conn.user_pk not in recipients:
             request.conn.send(text)
 
 

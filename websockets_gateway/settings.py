@@ -53,6 +53,9 @@ class GatewaySettings:
     # Open connections one gateway process accepts; past it the handshake answers 503, so a
     # flood of connections finds its limit here and not in the process's memory.
     max_connections: int
+    # Seconds a gateway's presence entry outlives its last heartbeat (written every third of
+    # it): how late a gateway killed without a clean shutdown stops counting its users online.
+    presence_ttl: float
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "GatewaySettings":
@@ -76,4 +79,6 @@ class GatewaySettings:
             ws_compression=(env.get("WS_COMPRESSION") or "0").lower() in {"1", "true", "yes", "on"},
             ws_heartbeat=_number(env, "WS_HEARTBEAT", "30", float, 0),
             max_connections=_number(env, "MAX_CONNECTIONS", "10000", int, 1),
+            # Below a second, a heartbeat every third of it would lapse at any hiccup.
+            presence_ttl=_number(env, "PRESENCE_TTL", "15", float, 1.0),
         )

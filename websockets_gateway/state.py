@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from .bus import Bus
+from .presence import PresenceWriter
 from .registry import ConnectionRegistry
 from .requests import PendingRequests
 from .router import ReplyRouter
@@ -21,6 +22,7 @@ class Gateway:
     pending: PendingRequests
     router: ReplyRouter
     bus: Bus
+    presence: PresenceWriter
 
 
 SETTINGS_KEY = web.AppKey("settings", GatewaySettings)

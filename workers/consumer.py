@@ -10,12 +10,14 @@ import logging
 import random
 import signal
 import time
+from functools import partial
 from types import FrameType
 
 import redis
 from redis.exceptions import RedisError
 
 from .dispatch import process
+from .presence import online_user_ids
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +35,7 @@ class Consumer:
                                            health_check_interval=10)
         self._stopping = False
         self.handled = 0
+        self._online = partial(online_user_ids, self._redis)
 
     def request_stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
         if not self._stopping:
@@ -84,7 +87,7 @@ class Consumer:
                 continue
             self.handled += 1
             try:
-                outgoing = process(message["data"], self.response_topic)
+                outgoing = process(message["data"], self.response_topic, self._online)
             except Exception:
                 # process() answers every request it can; this is what it could not (the database
                 # layer failing outside a handler). The requester gets its timeout; we go on.

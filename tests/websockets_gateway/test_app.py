@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 import fakeredis
@@ -11,9 +12,10 @@ from aiohttp.test_utils import TestServer
 from websockets_gateway import app as app_module
 from websockets_gateway import bus as bus_module
 from websockets_gateway.app import create_app
+from websockets_gateway.presence import gateway_key
 from websockets_gateway.state import GATEWAY_KEY, SETTINGS_KEY
 
-from .fakes import make_settings, run
+from .fakes import WAIT, make_settings, run
 
 
 def test_the_module_level_app_is_built_from_the_environment():
@@ -70,15 +72,25 @@ def test_startup_builds_the_gateway_and_cleanup_releases_it(monkeypatch):
             assert gateway.pending.max_in_flight == 3
             assert gateway.pending.gateway_id == gateway.gateway_id
             assert gateway.router.registry is gateway.registry
+            assert gateway.presence.gateway_id == gateway.gateway_id
+            assert gateway.presence.registry is gateway.registry
+            assert gateway.registry.on_presence_change == gateway.presence.mark_dirty
             # Both replies topics are listened on.
             probe = fakeredis.FakeAsyncRedis(server=server)
             assert await probe.publish(gateway.bus.reply_topic, "{}") == 1
             assert await probe.publish(gateway.bus.response_topic, "{}") == 1
-            await probe.aclose()
+            # The presence writer registered this process: its heartbeat is in Redis.
+            await asyncio.wait_for(gateway.presence.synced.wait(), WAIT)
+            heartbeat = gateway_key(gateway.presence.presence_id)
+            assert await probe.exists(heartbeat) == 1
         finally:
             await test_server.close()
         assert not gateway.bus.subscribed.is_set()
-        assert [url for url, _ in clients] == [settings.redis_url, settings.redis_url]
+        # ... and withdrawn on the way out.
+        assert await probe.exists(heartbeat) == 0
+        await probe.aclose()
+        # The bus's publisher and subscriber, and the presence writer's client.
+        assert [url for url, _ in clients] == [settings.redis_url] * 3
         assert all(client.closed for _, client in clients)
 
     run(scenario())

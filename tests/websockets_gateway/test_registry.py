@@ -138,3 +138,70 @@ def test_iterating_is_a_snapshot_so_connections_can_be_removed_meanwhile():
     for conn in registry:
         registry.remove(conn)
     assert len(registry) == 0
+
+
+class PresenceChanges:
+    """Records the registry's presence hook calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def __call__(self, user_pk: int) -> None:
+        self.calls.append(user_pk)
+
+
+def test_the_presence_hook_fires_on_a_users_first_and_last_connection_only():
+    changes = PresenceChanges()
+    registry = ConnectionRegistry(on_presence_change=changes)
+    tabs = [make_connection(f"c{i}") for i in range(3)]
+    for conn in tabs:
+        registry.add(conn)
+        registry.set_session(conn, {"user_pk": 1})
+    assert changes.calls == [1]
+    registry.remove(tabs[0])
+    registry.remove(tabs[1])
+    assert changes.calls == [1]
+    registry.remove(tabs[2])
+    assert changes.calls == [1, 1]
+    registry.remove(tabs[2])
+    assert changes.calls == [1, 1]
+
+
+def test_the_presence_hook_on_reauthentication():
+    changes = PresenceChanges()
+    registry = ConnectionRegistry(on_presence_change=changes)
+    conn = make_connection("c1")
+    registry.add(conn)
+    registry.set_session(conn, {"user_pk": 1})
+    registry.set_session(conn, {"user_pk": 1})  # the same user again: nothing changed
+    assert changes.calls == [1]
+    registry.set_session(conn, {"user_pk": 2})  # moved: 1 left, 2 arrived
+    assert changes.calls == [1, 1, 2]
+    registry.set_session(conn, {})  # signed out
+    assert changes.calls == [1, 1, 2, 2]
+
+
+def test_the_presence_hook_ignores_anonymous_and_removed_connections():
+    changes = PresenceChanges()
+    registry = ConnectionRegistry(on_presence_change=changes)
+    anonymous = make_connection("c1")
+    registry.add(anonymous)
+    registry.remove(anonymous)
+    gone = make_connection("c2")
+    registry.add(gone)
+    registry.remove(gone)
+    registry.set_session(gone, {"user_pk": 5})  # a late reply for a closed connection
+    registry.remove(gone)
+    assert changes.calls == []
+
+
+def test_user_pks_is_a_snapshot_of_the_users_with_connections():
+    registry = ConnectionRegistry()
+    for conn_id, user_pk in (("c1", 1), ("c2", 1), ("c3", 2)):
+        conn = make_connection(conn_id)
+        registry.add(conn)
+        registry.set_session(conn, {"user_pk": user_pk})
+    snapshot = registry.user_pks()
+    registry.remove(registry.get("c3"))
+    assert sorted(snapshot) == [1, 2]
+    assert registry.user_pks() == [1]

@@ -22,13 +22,14 @@ def _router(timeout=60.0, on_timeout=send_timeout_reply):
     return registry, pending, ReplyRouter(registry, pending)
 
 
-def _envelope(request_id, response, send_to=None, session_data=None):
+def _envelope(request_id, response, send_to=None, session_data=None, **extra):
     return json.dumps({
         "type": "success_response",
         "request_id": request_id,
         "send_to": send_to,
         "session_data": session_data,
         "response": response,
+        **extra,
     }).encode()
 
 
@@ -113,6 +114,67 @@ def test_the_requester_gets_the_reply_even_when_not_in_send_to():
         assert member.received == [typing]
         assert sender.received == [typing]
         assert sender_other_tab.received == []
+
+    run(scenario())
+
+
+TYPING = {"uuid": "u1", "action": "typing", "room": "r1", "status": "success", "user": {"username": "a"}}
+
+
+def test_requester_reply_false_keeps_the_reply_from_a_requester_not_in_send_to():
+    async def scenario():
+        registry, pending, router = _router()
+        typist = connected(registry, "c1", user_pk=1)
+        typist_other_tab = connected(registry, "c2", user_pk=1)
+        member_phone = connected(registry, "c3", user_pk=2)
+        member_laptop = connected(registry, "c4", user_pk=2)
+        request = pending.start(typist, {"uuid": "u1", "action": "typing", "room": "r1"})
+
+        router.route(_envelope(request.request_id, TYPING, send_to=[2], requester_reply=False))
+
+        assert member_phone.received == [TYPING]
+        assert member_laptop.received == [TYPING]
+        assert typist.received == []
+        assert typist_other_tab.received == []
+        # Completed all the same: its deadline is cancelled, so no timeout reply follows.
+        assert len(pending) == 0
+        assert typist.in_flight == set()
+        assert request.timer.cancelled()
+
+    run(scenario())
+
+
+def test_requester_reply_false_still_reaches_a_requester_among_send_to():
+    async def scenario():
+        registry, pending, router = _router()
+        requester = connected(registry, "c1", user_pk=1)
+        request = pending.start(requester, {"uuid": "u1"})
+        router.route(_envelope(request.request_id, RESPONSE, send_to=[1, 2], requester_reply=False))
+        assert requester.received == [RESPONSE]
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("value", [True, None, 0, "false"], ids=["true", "null", "zero", "string"])
+def test_requester_reply_other_than_false_is_the_default(value):
+    async def scenario():
+        registry, pending, router = _router()
+        sender = connected(registry, "c1", user_pk=1)
+        request = pending.start(sender, {"uuid": "u1", "action": "typing", "room": "r1"})
+        router.route(_envelope(request.request_id, TYPING, send_to=[2], requester_reply=value))
+        assert sender.received == [TYPING]
+
+    run(scenario())
+
+
+def test_requester_reply_false_without_send_to_still_answers_the_requester():
+    # With send_to null the reply is the requester's alone; the key only narrows a broadcast.
+    async def scenario():
+        registry, pending, router = _router()
+        requester = connected(registry, "c1", user_pk=1)
+        request = pending.start(requester, {"uuid": "u1"})
+        router.route(_envelope(request.request_id, RESPONSE, requester_reply=False))
+        assert requester.received == [RESPONSE]
 
     run(scenario())
 

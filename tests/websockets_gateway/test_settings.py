@@ -25,6 +25,7 @@ def test_defaults():
     assert settings.ws_compression is False
     assert settings.ws_heartbeat == 30.0
     assert settings.max_connections == 10000
+    assert settings.presence_ttl == 15.0
 
 
 def test_values_from_the_environment():
@@ -43,6 +44,7 @@ def test_values_from_the_environment():
         "WS_COMPRESSION": "yes",
         "WS_HEARTBEAT": "0",
         "MAX_CONNECTIONS": "7",
+        "PRESENCE_TTL": "4.5",
     })
     assert settings.redis_url == "redis://redis.internal:6380/2"
     assert settings.worker_topics == ("w1", "w2", "w3")
@@ -58,6 +60,7 @@ def test_values_from_the_environment():
     assert settings.ws_compression is True
     assert settings.ws_heartbeat == 0.0
     assert settings.max_connections == 7
+    assert settings.presence_ttl == 4.5
 
 
 def test_empty_values_mean_the_defaults():
@@ -96,6 +99,7 @@ def test_topics_that_name_nothing_are_an_error():
         ("WS_MAX_MESSAGE_SIZE", "1.5"),
         ("MAX_IN_FLIGHT", "many"),
         ("RATE_LIMIT_BURST", "2.0"),
+        ("PRESENCE_TTL", "15s"),
     ],
 )
 def test_a_value_of_the_wrong_kind_is_an_error(name, value):
@@ -114,6 +118,7 @@ def test_a_value_of_the_wrong_kind_is_an_error(name, value):
         ("RATE_LIMIT", "0"),
         ("RATE_LIMIT_BURST", "0"),
         ("WS_HEARTBEAT", "-0.5"),
+        ("PRESENCE_TTL", "0.5"),
     ],
 )
 def test_a_value_below_its_minimum_is_an_error(name, value):
