@@ -67,5 +67,5 @@ def mark_read(user: Any, room_id: Any, message: Any) -> ReadMark:
     last_read = Membership.objects.filter(room=room, user=user).values_list("last_read_id", flat=True).first()
     if last_read is None:  # the user left the room meanwhile
         raise errors.InvalidRoomId()
-    unread = room.messages.filter(id__gt=last_read).count()
+    unread = room.messages.filter(id__gt=last_read).exclude(user=user).count()
     return ReadMark(last_read, unread)

@@ -50,7 +50,9 @@ def _summaries(memberships: QuerySet[Membership]) -> list[RoomSummary]:
     3. the members of all those rooms.
     """
     room_messages = ChatMessage.objects.filter(room=OuterRef("room_id")).order_by()
-    unread = room_messages.filter(id__gt=OuterRef("last_read_id")).values("room").annotate(n=Count("id")).values("n")
+    # A user's own messages are never unread to them.
+    unread = (room_messages.filter(id__gt=OuterRef("last_read_id")).exclude(user_id=OuterRef("user_id"))
+              .values("room").annotate(n=Count("id")).values("n"))
     rows = list(memberships.select_related("room").annotate(
         newest_id=Subquery(room_messages.order_by("-id").values("id")[:1]),
         unread=Coalesce(Subquery(unread, output_field=IntegerField()), Value(0)),

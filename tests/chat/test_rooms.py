@@ -63,7 +63,16 @@ class TestUnread:
         mark = reading.mark_read(alice, room.pk.hex, posted[2].pk)
         assert (mark.last_read_id, mark.unread_count) == (posted[2].pk, 2)
         assert rooms.list_rooms(alice)[0].unread_count == 2
-        assert rooms.list_rooms(bob)[0].unread_count == 5  # marks are per user
+        assert rooms.list_rooms(bob)[0].unread_count == 0  # marks are per user, and these are his own
+
+    def test_own_messages_are_never_unread(self, alice, bob, room):
+        ChatMessage.objects.create(user=alice, room=room, text="mine")
+        theirs = ChatMessage.objects.create(user=bob, room=room, text="theirs")
+        ChatMessage.objects.create(user=alice, room=room, text="mine again")
+        assert rooms.list_rooms(alice)[0].unread_count == 1
+        assert rooms.list_rooms(bob)[0].unread_count == 2
+        assert reading.mark_read(alice, room.pk.hex, 0).unread_count == 1
+        assert reading.mark_read(alice, room.pk.hex, theirs.pk).unread_count == 0
 
     def test_newcomers_start_with_nothing_unread(self, alice, bob, carol, room):
         ChatMessage.objects.create(user=bob, room=room, text="old")

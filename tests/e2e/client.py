@@ -42,6 +42,22 @@ class Client:
         await self.send({"uuid": frame_uuid, "action": action, **fields})
         return await self.expect(lambda f: f.get("uuid") == frame_uuid and f.get("action") == action, timeout)
 
+    async def ok(self, action: str, timeout: float = 15, **fields: Any) -> dict[str, Any]:
+        """request(), asserting that the reply is a success."""
+        reply = await self.request(action, timeout, **fields)
+        assert reply["status"] == "success", reply
+        return reply
+
+    async def barrier(self) -> None:
+        """Return once every broadcast already received by some other client has reached this one too.
+
+        A round trip through a worker (the connection must be authenticated): its reply comes to
+        this connection's gateway process over the same Redis subscription as the broadcasts, so
+        after every one published before the request. Afterwards `unread()` holds all of them.
+        """
+        await self.ok("list_rooms")
+        await self.drain()
+
     async def authenticate(self, user: dict[str, Any]) -> dict[str, Any]:
         reply = await self.request("authenticate", token=user["token"])
         assert reply["status"] == "success", reply

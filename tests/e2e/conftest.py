@@ -115,6 +115,11 @@ def run(scenario: Callable[[aiohttp.ClientSession], Awaitable[Any]]) -> Any:
 
 
 async def connect(session: aiohttp.ClientSession, url: str, user: dict[str, Any] | None = None) -> Client:
+    """A client on `url`, authenticated as `user` if given.
+
+    Keep the client referenced while its connection should stay open: an aiohttp WebSocket
+    whose response object is garbage-collected can be closed under the test.
+    """
     client = await Client.connect(session, url)
     if user is not None:
         await client.authenticate(user)

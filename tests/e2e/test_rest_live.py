@@ -1,0 +1,65 @@
+"""The REST API end to end: what it stores reaches the members' WebSocket connections live."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from chat.models import ChatMessage
+from tests.e2e.conftest import connect, run
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+
+def test_message_posted_over_rest_reaches_connected_members_live(e2e, web):
+    data = e2e.fixtures(users=3, rooms=1, room_size=2)
+    room = data["rooms"][0]
+    by_id = {u["id"]: u for u in data["users"]}
+    poster, reader = by_id[room["members"][0]], by_id[room["members"][1]]
+    outsider = next(u for u in data["users"] if u["id"] not in room["members"])
+    frame_uuid = f"rest-{uuid.uuid4().hex}"
+
+    async def scenario(session):
+        reader_a = await connect(session, e2e.gateway_a, reader)
+        reader_b = await connect(session, e2e.gateway_b, reader)
+        poster_b = await connect(session, e2e.gateway_b, poster)
+        stranger = await connect(session, e2e.gateway_a, outsider)
+
+        url = f"{web}/api/rooms/{room['id']}/messages/"
+        async with session.post(url, json={"text": "over REST", "uuid": frame_uuid},
+                                headers={"Authorization": f"Token {poster['token']}"}) as response:
+            body = await response.json(content_type=None)
+            assert response.status == 201, (response.status, body)
+        assert body["text"] == "over REST" and body["user"] == {"username": poster["username"]}
+        assert body["room"] == room["id"]
+
+        expected = {"uuid": frame_uuid, "action": "new_message", "room": room["id"], "status": "success",
+                    "message": body}
+
+        def same(frame):
+            return frame.get("action") == "new_message" and frame.get("message", {}).get("id") == body["id"]
+
+        # Every connection of every member, the poster's own included.
+        for client in (reader_a, reader_b, poster_b):
+            assert await client.expect(same) == expected
+        await stranger.barrier()
+        assert stranger.unread(same) == []
+
+        # A non-member is refused like a room that does not exist, and nothing is published.
+        async with session.post(url, json={"text": "let me in"},
+                                headers={"Authorization": f"Token {outsider['token']}"}) as response:
+            assert response.status == 404, response.status
+        async with session.post(url, json={"text": "anonymous"}) as response:
+            assert response.status in (401, 403), response.status
+        later = await poster_b.ok("new_message", room=room["id"], text="after the refusals")
+        await reader_a.expect(
+            lambda f: f.get("action") == "new_message" and f["message"]["id"] == later["message"]["id"])
+        assert reader_a.unread(lambda f: f.get("action") == "new_message") == []
+        # And the message is in the room's history as if sent over the WebSocket.
+        history = await reader_b.ok("load_history", room=room["id"])
+        assert history["room_messages"] == [body, later["message"]]
+
+    run(scenario)
+    assert e2e.orm(lambda: list(ChatMessage.objects.filter(room_id=room["id"]).values_list("text", flat=True))) == [
+        "over REST", "after the refusals"]
