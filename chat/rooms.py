@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, NamedTuple
 
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
@@ -22,12 +22,19 @@ from .services import PostedMessage, member_room, store_message
 User = get_user_model()
 
 
+class Member(NamedTuple):
+    """A room member as summaries show them (a User has the same two attributes)."""
+
+    pk: int
+    username: str
+
+
 @dataclass
 class RoomSummary:
     """A room as the protocol's list_rooms shows it to one user."""
 
     room: ChatRoom
-    members: list[Any] = field(default_factory=list)  # users, by username
+    members: list[Any] = field(default_factory=list)  # Members (or users), by username
     last_message: ChatMessage | None = None
     unread_count: int = 0
 
@@ -62,10 +69,11 @@ def _summaries(memberships: QuerySet[Membership]) -> list[RoomSummary]:
     newest_ids = [row.newest_id for row in rows if row.newest_id is not None]
     newest = {message.pk: message for message in ChatMessage.objects.select_related("user").filter(pk__in=newest_ids)}
     summaries = {row.room_id: RoomSummary(row.room, [], newest.get(row.newest_id), row.unread) for row in rows}
-    members = (Membership.objects.filter(room_id__in=list(summaries)).select_related("user")
-               .only("room_id", "user__id", "user__username").order_by("user__username"))
-    for membership in members:
-        summaries[membership.room_id].members.append(membership.user)
+    # Plain tuples, not model instances: a user in 200 rooms of 10 has 2,000 of these rows.
+    members = (Membership.objects.filter(room_id__in=list(summaries)).order_by("user__username")
+               .values_list("room_id", "user_id", "user__username"))
+    for room_uuid, user_pk, username in members:
+        summaries[room_uuid].members.append(Member(user_pk, username))
     return sorted(summaries.values(), key=RoomSummary.activity, reverse=True)
 
 
