@@ -22,6 +22,20 @@ MAX_ROOM_NAME_LENGTH = 200
 MAX_CLIENT_UUID_LENGTH = 64
 
 
+def storable(value: str) -> bool:
+    """Whether the database can hold this string: valid Unicode (JSON lets a client send a lone
+    surrogate, "\\ud800", that no UTF-8 encoder takes) and no NUL (PostgreSQL text refuses it)."""
+    if "\x00" in value:
+        return False
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def room_id(value: Any) -> uuid.UUID:
     """A room id as the protocol allows it: 32 hex digits or the hyphenated form."""
     if not isinstance(value, str):
@@ -40,12 +54,16 @@ def client_uuid(value: Any) -> str | None:
         return None
     if not isinstance(value, str) or not 1 <= len(value) <= MAX_CLIENT_UUID_LENGTH:
         raise errors.InvalidMessageFormat(f"uuid must be a string of 1 to {MAX_CLIENT_UUID_LENGTH} characters")
+    if not storable(value):
+        raise errors.InvalidMessageFormat("uuid must be valid Unicode without NUL characters")
     return value
 
 
 def text(value: Any) -> str:
     if not isinstance(value, str):
         raise errors.InvalidMessageFormat("text must be a string")
+    if not storable(value):
+        raise errors.InvalidMessageFormat("text must be valid Unicode without NUL characters")
     if not value.strip():
         raise errors.EmptyText()
     if len(value) > settings.MAX_MESSAGE_LENGTH:
@@ -78,6 +96,8 @@ def limit(value: Any, default: int, maximum: int) -> int:
 def room_name(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise errors.InvalidMessageFormat("name must be a non-empty string")
+    if not storable(value):
+        raise errors.InvalidMessageFormat("name must be valid Unicode without NUL characters")
     name = value.strip()
     if len(name) > MAX_ROOM_NAME_LENGTH:
         raise errors.InvalidMessageFormat(f"name must be at most {MAX_ROOM_NAME_LENGTH} characters")
@@ -87,7 +107,8 @@ def room_name(value: Any) -> str:
 def username(value: Any, name: str = "to") -> str:
     if not isinstance(value, str) or not value:
         raise errors.InvalidMessageFormat(f"{name} must be a username")
-    if len(value) > MAX_USERNAME_LENGTH:
+    # Too long, or not storable: no user has that name.
+    if len(value) > MAX_USERNAME_LENGTH or not storable(value):
         raise errors.InvalidUser()
     return value
 
@@ -98,4 +119,7 @@ def usernames(value: Any) -> list[str]:
         raise errors.InvalidMessageFormat("members must be a list of usernames")
     if len(value) > MAX_USERNAMES:
         raise errors.InvalidMessageFormat(f"members names at most {MAX_USERNAMES} users")
+    for name in value:
+        if not storable(name):  # no user has that name
+            raise errors.InvalidUser(f"No user named {name[:40]!r}")
     return list(dict.fromkeys(value))

@@ -194,5 +194,6 @@ def _existing_direct_room(key: str) -> ChatRoom | None:
 def direct_message(user: Any, to: Any, text: Any, client_uuid: str | None) -> PostedMessage:
     """Store a message in the direct room of the user and `to`, once per (user, client uuid)."""
     clean = fields.text(text)
+    client_uuid = fields.client_uuid(client_uuid)
     room, other = direct_room(user, to)
     return store_message(user, room.pk, sorted((user.pk, other.pk)), clean, client_uuid)

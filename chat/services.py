@@ -23,7 +23,7 @@ RECENT_MESSAGES = 20
 
 
 def user_for_token(token: Any) -> User:
-    if not isinstance(token, str) or not token or len(token) > 128:
+    if not isinstance(token, str) or not token or len(token) > 128 or not fields.storable(token):
         raise errors.InvalidToken()
     found = Token.objects.select_related("user").filter(key=token).first()
     if found is None or not found.user.is_active:
@@ -32,7 +32,8 @@ def user_for_token(token: Any) -> User:
 
 
 def active_user(user_pk: Any) -> User | None:
-    if not isinstance(user_pk, int):
+    # Not a bool: True == 1 would be the session of user 1.
+    if not isinstance(user_pk, int) or isinstance(user_pk, bool):
         return None
     return User.objects.filter(pk=user_pk, is_active=True).first()
 
@@ -89,6 +90,7 @@ def post_message(user: User, room_id: Any, text: Any, client_uuid: str | None) -
     costs one query for the members and one insert.
     """
     room_uuid = parse_room_id(room_id)
+    client_uuid = fields.client_uuid(client_uuid)
     members = room_member_ids(room_uuid)
     if user.pk not in members:
         raise errors.InvalidRoomId()

@@ -99,6 +99,10 @@ class Stack:
     env: dict[str, str]
     log_dir: Path
     processes: list[tuple[str, subprocess.Popen]] = field(default_factory=list)
+    # The embedded Redis this stack started, if any, and its port: kept so that a fault test
+    # can stop it and start it again on the same port (the URL every process already holds).
+    redis_process: subprocess.Popen | None = None
+    redis_port: int | None = None
 
     @classmethod
     def create(cls, log_dir: Path | None = None, **settings: str) -> "Stack":
@@ -130,13 +134,38 @@ class Stack:
         if self.env.get("REDIS_URL"):
             return self.env["REDIS_URL"]
         port = port or free_port()
+        self.redis_process = self._spawn_redis(port)
+        self.redis_port = port
+        self.env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
+        return self.env["REDIS_URL"]
+
+    def stop_redis(self, sig: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT) -> int:
+        """Stop the embedded Redis (by its pid) and return its exit code; everything else keeps running."""
+        if self.redis_process is None:
+            raise StackError("this stack started no Redis of its own")
+        return self.stop_process(self.redis_process, sig, timeout)
+
+    def restart_redis(self) -> subprocess.Popen:
+        """Start the embedded Redis again on the port it had, after `stop_redis`. It starts empty
+        (no persistence): what the other processes wrote is gone, as after a real crash."""
+        if self.redis_process is None or self.redis_port is None:
+            raise StackError("this stack started no Redis of its own")
+        if self.redis_process.poll() is None:
+            raise StackError(f"Redis (pid {self.redis_process.pid}) is still running")
+        old = self.redis_process
+        self.redis_process = self._spawn_redis(self.redis_port)
+        # In the old one's place, so that stop() still stops Redis after the processes that use it.
+        index = next(i for i, (_, proc) in enumerate(self.processes) if proc is old)
+        self.processes[index] = self.processes.pop()
+        return self.redis_process
+
+    def _spawn_redis(self, port: int) -> subprocess.Popen:
         data_dir = self.log_dir / "redis"
         data_dir.mkdir(exist_ok=True)
         proc = self.spawn("redis", [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1",
                                     "--save", "", "--appendonly", "no", "--dir", str(data_dir)])
         wait_for(lambda: port_open(port), "redis-server", 10, proc)
-        self.env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
-        return self.env["REDIS_URL"]
+        return proc
 
     def start_workers(self, topics: list[str], name_prefix: str = "worker") -> list[subprocess.Popen]:
         """Start one worker per topic and return once each is subscribed."""

@@ -6,6 +6,7 @@ No I/O here, so every rule tests without a socket.
 from __future__ import annotations
 
 import json
+import math
 import time
 from typing import Any
 
@@ -32,21 +33,73 @@ ANONYMOUS_ACTIONS = frozenset({"authenticate", "ping"})
 # Keys that belong to the gateway on the bus; a client's own values are dropped.
 GATEWAY_KEYS = frozenset({"session_data", "request_id", "reply_to", "send_to"})
 MAX_UUID_LENGTH = 64
+# How deep a frame may nest. No action takes more than an object holding a list of strings;
+# the bound keeps every frame far below the recursion limit of json.dumps (the bus) and of the
+# worker's json.loads, which a 64 KiB frame of brackets (30,000 deep) would otherwise reach.
+MAX_FRAME_DEPTH = 16
 
 
 class FrameRejected(Exception):
     """A frame that breaks the transport rules: the connection is closed with 1003."""
 
 
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
+
+
+def _finite_float(literal: str) -> float:
+    number = float(literal)
+    if math.isinf(number):  # 1e400: a number no JSON peer can read back
+        raise ValueError("number out of range")
+    return number
+
+
 def parse_frame(text: str) -> dict[str, Any]:
-    """Decode one text frame; anything but a JSON object is rejected."""
+    """Decode one text frame; anything but a JSON object is rejected.
+
+    Strict JSON: NaN and Infinity (which json.loads accepts by default) are not JSON, and
+    neither is a number or a nesting the parser cannot hold (a ValueError or RecursionError).
+    """
     try:
-        frame = json.loads(text)
-    except ValueError as exc:
+        frame = json.loads(text, parse_constant=_not_json, parse_float=_finite_float)
+    except (ValueError, RecursionError) as exc:
         raise FrameRejected("Frame is not JSON") from exc
     if not isinstance(frame, dict):
         raise FrameRejected("Frame is not a JSON object")
     return frame
+
+
+def _shape_error(frame: dict[str, Any]) -> str | None:
+    """What makes a parsed frame unfit for the bus, if anything: nesting deeper than
+    MAX_FRAME_DEPTH, or a string with a lone surrogate (a "\\ud800" escape), which is JSON but
+    not Unicode: neither Redis nor the database can encode it as UTF-8."""
+    stack: list[tuple[Any, int]] = [(frame, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            if not all(_is_unicode(key) for key in value):
+                return "strings must be valid Unicode"
+            children = list(value.values())
+        elif isinstance(value, list):
+            children = value
+        else:
+            if isinstance(value, str) and not _is_unicode(value):
+                return "strings must be valid Unicode"
+            continue
+        if depth > MAX_FRAME_DEPTH:
+            return f"frame nests deeper than {MAX_FRAME_DEPTH} levels"
+        stack.extend((child, depth + 1) for child in children)
+    return None
+
+
+def _is_unicode(text: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def error_reply(frame: dict[str, Any], code: str, message: str) -> dict[str, Any]:
@@ -72,6 +125,9 @@ def check_frame(frame: dict[str, Any], authenticated: bool) -> dict[str, Any] | 
         return error_reply(frame, "invalid_action", f"Unknown action {action[:40]!r}")
     if not authenticated and action not in ANONYMOUS_ACTIONS:
         return error_reply(frame, "authentication_required", "Authenticate first")
+    shape_error = _shape_error(frame)
+    if shape_error is not None:
+        return error_reply(frame, "invalid_message_format", shape_error)
     return None
 
 
@@ -97,4 +153,9 @@ def bus_request(
 
 
 def encode(reply: dict[str, Any]) -> str:
-    return json.dumps(reply, separators=(",", ":"), ensure_ascii=False)
+    text = json.dumps(reply, separators=(",", ":"), ensure_ascii=False)
+    if not _is_unicode(text):
+        # A lone surrogate a client sent as an escape and that a reply echoes (its uuid):
+        # escaped again, so the frame is valid UTF-8 and the client reads back what it sent.
+        text = json.dumps(reply, separators=(",", ":"))
+    return text

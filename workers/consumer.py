@@ -50,6 +50,7 @@ class Consumer:
         backoff = RECONNECT_BACKOFF_FIRST
         while not self._stopping:
             pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            lost: RedisError | OSError | None = None
             try:
                 pubsub.subscribe(self.topic)
                 logger.info("worker subscribed to %s", self.topic)
@@ -59,17 +60,26 @@ class Consumer:
                 pubsub.unsubscribe(self.topic)
                 logger.info("worker %s unsubscribed after %d requests", self.topic, self.handled)
             except (RedisError, OSError) as exc:
-                if self._stopping:
-                    break
-                logger.warning("worker %s lost Redis (%s); reconnecting in %.1fs", self.topic, exc, backoff)
-                time.sleep(backoff * (0.5 + random.random()))
-                backoff = min(backoff * 2, RECONNECT_BACKOFF_MAX)
+                lost = exc
             finally:
-                try:
-                    pubsub.close()
-                except (RedisError, OSError):
-                    pass
+                # Closed before the backoff, never after it: when a pub/sub connection breaks while
+                # Redis is up (CLIENT KILL, a restart faster than we noticed), redis-py connects it
+                # again and subscribes it again by itself before it raises. Left open through the
+                # backoff, that subscription holds the topic unread: a request published there
+                # counts as received, so the gateway tries no other worker, and is never answered.
+                self._close_quietly(pubsub)
+            if lost is None or self._stopping:
+                continue
+            logger.warning("worker %s lost Redis (%s); reconnecting in %.1fs", self.topic, lost, backoff)
+            time.sleep(backoff * (0.5 + random.random()))
+            backoff = min(backoff * 2, RECONNECT_BACKOFF_MAX)
         self._redis.close()
+
+    def _close_quietly(self, pubsub: redis.client.PubSub) -> None:
+        try:
+            pubsub.close()
+        except (RedisError, OSError) as exc:
+            logger.debug("worker %s: closing a broken subscription: %s", self.topic, exc)
 
     def _warn_if_shared(self) -> None:
         # Pub/sub hands every message to every subscriber: two workers on one topic would each

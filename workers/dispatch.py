@@ -31,13 +31,21 @@ class Outgoing:
     envelope: dict[str, Any]
 
     def encode(self) -> str:
-        return json.dumps(self.envelope, separators=(",", ":"), ensure_ascii=False)
+        text = json.dumps(self.envelope, separators=(",", ":"), ensure_ascii=False)
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                # A lone surrogate from the request (its uuid, echoed): Redis takes only UTF-8, so
+                # it goes as a JSON escape, which reads back the same.
+                text = json.dumps(self.envelope, separators=(",", ":"))
+        return text
 
 
 def decode(raw: bytes | str) -> dict[str, Any] | None:
     try:
         data = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
         logger.error("dropping a bus request that is not JSON (%d bytes)", len(raw))
         return None
     if not isinstance(data, dict) or not isinstance(data.get("reply_to"), str) or not data.get("request_id"):

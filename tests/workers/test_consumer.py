@@ -11,6 +11,7 @@ from typing import Any, Iterator
 import fakeredis
 import pytest
 from django.db import connections
+from redis.exceptions import ConnectionError as RedisConnectionError
 from rest_framework.authtoken.models import Token
 
 from workers import consumer as consumer_module
@@ -186,3 +187,84 @@ def test_a_second_worker_on_the_same_topic_is_warned_about(running_consumer, red
     second.request_stop()
     thread.join(timeout=WAIT)
     assert not thread.is_alive()
+
+
+def test_a_broken_subscription_is_closed_before_the_backoff_and_subscribed_again_after_it(
+        redis_server, client, monkeypatch, caplog):
+    # When Redis kills a worker's pub/sub connection, redis-py connects it again and subscribes
+    # it again by itself before raising. Modelled here by a subscription that raises while it
+    # is still subscribed: during the backoff the topic must have no subscriber, not one that
+    # nobody reads (a request published to it would count as received and never be answered).
+    consumer = Consumer("redis://fake", TOPIC, RESPONSE_TOPIC)
+    real_pubsub = consumer._redis.pubsub
+    opened = []
+
+    def pubsub(**kwargs):
+        subscription = real_pubsub(**kwargs)
+        opened.append(subscription)
+        if len(opened) == 1:
+            def killed(*args, **kwargs):
+                raise RedisConnectionError("Connection closed by server.")
+
+            subscription.get_message = killed
+        return subscription
+
+    subscribers_during_backoff = []
+    backoffs = []
+
+    def sleep(seconds):
+        subscribers_during_backoff.append(subscribers(client, TOPIC))
+        backoffs.append(seconds)
+
+    real_serve = consumer._serve
+
+    def serve(subscription):
+        if subscription is opened[-1] and len(opened) == 2:
+            # Subscribed again after the backoff: stop there.
+            assert subscribers(client, TOPIC) == 1
+            consumer.request_stop()
+        real_serve(subscription)
+
+    monkeypatch.setattr(consumer._redis, "pubsub", pubsub)
+    monkeypatch.setattr(consumer_module.time, "sleep", sleep)
+    monkeypatch.setattr(consumer, "_serve", serve)
+    with caplog.at_level("WARNING", logger="workers.consumer"):
+        consumer.run()
+    assert subscribers_during_backoff == [0]
+    assert len(backoffs) == 1
+    assert 0.5 * consumer_module.RECONNECT_BACKOFF_FIRST <= backoffs[0] <= 1.5 * consumer_module.RECONNECT_BACKOFF_FIRST
+    assert len(opened) == 2
+    assert "lost Redis" in caplog.text
+    assert subscribers(client, TOPIC) == 0
+
+
+def test_the_reconnect_backoff_doubles_up_to_its_cap(redis_server, monkeypatch):
+    # Every subscribe fails (Redis down): the delays grow, then stay at the cap, whose worst
+    # case with the jitter (1.5 times the cap) keeps a worker back within seconds of Redis.
+    consumer = Consumer("redis://fake", TOPIC, RESPONSE_TOPIC)
+    real_pubsub = consumer._redis.pubsub
+
+    def refusing(**kwargs):
+        subscription = real_pubsub(**kwargs)
+
+        def refuse(*channels):
+            raise RedisConnectionError("Error 111 connecting. Connection refused.")
+
+        subscription.subscribe = refuse
+        return subscription
+
+    delays = []
+
+    def sleep(seconds):
+        delays.append(seconds)
+        if len(delays) == 10:
+            consumer.request_stop()
+
+    monkeypatch.setattr(consumer._redis, "pubsub", refusing)
+    monkeypatch.setattr(consumer_module.time, "sleep", sleep)
+    monkeypatch.setattr(consumer_module.random, "random", lambda: 0.5)  # no jitter: the bare delays
+    consumer.run()
+    first, cap = consumer_module.RECONNECT_BACKOFF_FIRST, consumer_module.RECONNECT_BACKOFF_MAX
+    expected = [min(first * 2 ** n, cap) for n in range(10)]
+    assert delays == pytest.approx(expected)
+    assert delays[-1] == cap and 1.5 * cap < 5.0

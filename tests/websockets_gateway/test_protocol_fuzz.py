@@ -1,0 +1,325 @@
+"""Hostile input into the gateway's frame checks: any text a client may send ends in exactly one
+well-formed reply, or in the documented rejection (FrameRejected: close 1003), never in an
+exception the `/ws` handler does not expect.
+
+The strategies here are shared with the workers' fuzz tests (`tests/workers/test_dispatch_fuzz.py`).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid as uuidlib
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from websockets_gateway import protocol
+from websockets_gateway.protocol import (
+    FrameRejected,
+    bus_request,
+    check_frame,
+    encode,
+    parse_frame,
+    ping_reply,
+)
+
+FUZZ_SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+# The keys of the protocol's frames; a hostile frame is mostly these, with values of every type.
+PROTOCOL_KEYS = ("uuid", "action", "room", "text", "token", "members", "to", "before", "after", "limit",
+                 "message", "name")
+# What the gateway adds on the bus: a client that sends them must not get them through.
+GATEWAY_KEYS = ("session_data", "request_id", "reply_to", "send_to")
+ERROR_CODES = frozenset({
+    "invalid_message_format", "invalid_action", "invalid_token", "authentication_required", "invalid_room_id",
+    "empty_text", "text_too_long", "invalid_user", "rate_limited", "timeout", "server_error",
+})
+
+# -- strategies -------------------------------------------------------------------------------------
+
+# Lone surrogates: legal in a JSON string escape (\ud800), not encodable as UTF-8.
+surrogates = st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF)
+any_char = st.one_of(st.characters(), surrogates, st.sampled_from("\x00\n\t \u200b\ufeff\U0001f600"))
+short_text = st.text(any_char, max_size=20)
+# Text with a lone surrogate in it for sure: what a client gets by sending "\ud800" as an escape.
+broken_text = st.builds(lambda before, surrogate, after: before + surrogate + after, short_text, surrogates,
+                        short_text)
+
+
+def _repeat(piece: str, times: int) -> str:
+    return (piece or "x") * times
+
+
+# Strings around every bound the protocol names: 64 (uuid), 128 (token), 150 (username),
+# 200 (room name), 4000 (text), and far beyond.
+long_text = st.builds(_repeat, st.text(any_char, min_size=1, max_size=3),
+                      st.sampled_from([63, 64, 65, 128, 129, 150, 151, 200, 201, 2000, 4000, 4001, 20000]))
+room_ids = st.one_of(
+    st.uuids().map(lambda value: value.hex),
+    st.uuids().map(str),
+    st.uuids().map(lambda value: value.hex.upper()),
+    st.uuids().map(lambda value: "{" + value.hex + "}"),
+    st.text("0123456789abcdef-", min_size=32, max_size=36),
+    st.sampled_from(["0" * 32, "f" * 32, "+" + "0" * 31, "-" + "0" * 31, " " + "0" * 31, "0" * 30 + "_0",
+                     "urn:uuid:" + "0" * 27, "g" * 32, "٠" * 32]),
+)
+huge_ints = st.one_of(
+    st.integers(),
+    st.integers(min_value=-(2 ** 70), max_value=2 ** 70),
+    st.sampled_from([0, -1, 1, 2 ** 31, 2 ** 63 - 1, 2 ** 63, 2 ** 64, -(2 ** 63), -(2 ** 63) - 1, 10 ** 100,
+                     -(10 ** 100)]),
+)
+# JSON has no NaN or Infinity: those are text-level cases (test_nan_and_infinity_are_not_json).
+floats = st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.sampled_from([0.0, -0.0, 1.0, 1.5, 1e308]))
+scalars = st.one_of(st.none(), st.booleans(), huge_ints, floats, short_text, broken_text, long_text, room_ids)
+json_values = st.recursive(
+    scalars,
+    lambda children: st.one_of(st.lists(children, max_size=4), st.dictionaries(short_text, children, max_size=4)),
+    max_leaves=12,
+)
+uuids = st.one_of(
+    st.uuids().map(lambda value: value.hex),
+    st.text(any_char, min_size=1, max_size=64),
+    st.sampled_from(["", "x" * 64, "x" * 65, " ", "\x00"]),
+    json_values,
+)
+actions = st.one_of(st.sampled_from(sorted(protocol.ACTIONS)), st.sampled_from(sorted(protocol.ACTIONS)),
+                    st.sampled_from(["", "PING", "ping ", "__class__", "server_error", "authenticate\x00"]),
+                    json_values)
+usernames = st.one_of(st.sampled_from(["alice", "bob", "carol", "nobody", "", " alice"]), short_text, broken_text,
+                      long_text)
+# The values each key most often gets: the right type with odd content, then anything at all.
+FIELD_VALUES: dict[str, st.SearchStrategy[Any]] = {
+    "uuid": uuids,
+    "action": actions,
+    "room": st.one_of(room_ids, json_values),
+    "text": st.one_of(short_text, broken_text, long_text, st.sampled_from(["", " ", "\n\t", "hi"]), json_values),
+    "token": st.one_of(short_text, broken_text, long_text, json_values),
+    "members": st.one_of(st.lists(usernames, max_size=6), json_values,
+                         st.builds(lambda n: ["alice"] * n, st.sampled_from([500, 501]))),
+    "to": st.one_of(usernames, json_values),
+    "before": st.one_of(huge_ints, json_values),
+    "after": st.one_of(huge_ints, json_values),
+    "limit": st.one_of(huge_ints, st.sampled_from([1, 20, 100, 101, 500, 501]), json_values),
+    "message": st.one_of(huge_ints, json_values),
+    "name": st.one_of(short_text, broken_text, long_text, json_values),
+}
+
+
+# True 8 times in 10 (st.integers would lean to its bounds).
+mostly = st.sampled_from([True] * 8 + [False] * 2)
+
+
+@st.composite
+def protocol_frames(draw: st.DrawFn, room_values: st.SearchStrategy[Any] | None = None,
+                    include_gateway_keys: bool = True) -> dict[str, Any]:
+    """A JSON object biased towards the protocol: a subset of its keys with hostile values, a few more."""
+    values = dict(FIELD_VALUES)
+    if room_values is not None:
+        values["room"] = st.one_of(room_values, room_values, values["room"])
+    keys = draw(st.lists(st.sampled_from(PROTOCOL_KEYS), unique=True, max_size=len(PROTOCOL_KEYS)))
+    # uuid and action most of the time, so that most frames get past the first check.
+    for key in ("uuid", "action"):
+        if key not in keys and draw(mostly):
+            keys.append(key)
+    frame = {key: draw(values[key]) for key in keys}
+    if include_gateway_keys and not draw(mostly):
+        frame[draw(st.sampled_from(GATEWAY_KEYS))] = draw(json_values)
+    frame.update(draw(st.dictionaries(short_text, json_values, max_size=2)))
+    return frame
+
+
+frames = st.one_of(protocol_frames(), st.dictionaries(short_text, json_values, max_size=6))
+
+# -- what a well-formed reply is --------------------------------------------------------------------
+
+
+def assert_wire_safe(text: str) -> Any:
+    """What the gateway writes (to a socket or to Redis) is UTF-8 encodable, strict JSON."""
+    text.encode("utf-8")
+
+    def no_constants(name: str) -> Any:
+        raise AssertionError(f"{name} is not JSON")
+
+    return json.loads(text, parse_constant=no_constants)
+
+
+def assert_reply(frame: dict[str, Any], text: str) -> dict[str, Any]:
+    reply = assert_wire_safe(text)
+    assert isinstance(reply, dict)
+    assert reply["status"] in ("success", "error")
+    # uuid and action come back as the frame had them when they are strings, null otherwise.
+    for key in ("uuid", "action"):
+        assert reply[key] == (frame.get(key) if isinstance(frame.get(key), str) else None)
+    if reply["status"] == "error":
+        assert reply["error_code"] in ERROR_CODES
+        assert isinstance(reply["error_message"], str) and reply["error_message"]
+        if isinstance(frame.get("room"), str):
+            assert reply["room"] == frame["room"]
+        else:
+            assert "room" not in reply
+    return reply
+
+
+def gateway_outcome(text: str, authenticated: bool) -> tuple[str, Any]:
+    """What `views._handle_text` does with one text frame, without a socket: ("close", reason),
+    ("reply", reply text) or ("forward", bus payload as bus.publish_request encodes it)."""
+    try:
+        frame = parse_frame(text)
+    except FrameRejected as exc:
+        return "close", str(exc)
+    error = check_frame(frame, authenticated=authenticated)
+    if error is not None:
+        return "reply", encode(error)
+    if frame["action"] == "ping":
+        return "reply", encode(ping_reply(frame, connections=3))
+    request = bus_request(frame, {"user_pk": 7} if authenticated else {}, "gw-1:1", "gw-1-replies")
+    # bus.publish_request: json.dumps(..., ensure_ascii=False), then redis encodes it as UTF-8.
+    return "forward", json.dumps(request, separators=(",", ":"), ensure_ascii=False)
+
+
+def assert_one_outcome(frame: dict[str, Any], text: str, authenticated: bool) -> None:
+    kind, result = gateway_outcome(text, authenticated)
+    # A JSON object is never closed on: it is answered or forwarded.
+    assert kind != "close", result
+    if kind == "reply":
+        reply = assert_reply(frame, result)
+        if reply["status"] == "success":
+            assert reply["action"] == "ping"
+        return
+    # Forwarded: the worker will answer it, and it must survive the trip through Redis.
+    request = assert_wire_safe(result)
+    assert isinstance(frame["uuid"], str) and 1 <= len(frame["uuid"]) <= 64
+    assert frame["action"] in protocol.ACTIONS and frame["action"] != "ping"
+    assert authenticated or frame["action"] == "authenticate"
+    assert request["session_data"] == ({"user_pk": 7} if authenticated else {})
+    assert (request["request_id"], request["reply_to"]) == ("gw-1:1", "gw-1-replies")
+    assert "send_to" not in request
+
+
+# -- properties -------------------------------------------------------------------------------------
+
+
+@FUZZ_SETTINGS
+@given(frame=frames, authenticated=st.booleans(), ascii_only=st.booleans())
+def test_any_json_object_gets_one_reply_or_is_forwarded(frame, authenticated, ascii_only):
+    # Frames are sent both with and without \u escapes, as clients differ.
+    text = json.dumps(frame, ensure_ascii=ascii_only, allow_nan=False)
+    if not ascii_only:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            # A lone surrogate cannot be sent raw in a text frame (aiohttp decodes UTF-8 strictly).
+            text = json.dumps(frame, allow_nan=False)
+    assert_one_outcome(frame, text, authenticated)
+
+
+@FUZZ_SETTINGS
+@given(value=json_values)
+def test_any_json_value_but_an_object_closes_the_connection(value):
+    kind, reason = gateway_outcome(json.dumps(value, allow_nan=False), authenticated=True)
+    if isinstance(value, dict):
+        assert kind != "close"
+    else:
+        assert (kind, reason) == ("close", "Frame is not a JSON object")
+
+
+@FUZZ_SETTINGS
+@given(text=st.one_of(st.text(), st.text("{}[]\":,0123456789.eE+-truefalsnul \\", max_size=40),
+                      st.binary(max_size=40).map(lambda raw: raw.decode("latin-1"))),
+       authenticated=st.booleans())
+def test_any_text_is_a_reply_a_forward_or_a_close(text, authenticated):
+    kind, result = gateway_outcome(text, authenticated)
+    if kind == "close":
+        assert result in ("Frame is not JSON", "Frame is not a JSON object")
+    else:
+        assert_wire_safe(result)
+
+
+@FUZZ_SETTINGS
+@given(frame=frames, code=st.sampled_from(sorted(ERROR_CODES)), message=st.text(min_size=1))
+def test_error_reply_to_any_frame_is_well_formed(frame, code, message):
+    # The gateway builds these for rate_limited, timeout and in-flight overflow, whatever the frame.
+    reply = assert_reply(frame, encode(protocol.error_reply(frame, code, message)))
+    assert (reply["status"], reply["error_code"]) == ("error", code)
+
+
+# -- the defects these properties found, as plain unit tests ----------------------------------------
+
+
+@pytest.mark.parametrize("depth", [1000, 10_000, 30_000])
+@pytest.mark.parametrize("opener", ["[", '{"a":'])
+def test_json_nested_past_the_parsers_limit_is_rejected_not_raised(depth, opener):
+    # json.loads raises RecursionError (not ValueError) past the interpreter's recursion limit,
+    # and a 64 KiB frame nests 30,000 deep: that escaped the /ws handler.
+    closer = "]" if opener == "[" else "}"
+    text = '{"uuid":"u1","action":"sync","after":' + opener * depth + "1" + closer * depth + "}"
+    with pytest.raises(FrameRejected, match="not JSON"):
+        parse_frame(text)
+
+
+@pytest.mark.parametrize("opener", ["[", '{"a":'])
+def test_a_frame_nested_deeper_than_the_bound_is_refused_before_the_bus(opener):
+    # Below the parser's limit but deep enough that json.dumps on the bus, or the worker's
+    # json.loads a few stack frames further in, could still hit the recursion limit.
+    closer = "]" if opener == "[" else "}"
+
+    def frame_text(depth: int) -> str:  # the whole frame nests `depth` levels
+        inner = depth - 1
+        return '{"uuid":"u1","action":"sync","x":' + opener * inner + "1" + closer * inner + "}"
+
+    assert gateway_outcome(frame_text(protocol.MAX_FRAME_DEPTH), authenticated=True)[0] == "forward"
+    for depth in (protocol.MAX_FRAME_DEPTH + 1, 900):
+        frame = parse_frame(frame_text(depth))
+        reply = check_frame(frame, authenticated=True)
+        assert reply is not None and reply["error_code"] == "invalid_message_format"
+        assert reply["uuid"] == "u1" and "nests" in reply["error_message"]
+
+
+@pytest.mark.parametrize("text", ['{"uuid": "u1", "action": "ping", "x": NaN}',
+                                  '{"uuid": "u1", "action": "sync", "after": Infinity}',
+                                  '{"uuid": "u1", "action": "sync", "after": -Infinity}',
+                                  '{"uuid": "u1", "action": "sync", "after": 1e400}'])
+def test_nan_and_infinity_are_not_json(text):
+    # json.loads takes them by default; forwarded, they made the bus payload non-JSON.
+    with pytest.raises(FrameRejected, match="not JSON"):
+        parse_frame(text)
+
+
+@pytest.mark.parametrize("field", ["uuid", "text", "room", "token", "name", "a key", "nested"])
+def test_a_lone_surrogate_is_refused_and_echoed_safely(field):
+    # Forwarded, it made bus.publish_request raise UnicodeEncodeError (Redis encodes UTF-8): the
+    # /ws handler died, the connection dropped without a close frame, its requests unanswered.
+    frame = {"uuid": "u1", "action": "new_message", "room": uuidlib.uuid4().hex, "text": "hi"}
+    if field == "a key":
+        frame["x\ud800"] = 1
+    elif field == "nested":
+        frame["extra"] = [{"deep": ["\udbff"]}]
+    else:
+        frame[field] = "x\udc00y" if field != "uuid" else "\udfff"
+    text = json.dumps(frame)  # \udfff escapes: valid JSON syntax, not valid Unicode
+    kind, result = gateway_outcome(text, authenticated=True)
+    assert kind == "reply"
+    reply = assert_reply(frame, result)
+    assert reply["error_code"] == "invalid_message_format"
+    assert reply["uuid"] == frame["uuid"]  # echoed exactly, as an escape
+
+
+def test_a_valid_surrogate_pair_is_an_ordinary_character():
+    frame = parse_frame('{"uuid": "\\ud83d\\ude00", "action": "new_message", "room": "' + "0" * 32
+                        + '", "text": "\\ud83d\\ude00"}')
+    assert frame["text"] == "\U0001f600"
+    assert check_frame(frame, authenticated=True) is None
+
+
+def test_ping_with_a_lone_surrogate_uuid_is_refused_with_its_uuid():
+    frame = parse_frame('{"uuid": "\\ud800", "action": "ping"}')
+    reply = assert_wire_safe(encode(check_frame(frame, authenticated=False)))
+    assert (reply["uuid"], reply["error_code"]) == ("\ud800", "invalid_message_format")
+
+
+def test_encode_keeps_non_ascii_raw_when_it_can():
+    assert encode({"text": "é\U0001f600"}) == '{"text":"é\U0001f600"}'
+    assert encode({"text": "\ud800"}) == '{"text":"\\ud800"}'
