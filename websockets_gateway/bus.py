@@ -14,8 +14,8 @@ from redis.exceptions import RedisError
 
 logger = logging.getLogger(__name__)
 
-# A topic that had no subscriber is tried last for this long; after it, it is a candidate
-# like any other again, so a worker that comes back is found without any restart.
+# A topic that had no subscriber is tried last for this long; after it, one request tries it
+# first (a probe, once per period), so a worker that comes back is found without any restart.
 DEAD_TOPIC_RETRY_AFTER = 1.0
 # Reconnect backoff of the subscriber: doubles from the first value up to the cap.
 RECONNECT_BACKOFF_FIRST = 0.1
@@ -35,7 +35,8 @@ class BusUnavailable(BusError):
 
 
 class WorkerTopics:
-    """The worker topics, in the order to try them: live ones shuffled, then recently dead ones."""
+    """The worker topics, in the order to try them: a dead one due for its probe, live ones shuffled,
+    then recently dead ones."""
 
     def __init__(self, topics: Sequence[str], retry_after: float = DEAD_TOPIC_RETRY_AFTER,
                  rng: random.Random | None = None, clock: Callable[[], float] = time.monotonic) -> None:
@@ -46,12 +47,22 @@ class WorkerTopics:
         self._dead_until: dict[str, float] = {}
 
     def candidates(self) -> list[str]:
+        """Topics to try in order: dead ones due for a probe, the live ones shuffled, the other dead ones.
+
+        A dead topic whose time is up goes to one caller only, first in its list, and stays dead
+        for everyone else until that probe's publish marks it alive or dead again. Without this,
+        every request publishing while the first probe is on its way to Redis would probe too:
+        a herd of publishes reaching no one each time the penalty ends, under load.
+        """
         now = self._clock()
-        live = [t for t in self.topics if self._dead_until.get(t, 0.0) <= now]
-        dead = [t for t in self.topics if self._dead_until.get(t, 0.0) > now]
+        due = [t for t in self.topics if t in self._dead_until and self._dead_until[t] <= now]
+        for topic in due:
+            self._dead_until[topic] = now + self.retry_after
+        live = [t for t in self.topics if t not in self._dead_until]
+        dead = [t for t in self.topics if t not in due and t in self._dead_until]
         self._rng.shuffle(live)
         self._rng.shuffle(dead)
-        return live + dead
+        return due + live + dead
 
     def mark_dead(self, topic: str) -> None:
         self._dead_until[topic] = self._clock() + self.retry_after

@@ -39,6 +39,8 @@ class Connection:
         self.closed = False
         self._outgoing: asyncio.Queue[str] = asyncio.Queue(maxsize=send_queue_size)
         self._writer: asyncio.Task[None] | None = None
+        # Whether the writer is inside a send (see `close`).
+        self._sending = False
         self._closer: asyncio.Task[None] | None = None
 
     @property
@@ -64,28 +66,45 @@ class Connection:
         if self.closed:
             return
         self.closed = True
-        if self._writer is not None:
+        # A writer waiting for its next frame is cancelled. One in the middle of a send is left to
+        # finish it and then stops: it may be waiting for the client to read, on the drain future
+        # that aiohttp shares among every writer of the socket, the close frame included, and a
+        # task cancelled while awaiting that future cancels it for all of them. The close
+        # handshake would then die at once, and the socket stay open for as long as the client
+        # does not read: forever, for a client that never does.
+        if self._writer is not None and not self._sending:
             self._writer.cancel()
         self._closer = asyncio.create_task(self._close(code, reason), name=f"close-{self.conn_id}")
 
     async def _close(self, code: int, reason: str) -> None:
+        """The close handshake, bounded: on any outcome but a clean close, the socket is aborted."""
         try:
             await asyncio.wait_for(self.ws.close(code=code, message=reason.encode()), self._close_timeout)
+            return
         except asyncio.CancelledError:
-            raise
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
+            # Not this task's cancellation: a waiter on aiohttp's shared drain future was
+            # cancelled elsewhere (a handler cancelled in a pong, say), and the handshake with it.
+            logger.warning("conn=%s close handshake (%d) interrupted: aborting the socket", self.conn_id, code)
         except TimeoutError:
             logger.warning("conn=%s close handshake (%d) took over %.0fs: aborting the socket",
                            self.conn_id, code, self._close_timeout)
-            if self._abort is not None:
-                self._abort()
         except Exception:
-            logger.exception("conn=%s error while closing with %d", self.conn_id, code)
+            logger.exception("conn=%s error while closing with %d: aborting the socket", self.conn_id, code)
+        if self._abort is not None:
+            self._abort()
 
     async def _write_loop(self) -> None:
         try:
-            while True:
+            while not self.closed:
                 text = await self._outgoing.get()
-                await self.ws.send_str(text)
+                self._sending = True
+                try:
+                    await self.ws.send_str(text)
+                finally:
+                    self._sending = False
         except asyncio.CancelledError:
             raise
         except ConnectionError as exc:
@@ -94,11 +113,15 @@ class Connection:
             logger.exception("conn=%s writer stopped", self.conn_id)
 
     async def stop(self) -> None:
-        """Stop the writer once the socket is done; frames still queued are dropped."""
+        """Stop the writer once the socket is done; frames still queued are dropped.
+
+        The close handshake, if one is under way, ends first (it is bounded by the close timeout):
+        the writer may be in a send that waits on the same drain future (see `close`).
+        """
         self.closed = True
-        tasks = {task for task in (self._writer, self._closer) if task is not None and not task.done()}
-        if self._writer is not None:
+        # wait() does not raise the tasks' CancelledError, but does raise our own.
+        if self._closer is not None and not self._closer.done():
+            await asyncio.wait({self._closer})
+        if self._writer is not None and not self._writer.done():
             self._writer.cancel()
-        if tasks:
-            # wait() does not raise the writer's CancelledError, but does raise our own.
-            await asyncio.wait(tasks)
+            await asyncio.wait({self._writer})

@@ -82,6 +82,34 @@ def test_mark_alive_ends_the_penalty_at_once():
     assert topics.candidates() == ["a", "b"]
 
 
+def test_a_dead_topic_due_for_a_probe_goes_first_to_one_caller_only():
+    clock = FakeClock()
+    topics = WorkerTopics(["a", "b", "c"], retry_after=1.0, rng=InOrder(), clock=clock)
+    topics.mark_dead("a")
+    clock.advance(1.0)
+    assert topics.candidates() == ["a", "b", "c"]  # the probe
+    # While that probe is on its way, everyone else still avoids the topic.
+    for _ in range(5):
+        assert topics.candidates() == ["b", "c", "a"]
+    clock.advance(0.999)
+    assert topics.candidates() == ["b", "c", "a"]
+    # The next probe, a period later, if the first one never came back.
+    clock.advance(0.001)
+    assert topics.candidates() == ["a", "b", "c"]
+    assert topics.candidates() == ["b", "c", "a"]
+
+
+def test_a_probe_that_finds_a_subscriber_makes_the_topic_live_for_everyone():
+    clock = FakeClock()
+    topics = WorkerTopics(["a", "b"], retry_after=1.0, rng=InOrder(), clock=clock)
+    topics.mark_dead("a")
+    clock.advance(1.0)
+    assert topics.candidates()[0] == "a"
+    topics.mark_alive("a")
+    assert topics.candidates() == ["a", "b"]
+    assert topics.candidates() == ["a", "b"]
+
+
 def test_every_topic_dead_still_yields_every_topic():
     topics = WorkerTopics(["a", "b"], rng=InOrder(), clock=FakeClock())
     topics.mark_dead("a")
@@ -157,6 +185,53 @@ def test_a_worker_that_comes_back_is_found_again():
         async with FakeWorker(server, topic="w1"):
             assert await bus.publish_request({"uuid": "u2"}) == "w1"
         assert "w1" not in bus.topics._dead_until
+        await bus.close()
+
+    run(scenario())
+
+
+class GatedPublisher:
+    """Publishes through fakeredis and records each topic; a publish to `gated_topic` waits for `gate`,
+    as a publish on its way to Redis while other requests come in."""
+
+    def __init__(self, server, gated_topic):
+        self.inner = fakeredis.FakeAsyncRedis(server=server)
+        self.gated_topic = gated_topic
+        self.gate = asyncio.Event()
+        self.gated = asyncio.Event()
+        self.topics = []
+
+    async def publish(self, topic, payload):
+        self.topics.append(topic)
+        if topic == self.gated_topic:
+            self.gated.set()
+            await self.gate.wait()
+        return await self.inner.publish(topic, payload)
+
+    async def aclose(self):
+        await self.inner.aclose()
+
+
+def test_requests_publishing_while_a_dead_topic_is_probed_do_not_probe_it_too():
+    async def scenario():
+        server = fakeredis.FakeServer()
+        publisher = GatedPublisher(server, gated_topic="w1")
+        bus = _bus(server, topics=("w1", "w2"), publisher=publisher)
+        clock = bus.topics._clock
+        async with FakeWorker(server, topic="w2") as worker:
+            bus.topics.mark_dead("w1")
+            clock.advance(bus.topics.retry_after)
+            probe = asyncio.create_task(bus.publish_request({"uuid": "probe"}))
+            await asyncio.wait_for(publisher.gated.wait(), WAIT)
+            # Requests arriving while the probe waits for Redis go straight to the live topic.
+            others = [await asyncio.wait_for(bus.publish_request({"uuid": f"other-{n}"}), WAIT) for n in range(5)]
+            assert others == ["w2"] * 5
+            publisher.gate.set()
+            assert await asyncio.wait_for(probe, WAIT) == "w2"
+            await worker.wait_for_requests(6)
+        assert publisher.topics.count("w1") == 1
+        # The probe found no one: the topic is dead for another period.
+        assert bus.topics.candidates() == ["w2", "w1"]
         await bus.close()
 
     run(scenario())

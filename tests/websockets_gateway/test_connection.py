@@ -64,10 +64,137 @@ def test_a_client_that_stops_reading_is_disconnected_and_nothing_more_is_written
         for text in ("queued-1", "queued-2", "overflow", "after-close"):
             conn.send(text)
         await ws.wait_until(lambda: ws.close_calls)
-        reading.set()  # the client would read again, but the writer is gone
+        reading.set()  # the client reads again: the send under way ends, and the writer with it
+        await asyncio.wait_for(asyncio.shield(conn._writer), WAIT)
+        assert not conn._writer.cancelled()
         await conn.stop()
         assert ws.close_calls == [(CLOSE_SLOW_CONSUMER, b"Outgoing queue full")]
-        assert ws.sent == []
+        # The frame the writer had in hand was on its way (aiohttp writes a frame before it waits
+        # for the client to read it); nothing queued behind it is written.
+        assert ws.sent == ["taken-by-writer"]
+
+    run(scenario())
+
+
+class SharedDrainWebSocket(FakeWebSocket):
+    """A socket whose client has stopped reading, as aiohttp has it: every send and the close
+    frame, once written, wait on one drain future shared by all who wait, not shielded, so a
+    task cancelled while it waits cancels the future for the others too."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._drain: asyncio.Future[None] | None = None
+        self.paused = True
+
+    async def _drain_helper(self) -> None:
+        if not self.paused:
+            return
+        if self._drain is None:
+            self._drain = asyncio.get_running_loop().create_future()
+        await self._drain
+
+    async def send_str(self, text: str) -> None:
+        self.sent.append(text)
+        await self._drain_helper()
+
+    async def close(self, *, code: int, message: bytes = b"") -> bool:
+        self.close_calls.append((code, message))
+        self._activity.set()
+        await self._drain_helper()
+        return True
+
+    def resume_reading(self) -> None:
+        self.paused = False
+        drain, self._drain = self._drain, None
+        if drain is not None and not drain.done():
+            drain.set_result(None)
+
+
+def _fill_until_closed(conn: Connection) -> None:
+    n = 0
+    while not conn.closed:
+        conn.send(f"frame-{n}")
+        n += 1
+
+
+def test_a_client_that_never_reads_is_aborted_after_the_close_timeout():
+    async def scenario():
+        aborted = asyncio.Event()
+        ws = SharedDrainWebSocket()
+        conn = Connection("c1", ws, send_queue_size=2, bucket=TokenBucket(1.0, 1), abort=aborted.set,
+                          close_timeout=0.05)
+        conn.start()
+        conn.send("frame-first")
+        await asyncio.sleep(0)  # the writer is now waiting for the client to read
+        _fill_until_closed(conn)
+        # Before the fix the writer's cancellation cancelled the shared drain future: the close
+        # handshake died at once with a CancelledError, and the socket was never aborted.
+        await asyncio.wait_for(aborted.wait(), WAIT)
+        assert ws.close_calls == [(CLOSE_SLOW_CONSUMER, b"Outgoing queue full")]
+        await asyncio.wait_for(conn.stop(), WAIT)
+
+    run(scenario())
+
+
+def test_a_slow_client_that_reads_again_in_time_gets_the_close_frame_and_no_abort():
+    async def scenario():
+        aborted = asyncio.Event()
+        ws = SharedDrainWebSocket()
+        conn = Connection("c1", ws, send_queue_size=2, bucket=TokenBucket(1.0, 1), abort=aborted.set,
+                          close_timeout=WAIT)
+        conn.start()
+        conn.send("frame-first")
+        await asyncio.sleep(0)
+        _fill_until_closed(conn)
+        await ws.wait_until(lambda: ws.close_calls)
+        ws.resume_reading()
+        await asyncio.wait_for(conn.stop(), WAIT)
+        # The handshake completed: not cancelled under the closer, no abort.
+        assert conn._closer.done() and not conn._closer.cancelled() and conn._closer.exception() is None
+        assert not aborted.is_set()
+        assert ws.sent == ["frame-first"]
+
+    run(scenario())
+
+
+def test_a_close_interrupted_by_a_cancellation_not_its_own_aborts_the_socket(caplog):
+    class InterruptedClose(FakeWebSocket):
+        async def close(self, *, code: int, message: bytes = b"") -> bool:
+            self.close_calls.append((code, message))
+            raise asyncio.CancelledError  # a shared future cancelled by another task
+
+    async def scenario():
+        aborted = asyncio.Event()
+        conn = Connection("c1", InterruptedClose(), send_queue_size=1, bucket=TokenBucket(1.0, 1),
+                          abort=aborted.set)
+        conn.close(CLOSE_SLOW_CONSUMER, "Outgoing queue full")
+        await asyncio.wait_for(aborted.wait(), WAIT)
+        await conn.stop()
+        assert not conn._closer.cancelled()
+
+    run(scenario())
+    assert "close handshake (4008) interrupted" in caplog.text
+
+
+def test_cancelling_the_closer_itself_is_not_swallowed():
+    class HangingClose(FakeWebSocket):
+        async def close(self, *, code: int, message: bytes = b"") -> bool:
+            self.close_calls.append((code, message))
+            self._activity.set()
+            await asyncio.Event().wait()
+            return True
+
+    async def scenario():
+        aborted = asyncio.Event()
+        ws = HangingClose()
+        conn = Connection("c1", ws, send_queue_size=1, bucket=TokenBucket(1.0, 1), abort=aborted.set,
+                          close_timeout=WAIT)
+        conn.close(4001, "Authentication timeout")
+        await ws.wait_until(lambda: ws.close_calls)
+        conn._closer.cancel()
+        await asyncio.wait({conn._closer})
+        assert conn._closer.cancelled()
+        assert not aborted.is_set()
 
     run(scenario())
 
