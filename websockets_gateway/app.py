@@ -11,7 +11,7 @@ from typing import AsyncIterator
 from aiohttp import web
 
 from .bus import Bus
-from .connection import CLOSE_GOING_AWAY
+from .connection import CLOSE_GOING_AWAY, CLOSE_SERVICE_RESTART
 from .presence import PresenceWriter
 from .registry import ConnectionRegistry
 from .requests import PendingRequests
@@ -37,7 +37,8 @@ async def gateway_context(app: web.Application) -> AsyncIterator[None]:
     router = ReplyRouter(registry, pending)
     bus = Bus(settings.redis_url, settings.worker_topics, settings.response_topic,
               reply_topic=f"gateway_reply:{gateway_id}", on_reply=router.route,
-              publish_timeout=min(settings.request_timeout, 5.0))
+              publish_timeout=min(settings.request_timeout, 5.0),
+              on_resubscribed=lambda: close_after_bus_gap(registry))
     app[GATEWAY_KEY] = Gateway(gateway_id, settings, registry, pending, router, bus, presence)
     subscriber = asyncio.create_task(bus.run_subscriber(), name="reply-subscriber")
     presence_writer = asyncio.create_task(presence.run(), name="presence-writer")
@@ -71,6 +72,23 @@ async def close_connections(app: web.Application) -> None:
         conn.close(CLOSE_GOING_AWAY, "Server shutting down")
     if connections:
         await asyncio.gather(*(conn.stop() for conn in connections))
+
+
+def close_after_bus_gap(registry: ConnectionRegistry) -> int:
+    """After the reply subscription came back: close every authenticated connection with 1012.
+
+    Messages for them published while this process was not subscribed are lost here (pub/sub
+    keeps nothing). Closing turns that silent loss into the documented recovery: the client
+    reconnects, authenticates and `sync`s from the newest message it has, so it misses nothing.
+    Connections that never authenticated get nothing but their own replies, so they stay.
+    One pass over this process's connections, on a rare event (like the shutdown's).
+    """
+    closing = [conn for conn in registry if conn.user_pk is not None]
+    for conn in closing:
+        conn.close(CLOSE_SERVICE_RESTART, "Reconnect and sync: messages may have been missed")
+    logger.warning("reply subscription back after a gap: closed %d authenticated connections with %d",
+                   len(closing), CLOSE_SERVICE_RESTART)
+    return len(closing)
 
 
 def create_app(settings: GatewaySettings | None = None) -> web.Application:

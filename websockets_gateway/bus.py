@@ -74,11 +74,16 @@ class WorkerTopics:
 class Bus:
     def __init__(self, redis_url: str, worker_topics: Sequence[str], response_topic: str,
                  reply_topic: str, on_reply: Callable[[bytes], None], publish_timeout: float,
-                 publisher: aioredis.Redis | None = None, subscriber: aioredis.Redis | None = None) -> None:
+                 publisher: aioredis.Redis | None = None, subscriber: aioredis.Redis | None = None,
+                 on_resubscribed: Callable[[], None] | None = None) -> None:
         self.response_topic = response_topic
         self.reply_topic = reply_topic
         self.topics = WorkerTopics(worker_topics)
         self._on_reply = on_reply
+        # Called when the subscription is back after it was lost: whatever was published to
+        # our topics in between is gone (pub/sub keeps nothing), and the app must say so.
+        self._on_resubscribed = on_resubscribed
+        self._was_subscribed = False
         self._publisher = publisher or aioredis.Redis.from_url(
             redis_url, socket_timeout=publish_timeout, socket_connect_timeout=min(publish_timeout, 2.0))
         # No socket timeout on the subscriber: it blocks reading on purpose. A health-check
@@ -119,6 +124,9 @@ class Bus:
                 self.subscribed.set()
                 backoff = RECONNECT_BACKOFF_FIRST
                 logger.info("subscribed to %s and %s", self.reply_topic, self.response_topic)
+                if self._was_subscribed:
+                    self._resubscribed()
+                self._was_subscribed = True
                 while True:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if message is not None and message["type"] == "message":
@@ -133,6 +141,14 @@ class Bus:
                 await _close_quietly(pubsub)
             await asyncio.sleep(backoff * (0.5 + random.random()))
             backoff = min(backoff * 2, RECONNECT_BACKOFF_MAX)
+
+    def _resubscribed(self) -> None:
+        if self._on_resubscribed is None:
+            return
+        try:
+            self._on_resubscribed()
+        except Exception:
+            logger.exception("the resubscription handler failed")
 
     def _deliver(self, data: bytes) -> None:
         # The boundary of one reply: a reply that breaks routing is logged, the next one goes on.

@@ -17,6 +17,9 @@ CLOSE_GOING_AWAY = 1001
 CLOSE_UNSUPPORTED_DATA = 1003
 CLOSE_AUTH_TIMEOUT = 4001
 CLOSE_SLOW_CONSUMER = 4008
+# The gateway lost its Redis subscription for a while: replies and messages published then
+# never reached it. The client reconnects and catches up with `sync` (WebSocket "service restart").
+CLOSE_SERVICE_RESTART = 1012
 # How long a close handshake may take. A client that does not read cannot take our close
 # frame either; past this its socket is aborted, so it never holds a handler or memory.
 CLOSE_TIMEOUT = 5.0

@@ -22,6 +22,7 @@ from django.core.management import call_command
 from chat.models import ChatMessage
 from scripts.stack import Stack, free_port, wait_for
 from tests.e2e.client import Client, ConnectionClosed
+from websockets_gateway.connection import CLOSE_SERVICE_RESTART
 from tests.e2e.conftest import connect, run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -253,6 +254,41 @@ async def _send_until_success(client: Client, frame: dict[str, Any], bound: floa
                                  f"last errors: {errors[-3:]}")
 
 
+def _store_in_thread(faults: FaultStack, user_pk: int, room_id: str, text: str) -> int:
+    """Store a message through the ORM from a thread of its own (the test's loop is async)."""
+    from django.db import connection
+
+    def store() -> int:
+        try:
+            return ChatMessage.objects.create(user_id=user_pk, room_id=room_id, text=text).pk
+        finally:
+            connection.close()
+
+    return faults.orm(store)
+
+
+def _ids_in_thread(faults: FaultStack, room_id: str, after: int) -> list[int]:
+    from django.db import connection
+
+    def ids() -> list[int]:
+        try:
+            return list(ChatMessage.objects.filter(room_id=room_id, id__gt=after).order_by("id")
+                        .values_list("id", flat=True))
+        finally:
+            connection.close()
+
+    return faults.orm(ids)
+
+
+async def _reconnect(session: aiohttp.ClientSession, faults: FaultStack, user: dict[str, Any],
+                     bound: float) -> Client:
+    """A new connection, authenticated as `user` by retrying (a worker may still be coming back)."""
+    client = await Client.connect(session, faults.gateway)
+    frame = {"uuid": f"reconnect-{uuid.uuid4().hex}", "action": "authenticate", "token": user["token"]}
+    await _send_until_success(client, frame, bound)
+    return client
+
+
 async def _online_until(client: Client, room_id: str, expected: list[str], bound: float) -> float:
     """Poll who_is_online until it names exactly `expected`; return the seconds it took.
     Errors (`timeout` while the bus recovers) are polled through, within the bound."""
@@ -320,7 +356,7 @@ def test_redis_goes_away_and_comes_back(faults):
         clients = await _clients_on_every_process(session, faults, [alice, bob])
         users = [alice if number % 2 == 0 else bob for number in range(len(clients))]
         sender = clients[0]
-        await sender.ok("new_message", room=room["id"], text="before the outage")
+        before = await sender.ok("new_message", room=room["id"], text="before the outage")
         await _online_until(sender, room["id"], both, PRESENCE_TTL)
         await _healthz_until(session, faults, 200, HEALTHZ_NOTICE_BOUND)
         loop = asyncio.get_running_loop()
@@ -368,6 +404,12 @@ def test_redis_goes_away_and_comes_back(faults):
             await asyncio.sleep(max(0.0, round_started + OUTAGE_ROUND_INTERVAL - loop.time()))
         figures["outage"] = loop.time() - stopped
 
+        # A message stored while Redis was down, as the REST API stores one then: its live
+        # delivery failed, so the clients must find it through `sync`.
+        newest_seen = before["message"]["id"]
+        stored_meanwhile = await asyncio.to_thread(_store_in_thread, faults, bob["id"], room["id"],
+                                                   "stored during the outage")
+
         # Back on the same port; no gateway or worker is restarted.
         await asyncio.to_thread(faults.stack.restart_redis)
         back = loop.time()
@@ -376,12 +418,28 @@ def test_redis_goes_away_and_comes_back(faults):
         # the requests, the gateway sending them all to the other one).
         admin = faults.redis_client()
         resubscribed = asyncio.create_task(_subscribers_until(admin, _expected_subscribers(faults), RECOVERY_BOUND))
+        # Every gateway process missed what was published while it was not subscribed, so each
+        # closes its authenticated connections with 1012 once it is subscribed again ...
+        codes = await asyncio.gather(*(client.expect_close(RECOVERY_BOUND + REPLY_MARGIN) for client in clients))
+        assert codes == [CLOSE_SERVICE_RESTART] * len(clients)
+        figures["closed"] = loop.time() - back
+        # ... and a client does what it does after any close: reconnect, authenticate, retry
+        # what got no success with the same uuid, and sync from the newest message it has.
+        sender = await _reconnect(session, faults, alice, RECOVERY_BOUND)
         frame = {"uuid": recovery_uuid, "action": "new_message", "room": room["id"], "text": "after the outage"}
         reply, attempts = await _send_until_success(sender, frame, RECOVERY_BOUND)
         figures["first_success"] = loop.time() - back
         figures["attempts"] = attempts
         assert figures["first_success"] <= RECOVERY_BOUND
         assert reply["message"]["text"] == "after the outage"
+        receiver = await _reconnect(session, faults, bob, RECOVERY_BOUND)
+        synced = await receiver.ok("sync", after=newest_seen)
+        stored = await asyncio.to_thread(_ids_in_thread, faults, room["id"], newest_seen)
+        # Everything stored since, in id order, once each: the crossing burst's messages that got
+        # through, the one stored during the outage, the retried one.
+        assert [m["id"] for m in synced["messages"]] == stored
+        assert stored_meanwhile in stored and reply["message"]["id"] in stored
+        assert synced["has_more"] is False
 
         figures["healthz_200"], figures["healthz_200_slowest"] = await _healthz_until(
             session, faults, 200, RECOVERY_BOUND)
@@ -389,13 +447,10 @@ def test_redis_goes_away_and_comes_back(faults):
             figures["subscribed"] = await resubscribed
         finally:
             admin.close()
-        # Every gateway process is subscribed again (healthz says so), so a message now reaches
-        # every connection on every one of them. (One published before a process resubscribed
-        # is lost for its connections: pub/sub keeps nothing; `sync` is how a client catches up.)
+        # Subscribed again everywhere, so a message now reaches the other member live.
         after = await sender.ok("new_message", room=room["id"], text="everyone hears this")
-        for client in clients[1:]:
-            await client.expect(lambda f: f.get("action") == "new_message"
-                                and f.get("message", {}).get("id") == after["message"]["id"])
+        await receiver.expect(lambda f: f.get("action") == "new_message"
+                              and f.get("message", {}).get("id") == after["message"]["id"])
         # Redis came back empty: every gateway process must register its users again by itself.
         await _online_until(sender, room["id"], both, PRESENCE_TTL)
         figures["presence"] = loop.time() - back
@@ -407,12 +462,13 @@ def test_redis_goes_away_and_comes_back(faults):
         faults.ensure_redis()
     logger.info("redis outage (%d clients on %d gateway processes): healthz 503 after %.2fs (slowest answer "
                 "%.3fs); %d requests in %.1fs of outage, slowest reply %.3fs (in flight at the stop: %.3fs; "
-                "bound %.1fs); Redis back -> new_message ok after %.2fs (%d attempts), healthz 200 on every "
+                "bound %.1fs); Redis back -> clients closed with 1012 after %.2fs, new_message ok (reconnected) "
+                "after %.2fs (%d attempts), healthz 200 on every "
                 "process %.2fs later, every worker and gateway process subscribed after %.2fs, who_is_online "
                 "right after %.2fs",
                 figures["clients"], GATEWAY_PROCESSES, figures["healthz_503"], figures["healthz_503_slowest"],
                 figures["outage_requests"], figures["outage"], figures["outage_slowest"],
-                figures["crossing_slowest"], bound, figures["first_success"], figures["attempts"],
+                figures["crossing_slowest"], bound, figures["closed"], figures["first_success"], figures["attempts"],
                 figures["healthz_200"], figures["subscribed"], figures["presence"])
     # The retries were stored once; what was sent while Redis was down was never stored.
     assert faults.orm(lambda: ChatMessage.objects.filter(client_uuid=recovery_uuid).count()) == 1
@@ -445,6 +501,12 @@ def test_pubsub_connections_killed_by_redis_are_resubscribed(faults):
         # One subscribing connection per worker and per gateway process, all of them gone.
         assert killed == len(faults.worker_topics) + GATEWAY_PROCESSES
 
+        # Each gateway process, subscribed again, tells its authenticated clients that they may
+        # have missed something: 1012. They reconnect and retry, as after any close.
+        codes = await asyncio.gather(sender.expect_close(RECOVERY_BOUND), receiver.expect_close(RECOVERY_BOUND))
+        assert codes == [CLOSE_SERVICE_RESTART, CLOSE_SERVICE_RESTART]
+        sender = await _reconnect(session, faults, alice, RECOVERY_BOUND)
+        receiver = await _reconnect(session, faults, bob, RECOVERY_BOUND)
         frame = {"uuid": kill_uuid, "action": "new_message", "room": room["id"], "text": "after the kill"}
         _, attempts = await _send_until_success(sender, frame, RECOVERY_BOUND)
         first_success = loop.time() - killed_at

@@ -108,3 +108,25 @@ def test_two_apps_get_different_gateway_ids(redis_server):
         assert ids[0] != ids[1]
 
     run(scenario())
+
+
+def test_after_a_bus_gap_authenticated_connections_are_closed_with_1012():
+    from websockets_gateway.app import close_after_bus_gap
+    from websockets_gateway.connection import CLOSE_SERVICE_RESTART
+    from websockets_gateway.registry import ConnectionRegistry
+
+    from .fakes import connected
+
+    async def scenario():
+        registry = ConnectionRegistry()
+        authenticated = [connected(registry, "a1", user_pk=1), connected(registry, "a2", user_pk=1),
+                         connected(registry, "b1", user_pk=2)]
+        anonymous = connected(registry, "x1")
+        assert close_after_bus_gap(registry) == 3
+        for conn in authenticated:
+            await conn.ws.wait_until(lambda conn=conn: conn.ws.close_calls)
+            assert conn.ws.close_calls[0][0] == CLOSE_SERVICE_RESTART
+        # It gets nothing but its own replies, so it missed nothing.
+        assert not anonymous.closed and anonymous.ws.close_calls == []
+
+    run(scenario())

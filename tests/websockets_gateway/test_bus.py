@@ -119,7 +119,8 @@ def test_every_topic_dead_still_yields_every_topic():
 
 # Bus with fakeredis
 
-def _bus(server, topics=("w1", "w2"), on_reply=lambda data: None, publisher=None, subscriber=None):
+def _bus(server, topics=("w1", "w2"), on_reply=lambda data: None, publisher=None, subscriber=None,
+         on_resubscribed=None):
     bus = Bus(
         "redis://unused:6379/0",
         topics,
@@ -127,6 +128,7 @@ def _bus(server, topics=("w1", "w2"), on_reply=lambda data: None, publisher=None
         reply_topic="gateway_reply:gw-test",
         on_reply=on_reply,
         publish_timeout=1.0,
+        on_resubscribed=on_resubscribed,
         publisher=publisher or fakeredis.FakeAsyncRedis(server=server),
         subscriber=subscriber or fakeredis.FakeAsyncRedis(server=server),
     )
@@ -378,6 +380,91 @@ def test_run_subscriber_reconnects_after_a_redis_error(monkeypatch):
         await bus.close()
 
     run(scenario())
+
+
+class LosingSubscriber:
+    """A subscriber client whose first subscription breaks after it was made, as when Redis restarts."""
+
+    def __init__(self, server):
+        self.client = fakeredis.FakeAsyncRedis(server=server)
+        self.attempts = 0
+
+    def pubsub(self, **kwargs):
+        self.attempts += 1
+        pubsub = self.client.pubsub(**kwargs)
+        if self.attempts == 1:
+            async def lost(*args, **kwargs):
+                raise RedisConnectionError("Connection reset by peer")
+
+            pubsub.get_message = lost
+        return pubsub
+
+    async def aclose(self):
+        await self.client.aclose()
+
+
+def test_a_subscription_back_after_a_gap_is_reported_once(monkeypatch):
+    monkeypatch.setattr(bus_module, "RECONNECT_BACKOFF_FIRST", 0.01)
+
+    async def scenario():
+        server = fakeredis.FakeServer()
+        gaps = []
+        subscriber = LosingSubscriber(server)
+        bus = _bus(server, subscriber=subscriber, on_resubscribed=lambda: gaps.append(bus.subscribed.is_set()))
+        task = await _start_subscriber(bus)
+        publisher = fakeredis.FakeAsyncRedis(server=server)
+        # Subscribed a first time, lost, subscribed again: one gap, reported once subscribed again.
+        while subscriber.attempts < 2 or not bus.subscribed.is_set():
+            await asyncio.sleep(0.01)
+        assert gaps == [True]
+        assert bus.reconnects == 1
+        await _stop(task)
+        await publisher.aclose()
+        await bus.close()
+
+    run(scenario())
+
+
+def test_subscribing_late_at_start_up_is_no_gap(monkeypatch):
+    # Nothing was ever delivered before the first subscription: no one can have missed anything.
+    monkeypatch.setattr(bus_module, "RECONNECT_BACKOFF_FIRST", 0.01)
+
+    async def scenario():
+        server = fakeredis.FakeServer()
+        gaps = []
+        bus = _bus(server, subscriber=FlakySubscriber(server, failures=2), on_resubscribed=lambda: gaps.append(1))
+        task = await _start_subscriber(bus)
+        assert gaps == []
+        await _stop(task)
+        await bus.close()
+
+    run(scenario())
+
+
+def test_a_failing_resubscription_handler_is_logged_and_the_subscriber_goes_on(monkeypatch, caplog):
+    monkeypatch.setattr(bus_module, "RECONNECT_BACKOFF_FIRST", 0.01)
+
+    async def scenario():
+        server = fakeredis.FakeServer()
+        delivered = asyncio.Event()
+
+        def broken():
+            raise RuntimeError("handler bug")
+
+        subscriber = LosingSubscriber(server)
+        bus = _bus(server, subscriber=subscriber, on_reply=lambda data: delivered.set(), on_resubscribed=broken)
+        task = await _start_subscriber(bus)
+        while subscriber.attempts < 2 or not bus.subscribed.is_set():
+            await asyncio.sleep(0.01)
+        publisher = fakeredis.FakeAsyncRedis(server=server)
+        await publisher.publish(bus.reply_topic, "{}")
+        await asyncio.wait_for(delivered.wait(), WAIT)
+        await _stop(task)
+        await publisher.aclose()
+        await bus.close()
+
+    run(scenario())
+    assert "the resubscription handler failed" in caplog.text
 
 
 def test_close_closes_both_clients():
