@@ -223,6 +223,20 @@ def test_an_oversized_frame_closes_with_1009(redis_server):
     run(scenario())
 
 
+@pytest.mark.parametrize("enabled", [False, True])
+def test_per_message_compression_is_off_unless_configured(redis_server, enabled):
+    # Off by default: a deflate context per connection costs memory, and a compressed frame can
+    # inflate far past WS_MAX_MESSAGE_SIZE on the wire (a compression bomb).
+    async def scenario():
+        overrides = {"ws_compression": True} if enabled else {}
+        async with serving(**overrides) as (client, app):
+            ws = await client.ws_connect("/ws", compress=15)
+            assert ws.compress == (15 if enabled else 0)
+            assert (await request(ws, {"uuid": "u1", "action": "ping"}))["status"] == "success"
+
+    run(scenario())
+
+
 def test_a_connection_that_does_not_authenticate_in_time_is_closed_with_4001(redis_server):
     async def scenario():
         async with serving(auth_timeout=0.2) as (client, app):
