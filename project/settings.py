@@ -167,14 +167,27 @@ if not DEBUG:
     SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
-LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
+LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO").strip().upper() or "INFO"
+# `text` for people; `json` for machines: one object a line with time, level, logger, message and
+# the context fields (request_id…). The gateway reads the same setting and uses the same formatters.
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "text").strip().lower() or "text"
+if LOG_FORMAT not in ("text", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT={LOG_FORMAT!r} is not one of text, json")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s"},
+        # Standard library only (no aiohttp, no Redis): shared with the gateway.
+        "text": {"()": "websockets_gateway.logs.TextFormatter"},
+        "json": {"()": "websockets_gateway.logs.JsonFormatter"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # runserver's request lines have a handler of their own in Django's defaults; in JSON they
+        # come to ours, so that every line of the web part is JSON too.
+        **({"django.server": {"handlers": ["console"], "level": "INFO", "propagate": False}}
+           if LOG_FORMAT == "json" else {}),
+    },
 }

@@ -174,9 +174,12 @@ class Stack:
         wait_for(lambda: subscribed(self.env["REDIS_URL"], topics), "workers", 60)
         return procs
 
-    def start_worker(self, topic: str, name: str | None = None, wait: bool = True) -> subprocess.Popen:
+    def start_worker(self, topic: str, name: str | None = None, wait: bool = True, extra_args: list[str] | None = None,
+                     extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+        """Start one worker (with `extra_args` on its command line, e.g. `--metrics-port N`)."""
         proc = self.spawn(name or f"worker-{topic}",
-                          [sys.executable, "manage.py", "message_process_worker", "--subscribe_topic", topic])
+                          [sys.executable, "manage.py", "message_process_worker", "--subscribe_topic", topic,
+                           *(extra_args or [])], env=dict(self.env, **(extra_env or {})))
         if wait:
             wait_for(lambda: subscribed(self.env["REDIS_URL"], [topic]), f"worker {topic}", 60, proc)
         return proc

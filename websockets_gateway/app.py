@@ -10,8 +10,10 @@ from typing import AsyncIterator
 
 from aiohttp import web
 
+from . import logs
 from .bus import Bus
 from .connection import CLOSE_GOING_AWAY, CLOSE_SERVICE_RESTART
+from .metrics import GatewayMetrics
 from .presence import PresenceWriter
 from .registry import ConnectionRegistry
 from .requests import PendingRequests
@@ -29,17 +31,19 @@ SUBSCRIBE_WAIT = 5.0
 async def gateway_context(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS_KEY]
     gateway_id = f"gw-{uuid.uuid4().hex[:12]}"
+    metrics = GatewayMetrics(gateway_id)
     registry = ConnectionRegistry()
-    presence = PresenceWriter(registry, gateway_id, settings.presence_ttl, settings.redis_url)
+    presence = PresenceWriter(registry, gateway_id, settings.presence_ttl, settings.redis_url, metrics=metrics)
     registry.on_presence_change = presence.mark_dirty
     pending = PendingRequests(gateway_id, settings.request_timeout, settings.max_in_flight,
-                              on_timeout=send_timeout_reply)
-    router = ReplyRouter(registry, pending)
+                              on_timeout=send_timeout_reply, metrics=metrics)
+    router = ReplyRouter(registry, pending, metrics)
     bus = Bus(settings.redis_url, settings.worker_topics, settings.response_topic,
               reply_topic=f"gateway_reply:{gateway_id}", on_reply=router.route,
               publish_timeout=min(settings.request_timeout, 5.0),
-              on_resubscribed=lambda: close_after_bus_gap(registry))
-    app[GATEWAY_KEY] = Gateway(gateway_id, settings, registry, pending, router, bus, presence)
+              on_resubscribed=lambda: close_after_bus_gap(registry), metrics=metrics)
+    metrics.watch(connections=registry.__len__, in_flight=pending.__len__)
+    app[GATEWAY_KEY] = Gateway(gateway_id, settings, registry, pending, router, bus, presence, metrics)
     subscriber = asyncio.create_task(bus.run_subscriber(), name="reply-subscriber")
     presence_writer = asyncio.create_task(presence.run(), name="presence-writer")
     try:
@@ -98,16 +102,14 @@ def create_app(settings: GatewaySettings | None = None) -> web.Application:
     app.on_shutdown.append(close_connections)
     app.router.add_get("/ws", views.websocket)
     app.router.add_get("/healthz", views.healthz)
+    app.router.add_get("/metrics", views.metrics)
     return app
 
 
-def _configure_logging() -> None:
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=os.environ.get("LOG_LEVEL", "INFO"),
-            format="%(asctime)s %(levelname)s %(name)s %(process)d %(message)s",
-        )
+def _settings_with_logging() -> GatewaySettings:
+    settings = GatewaySettings.from_env()
+    logs.configure(settings.log_level, settings.log_format)
+    return settings
 
 
-_configure_logging()
-app = create_app()
+app = create_app(_settings_with_logging())

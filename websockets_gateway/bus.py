@@ -12,6 +12,9 @@ from typing import Any, Callable, Sequence
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from . import metrics as metrics_module
+from .metrics import GatewayMetrics
+
 logger = logging.getLogger(__name__)
 
 # A topic that had no subscriber is tried last for this long; after it, one request tries it
@@ -75,8 +78,9 @@ class Bus:
     def __init__(self, redis_url: str, worker_topics: Sequence[str], response_topic: str,
                  reply_topic: str, on_reply: Callable[[bytes], None], publish_timeout: float,
                  publisher: aioredis.Redis | None = None, subscriber: aioredis.Redis | None = None,
-                 on_resubscribed: Callable[[], None] | None = None) -> None:
+                 on_resubscribed: Callable[[], None] | None = None, metrics: GatewayMetrics | None = None) -> None:
         self.response_topic = response_topic
+        self.metrics = metrics if metrics is not None else metrics_module.detached()
         self.reply_topic = reply_topic
         self.topics = WorkerTopics(worker_topics)
         self._on_reply = on_reply
@@ -100,12 +104,15 @@ class Bus:
             try:
                 receivers = await self._publisher.publish(topic, payload)
             except (RedisError, OSError) as exc:
+                self.metrics.bus_error("redis_unavailable")
                 raise BusUnavailable(f"Redis unavailable: {exc}") from exc
             if receivers:
                 self.topics.mark_alive(topic)
                 return topic
             logger.warning("worker topic %s has no subscriber; trying another", topic)
+            self.metrics.bus_error("topic_without_worker")
             self.topics.mark_dead(topic)
+        self.metrics.bus_error("no_worker")
         raise NoWorkerAvailable("No worker is listening on any topic")
 
     async def ping(self) -> bool:
@@ -135,6 +142,7 @@ class Bus:
                 raise
             except (RedisError, OSError) as exc:
                 self.reconnects += 1
+                self.metrics.redis_reconnects.inc()
                 logger.warning("reply subscription lost (%s); reconnecting in %.1fs", exc, backoff)
             finally:
                 self.subscribed.clear()
@@ -156,6 +164,7 @@ class Bus:
             self._on_reply(data)
         except Exception:
             logger.exception("could not route a reply (%d bytes)", len(data))
+            self.metrics.bus_error("routing_failed")
 
     async def close(self) -> None:
         await self._publisher.aclose()

@@ -8,6 +8,8 @@ from typing import Any, Callable
 
 from aiohttp import web
 
+from . import metrics as metrics_module
+from .metrics import GatewayMetrics
 from .ratelimit import TokenBucket
 
 logger = logging.getLogger(__name__)
@@ -30,8 +32,12 @@ class Connection:
     so a client that reads slowly only ever fills its own queue."""
 
     def __init__(self, conn_id: str, ws: web.WebSocketResponse, send_queue_size: int, bucket: TokenBucket,
-                 abort: Callable[[], None] | None = None, close_timeout: float = CLOSE_TIMEOUT) -> None:
+                 abort: Callable[[], None] | None = None, close_timeout: float = CLOSE_TIMEOUT,
+                 metrics: GatewayMetrics | None = None) -> None:
         self.conn_id = conn_id
+        self.metrics = metrics if metrics is not None else metrics_module.detached()
+        # What every log line about this connection carries (`extra=`).
+        self.log_context = {"conn_id": conn_id}
         self.ws = ws
         self._abort = abort
         self._close_timeout = close_timeout
@@ -60,8 +66,9 @@ class Connection:
         try:
             self._outgoing.put_nowait(text)
         except asyncio.QueueFull:
-            logger.warning("conn=%s user=%s outgoing queue full (%d frames): disconnecting slow client",
-                           self.conn_id, self.user_pk, self._outgoing.maxsize)
+            logger.warning("user=%s outgoing queue full (%d frames): disconnecting slow client",
+                           self.user_pk, self._outgoing.maxsize, extra=self.log_context)
+            self.metrics.slow_client_disconnects.inc()
             self.close(CLOSE_SLOW_CONSUMER, "Outgoing queue full")
 
     def close(self, code: int, reason: str) -> None:
@@ -69,6 +76,7 @@ class Connection:
         if self.closed:
             return
         self.closed = True
+        self.metrics.closed(code)
         # A writer waiting for its next frame is cancelled. One in the middle of a send is left to
         # finish it and then stops: it may be waiting for the client to read, on the drain future
         # that aiohttp shares among every writer of the socket, the close frame included, and a
@@ -90,12 +98,12 @@ class Connection:
                 raise
             # Not this task's cancellation: a waiter on aiohttp's shared drain future was
             # cancelled elsewhere (a handler cancelled in a pong, say), and the handshake with it.
-            logger.warning("conn=%s close handshake (%d) interrupted: aborting the socket", self.conn_id, code)
+            logger.warning("close handshake (%d) interrupted: aborting the socket", code, extra=self.log_context)
         except TimeoutError:
-            logger.warning("conn=%s close handshake (%d) took over %.0fs: aborting the socket",
-                           self.conn_id, code, self._close_timeout)
+            logger.warning("close handshake (%d) took over %.0fs: aborting the socket",
+                           code, self._close_timeout, extra=self.log_context)
         except Exception:
-            logger.exception("conn=%s error while closing with %d: aborting the socket", self.conn_id, code)
+            logger.exception("error while closing with %d: aborting the socket", code, extra=self.log_context)
         if self._abort is not None:
             self._abort()
 
@@ -108,12 +116,13 @@ class Connection:
                     await self.ws.send_str(text)
                 finally:
                     self._sending = False
+                self.metrics.frames_sent.inc()
         except asyncio.CancelledError:
             raise
         except ConnectionError as exc:
-            logger.info("conn=%s write failed, connection gone: %s", self.conn_id, exc)
+            logger.info("write failed, connection gone: %s", exc, extra=self.log_context)
         except Exception:
-            logger.exception("conn=%s writer stopped", self.conn_id)
+            logger.exception("writer stopped", extra=self.log_context)
 
     async def stop(self) -> None:
         """Stop the writer once the socket is done; frames still queued are dropped.

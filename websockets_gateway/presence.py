@@ -34,6 +34,8 @@ from collections.abc import Callable, Iterable, Sequence
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from . import metrics as metrics_module
+from .metrics import GatewayMetrics
 from .registry import ConnectionRegistry
 
 logger = logging.getLogger(__name__)
@@ -78,8 +80,9 @@ class PresenceWriter:
 
     def __init__(self, registry: ConnectionRegistry, gateway_id: str, ttl: float,
                  redis_url: str = "redis://127.0.0.1:6379/0", client: aioredis.Redis | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, metrics: GatewayMetrics | None = None) -> None:
         self.registry = registry
+        self.metrics = metrics if metrics is not None else metrics_module.detached()
         self.gateway_id = gateway_id
         self.ttl = ttl
         self.heartbeat_interval = ttl / 3
@@ -129,6 +132,7 @@ class PresenceWriter:
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
+                self.metrics.presence_errors.inc()
                 logger.warning("presence %s: write failed (%s: %s); %d users waiting; retrying in %.1fs",
                                self.presence_id, type(exc).__name__, exc, len(self._dirty), backoff)
                 await asyncio.sleep(backoff * (0.5 + random.random()))
@@ -137,6 +141,7 @@ class PresenceWriter:
             except Exception:
                 # A bug, not Redis: logged, and retried like a failed write, so that presence
                 # does not silently stop (and every user here turn offline with the heartbeat).
+                self.metrics.presence_errors.inc()
                 logger.exception("presence %s: unexpected error; retrying in %.1fs", self.presence_id, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)

@@ -28,6 +28,22 @@ ACTIONS = frozenset(
         "ping",
     }
 )
+# Every `error_code` of the protocol (PROTOCOL.md's table); the metrics count no others by name.
+ERROR_CODES = frozenset(
+    {
+        "invalid_message_format",
+        "invalid_action",
+        "invalid_token",
+        "authentication_required",
+        "invalid_room_id",
+        "empty_text",
+        "text_too_long",
+        "invalid_user",
+        "rate_limited",
+        "timeout",
+        "server_error",
+    }
+)
 # Actions a connection may send before it has authenticated.
 ANONYMOUS_ACTIONS = frozenset({"authenticate", "ping"})
 # Keys that belong to the gateway on the bus; a client's own values are dropped.

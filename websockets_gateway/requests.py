@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from . import metrics as metrics_module
 from .connection import Connection
+from .metrics import GatewayMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +26,19 @@ class PendingRequest:
     conn: Connection
     frame_echo: dict[str, Any]
     timer: asyncio.TimerHandle | None = field(default=None, repr=False)
+    # time.monotonic() when it was registered, just before its publish.
+    started_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def action(self) -> Any:
+        return self.frame_echo.get("action")
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started_at
+
+    def log_context(self, **fields: Any) -> dict[str, Any]:
+        """What a log line about this request carries (`extra=`): its connection, its id, and `fields`."""
+        return {"conn_id": self.conn.conn_id, "request_id": self.request_id, **fields}
 
 
 class PendingRequests:
@@ -32,8 +48,9 @@ class PendingRequests:
     """
 
     def __init__(self, gateway_id: str, timeout: float, max_in_flight: int,
-                 on_timeout: Callable[[PendingRequest], None]) -> None:
+                 on_timeout: Callable[[PendingRequest], None], metrics: GatewayMetrics | None = None) -> None:
         self.gateway_id = gateway_id
+        self.metrics = metrics if metrics is not None else metrics_module.detached()
         self.timeout = timeout
         self.max_in_flight = max_in_flight
         self._on_timeout = on_timeout
@@ -79,8 +96,11 @@ class PendingRequests:
         if pending is None:
             return
         self._forget(pending)
-        logger.warning("conn=%s request=%s action=%s timed out after %.1fs", pending.conn.conn_id,
-                       request_id, pending.frame_echo.get("action"), self.timeout)
+        self.metrics.request_timeouts.inc()
+        self.metrics.failed(pending.action, "timeout")
+        logger.warning("request timed out after %.1fs", self.timeout, extra=pending.log_context(
+            action=metrics_module.action_label(pending.action), status="timeout",
+            duration_ms=round(pending.elapsed() * 1000, 2)))
         self._on_timeout(pending)
 
     @staticmethod

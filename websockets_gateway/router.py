@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import logging
 
+from . import metrics as metrics_module
 from . import protocol
+from .metrics import GatewayMetrics
 from .registry import ConnectionRegistry
 from .requests import PendingRequest, PendingRequests
 
@@ -13,9 +15,11 @@ logger = logging.getLogger(__name__)
 
 
 class ReplyRouter:
-    def __init__(self, registry: ConnectionRegistry, pending: PendingRequests) -> None:
+    def __init__(self, registry: ConnectionRegistry, pending: PendingRequests,
+                 metrics: GatewayMetrics | None = None) -> None:
         self.registry = registry
         self.pending = pending
+        self.metrics = metrics if metrics is not None else metrics_module.detached()
 
     def route(self, data: bytes | str) -> None:
         try:
@@ -27,10 +31,13 @@ class ReplyRouter:
                 or not isinstance(envelope.get("send_to"), (list, type(None)))):
             # Not the content: a reply carries people's messages.
             logger.error("dropping a malformed reply envelope (%d bytes)", len(data))
+            self.metrics.bus_error("malformed_reply")
             return
         request_id = envelope.get("request_id")
         # Only this gateway's own requests can complete here; other gateways' ids are ignored.
         request = self.pending.complete(request_id) if self.pending.owns(request_id) else None
+        if request is not None:
+            self._answered(request, envelope["response"])
         session_data = envelope.get("session_data")
         if request is not None and isinstance(session_data, dict) and not request.conn.closed:
             self.registry.set_session(request.conn, session_data)
@@ -41,7 +48,7 @@ class ReplyRouter:
         if send_to is None:
             if request is None:
                 if self.pending.owns(request_id):
-                    logger.info("request=%s late or orphaned reply dropped", request_id)
+                    logger.info("late or orphaned reply dropped", extra={"request_id": request_id})
                 return
             request.conn.send(text)
             return
@@ -55,6 +62,16 @@ class ReplyRouter:
         requester_reply = envelope.get("requester_reply", True) is not False
         if request is not None and requester_reply and request.conn.user_pk not in recipients:
             request.conn.send(text)
+
+    def _answered(self, request: PendingRequest, response: dict) -> None:
+        """One of this process's requests got its worker's reply: counted, timed and logged once,
+        whoever the reply goes to."""
+        elapsed = request.elapsed()
+        status = self.metrics.answered(request.action, response)
+        self.metrics.round_trip(request.action, elapsed)
+        # Ids, action and outcome only, never the reply: it carries people's messages.
+        logger.info("request answered", extra=request.log_context(
+            action=metrics_module.action_label(request.action), status=status, duration_ms=round(elapsed * 1000, 2)))
 
 
 def send_timeout_reply(request: PendingRequest) -> None:

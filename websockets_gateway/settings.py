@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from typing import Mapping
+
+from .logs import LOG_FORMATS
 
 DEFAULT_WORKER_TOPICS = "worker_process_1,worker_process_2,worker_process_3"
 # The chat page served by `manage.py runserver` / the launcher lives on port 8000.
@@ -28,6 +31,20 @@ def _number(env: Mapping[str, str], name: str, default: str, kind: type, minimum
     if value < minimum:
         raise SettingsError(f"{name}={raw!r} is below {minimum}")
     return value
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = (env.get(name) or default).strip().lower()
+    if value not in choices:
+        raise SettingsError(f"{name}={value!r} is not one of {', '.join(choices)}")
+    return value
+
+
+def _log_level(env: Mapping[str, str]) -> str:
+    level = (env.get("LOG_LEVEL") or "INFO").strip().upper()
+    if not isinstance(logging.getLevelName(level), int):
+        raise SettingsError(f"LOG_LEVEL={level!r} is not a logging level")
+    return level
 
 
 @dataclass(frozen=True)
@@ -56,6 +73,9 @@ class GatewaySettings:
     # Seconds a gateway's presence entry outlives its last heartbeat (written every third of
     # it): how late a gateway killed without a clean shutdown stops counting its users online.
     presence_ttl: float
+    # Logging: the root level and `text` (for people) or `json` (one object a line, for machines).
+    log_level: str
+    log_format: str
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "GatewaySettings":
@@ -81,4 +101,6 @@ class GatewaySettings:
             max_connections=_number(env, "MAX_CONNECTIONS", "10000", int, 1),
             # Below a second, a heartbeat every third of it would lapse at any hiccup.
             presence_ttl=_number(env, "PRESENCE_TTL", "15", float, 1.0),
+            log_level=_log_level(env),
+            log_format=_choice(env, "LOG_FORMAT", "text", LOG_FORMATS),
         )

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from .bus import Bus
+from .metrics import GatewayMetrics
 from .presence import PresenceWriter
 from .registry import ConnectionRegistry
 from .requests import PendingRequests
@@ -23,6 +24,7 @@ class Gateway:
     router: ReplyRouter
     bus: Bus
     presence: PresenceWriter
+    metrics: GatewayMetrics
 
 
 SETTINGS_KEY = web.AppKey("settings", GatewaySettings)

@@ -1,4 +1,4 @@
-"""HTTP handlers: the `/ws` WebSocket endpoint and `/healthz`."""
+"""HTTP handlers: the `/ws` WebSocket endpoint, `/healthz` and `/metrics`."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ import itertools
 import logging
 
 from aiohttp import WSMsgType, web
+from prometheus_client.exposition import choose_encoder
 
 from . import protocol
 from .bus import BusError, NoWorkerAvailable
 from .connection import CLOSE_AUTH_TIMEOUT, CLOSE_UNSUPPORTED_DATA, Connection
+from .metrics import action_label
 from .ratelimit import TokenBucket
 from .requests import TooManyInFlight
 from .state import GATEWAY_KEY, Gateway
@@ -34,6 +36,13 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response(body, status=200 if redis_ok else 503)
 
 
+async def metrics(request: web.Request) -> web.Response:
+    """This process's metrics, in the Prometheus text format (or OpenMetrics, if the scraper asks)."""
+    encode, content_type = choose_encoder(request.headers.get("Accept", ""))
+    return web.Response(body=encode(request.app[GATEWAY_KEY].metrics.registry),
+                        headers={"Content-Type": content_type})
+
+
 async def websocket(request: web.Request) -> web.WebSocketResponse:
     gateway = request.app[GATEWAY_KEY]
     settings = gateway.settings
@@ -55,34 +64,37 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         f"{gateway.gateway_id}-{next(_connection_numbers)}", ws, settings.send_queue_size,
         TokenBucket(settings.rate_limit, settings.rate_burst),
         abort=request.transport.abort if request.transport is not None else None,
+        metrics=gateway.metrics,
     )
     gateway.registry.add(conn)
     conn.start()
     auth_timer = asyncio.get_running_loop().call_later(settings.auth_timeout, _check_authenticated, conn)
-    logger.info("conn=%s opened from %s", conn.conn_id, request.remote)
+    logger.info("opened from %s", request.remote, extra=conn.log_context)
     try:
         async for message in ws:
             if message.type == WSMsgType.TEXT:
+                gateway.metrics.frames_received.inc()
                 if not await _handle_text(gateway, conn, message.data):
                     break
             elif message.type == WSMsgType.BINARY:
+                gateway.metrics.frames_received.inc()
                 conn.close(CLOSE_UNSUPPORTED_DATA, "Binary frames are not accepted")
                 break
             elif message.type == WSMsgType.ERROR:
-                logger.info("conn=%s protocol error: %s", conn.conn_id, ws.exception())
+                logger.info("protocol error: %s", ws.exception(), extra=conn.log_context)
                 break
     finally:
         auth_timer.cancel()
         gateway.registry.remove(conn)
         gateway.pending.drop_connection(conn)
         await conn.stop()
-        logger.info("conn=%s closed (code %s)", conn.conn_id, ws.close_code)
+        logger.info("closed (code %s)", ws.close_code, extra=conn.log_context)
     return ws
 
 
 def _check_authenticated(conn: Connection) -> None:
     if conn.user_pk is None:
-        logger.info("conn=%s did not authenticate in time", conn.conn_id)
+        logger.info("did not authenticate in time", extra=conn.log_context)
         conn.close(CLOSE_AUTH_TIMEOUT, "Authentication timeout")
 
 
@@ -91,34 +103,49 @@ async def _handle_text(gateway: Gateway, conn: Connection, text: str) -> bool:
     try:
         frame = protocol.parse_frame(text)
     except protocol.FrameRejected as exc:
-        security_logger.info("conn=%s closed: %s", conn.conn_id, exc)
+        security_logger.info("closed: %s", exc, extra=conn.log_context)
         conn.close(CLOSE_UNSUPPORTED_DATA, str(exc))
         return False
 
     if not conn.bucket.allow():
-        conn.send(protocol.encode(protocol.error_reply(frame, "rate_limited", "Too many frames; slow down")))
+        _answer_here(gateway, conn, frame, protocol.error_reply(frame, "rate_limited", "Too many frames; slow down"))
         return True
     error = protocol.check_frame(frame, authenticated=conn.user_pk is not None)
     if error is not None:
-        conn.send(protocol.encode(error))
+        _answer_here(gateway, conn, frame, error)
         return True
     if frame["action"] == "ping":
-        conn.send(protocol.encode(protocol.ping_reply(frame, len(gateway.registry))))
+        _answer_here(gateway, conn, frame, protocol.ping_reply(frame, len(gateway.registry)))
         return True
 
     echo = {key: frame[key] for key in ("uuid", "action", "room") if key in frame}
     try:
         pending = gateway.pending.start(conn, echo)
     except TooManyInFlight:
-        conn.send(protocol.encode(protocol.error_reply(frame, "rate_limited", "Too many requests in flight")))
+        _answer_here(gateway, conn, frame, protocol.error_reply(frame, "rate_limited", "Too many requests in flight"))
         return True
     request = protocol.bus_request(frame, conn.session_data, pending.request_id, gateway.bus.reply_topic)
     try:
-        await gateway.bus.publish_request(request)
+        topic = await gateway.bus.publish_request(request)
     except BusError as exc:
         # Only if the deadline has not answered it meanwhile: every frame gets one reply.
         if gateway.pending.complete(pending.request_id) is not None:
-            logger.error("conn=%s request=%s not handed to a worker: %s", conn.conn_id, pending.request_id, exc)
             message = "No worker is available" if isinstance(exc, NoWorkerAvailable) else "Message bus unavailable"
+            gateway.metrics.failed(pending.action, "timeout")
+            logger.error("not handed to a worker: %s", exc, extra=pending.log_context(
+                action=action_label(pending.action), status="timeout", duration_ms=round(pending.elapsed() * 1000, 2)))
             conn.send(protocol.encode(protocol.error_reply(frame, "timeout", message)))
+    else:
+        logger.debug("request published", extra=pending.log_context(action=action_label(pending.action), topic=topic))
     return True
+
+
+def _answer_here(gateway: Gateway, conn: Connection, frame: dict, reply: dict) -> None:
+    """Send a reply the gateway gives without a worker (ping, a refused frame), counting it.
+
+    Logged at DEBUG only: a client can make as many of these as it sends frames.
+    """
+    conn.send(protocol.encode(reply))
+    action = action_label(frame.get("action"))
+    status = gateway.metrics.answered(action, reply)
+    logger.debug("request answered by the gateway", extra={**conn.log_context, "action": action, "status": status})

@@ -16,7 +16,8 @@ from types import FrameType
 import redis
 from redis.exceptions import RedisError
 
-from .dispatch import process
+from .dispatch import Outgoing, process
+from .metrics import WorkerMetrics, action_label
 from .presence import online_user_ids
 
 logger = logging.getLogger(__name__)
@@ -28,8 +29,10 @@ POLL_INTERVAL = 0.5
 
 
 class Consumer:
-    def __init__(self, redis_url: str, topic: str, response_topic: str) -> None:
+    def __init__(self, redis_url: str, topic: str, response_topic: str,
+                 metrics: WorkerMetrics | None = None) -> None:
         self.topic = topic
+        self.metrics = metrics if metrics is not None else WorkerMetrics(topic)
         self.response_topic = response_topic
         self._redis = redis.Redis.from_url(redis_url, socket_connect_timeout=2.0, socket_timeout=5.0,
                                            health_check_interval=10)
@@ -70,6 +73,7 @@ class Consumer:
                 self._close_quietly(pubsub)
             if lost is None or self._stopping:
                 continue
+            self.metrics.redis_reconnects.inc()
             logger.warning("worker %s lost Redis (%s); reconnecting in %.1fs", self.topic, lost, backoff)
             time.sleep(backoff * (0.5 + random.random()))
             backoff = min(backoff * 2, RECONNECT_BACKOFF_MAX)
@@ -96,12 +100,30 @@ class Consumer:
             if message is None or message.get("type") != "message":
                 continue
             self.handled += 1
-            try:
-                outgoing = process(message["data"], self.response_topic, self._online)
-            except Exception:
-                # process() answers every request it can; this is what it could not (the database
-                # layer failing outside a handler). The requester gets its timeout; we go on.
-                logger.exception("worker %s: request not answered", self.topic)
-                continue
+            outgoing = self._answer(message["data"])
             if outgoing is not None:
                 self._redis.publish(outgoing.topic, outgoing.encode())
+
+    def _answer(self, raw: bytes) -> Outgoing | None:
+        """The reply to one bus message, counted, timed and logged; None if there is none to send."""
+        started = time.perf_counter()
+        try:
+            outgoing = process(raw, self.response_topic, self._online)
+        except Exception:
+            # process() answers every request it can; this is what it could not (the database
+            # layer failing outside a handler). The requester gets its timeout; we go on.
+            logger.exception("worker %s: request not answered", self.topic)
+            self.metrics.error("unanswered")
+            return None
+        if outgoing is None:
+            self.metrics.error("malformed_request")
+            return None
+        elapsed = time.perf_counter() - started
+        response = outgoing.envelope["response"]
+        status = self.metrics.answered(response.get("action"), response, elapsed)
+        # Before the publish, so that the line is written by the time the requester has its reply.
+        # Ids, action and outcome only: never the request's token or text.
+        logger.info("request handled", extra={
+            "request_id": outgoing.envelope.get("request_id"), "action": action_label(response.get("action")),
+            "status": status, "duration_ms": round(elapsed * 1000, 2), "topic": self.topic})
+        return outgoing

@@ -18,6 +18,7 @@ from chat.errors import AuthenticationRequired, ChatError, InvalidAction, Invali
 
 from . import envelopes
 from .handlers import ROUTES, Request
+from .metrics import action_label
 
 logger = logging.getLogger(__name__)
 security_logger = logging.getLogger("workers.security")
@@ -66,12 +67,16 @@ def handle(data: dict[str, Any], response_topic: str, online: OnlineReader | Non
     try:
         envelope = _answer(data, online)
     except ChatError as exc:
-        # A bad token is worth a security log line (never the token itself).
-        (security_logger if isinstance(exc, InvalidToken) else logger).info(
-            "request=%s action=%s refused: %s", request_id, action, exc.code)
+        context = {"request_id": request_id, "action": action_label(action)}
+        if isinstance(exc, InvalidToken):
+            # A bad token is worth a security log line (never the token itself).
+            security_logger.info("refused: %s", exc.code, extra=context)
+        else:
+            # The consumer's "request handled" line gives the error code already.
+            logger.debug("refused: %s", exc.code, extra=context)
         envelope = envelopes.error_envelope(data, exc.code, exc.message)
     except Exception:
-        logger.exception("request=%s action=%s failed", request_id, action)
+        logger.exception("request failed", extra={"request_id": request_id, "action": action_label(action)})
         envelope = envelopes.error_envelope(data, "server_error", "Server error")
     topic = data["reply_to"] if envelope["send_to"] is None else response_topic
     return Outgoing(topic, envelope)

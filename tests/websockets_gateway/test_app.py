@@ -36,6 +36,7 @@ def test_create_app_routes():
     routes = {(route.method, route.resource.canonical) for route in app.router.routes()}
     assert ("GET", "/ws") in routes
     assert ("GET", "/healthz") in routes
+    assert ("GET", "/metrics") in routes
 
 
 def test_startup_builds_the_gateway_and_cleanup_releases_it(monkeypatch):
@@ -75,6 +76,10 @@ def test_startup_builds_the_gateway_and_cleanup_releases_it(monkeypatch):
             assert gateway.presence.gateway_id == gateway.gateway_id
             assert gateway.presence.registry is gateway.registry
             assert gateway.registry.on_presence_change == gateway.presence.mark_dirty
+            # One registry of metrics for the process, labelled with its id, shared by every part.
+            assert gateway.metrics.gateway_id == gateway.gateway_id
+            assert all(part.metrics is gateway.metrics
+                       for part in (gateway.bus, gateway.pending, gateway.router, gateway.presence))
             # Both replies topics are listened on.
             probe = fakeredis.FakeAsyncRedis(server=server)
             assert await probe.publish(gateway.bus.reply_topic, "{}") == 1

@@ -15,6 +15,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from websockets_gateway import bus as bus_module
 from websockets_gateway.bus import Bus, BusUnavailable, NoWorkerAvailable, WorkerTopics
+from websockets_gateway.metrics import GatewayMetrics
 
 from .fakes import WAIT, FakeClock, FakeWorker, run
 
@@ -369,8 +370,11 @@ def test_run_subscriber_reconnects_after_a_redis_error(monkeypatch):
         delivered = asyncio.Event()
         subscriber = FlakySubscriber(server, failures=2)
         bus = _bus(server, on_reply=lambda data: delivered.set(), subscriber=subscriber)
+        bus.metrics = GatewayMetrics("gw-test")
         task = await _start_subscriber(bus)
         assert bus.reconnects == 2
+        assert bus.metrics.registry.get_sample_value("chat_gateway_redis_reconnects_total",
+                                                     {"gateway_id": "gw-test"}) == 2
         assert subscriber.attempts == 3
         publisher = fakeredis.FakeAsyncRedis(server=server)
         await publisher.publish(bus.reply_topic, "{}")

@@ -18,6 +18,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from websockets_gateway import presence as presence_module
 from websockets_gateway.app import create_app
+from websockets_gateway.metrics import GatewayMetrics
 from websockets_gateway.presence import PresenceWriter, gateway_key, user_key
 from websockets_gateway.registry import ConnectionRegistry
 from websockets_gateway.state import GATEWAY_KEY
@@ -427,6 +428,7 @@ def test_the_background_task_recovers_from_a_redis_outage(monkeypatch, caplog):
     async def scenario():
         server = fakeredis.FakeServer()
         registry, writer, client = _writer(server)
+        writer.metrics = GatewayMetrics(GATEWAY_ID)
         probe = fakeredis.FakeAsyncRedis(server=server)
         task = asyncio.create_task(writer.run())
         try:
@@ -434,6 +436,8 @@ def test_the_background_task_recovers_from_a_redis_outage(monkeypatch, caplog):
             client.failing = True
             connected(registry, "c1", user_pk=1)
             await client.wait_until(lambda: client.failures >= 2)
+            assert writer.metrics.registry.get_sample_value("chat_gateway_presence_errors_total",
+                                                            {"gateway_id": GATEWAY_ID}) >= 1
             assert not writer.synced.is_set()
             client.failing = False
             await asyncio.wait_for(writer.synced.wait(), WAIT)

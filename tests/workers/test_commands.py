@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import socket
+import urllib.request
+
 import pytest
 from django.core.management import CommandError, call_command
 
+from scripts.stack import free_port
 from workers.management.commands import message_process_worker
+from workers.metrics import WorkerMetrics
 
 
 @pytest.fixture
@@ -49,3 +54,71 @@ def test_runs_a_consumer_on_the_topic_with_the_settings(monkeypatch, settings):
     [consumer] = started
     assert consumer.args == ("redis://example:6379/5", "worker_process_9", "responses")
     assert consumer.calls == ["install_signal_handlers", "run"]
+
+
+class ScrapingConsumer:
+    """A consumer whose run() scrapes the metrics port the command opened for it, then returns."""
+
+    instances: list["ScrapingConsumer"] = []
+    # The port the test gave the command, if any.
+    port: int | None = None
+
+    def __init__(self, redis_url: str, topic: str, response_topic: str) -> None:
+        self.metrics = WorkerMetrics(topic)
+        self.metrics.answered("authenticate", {"status": "success"}, 0.01)
+        self.scraped = ""
+        ScrapingConsumer.instances.append(self)
+
+    def install_signal_handlers(self) -> None:
+        pass
+
+    def run(self) -> None:
+        if self.port is not None:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as response:
+                self.scraped = response.read().decode()
+
+
+@pytest.fixture
+def scraping_consumer(monkeypatch):
+    monkeypatch.setattr(ScrapingConsumer, "instances", [])
+    monkeypatch.setattr(ScrapingConsumer, "port", None)
+    monkeypatch.setattr(message_process_worker, "Consumer", ScrapingConsumer)
+    return ScrapingConsumer
+
+
+def test_metrics_port_serves_the_consumers_metrics_while_it_runs(scraping_consumer):
+    port = free_port()
+    scraping_consumer.port = port
+    call_command("message_process_worker", "--subscribe_topic", "worker_process_9", "--metrics-port", str(port),
+                 "--metrics-addr", "127.0.0.1")
+    [consumer] = scraping_consumer.instances
+    assert 'chat_worker_requests_total{action="authenticate",status="success"} 1.0' in consumer.scraped
+    assert 'chat_worker_info{pid=' in consumer.scraped and 'topic="worker_process_9"' in consumer.scraped
+    # Stopped with the consumer: nothing listens on the port any more (SO_REUSEADDR: the scrape's
+    # connection may still be in TIME_WAIT, which is not a listener).
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+        sock.listen()
+
+
+def test_no_metrics_port_serves_nothing(scraping_consumer, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("metrics served without --metrics-port")
+
+    monkeypatch.setattr(message_process_worker.metrics, "serve", refuse)
+    call_command("message_process_worker", "--subscribe_topic", "worker_process_9")
+    call_command("message_process_worker", "--subscribe_topic", "worker_process_9", "--metrics-port", "0")
+    assert len(scraping_consumer.instances) == 2
+
+
+def test_a_bad_or_busy_metrics_port_is_a_command_error(scraping_consumer):
+    with pytest.raises(CommandError, match="not a port"):
+        call_command("message_process_worker", "--subscribe_topic", "w", "--metrics-port", "70000")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(CommandError, match="cannot serve metrics"):
+            call_command("message_process_worker", "--subscribe_topic", "w", "--metrics-port", str(port),
+                         "--metrics-addr", "127.0.0.1")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 import threading
 import time
 import uuid
@@ -14,8 +16,10 @@ from django.db import connections
 from redis.exceptions import ConnectionError as RedisConnectionError
 from rest_framework.authtoken.models import Token
 
+from websockets_gateway.logs import JsonFormatter
 from workers import consumer as consumer_module
 from workers.consumer import Consumer
+from workers.handlers import ROUTES, Route
 
 TOPIC = "worker_process_test"
 RESPONSE_TOPIC = "worker_response_test"
@@ -268,3 +272,103 @@ def test_the_reconnect_backoff_doubles_up_to_its_cap(redis_server, monkeypatch):
     expected = [min(first * 2 ** n, cap) for n in range(10)]
     assert delays == pytest.approx(expected)
     assert delays[-1] == cap and 1.5 * cap < 5.0
+
+
+# Metrics and log lines
+
+def sample(consumer: Consumer, name: str, **labels: str) -> float:
+    return consumer.metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+def test_requests_are_counted_and_timed_by_action_and_status(alice_token, running_consumer, client, listener):
+    consumer, _ = running_consumer
+    client.publish(TOPIC, b"not json")
+    client.publish(TOPIC, bus_request("authenticate", token="wrong"))
+    client.publish(TOPIC, bus_request("authenticate", token=alice_token))
+    client.publish(TOPIC, bus_request("explode"))
+    for _ in range(3):
+        next_message(listener)
+    assert sample(consumer, "chat_worker_requests_total", action="authenticate", status="invalid_token") == 1
+    assert sample(consumer, "chat_worker_requests_total", action="authenticate", status="success") == 1
+    assert sample(consumer, "chat_worker_requests_total", action="unknown", status="invalid_action") == 1
+    assert sample(consumer, "chat_worker_request_duration_seconds_count", action="authenticate") == 2
+    assert 0 < sample(consumer, "chat_worker_request_duration_seconds_sum", action="authenticate") < WAIT
+    assert sample(consumer, "chat_worker_errors_total", kind="malformed_request") == 1
+    assert sample(consumer, "chat_worker_errors_total", kind="server_error") == 0
+    assert sample(consumer, "chat_worker_info", topic=TOPIC, pid=str(os.getpid())) == 1
+
+
+def test_a_request_the_worker_cannot_answer_is_counted(alice_token, running_consumer, client, listener, monkeypatch):
+    consumer, _ = running_consumer
+    real_process = consumer_module.process
+    calls = []
+
+    def failing_once(raw, response_topic, online=None):
+        calls.append(raw)
+        if len(calls) == 1:
+            raise RuntimeError("database layer down")
+        return real_process(raw, response_topic)
+
+    monkeypatch.setattr(consumer_module, "process", failing_once)
+    client.publish(TOPIC, bus_request("authenticate", token="first"))
+    client.publish(TOPIC, bus_request("authenticate", token=alice_token))
+    next_message(listener)
+    assert sample(consumer, "chat_worker_errors_total", kind="unanswered") == 1
+    assert sample(consumer, "chat_worker_requests_total", action="authenticate", status="success") == 1
+
+
+def test_a_handler_that_raises_counts_a_server_error(transactional_db, make_user, make_room, running_consumer,
+                                                      client, listener, monkeypatch):
+    consumer, _ = running_consumer
+    alice = make_user("alice")
+    room = make_room(alice)
+
+    def broken(request):
+        raise RuntimeError("bug")
+
+    monkeypatch.setitem(ROUTES, "select_room", Route(broken))
+    request = json.loads(bus_request("select_room", room=room.pk.hex))
+    request["session_data"] = {"user_pk": alice.pk}
+    client.publish(TOPIC, json.dumps(request))
+    assert json.loads(next_message(listener)["data"])["response"]["error_code"] == "server_error"
+    assert sample(consumer, "chat_worker_requests_total", action="select_room", status="server_error") == 1
+    assert sample(consumer, "chat_worker_errors_total", kind="server_error") == 1
+
+
+def test_each_request_is_logged_once_with_its_request_id_and_no_secret(alice_token, running_consumer, client,
+                                                                     listener, caplog):
+    with caplog.at_level(logging.DEBUG):
+        client.publish(TOPIC, bus_request("authenticate", token=alice_token))
+        next_message(listener)
+    [handled] = [r for r in caplog.records if r.getMessage() == "request handled"]
+    assert handled.name == "workers.consumer" and handled.levelno == logging.INFO
+    assert (handled.request_id, handled.action, handled.status, handled.topic) == (
+        "gateway-test:1", "authenticate", "success", TOPIC)
+    assert isinstance(handled.duration_ms, float) and handled.duration_ms >= 0
+    entry = json.loads(JsonFormatter().format(handled))
+    assert entry["request_id"] == "gateway-test:1" and entry["message"] == "request handled"
+    for record in caplog.records:
+        assert alice_token not in JsonFormatter().format(record)
+
+
+def test_a_lost_redis_connection_is_counted(redis_server, client, monkeypatch):
+    consumer = Consumer("redis://fake", TOPIC, RESPONSE_TOPIC)
+    real_pubsub = consumer._redis.pubsub
+    attempts = []
+
+    def pubsub(**kwargs):
+        subscription = real_pubsub(**kwargs)
+        attempts.append(subscription)
+        if len(attempts) <= 2:
+            def refuse(*channels):
+                raise RedisConnectionError("Connection refused")
+
+            subscription.subscribe = refuse
+        else:
+            consumer.request_stop()
+        return subscription
+
+    monkeypatch.setattr(consumer._redis, "pubsub", pubsub)
+    monkeypatch.setattr(consumer_module.time, "sleep", lambda seconds: None)
+    consumer.run()
+    assert sample(consumer, "chat_worker_redis_reconnects_total") == 2

@@ -301,7 +301,8 @@ class TestUnexpectedErrors:
         assert response["error_message"] == "Server error"
         assert "secret detail" not in outgoing.encode()
         [record] = [r for r in caplog.records if r.name == "workers.dispatch" and r.levelno == logging.ERROR]
-        assert "gateway-1:42" in record.getMessage()
+        # The request's id is a context field of the line (conn=… request=… in text, a key in JSON).
+        assert record.request_id == "gateway-1:42" and record.action == "select_room"
         assert record.exc_info is not None and isinstance(record.exc_info[1], RuntimeError)
 
     def test_the_worker_goes_on_after_an_unexpected_error(self, alice, room, monkeypatch):
