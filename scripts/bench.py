@@ -1,108 +1,473 @@
-"""`python -m scripts.bench`: new_message round trips per second through the real stack.
+"""`python -m scripts.bench`: how fast the chat is, measured against a bare relay on the same path.
 
-Starts its own stack (embedded Redis, a fresh SQLite file unless --database-url is given, the
-gunicorn gateway and N workers), opens authenticated clients, each posting to a room of its own
-and waiting for its reply before the next (closed loop), then prints a table and one JSON line.
+Starts two stacks side by side on embedded defaults (each its own embedded Redis; one fresh SQLite
+file; or --redis-url, --database-url), each a gunicorn gateway with N workers: "real", the Django
+workers, and "baseline", bare relay workers (scripts/relay_worker.py: no Django, no database, the
+same replies and envelopes). An open-loop load generator (scripts/bench_load.py) measures on both,
+their steps interleaved: `new_message` round-trip and fan-out latency at fixed offered loads; the
+highest sustained rate, by a ramp that doubles the load until it breaks, for rooms of 10 members
+and for one room of 200; the RSS of an idle authenticated connection and the handshake +
+authenticate rate of 2,000 connections. It prints a table, real/baseline ratios and the issue's
+targets with PASS/FAIL, then one JSON line (also written to --json PATH), and draws a plot
+(docs/images/bench-latency.png; needs matplotlib: requirements-bench.txt). With --gateway URL
+--fixtures PATH it measures a stack that is already running instead. See docs/performance.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import itertools
 import json
-import statistics
+import logging
+import resource
+import shlex
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
-import uuid
+from collections import Counter
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
-import aiohttp
+import psutil
 
-from scripts.stack import Stack
+from scripts.bench_load import LoadGenerator, Scenario, StepResult, Watched
+from scripts.bench_report import compare, plot, table
+from scripts.stack import ROOT, Stack, StackError, subscribed, wait_for
 
+logger = logging.getLogger("bench")
 
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
-async def client_loop(session: aiohttp.ClientSession, url: str, user: dict, room: str, count: int,
-                      latencies: list[float]) -> None:
-    async with session.ws_connect(url) as ws:
-        await ws.send_json({"uuid": "auth", "action": "authenticate", "token": user["token"]})
-        reply = await ws.receive_json(timeout=30)
-        if reply.get("status") != "success":
-            raise RuntimeError(f"authenticate failed: {reply}")
-        for n in range(count):
-            frame_uuid = uuid.uuid4().hex
-            started = time.perf_counter()
-            await ws.send_json({"uuid": frame_uuid, "action": "new_message", "room": room, "text": f"bench {n}"})
-            while True:
-                reply = await ws.receive_json(timeout=30)
-                if reply.get("uuid") == frame_uuid:
-                    break
-            if reply.get("status") != "success":
-                raise RuntimeError(f"new_message failed: {reply}")
-            latencies.append(time.perf_counter() - started)
+DEFAULT_PLOT = ROOT / "docs" / "images" / "bench-latency.png"
+# The gateway's defaults are for browsers; a benchmark's clients must not meet them: its load is
+# spread over many connections, but a step can still put a few hundred frames on one.
+BENCH_ENV = {
+    "LOG_LEVEL": "WARNING",
+    "RATE_LIMIT": "1000000",
+    "RATE_LIMIT_BURST": "1000000",
+    "MAX_IN_FLIGHT": "100000",
+    "MAX_CONNECTIONS": "100000",
+    "SEND_QUEUE_SIZE": "100000",
+    "AUTH_TIMEOUT": "60",
+    "ALLOWED_ORIGINS": "*",
+}
+# File descriptors: one per client here, one per client in the gateway, plus the stack's own.
+FDS_PER_CONNECTION, FDS_SPARE = 1, 512
 
 
-async def measure(url: str, fixtures: dict, per_client: int) -> tuple[float, list[float]]:
-    latencies: list[float] = []
-    rooms = {room["members"][0]: room["id"] for room in fixtures["rooms"]}
-    async with aiohttp.ClientSession() as session:
-        started = time.perf_counter()
-        await asyncio.gather(*(client_loop(session, url, user, rooms[user["id"]], per_client, latencies)
-                               for user in fixtures["users"]))
-        return time.perf_counter() - started, latencies
+@dataclass(frozen=True)
+class Profile:
+    users: int                 # users in the rooms of `room_size` (each in one room): the connections measured
+    room_size: int
+    big_room: int              # members of the one big room (users of their own)
+    loads: tuple[float, ...]   # fixed offered loads, rooms of `room_size`, msg/s: the ramp's first steps
+    rooms_max: float           # the ramp stops doubling past this
+    big_start: float           # the big room's ramp starts here
+    big_max: float
+    step_seconds: float
+    drain_seconds: float       # how long after the last scheduled send a message may still arrive
+    warmup_seconds: float
+    bound_ms: float
+    connect_concurrency: int
+    bisect: bool = True
+
+
+FULL = Profile(users=2000, room_size=10, big_room=200, loads=(50, 100, 200, 400), rooms_max=6400,
+               big_start=20, big_max=640, step_seconds=4.0, drain_seconds=1.5, warmup_seconds=1.0,
+               bound_ms=250, connect_concurrency=100)
+QUICK = Profile(users=200, room_size=10, big_room=50, loads=(50, 100), rooms_max=400, big_start=20, big_max=80,
+                step_seconds=1.0, drain_seconds=1.0, warmup_seconds=0.5, bound_ms=250, connect_concurrency=50,
+                bisect=False)
+
+
+def raise_fd_limit(connections: int) -> dict[str, int]:
+    """Raise the soft RLIMIT_NOFILE as far as needed (up to the hard limit); the stack inherits it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = connections * FDS_PER_CONNECTION + FDS_SPARE
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        new = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+        soft = new
+        if soft < wanted:
+            logger.warning("open files limited to %d (hard limit): %d connections may not fit", soft, connections)
+    return {"soft": soft, "hard": hard}
+
+
+# -- scenarios from fixtures -------------------------------------------------------------------
+
+@dataclass
+class Workload:
+    users: dict[int, dict[str, Any]]   # user id → {"id", "username", "token"}
+    rooms: Scenario
+    big_room: Scenario | None
+
+    def users_of(self, scenario: Scenario) -> list[dict[str, Any]]:
+        return [self.users[pk] for pk in scenario.users if pk in self.users]
+
+
+def workload(parts: list[dict[str, Any]]) -> Workload:
+    """The rooms of the commonest size are the many-rooms scenario; the largest room, if larger,
+    is the big room's."""
+    users = {user["id"]: user for part in parts for user in part["users"]}
+    rooms = [(room["id"], [m for m in room["members"] if m in users]) for part in parts for room in part["rooms"]]
+    rooms = [room for room in rooms if room[1]]
+    if not rooms:
+        raise SystemExit("the fixtures hold no room with a member whose token they give")
+    common = Counter(len(members) for _, members in rooms).most_common(1)[0][0]
+    small = [room for room in rooms if len(room[1]) == common]
+    largest = max(rooms, key=lambda room: len(room[1]))
+    big = Scenario(f"one room of {len(largest[1])}", [largest]) if len(largest[1]) > common else None
+    return Workload(users, Scenario(f"{len(small)} rooms of {common} ({len(small) * common} users)", small), big)
+
+
+# -- the measurements: connections, then ramps, the targets' steps interleaved -------------------
+
+class Ramp:
+    """The loads of one scenario on one target: the fixed ones, then doubling while the last step
+    passed (up to `ceiling`), then one bisection step between the best pass and the next failure."""
+
+    def __init__(self, fixed: tuple[float, ...], start: float, ceiling: float, bisect: bool) -> None:
+        self.fixed = fixed
+        self.start = start
+        self.ceiling = ceiling
+        self.bisect = bisect
+        self.steps: list[StepResult] = []
+        self._bisected = False
+
+    def next_rate(self) -> float | None:
+        if len(self.steps) < len(self.fixed):
+            return self.fixed[len(self.steps)]
+        if not self.steps:
+            return self.start
+        last = self.steps[-1]
+        if not self._bisected and last.ok and last.offered_per_s * 2 <= self.ceiling:
+            return last.offered_per_s * 2
+        if self.bisect and not self._bisected:
+            self._bisected = True
+            good = max((s.offered_per_s for s in self.steps if s.ok), default=0.0)
+            above = [s.offered_per_s for s in self.steps if not s.ok and s.offered_per_s > good]
+            if good and above:
+                middle = float(round((good + min(above)) / 2))
+                if good < middle < min(above):
+                    return middle
+        return None
+
+    def summary(self, label: str) -> dict[str, Any]:
+        steps = sorted(self.steps, key=lambda s: s.offered_per_s)
+        best = max((s for s in steps if s.ok), key=lambda s: s.offered_per_s, default=None)
+        sustained = None
+        if best is not None:
+            broke = next((s for s in steps if s.offered_per_s > best.offered_per_s and not s.ok), None)
+            sustained = {
+                "messages_per_s": best.offered_per_s,
+                "deliveries_per_s": round(best.offered_per_s * best.figures["recipients_per_message"], 1),
+                "recipients_per_message": best.figures["recipients_per_message"],
+                # The load generator was itself near a full core at the limit: the server may do more.
+                "generator_bound": best.figures["generator_bound"] or bool(broke and broke.figures["generator_bound"]),
+                "broke_at": None if broke is None else broke.offered_per_s,
+                "broke_because": None if broke is None else broke.figures["why"],
+            }
+        return {"label": label, "steps": [s.figures for s in steps], "sustained": sustained}
+
+
+@dataclass
+class Target:
+    """One stack under measurement (real or baseline): its load generator and its figures so far."""
+
+    name: str
+    gen: LoadGenerator
+    watched: Watched
+    result: dict[str, Any]
+
+
+async def connect(target: Target, work: Workload, profile: Profile) -> None:
+    """Open and authenticate the rooms' users (RSS before and after), then the big room's."""
+    gen, watched = target.gen, target.watched
+    parts = ("gateway", "workers")
+    rss_before = {part: watched.rss([part]) for part in parts}
+    opened = await gen.connect(work.users_of(work.rooms), profile.connect_concurrency)
+    await asyncio.sleep(1.0)  # replies written, buffers settled
+    rss_after = {part: watched.rss([part]) for part in parts}
+    count = opened["connections"]
+    if None not in rss_before.values() and None not in rss_after.values() and count:
+        before, after = sum(rss_before.values()), sum(rss_after.values())
+        opened.update(rss_before_bytes=before, rss_after_bytes=after,
+                      rss_per_connection_bytes=round((after - before) / count),
+                      rss_per_connection_bytes_by_part={
+                          part: round((rss_after[part] - rss_before[part]) / count) for part in parts})
+    else:
+        opened.update(rss_before_bytes=None, rss_after_bytes=None, rss_per_connection_bytes=None,
+                      rss_per_connection_bytes_by_part={})
+    target.result["connect"] = opened
+    logger.info("%s: %d connections opened and authenticated in %.2f s", target.name, count, opened["seconds"])
+    if opened["failed"]:
+        raise SystemExit(f"{target.name}: {opened['failed']} connections failed: {opened['failures']}")
+    if work.big_room is not None:
+        big = await gen.connect(work.users_of(work.big_room), profile.connect_concurrency)
+        target.result["connect_big_room"] = {key: big[key] for key in ("connections", "failed", "seconds")}
+
+
+async def ramps(targets: list[Target], key: str, scenario: Scenario, fixed: tuple[float, ...], start: float,
+                ceiling: float, profile: Profile) -> None:
+    """One scenario's ramp on every target, their steps interleaved (A B, then B A, ...): on a
+    shared, noisy machine a burst of someone else's load then falls on both sides, not on one."""
+    plans = {target.name: Ramp(fixed, start, ceiling, profile.bisect) for target in targets}
+
+    async def run(target: Target, rate: float, seconds: float, tag: str) -> StepResult:
+        for each in targets:  # no backlog of an earlier step, on either stack
+            await each.gen.quiet()
+        return await target.gen.step(scenario, rate, seconds, profile.drain_seconds, profile.bound_ms, tag)
+
+    for target in targets:
+        # Warm-up, not reported: caches, database connections, the first queries.
+        await run(target, fixed[0] if fixed else start, profile.warmup_seconds, f"{target.name}-{key}-warmup")
+    for round_number in itertools.count():
+        order = targets if round_number % 2 == 0 else targets[::-1]
+        progressed = False
+        for target in order:
+            rate = plans[target.name].next_rate()
+            if rate is None:
+                continue
+            step = await run(target, rate, profile.step_seconds, f"{target.name}-{key}-{rate:g}")
+            plans[target.name].steps.append(step)
+            progressed = True
+            logger.info("%-9s %-28s %6g msg/s: %s", target.name, scenario.name, rate,
+                        "ok" if step.ok else f"FAIL ({step.figures['why']})")
+        if not progressed:
+            break
+    for target in targets:
+        target.result[key] = plans[target.name].summary(scenario.name)
+
+
+async def measure(endpoints: dict[str, tuple[str, Watched]], work: Workload, profile: Profile) -> dict[str, Any]:
+    async with contextlib.AsyncExitStack() as stack:
+        targets = []
+        for name, (url, watched) in endpoints.items():
+            gen = await stack.enter_async_context(LoadGenerator(url, watched))
+            targets.append(Target(name, gen, watched, {}))
+        # One stack at a time, so that each one's memory and handshakes are its own.
+        for target in targets:
+            await connect(target, work, profile)
+        await ramps(targets, "rooms", work.rooms, profile.loads, profile.loads[0], profile.rooms_max, profile)
+        if work.big_room is not None:
+            await ramps(targets, "big_room", work.big_room, (), profile.big_start, profile.big_max, profile)
+        for target in targets:
+            target.result["lost_connections"] = target.gen.lost_connections
+            target.result["stray_frames"] = target.gen.stray_frames
+    return {target.name: target.result for target in targets}
+
+
+# -- the local stacks --------------------------------------------------------------------------
+
+def start_target(kind: str, redis_url: str | None, database_url: str, fixture_paths: list[Path], workers: int,
+                 gateway_processes: int, log_dir: Path, log_level: str) -> tuple[Stack, str, Watched]:
+    """Start a Redis of its own (unless one is given), the workers ("real": Django; "baseline":
+    relay) and the gateway; return the stack, the gateway's URL and the processes to watch."""
+    # Topics of their own too, so that the two stacks never hear each other even on one Redis.
+    stack = Stack.create(log_dir=log_dir, DATABASE_URL=database_url, WORKER_RESPONSE_TOPIC=f"bench_{kind}_responses",
+                         **dict(BENCH_ENV, LOG_LEVEL=log_level))
+    if redis_url:
+        stack.env["REDIS_URL"] = redis_url
+    else:
+        stack.env.pop("REDIS_URL", None)  # embedded, whatever this shell's environment says
+    redis_url = stack.start_redis()
+    topics = [f"bench_{kind}_{n}" for n in range(1, workers + 1)]
+    if kind == "real":
+        worker_procs = stack.start_workers(topics)
+    else:
+        worker_procs = []
+        for n, topic in enumerate(topics):
+            args = [sys.executable, "-m", "scripts.relay_worker", "--subscribe_topic", topic,
+                    "--first-message-id", str(n + 1), "--message-id-step", str(workers)]
+            for path in fixture_paths:
+                args += ["--fixtures", str(path)]
+            worker_procs.append(stack.spawn(f"relay-{topic}", args))
+        stack.env["WORKER_PROCESS_TOPICS"] = ",".join(topics)
+        wait_for(lambda: subscribed(redis_url, topics), "relay workers", 60)
+    gateway, port = stack.start_gateway(processes=gateway_processes)
+    # gunicorn answers /healthz as soon as one process does: wait for all of them.
+    wait_for(lambda: len(psutil.Process(gateway.pid).children()) >= gateway_processes, "gateway processes", 30,
+             gateway)
+    # An embedded Redis is watched (CPU per step); one given with --redis-url is not ours to watch.
+    redis_pids = [stack.redis_process.pid] if stack.redis_process is not None else []
+    watched = Watched({"gateway": [gateway.pid], "workers": [p.pid for p in worker_procs], "redis": redis_pids},
+                      tree_roots=[gateway.pid])
+    return stack, f"http://127.0.0.1:{port}/ws", watched
+
+
+def make_fixtures(stack: Stack, profile: Profile, work_dir: Path) -> list[Path]:
+    stack.manage("migrate", "--noinput")
+    paths = []
+    rooms = profile.users // profile.room_size
+    for name, args in (("rooms", ["--users", str(profile.users), "--rooms", str(rooms),
+                                  "--room-size", str(profile.room_size)]),
+                       ("big-room", ["--users", str(profile.big_room), "--rooms", "1",
+                                     "--room-size", str(profile.big_room)])):
+        if name == "big-room" and profile.big_room <= profile.room_size:
+            continue
+        done = stack.manage("chat_fixtures", *args, "--seed", "1")
+        path = work_dir / f"fixtures-{name}.json"
+        path.write_text(done.stdout)
+        paths.append(path)
+    return paths
+
+
+def run_local(args: argparse.Namespace, profile: Profile, work_dir: Path) -> dict[str, dict[str, Any]]:
+    database_url = args.database_url or f"sqlite:///{work_dir / 'bench.sqlite3'}"
+    stacks: list[Stack] = []
+    try:
+        setup = Stack.create(log_dir=work_dir / "setup", DATABASE_URL=database_url, **BENCH_ENV)
+        logger.info("database %s: migrating and creating fixtures", database_url.split("@")[-1])
+        fixture_paths = make_fixtures(setup, profile, work_dir)
+        work = workload([json.loads(path.read_text()) for path in fixture_paths])
+        endpoints = {}
+        for kind in args.targets:
+            logger.info("%s: starting %d %s workers and a gateway of %d process(es)", kind, args.workers,
+                        "Django" if kind == "real" else "relay", args.gateway_processes)
+            stack, url, watched = start_target(kind, args.redis_url, database_url, fixture_paths, args.workers,
+                                               args.gateway_processes, work_dir / kind, args.log_level)
+            stacks.append(stack)
+            endpoints[kind] = (url, watched)
+        return asyncio.run(measure(endpoints, work, profile))
+    finally:
+        for stack in reversed(stacks):
+            stack.stop()
+
+
+def run_remote(args: argparse.Namespace, profile: Profile) -> dict[str, dict[str, Any]]:
+    work = workload([json.loads(Path(path).read_text()) for path in args.fixtures])
+    url = args.gateway if args.gateway.endswith("/ws") else args.gateway.rstrip("/") + "/ws"
+    url = url.replace("ws://", "http://", 1).replace("wss://", "https://", 1)
+    logger.info("running stack at %s: %s%s", url, work.rooms.name,
+                f", {work.big_room.name}" if work.big_room else "")
+    return asyncio.run(measure({"real": (url, Watched())}, work, profile))
+
+
+# -- command line ------------------------------------------------------------------------------
+
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Profile]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     epilog="Figures, method and targets: docs/performance.md")
+    parser.add_argument("--quick", action="store_true",
+                        help="a ~25 s smoke run (the test's): 200 connections, 1 s steps")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes, real and baseline alike (default 2)")
+    parser.add_argument("--gateway-processes", type=int, default=2,
+                        help="gunicorn gateway processes (default 2, as deployed: on 2 cores, handshakes go "
+                             "~1.7x faster than with 1 and the sustained rates are the same)")
+    parser.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
+    parser.add_argument("--redis-url", default=None, help="default: an embedded redis-server")
+    parser.add_argument("--gateway", default=None, metavar="URL",
+                        help="measure a running stack at this gateway (ws://HOST:PORT/ws); needs --fixtures")
+    parser.add_argument("--fixtures", action="append", default=[], metavar="PATH",
+                        help="chat_fixtures JSON of the running stack (repeatable: rooms of 10, one big room)")
+    parser.add_argument("--targets", default="real,baseline",
+                        help="what to measure, in order: real (Django workers), baseline (relay workers)")
+    parser.add_argument("--no-baseline", action="store_true", help="the same as --targets real")
+    parser.add_argument("--users", type=int, help="users in rooms of --room-size: the connections measured")
+    parser.add_argument("--room-size", type=int)
+    parser.add_argument("--big-room", type=int, help="members of the one big room (0: none)")
+    parser.add_argument("--loads", help="fixed offered loads, msg/s, comma-separated (default 50,100,200,400)")
+    parser.add_argument("--step-seconds", type=float)
+    parser.add_argument("--bound-ms", type=float, help="p99 bound of a sustained step (default 250)")
+    parser.add_argument("--no-bisect", action="store_true")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the JSON result here")
+    parser.add_argument("--plot", type=Path, metavar="PATH",
+                        help=f"PNG of latency vs load (default {DEFAULT_PLOT.relative_to(ROOT)}; none with --quick)")
+    parser.add_argument("--no-plot", action="store_true")
+    parser.add_argument("--log-level", default="WARNING",
+                        help="LOG_LEVEL of the benchmark's stacks (default WARNING; INFO logs every request, as "
+                             "deployed)")
+    parser.add_argument("--keep", action="store_true", help="keep the working directory (logs, database)")
+    args = parser.parse_args(argv)
+    if args.gateway and not args.fixtures:
+        parser.error("--gateway needs --fixtures (the output of manage.py chat_fixtures on that stack)")
+    profile = QUICK if args.quick else FULL
+    overrides: dict[str, Any] = {}
+    for name in ("users", "room_size", "big_room", "step_seconds", "bound_ms"):
+        if getattr(args, name) is not None:
+            overrides[name] = getattr(args, name)
+    if args.loads:
+        overrides["loads"] = tuple(float(x) for x in args.loads.split(","))
+    if args.no_bisect:
+        overrides["bisect"] = False
+    profile = replace(profile, **overrides)
+    args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    if args.no_baseline or args.gateway:
+        args.targets = ["real"]
+    if not args.targets or set(args.targets) - {"real", "baseline"}:
+        parser.error("--targets takes real and/or baseline")
+    return args, profile
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clients", type=int, default=20)
-    parser.add_argument("--messages", type=int, default=100, help="messages per client")
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--gateway-processes", type=int, default=1)
-    parser.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
-    args = parser.parse_args(argv)
-
+    args, profile = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    command = shlex.join(["python", "-m", "scripts.bench", *(sys.argv[1:] if argv is None else argv)])
+    fd_limit = raise_fd_limit(len(args.targets) * (profile.users + profile.big_room))
     work_dir = Path(tempfile.mkdtemp(prefix="chat-bench-"))
-    stack = Stack.create(log_dir=work_dir, DATABASE_URL=args.database_url or f"sqlite:///{work_dir / 'bench.sqlite3'}",
-                         LOG_LEVEL="WARNING", RATE_LIMIT="100000", RATE_LIMIT_BURST="100000")
+    started = time.monotonic()
+    ok = False
     try:
-        stack.start_redis()
-        stack.manage("migrate", "--noinput")
-        fixtures = json.loads(stack.manage("chat_fixtures", "--users", str(args.clients), "--rooms",
-                                           str(args.clients), "--room-size", "1").stdout)
-        stack.start_workers([f"bench_worker_{n}" for n in range(1, args.workers + 1)])
-        _, port = stack.start_gateway(processes=args.gateway_processes)
-        url = f"http://127.0.0.1:{port}/ws"
-        asyncio.run(measure(url, fixtures, 5))  # warm-up: connections, caches
-        elapsed, latencies = asyncio.run(measure(url, fixtures, args.messages))
+        if args.gateway:
+            targets = run_remote(args, profile)
+        else:
+            targets = run_local(args, profile, work_dir)
+        ok = True
+    except (StackError, subprocess.CalledProcessError) as exc:
+        detail = getattr(exc, "stderr", "") or ""
+        logger.error("the benchmark's stack failed: %s\n%s\nlogs: %s", exc, detail, work_dir)
+        return 1
     finally:
-        stack.stop()
-    total = len(latencies)
-    result = {
-        "benchmark": "new_message_round_trip",
-        "workers": args.workers,
-        "gateway_processes": args.gateway_processes,
-        "clients": len(fixtures["users"]),
-        "messages": total,
-        "seconds": round(elapsed, 3),
-        "round_trips_per_second": round(total / elapsed, 1),
-        "latency_ms": {
-            "p50": round(percentile(latencies, 0.50) * 1000, 2),
-            "p90": round(percentile(latencies, 0.90) * 1000, 2),
-            "p99": round(percentile(latencies, 0.99) * 1000, 2),
-            "mean": round(statistics.fmean(latencies) * 1000, 2),
+        if ok and not args.keep:
+            shutil.rmtree(work_dir, ignore_errors=True)
+        elif args.keep or not ok:
+            logger.info("working directory kept: %s", work_dir)
+
+    ratios, checks = compare(targets)
+    result: dict[str, Any] = {
+        "benchmark": "chat",
+        "command": command,
+        "quick": args.quick,
+        "config": {
+            "workers": None if args.gateway else args.workers,
+            "gateway_processes": None if args.gateway else args.gateway_processes,
+            "database": "running stack's" if args.gateway else (
+                args.database_url.split("://")[0] if args.database_url else "sqlite (fresh file)"),
+            "redis": "running stack's" if args.gateway else ("given" if args.redis_url else "embedded"),
+            "log_level": None if args.gateway else args.log_level,
+            "gateway": args.gateway,
+            "cores": psutil.cpu_count(),
+            "fd_limit": fd_limit,
+            **{k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(profile).items()},
+            "drain_seconds": profile.drain_seconds,
         },
+        "targets": targets,
+        "ratios": ratios if {"real", "baseline"} <= set(targets) else {},
+        "checks": checks,
+        "seconds": round(time.monotonic() - started, 1),
+        "plot": None,
+        "plot_skipped": None,
     }
-    print(f"new_message round trips: {result['messages']} messages, {result['clients']} clients, "
-          f"{args.workers} workers, {args.gateway_processes} gateway process(es)")
-    print(f"  {result['round_trips_per_second']:>9} round trips/s")
-    for key, value in result["latency_ms"].items():
-        print(f"  {key:>5} latency {value:>8} ms")
-    print(json.dumps(result))
+    plot_path = None if args.no_plot else (args.plot or (None if args.quick else DEFAULT_PLOT))
+    if plot_path is not None:
+        skipped = plot(result, plot_path)
+        if skipped:
+            result["plot_skipped"] = skipped
+        else:
+            result["plot"] = str(plot_path.relative_to(ROOT) if plot_path.resolve().is_relative_to(ROOT)
+                                 else plot_path)
+    else:
+        result["plot_skipped"] = "no plot asked for (--plot PATH)" if args.quick or args.no_plot else None
+    print(table(result))
+    print(f"({result['seconds']:.0f} s)")
+    line = json.dumps(result, separators=(",", ":"))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
+    print(line)
     return 0
 
 
