@@ -16,7 +16,7 @@ from types import FrameType
 import redis
 from redis.exceptions import RedisError
 
-from .dispatch import Outgoing, process
+from .dispatch import Outgoing, process_batch
 from .metrics import WorkerMetrics, action_label
 from .presence import online_user_ids
 
@@ -26,6 +26,9 @@ RECONNECT_BACKOFF_FIRST = 0.1
 RECONNECT_BACKOFF_MAX = 2.0
 # How often the loop wakes with no message, to notice a stop request.
 POLL_INTERVAL = 0.5
+# The most requests answered together, in one transaction, when several are waiting. Bounds the
+# time the first of them waits for the last (and, on SQLite, how long the write lock is held).
+BATCH_MAX = 32
 
 
 class Consumer:
@@ -99,31 +102,46 @@ class Consumer:
             message = pubsub.get_message(timeout=POLL_INTERVAL)
             if message is None or message.get("type") != "message":
                 continue
-            self.handled += 1
-            outgoing = self._answer(message["data"])
-            if outgoing is not None:
-                self._redis.publish(outgoing.topic, outgoing.encode())
+            batch = [message["data"]]
+            # What else is already waiting, without blocking: at low load a batch of one.
+            while len(batch) < BATCH_MAX and (waiting := pubsub.get_message(timeout=0.0)) is not None:
+                if waiting.get("type") == "message":
+                    batch.append(waiting["data"])
+            self.handled += len(batch)
+            replies = self._answer(batch)
+            if replies:
+                pipe = self._redis.pipeline(transaction=False)
+                for outgoing in replies:
+                    pipe.publish(outgoing.topic, outgoing.encode())
+                pipe.execute()
 
-    def _answer(self, raw: bytes) -> Outgoing | None:
-        """The reply to one bus message, counted, timed and logged; None if there is none to send."""
+    def _answer(self, batch: list[bytes]) -> list[Outgoing]:
+        """The replies to a batch of bus messages, counted, timed and logged."""
         started = time.perf_counter()
         try:
-            outgoing = process(raw, self.response_topic, self._online)
+            answered = process_batch(batch, self.response_topic, self._online)
         except Exception:
-            # process() answers every request it can; this is what it could not (the database
-            # layer failing outside a handler). The requester gets its timeout; we go on.
-            logger.exception("worker %s: request not answered", self.topic)
-            self.metrics.error("unanswered")
-            return None
-        if outgoing is None:
-            self.metrics.error("malformed_request")
-            return None
+            # process_batch() answers every request it can; this is what it could not (the database
+            # failing outside a handler, or at the commit: then nothing of the batch was stored).
+            # The requesters get their timeout and retry; we go on.
+            logger.exception("worker %s: %d requests not answered", self.topic, len(batch))
+            for _ in batch:
+                self.metrics.error("unanswered")
+            return []
         elapsed = time.perf_counter() - started
-        response = outgoing.envelope["response"]
-        status = self.metrics.answered(response.get("action"), response, elapsed)
-        # Before the publish, so that the line is written by the time the requester has its reply.
-        # Ids, action and outcome only: never the request's token or text.
-        logger.info("request handled", extra={
-            "request_id": outgoing.envelope.get("request_id"), "action": action_label(response.get("action")),
-            "status": status, "duration_ms": round(elapsed * 1000, 2), "topic": self.topic})
-        return outgoing
+        replies = []
+        for outgoing in answered:
+            if outgoing is None:
+                self.metrics.error("malformed_request")
+                continue
+            response = outgoing.envelope["response"]
+            # The batch's time: each request waited for the whole batch's commit.
+            status = self.metrics.answered(response.get("action"), response, elapsed)
+            # Before the publish, so that the line is written by the time the requester has its reply.
+            # Ids, action and outcome only: never the request's token or text.
+            logger.info("request handled", extra={
+                "request_id": outgoing.envelope.get("request_id"), "action": action_label(response.get("action")),
+                "status": status, "duration_ms": round(elapsed * 1000, 2), "topic": self.topic,
+                "batch": len(batch)})
+            replies.append(outgoing)
+        return replies

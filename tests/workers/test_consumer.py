@@ -141,25 +141,34 @@ def test_goes_on_after_a_request_it_cannot_answer(alice_token, running_consumer,
     assert consumer.handled == 2
 
 
+def failing_first_batch(monkeypatch) -> tuple[list, threading.Event]:
+    """Make the consumer's first batch fail as the database layer failing would; record batches."""
+    real_process_batch = consumer_module.process_batch
+    calls: list = []
+    failed = threading.Event()
+
+    def failing_once(raws, response_topic, online=None):
+        calls.append(list(raws))
+        if len(calls) == 1:
+            failed.set()
+            raise RuntimeError("database layer down")
+        return real_process_batch(raws, response_topic, online)
+
+    monkeypatch.setattr(consumer_module, "process_batch", failing_once)
+    return calls, failed
+
+
 def test_goes_on_when_process_itself_raises(alice_token, running_consumer, client, listener, monkeypatch,
                                             caplog):
     consumer, _ = running_consumer
-    real_process = consumer_module.process
-    calls = []
-
-    def failing_once(raw, response_topic, online=None):
-        calls.append(raw)
-        if len(calls) == 1:
-            raise RuntimeError("database layer down")
-        return real_process(raw, response_topic)
-
-    monkeypatch.setattr(consumer_module, "process", failing_once)
+    calls, failed = failing_first_batch(monkeypatch)
     client.publish(TOPIC, bus_request("authenticate", token="first"))
+    assert failed.wait(WAIT)
     client.publish(TOPIC, bus_request("authenticate", token=alice_token))
     envelope = json.loads(next_message(listener)["data"])
     assert envelope["response"]["user"] == {"username": "alice"}
     assert len(calls) == 2
-    assert "request not answered" in caplog.text
+    assert "1 requests not answered" in caplog.text
 
 
 def test_request_stop_ends_run_and_unsubscribes(running_consumer, client):
@@ -300,17 +309,9 @@ def test_requests_are_counted_and_timed_by_action_and_status(alice_token, runnin
 
 def test_a_request_the_worker_cannot_answer_is_counted(alice_token, running_consumer, client, listener, monkeypatch):
     consumer, _ = running_consumer
-    real_process = consumer_module.process
-    calls = []
-
-    def failing_once(raw, response_topic, online=None):
-        calls.append(raw)
-        if len(calls) == 1:
-            raise RuntimeError("database layer down")
-        return real_process(raw, response_topic)
-
-    monkeypatch.setattr(consumer_module, "process", failing_once)
+    _, failed = failing_first_batch(monkeypatch)
     client.publish(TOPIC, bus_request("authenticate", token="first"))
+    assert failed.wait(WAIT)
     client.publish(TOPIC, bus_request("authenticate", token=alice_token))
     next_message(listener)
     assert sample(consumer, "chat_worker_errors_total", kind="unanswered") == 1
@@ -372,3 +373,31 @@ def test_a_lost_redis_connection_is_counted(redis_server, client, monkeypatch):
     monkeypatch.setattr(consumer_module.time, "sleep", lambda seconds: None)
     consumer.run()
     assert sample(consumer, "chat_worker_redis_reconnects_total") == 2
+
+
+def test_requests_waiting_together_are_answered_as_one_batch(alice_token, running_consumer, client, listener,
+                                                             monkeypatch):
+    consumer, _ = running_consumer
+    real_process_batch = consumer_module.process_batch
+    sizes: list[int] = []
+    first_taken, release = threading.Event(), threading.Event()
+
+    def recording(raws, response_topic, online=None):
+        sizes.append(len(raws))
+        if len(sizes) == 1:
+            first_taken.set()
+            release.wait(WAIT)  # the others arrive while the first is being answered
+        return real_process_batch(raws, response_topic, online)
+
+    monkeypatch.setattr(consumer_module, "process_batch", recording)
+    monkeypatch.setattr(consumer_module, "BATCH_MAX", 3)
+    client.publish(TOPIC, bus_request("authenticate", token=alice_token))
+    assert first_taken.wait(WAIT)
+    for _ in range(4):
+        client.publish(TOPIC, bus_request("authenticate", token=alice_token))
+    release.set()
+    replies = [json.loads(next_message(listener)["data"]) for _ in range(5)]
+    assert all(reply["response"]["status"] == "success" for reply in replies)
+    # What waited is taken together, BATCH_MAX at a time.
+    assert sizes == [1, 3, 1]
+    assert consumer.handled == 5
