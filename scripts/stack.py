@@ -7,6 +7,7 @@ use the same `Stack` to start exactly what a user runs.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
 import shutil
@@ -28,6 +29,12 @@ logger = logging.getLogger("stack")
 
 # How long a process gets to stop on SIGTERM before it is killed.
 STOP_TIMEOUT = 10.0
+# The gateway's gunicorn worker: aiohttp's uvloop worker where uvloop is installed
+# (requirements.txt, everywhere but Windows), else the plain asyncio one. The app itself never
+# imports uvloop: the protocol's documented command (`aiohttp.GunicornWebWorker`) runs it too.
+PLAIN_GATEWAY_WORKER = "aiohttp.GunicornWebWorker"
+UVLOOP_GATEWAY_WORKER = "aiohttp.GunicornUVLoopWebWorker"
+GATEWAY_WORKER_CLASS = UVLOOP_GATEWAY_WORKER if importlib.util.find_spec("uvloop") else PLAIN_GATEWAY_WORKER
 
 
 class StackError(RuntimeError):
@@ -185,11 +192,12 @@ class Stack:
         return proc
 
     def start_gateway(self, port: int | None = None, processes: int = 2, name: str = "gateway",
-                      extra_env: dict[str, str] | None = None) -> tuple[subprocess.Popen, int]:
+                      extra_env: dict[str, str] | None = None,
+                      worker_class: str = GATEWAY_WORKER_CLASS) -> tuple[subprocess.Popen, int]:
         port = port or free_port()
         env = dict(self.env, **(extra_env or {}))
         proc = self.spawn(name, [sys.executable, "-m", "gunicorn", "websockets_gateway.app:app",
-                                 "--worker-class", "aiohttp.GunicornWebWorker", "--bind", f"127.0.0.1:{port}",
+                                 "--worker-class", worker_class, "--bind", f"127.0.0.1:{port}",
                                  "--workers", str(processes), "--graceful-timeout", "5",
                                  "--no-control-socket"], env=env)
         wait_for(lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), "gateway", 30, proc)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import time
@@ -13,6 +12,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from . import metrics as metrics_module
+from . import protocol
 from .metrics import GatewayMetrics
 
 logger = logging.getLogger(__name__)
@@ -23,6 +23,13 @@ DEAD_TOPIC_RETRY_AFTER = 1.0
 # Reconnect backoff of the subscriber: doubles from the first value up to the cap.
 RECONNECT_BACKOFF_FIRST = 0.1
 RECONNECT_BACKOFF_MAX = 2.0
+# Redis connections the publisher may open. Past them a publish waits for a connection to be
+# free, for at most its publish timeout (never beyond the request's deadline), and only then
+# fails (`timeout`, "Message bus unavailable"): a burst of requests queues instead of being
+# refused at once, as redis-py's default pool (100 connections, then an error) did. A publish
+# holds its connection for one round trip, so 50 carry thousands of publishes a second; each
+# connection costs this process memory and Redis a client.
+PUBLISH_CONNECTIONS = 50
 
 
 class BusError(Exception):
@@ -74,6 +81,16 @@ class WorkerTopics:
         self._dead_until.pop(topic, None)
 
 
+def publisher_client(redis_url: str, timeout: float, max_connections: int = PUBLISH_CONNECTIONS) -> aioredis.Redis:
+    """A Redis client whose pool holds at most `max_connections`; a command that finds them all
+    busy waits up to `timeout` for one (then raises redis's ConnectionError, "No connection
+    available"), and each round trip is bounded by `timeout` too."""
+    pool = aioredis.BlockingConnectionPool.from_url(
+        redis_url, max_connections=max_connections, timeout=timeout,
+        socket_timeout=timeout, socket_connect_timeout=min(timeout, 2.0))
+    return aioredis.Redis.from_pool(pool)
+
+
 class Bus:
     def __init__(self, redis_url: str, worker_topics: Sequence[str], response_topic: str,
                  reply_topic: str, on_reply: Callable[[bytes], None], publish_timeout: float,
@@ -88,8 +105,7 @@ class Bus:
         # our topics in between is gone (pub/sub keeps nothing), and the app must say so.
         self._on_resubscribed = on_resubscribed
         self._was_subscribed = False
-        self._publisher = publisher or aioredis.Redis.from_url(
-            redis_url, socket_timeout=publish_timeout, socket_connect_timeout=min(publish_timeout, 2.0))
+        self._publisher = publisher or publisher_client(redis_url, publish_timeout)
         # No socket timeout on the subscriber: it blocks reading on purpose. A health-check
         # PING on an idle connection finds a half-open socket instead.
         self._subscriber = subscriber or aioredis.Redis.from_url(
@@ -99,7 +115,7 @@ class Bus:
 
     async def publish_request(self, request: dict[str, Any]) -> str:
         """Publish to one live worker topic and return it; raise BusError if none takes it."""
-        payload = json.dumps(request, separators=(",", ":"), ensure_ascii=False)
+        payload = protocol.encode_payload(request)
         for topic in self.topics.candidates():
             try:
                 receivers = await self._publisher.publish(topic, payload)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
+from collections.abc import Set as AbstractSet
 from typing import Any, Callable
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
 from . import metrics as metrics_module
 from .metrics import GatewayMetrics
@@ -26,27 +28,44 @@ CLOSE_SERVICE_RESTART = 1012
 # frame either; past this its socket is aborted, so it never holds a handler or memory.
 CLOSE_TIMEOUT = 5.0
 
+_NONE_IN_FLIGHT: frozenset[str] = frozenset()
+
 
 class Connection:
     """A client WebSocket. Frames to it go through `send`, never straight to the socket,
-    so a client that reads slowly only ever fills its own queue."""
+    so a client that reads slowly only ever fills its own queue.
+
+    An idle connection holds no queue and no task: the writer task starts when a frame is
+    queued and ends when the queue is empty (an idle authenticated connection is the common
+    case, and a queue with its locks and a waiting task cost about 4.5 KiB of it).
+    """
+
+    __slots__ = ("conn_id", "metrics", "ws", "session_data", "bucket", "closed", "_abort", "_close_timeout",
+                 "_in_flight", "_send_queue_size", "_outgoing", "_started", "_writer", "_sending", "_closer",
+                 "__weakref__")
 
     def __init__(self, conn_id: str, ws: web.WebSocketResponse, send_queue_size: int, bucket: TokenBucket,
                  abort: Callable[[], None] | None = None, close_timeout: float = CLOSE_TIMEOUT,
                  metrics: GatewayMetrics | None = None) -> None:
         self.conn_id = conn_id
         self.metrics = metrics if metrics is not None else metrics_module.detached()
-        # What every log line about this connection carries (`extra=`).
-        self.log_context = {"conn_id": conn_id}
         self.ws = ws
         self._abort = abort
         self._close_timeout = close_timeout
         self.session_data: dict[str, Any] = {}
         self.bucket = bucket
-        # Gateway request ids of this connection's requests still waiting for a worker.
-        self.in_flight: set[str] = set()
+        # Gateway request ids of this connection's requests still waiting for a worker; a set
+        # only while there are some (see `in_flight`).
+        self._in_flight: set[str] | None = None
         self.closed = False
-        self._outgoing: asyncio.Queue[str] = asyncio.Queue(maxsize=send_queue_size)
+        # Frames not yet taken by the writer: at most `send_queue_size`; None when empty.
+        self._send_queue_size = send_queue_size
+        self._outgoing: deque[bytes | str] | None = None
+        # Frames are written once `start` was called (the handler's socket is ready), by a
+        # writer task that exists while there are frames to write (None otherwise). One that
+        # ended for good, because the socket failed or the connection is closing, stays here
+        # done, and no other is started.
+        self._started = False
         self._writer: asyncio.Task[None] | None = None
         # Whether the writer is inside a send (see `close`).
         self._sending = False
@@ -56,20 +75,55 @@ class Connection:
     def user_pk(self) -> int | None:
         return self.session_data.get("user_pk")
 
-    def start(self) -> None:
-        self._writer = asyncio.create_task(self._write_loop(), name=f"writer-{self.conn_id}")
+    @property
+    def log_context(self) -> dict[str, Any]:
+        """What every log line about this connection carries (`extra=`)."""
+        return {"conn_id": self.conn_id}
 
-    def send(self, text: str) -> None:
-        """Queue one frame; if the queue is full the client is too slow and is disconnected."""
+    @property
+    def in_flight(self) -> AbstractSet[str]:
+        """The ids of this connection's requests waiting for a worker (read-only: see `track`)."""
+        return self._in_flight if self._in_flight is not None else _NONE_IN_FLIGHT
+
+    def track(self, request_id: str) -> None:
+        """Count a request as in flight (`requests.PendingRequests` keeps these)."""
+        if self._in_flight is None:
+            self._in_flight = set()
+        self._in_flight.add(request_id)
+
+    def untrack(self, request_id: str) -> None:
+        if self._in_flight is not None:
+            self._in_flight.discard(request_id)
+            if not self._in_flight:
+                self._in_flight = None
+
+    def start(self) -> None:
+        """The socket is ready: frames queued so far, and every later one, are written."""
+        self._started = True
+        if self._outgoing:
+            self._start_writer()
+
+    def send(self, frame: bytes | str) -> None:
+        """Queue one text frame: its UTF-8 payload (`protocol.encode_frame`; one bytes object for
+        every recipient of a broadcast), or a str. If the queue is full the client is too slow
+        and is disconnected."""
         if self.closed:
             return
-        try:
-            self._outgoing.put_nowait(text)
-        except asyncio.QueueFull:
+        outgoing = self._outgoing
+        if outgoing is None:
+            outgoing = self._outgoing = deque()
+        elif len(outgoing) >= self._send_queue_size:
             logger.warning("user=%s outgoing queue full (%d frames): disconnecting slow client",
-                           self.user_pk, self._outgoing.maxsize, extra=self.log_context)
+                           self.user_pk, self._send_queue_size, extra=self.log_context)
             self.metrics.slow_client_disconnects.inc()
             self.close(CLOSE_SLOW_CONSUMER, "Outgoing queue full")
+            return
+        outgoing.append(frame)
+        if self._writer is None and self._started:
+            self._start_writer()
+
+    def _start_writer(self) -> None:
+        self._writer = asyncio.get_running_loop().create_task(self._write_loop(), name=f"writer-{self.conn_id}")
 
     def close(self, code: int, reason: str) -> None:
         """Close from synchronous code (timers, routing); safe to call more than once."""
@@ -77,14 +131,15 @@ class Connection:
             return
         self.closed = True
         self.metrics.closed(code)
-        # A writer waiting for its next frame is cancelled. One in the middle of a send is left to
-        # finish it and then stops: it may be waiting for the client to read, on the drain future
-        # that aiohttp shares among every writer of the socket, the close frame included, and a
-        # task cancelled while awaiting that future cancels it for all of them. The close
-        # handshake would then die at once, and the socket stay open for as long as the client
-        # does not read: forever, for a client that never does.
+        # A writer not yet started, or between two frames, is cancelled: nothing more is written.
+        # One in the middle of a send is left to finish it and then stops: it may be waiting for
+        # the client to read, on the drain future that aiohttp shares among every writer of the
+        # socket, the close frame included, and a task cancelled while awaiting that future
+        # cancels it for all of them. The close handshake would then die at once, and the socket
+        # stay open for as long as the client does not read: forever, for a client that never does.
         if self._writer is not None and not self._sending:
             self._writer.cancel()
+        self._outgoing = None
         self._closer = asyncio.create_task(self._close(code, reason), name=f"close-{self.conn_id}")
 
     async def _close(self, code: int, reason: str) -> None:
@@ -108,12 +163,24 @@ class Connection:
             self._abort()
 
     async def _write_loop(self) -> None:
+        """Write the queued frames in order; end once the queue is empty, or for good on a closed
+        connection or a failed socket."""
         try:
             while not self.closed:
-                text = await self._outgoing.get()
+                outgoing = self._outgoing
+                if not outgoing:
+                    # Drained: no frame can be queued between this check and the task's end (no
+                    # await in between), so the next `send` starts a new writer.
+                    self._outgoing = None
+                    self._writer = None
+                    return
+                frame = outgoing.popleft()
                 self._sending = True
                 try:
-                    await self.ws.send_str(text)
+                    if type(frame) is bytes:
+                        await self.ws.send_frame(frame, WSMsgType.TEXT)
+                    else:
+                        await self.ws.send_str(frame)
                 finally:
                     self._sending = False
                 self.metrics.frames_sent.inc()
@@ -131,6 +198,7 @@ class Connection:
         the writer may be in a send that waits on the same drain future (see `close`).
         """
         self.closed = True
+        self._outgoing = None
         # wait() does not raise the tasks' CancelledError, but does raise our own.
         if self._closer is not None and not self._closer.done():
             await asyncio.wait({self._closer})

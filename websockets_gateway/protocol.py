@@ -1,6 +1,10 @@
 """The client side of the wire protocol as pure functions: parse and check frames, build replies.
 
 No I/O here, so every rule tests without a socket.
+
+JSON goes through orjson on the hot path, with the standard library's json module as the reference
+and the fallback: whatever orjson refuses, or might read differently, is handed to json, so the
+outcome of every frame is the one json gives (see `parse_frame`, `loads` and `encode_frame`).
 """
 
 from __future__ import annotations
@@ -9,6 +13,8 @@ import json
 import math
 import time
 from typing import Any
+
+import orjson
 
 ACTIONS = frozenset(
     {
@@ -70,12 +76,52 @@ def _finite_float(literal: str) -> float:
     return number
 
 
+# orjson reads an integer literal beyond 64 bits as a float (json keeps the int): a float this
+# large may be one, so a value holding one is read again by json.
+_INT64 = 2.0 ** 63
+
+
+def _as_json_reads_it(value: Any) -> bool:
+    """Whether orjson's reading of a document is exactly json's: no float that may be an integer
+    orjson turned to a float (beyond 64 bits), and no container nested deeper than MAX_FRAME_DEPTH
+    (a deeper one gets json's verdict, a reply or, past json's own limit, a close: see
+    `parse_frame`). O(size of the value); a flat frame is a handful of type checks."""
+    if type(value) is float:
+        return -_INT64 < value < _INT64
+    if type(value) is not dict and type(value) is not list:
+        return True
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending:
+        container, depth = pending.pop()
+        for item in container.values() if type(container) is dict else container:
+            kind = type(item)
+            if kind is float:
+                if not -_INT64 < item < _INT64:
+                    return False
+            elif kind is dict or kind is list:
+                if depth >= MAX_FRAME_DEPTH:
+                    return False
+                pending.append((item, depth + 1))
+    return True
+
+
 def parse_frame(text: str) -> dict[str, Any]:
     """Decode one text frame; anything but a JSON object is rejected.
 
     Strict JSON: NaN and Infinity (which json.loads accepts by default) are not JSON, and
     neither is a number or a nesting the parser cannot hold (a ValueError or RecursionError).
+
+    orjson reads it first; json reads it (and its verdict stands) when orjson refuses it (besides
+    what is not JSON: an escaped lone surrogate, "\\ud800", which json reads and `check_frame`
+    answers) or when orjson's reading could differ from json's (`_as_json_reads_it`).
     """
+    try:
+        frame = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        pass
+    else:
+        if type(frame) is dict and _as_json_reads_it(frame):
+            return frame
     try:
         frame = json.loads(text, parse_constant=_not_json, parse_float=_finite_float)
     except (ValueError, RecursionError) as exc:
@@ -83,6 +129,30 @@ def parse_frame(text: str) -> dict[str, Any]:
     if not isinstance(frame, dict):
         raise FrameRejected("Frame is not a JSON object")
     return frame
+
+
+# What `loads` checks in the raw bytes instead: a run of 19 digits (any integer past 64 bits has
+# one; a false alarm only costs a json read), and, in a document long enough to hold it, nesting
+# near json's recursion limit (about 1,000 levels; orjson reads 1,024).
+_DIGITS_AS_ZEROS = bytes.maketrans(b"123456789", b"000000000")
+_INT64_DIGITS = b"0" * 19
+_DEEP = 900
+
+
+def loads(data: bytes | str) -> Any:
+    """A JSON document from a peer we trust to send JSON (a worker's envelope, off Redis): what
+    json.loads gives, read by orjson where that is the same. Raises ValueError (or RecursionError)
+    as json.loads does."""
+    if type(data) is not bytes:
+        return json.loads(data)
+    if _INT64_DIGITS in data.translate(_DIGITS_AS_ZEROS) or (
+            len(data) > 2 * _DEEP and data.count(b"[") + data.count(b"{") >= _DEEP):
+        return json.loads(data)
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        # Not JSON to orjson: NaN, a lone surrogate's escape, a BOM... json has the last word.
+        return json.loads(data)
 
 
 def _shape_error(frame: dict[str, Any]) -> str | None:
@@ -168,10 +238,37 @@ def bus_request(
     return request
 
 
-def encode(reply: dict[str, Any]) -> str:
-    text = json.dumps(reply, separators=(",", ":"), ensure_ascii=False)
+def encode_payload(value: dict[str, Any]) -> bytes:
+    """Compact JSON as UTF-8, for a bus payload that is published at once (see `encode_frame`).
+
+    orjson, except where it refuses a value json can write: an integer beyond 64 bits (a client's,
+    echoed in a reply or forwarded to a worker) or a string with a lone surrogate (a client's
+    "\\ud800" escape that a reply echoes, its uuid): json writes those, the surrogate escaped
+    again, so the frame is valid UTF-8 and the client reads back what it sent. orjson writes NaN
+    and infinities, which are not JSON, as null (json wrote `NaN`); no frame the gateway parses
+    holds one (`parse_frame` refuses them), only a worker's broken reply could.
+    """
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        pass
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
     if not _is_unicode(text):
-        # A lone surrogate a client sent as an escape and that a reply echoes (its uuid):
-        # escaped again, so the frame is valid UTF-8 and the client reads back what it sent.
-        text = json.dumps(reply, separators=(",", ":"))
-    return text
+        text = json.dumps(value, separators=(",", ":"))
+    return text.encode("utf-8")
+
+
+def encode_frame(reply: dict[str, Any]) -> bytes:
+    """A text frame's UTF-8 payload: sent as it is to every recipient (never encoded again per
+    connection), and kept in their send queues until written.
+
+    So it is copied to its size: the bytes orjson returns keep the capacity of its write buffer,
+    4 KiB at least and 64 KiB for a 5 KiB document, which every queued frame, and each writer's
+    last frame, would hold.
+    """
+    return bytes(memoryview(encode_payload(reply)))
+
+
+def encode(reply: dict[str, Any]) -> str:
+    """`encode_frame` as text."""
+    return encode_frame(reply).decode("utf-8")

@@ -20,7 +20,7 @@ class TooManyInFlight(Exception):
     """The connection already has its allowed number of requests waiting."""
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class PendingRequest:
     request_id: str
     conn: Connection
@@ -71,7 +71,7 @@ class PendingRequests:
         pending = PendingRequest(request_id, conn, frame_echo)
         pending.timer = asyncio.get_running_loop().call_later(self.timeout, self._expire, request_id)
         self._pending[request_id] = pending
-        conn.in_flight.add(request_id)
+        conn.track(request_id)
         return pending
 
     def complete(self, request_id: Any) -> PendingRequest | None:
@@ -89,7 +89,7 @@ class PendingRequests:
             pending = self._pending.pop(request_id, None)
             if pending is not None:
                 self._forget(pending)
-        conn.in_flight.clear()
+            conn.untrack(request_id)
 
     def _expire(self, request_id: str) -> None:
         pending = self._pending.pop(request_id, None)
@@ -107,4 +107,4 @@ class PendingRequests:
     def _forget(pending: PendingRequest) -> None:
         if pending.timer is not None:
             pending.timer.cancel()
-        pending.conn.in_flight.discard(pending.request_id)
+        pending.conn.untrack(pending.request_id)

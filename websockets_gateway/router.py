@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 
 from . import metrics as metrics_module
@@ -23,7 +22,7 @@ class ReplyRouter:
 
     def route(self, data: bytes | str) -> None:
         try:
-            envelope = json.loads(data)
+            envelope = protocol.loads(data)
         except ValueError:
             envelope = None
         # Checked before the request is completed: a dropped envelope leaves it to its timeout reply.
@@ -42,8 +41,8 @@ class ReplyRouter:
         if request is not None and isinstance(session_data, dict) and not request.conn.closed:
             self.registry.set_session(request.conn, session_data)
 
-        # Encoded once, whatever the number of recipients.
-        text = protocol.encode(envelope["response"])
+        # Encoded once, whatever the number of recipients: every connection sends these bytes.
+        text = protocol.encode_frame(envelope["response"])
         send_to = envelope.get("send_to")
         if send_to is None:
             if request is None:
@@ -77,4 +76,4 @@ class ReplyRouter:
 def send_timeout_reply(request: PendingRequest) -> None:
     """What a request whose deadline passed gets; a reply that comes later is dropped."""
     reply = protocol.error_reply(request.frame_echo, "timeout", "No worker answered in time")
-    request.conn.send(protocol.encode(reply))
+    request.conn.send(protocol.encode_frame(reply))

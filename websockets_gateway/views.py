@@ -134,7 +134,7 @@ async def _handle_text(gateway: Gateway, conn: Connection, text: str) -> bool:
             gateway.metrics.failed(pending.action, "timeout")
             logger.error("not handed to a worker: %s", exc, extra=pending.log_context(
                 action=action_label(pending.action), status="timeout", duration_ms=round(pending.elapsed() * 1000, 2)))
-            conn.send(protocol.encode(protocol.error_reply(frame, "timeout", message)))
+            conn.send(protocol.encode_frame(protocol.error_reply(frame, "timeout", message)))
     else:
         logger.debug("request published", extra=pending.log_context(action=action_label(pending.action), topic=topic))
     return True
@@ -145,7 +145,7 @@ def _answer_here(gateway: Gateway, conn: Connection, frame: dict, reply: dict) -
 
     Logged at DEBUG only: a client can make as many of these as it sends frames.
     """
-    conn.send(protocol.encode(reply))
+    conn.send(protocol.encode_frame(reply))
     action = action_label(frame.get("action"))
     status = gateway.metrics.answered(action, reply)
     logger.debug("request answered by the gateway", extra={**conn.log_context, "action": action, "status": status})

@@ -101,8 +101,13 @@ def test_every_part_is_a_service():
 
 
 def test_services_run_the_documented_commands():
+    # aiohttp's uvloop worker: the documented command's app (aiohttp.GunicornWebWorker runs it
+    # too, tests/websockets_gateway/test_gunicorn.py) on uvloop, which the image installs.
     assert " ".join(command("gateway")).startswith(
-        "gunicorn websockets_gateway.app:app --worker-class aiohttp.GunicornWebWorker")
+        "gunicorn websockets_gateway.app:app --worker-class aiohttp.GunicornUVLoopWebWorker")
+    requirements = (ROOT / "requirements.txt").read_text()
+    assert re.search(r"^uvloop==[\d.]+; sys_platform != \"win32\"$", requirements, re.M), \
+        "the image (Linux) must install uvloop, or the gateway's worker class cannot start"
     assert " ".join(command("web")).startswith("gunicorn project.wsgi")
     assert command("migrate") == ["python", "manage.py", "migrate", "--noinput"]
     for worker in WORKERS:

@@ -7,14 +7,21 @@ import pytest
 
 from websockets_gateway import bus as bus_module
 
+from .fakes import fake_blocking_pool
+
 
 @pytest.fixture
 def redis_server(monkeypatch):
-    """The fakeredis server behind every `Redis.from_url` client, so the app and fake workers share it."""
+    """The fakeredis server behind every `Redis.from_url` client and the publisher's blocking
+    pool (`bus.publisher_client`), so the app and fake workers share it."""
     server = fakeredis.FakeServer()
 
     def from_url(url, **kwargs):
         return fakeredis.FakeAsyncRedis(server=server)
 
+    def pool_from_url(url, max_connections, timeout, **kwargs):
+        return fake_blocking_pool(server, max_connections, timeout)
+
     monkeypatch.setattr(bus_module.aioredis.Redis, "from_url", from_url)
+    monkeypatch.setattr(bus_module.aioredis.BlockingConnectionPool, "from_url", pool_from_url)
     return server

@@ -11,6 +11,9 @@ import json
 from typing import Any, Callable, Coroutine
 
 import fakeredis
+import redis.asyncio as aioredis
+from aiohttp import WSMsgType
+from fakeredis.aioredis import FakeAsyncRedisConnection
 
 from websockets_gateway.connection import Connection
 from websockets_gateway.ratelimit import TokenBucket
@@ -66,6 +69,11 @@ class FakeWebSocket:
         self.sent.append(text)
         self._activity.set()
 
+    async def send_frame(self, message: bytes, opcode: WSMsgType) -> None:
+        """A text frame from its UTF-8 payload (what the gateway sends), recorded as its text."""
+        assert opcode == WSMsgType.TEXT, opcode
+        await self.send_str(message.decode("utf-8"))
+
     async def close(self, *, code: int, message: bytes = b"") -> bool:
         self.close_calls.append((code, message))
         self._activity.set()
@@ -80,6 +88,14 @@ class FakeWebSocket:
         await asyncio.wait_for(poll_on_activity(), timeout)
 
 
+def fake_blocking_pool(server: fakeredis.FakeServer, max_connections: int,
+                       timeout: float | None) -> aioredis.BlockingConnectionPool:
+    """redis-py's BlockingConnectionPool (what the gateway publishes through) on fakeredis's server."""
+    return aioredis.BlockingConnectionPool(connection_class=FakeAsyncRedisConnection, server=server,
+                                           max_connections=max_connections, timeout=timeout,
+                                           version="7.4", server_type="redis")
+
+
 def make_connection(conn_id: str, ws: Any = None, send_queue_size: int = 16) -> Connection:
     return Connection(conn_id, ws if ws is not None else FakeWebSocket(), send_queue_size, TokenBucket(100.0, 100))
 
@@ -91,9 +107,9 @@ class RecordingConnection(Connection):
         super().__init__(conn_id, FakeWebSocket(), send_queue_size=16, bucket=TokenBucket(100.0, 100))
         self.received: list[dict[str, Any]] = []
 
-    def send(self, text: str) -> None:
+    def send(self, frame: bytes | str) -> None:
         if not self.closed:
-            self.received.append(json.loads(text))
+            self.received.append(json.loads(frame))
 
 
 def connected(registry: ConnectionRegistry, conn_id: str, user_pk: int | None = None) -> RecordingConnection:

@@ -15,7 +15,7 @@ from websockets_gateway.app import create_app
 from websockets_gateway.presence import gateway_key
 from websockets_gateway.state import GATEWAY_KEY, SETTINGS_KEY
 
-from .fakes import WAIT, make_settings, run
+from .fakes import WAIT, fake_blocking_pool, make_settings, run
 
 
 def test_the_module_level_app_is_built_from_the_environment():
@@ -55,7 +55,23 @@ def test_startup_builds_the_gateway_and_cleanup_releases_it(monkeypatch):
         clients.append((url, client))
         return client
 
+    pools = []
+
+    def pool_from_url(url, **kwargs):
+        pool = fake_blocking_pool(server, kwargs["max_connections"], kwargs["timeout"])
+        disconnect = pool.disconnect
+
+        async def recorded_disconnect(*args, **kw):
+            pool.disconnected = True
+            await disconnect(*args, **kw)
+
+        pool.disconnected = False
+        pool.disconnect = recorded_disconnect
+        pools.append((url, kwargs, pool))
+        return pool
+
     monkeypatch.setattr(bus_module.aioredis.Redis, "from_url", from_url)
+    monkeypatch.setattr(bus_module.aioredis.BlockingConnectionPool, "from_url", pool_from_url)
     settings = make_settings(request_timeout=7.0, max_in_flight=3, redis_url="redis://example:6379/5")
 
     async def scenario():
@@ -94,9 +110,15 @@ def test_startup_builds_the_gateway_and_cleanup_releases_it(monkeypatch):
         # ... and withdrawn on the way out.
         assert await probe.exists(heartbeat) == 0
         await probe.aclose()
-        # The bus's publisher and subscriber, and the presence writer's client.
-        assert [url for url, _ in clients] == [settings.redis_url] * 3
+        # The bus's subscriber and the presence writer's client...
+        assert [url for url, _ in clients] == [settings.redis_url] * 2
         assert all(client.closed for _, client in clients)
+        # ... and the publisher, on a bounded blocking pool whose wait is within the deadline.
+        [(url, pool_settings, pool)] = pools
+        assert url == settings.redis_url
+        assert pool_settings["max_connections"] == bus_module.PUBLISH_CONNECTIONS
+        assert pool_settings["timeout"] == pool_settings["socket_timeout"] == 5.0 <= settings.request_timeout
+        assert pool.disconnected
 
     run(scenario())
 

@@ -17,7 +17,7 @@ from websockets_gateway import bus as bus_module
 from websockets_gateway.bus import Bus, BusUnavailable, NoWorkerAvailable, WorkerTopics
 from websockets_gateway.metrics import GatewayMetrics
 
-from .fakes import WAIT, FakeClock, FakeWorker, run
+from .fakes import WAIT, FakeClock, FakeWorker, fake_blocking_pool, run
 
 
 class InOrder:
@@ -483,5 +483,61 @@ def test_close_closes_both_clients():
         bus = _bus(fakeredis.FakeServer(), publisher=publisher, subscriber=subscriber)
         await bus.close()
         assert publisher.closed and subscriber.closed
+
+    run(scenario())
+
+
+# The publisher's pool: bounded, and blocking for at most the publish timeout
+
+def test_the_publisher_is_a_bounded_blocking_pool_waiting_at_most_the_publish_timeout():
+    async def scenario():
+        publisher = bus_module.publisher_client("redis://127.0.0.1:1/0", timeout=1.5)
+        pool = publisher.connection_pool
+        assert isinstance(pool, bus_module.aioredis.BlockingConnectionPool)
+        assert pool.max_connections == bus_module.PUBLISH_CONNECTIONS
+        assert pool.timeout == 1.5
+        assert pool.connection_kwargs["socket_timeout"] == 1.5
+        await publisher.aclose()
+
+    run(scenario())
+
+
+def test_publishes_past_the_pools_connections_wait_for_one_instead_of_failing():
+    async def scenario():
+        server = fakeredis.FakeServer()
+        pool = fake_blocking_pool(server, max_connections=2, timeout=WAIT)
+        publisher = bus_module.aioredis.Redis.from_pool(pool)
+        async with FakeWorker(server, topic="w1") as worker:
+            bus = _bus(server, topics=("w1",), publisher=publisher)
+            # Both connections busy (as if two publishes were waiting on Redis).
+            held = [await pool.get_connection(), await pool.get_connection()]
+            publishes = [asyncio.create_task(bus.publish_request({"uuid": f"u{n}"})) for n in range(5)]
+            await asyncio.sleep(0.05)
+            assert not any(task.done() for task in publishes)  # queued, not refused
+            for connection in held:
+                await pool.release(connection)
+            assert await asyncio.wait_for(asyncio.gather(*publishes), WAIT) == ["w1"] * 5
+            await worker.wait_for_requests(5)
+            assert sorted(request["uuid"] for request in worker.requests) == [f"u{n}" for n in range(5)]
+            # Never more connections than the bound.
+            assert len(pool._available_connections) + len(pool._in_use_connections) <= 2
+            await bus.close()
+
+    run(scenario())
+
+
+def test_a_publish_that_waits_past_the_pool_timeout_is_bus_unavailable():
+    async def scenario():
+        server = fakeredis.FakeServer()
+        pool = fake_blocking_pool(server, max_connections=1, timeout=0.05)
+        bus = _bus(server, topics=("w1",), publisher=bus_module.aioredis.Redis.from_pool(pool))
+        bus.metrics = GatewayMetrics("gw-test")
+        held = await pool.get_connection()
+        with pytest.raises(BusUnavailable, match="No connection available"):
+            await bus.publish_request({"uuid": "u1"})
+        assert bus.metrics.registry.get_sample_value(
+            "chat_gateway_bus_errors_total", {"gateway_id": "gw-test", "kind": "redis_unavailable"}) == 1
+        await pool.release(held)
+        await bus.close()
 
     run(scenario())

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+from aiohttp import WSMsgType
+
 from websockets_gateway.connection import CLOSE_SLOW_CONSUMER, Connection
 from websockets_gateway.ratelimit import TokenBucket
 
@@ -223,7 +225,8 @@ def test_stop_ends_the_writer_and_later_sends_are_ignored():
         await ws.wait_until(lambda: ws.sent == ["before"])
         await conn.stop()
         assert conn.closed
-        assert conn._writer.done()
+        # The writer ended when the queue was empty (an idle connection has none), or here.
+        assert conn._writer is None or conn._writer.done()
         conn.send("after")
         assert ws.sent == ["before"]
         assert ws.close_calls == []  # stop() is for a socket already done; it does not close it
@@ -281,3 +284,103 @@ def test_a_close_that_hangs_aborts_the_socket():
         await conn.stop()
 
     run(scenario())
+
+
+def test_an_idle_connection_holds_no_writer_and_no_queue():
+    async def scenario():
+        ws = FakeWebSocket()
+        conn = make_connection("c1", ws)
+        conn.start()
+        assert (conn._writer, conn._outgoing) == (None, None)
+        conn.send("one")
+        conn.send("two")
+        first_writer = conn._writer
+        assert first_writer is not None
+        await ws.wait_until(lambda: ws.sent == ["one", "two"])
+        await asyncio.wait({first_writer})
+        # Drained: the task ended and the queue is gone, until the next frame.
+        assert (conn._writer, conn._outgoing) == (None, None)
+        conn.send("three")
+        assert conn._writer is not None and conn._writer is not first_writer
+        await ws.wait_until(lambda: ws.sent == ["one", "two", "three"])
+        await conn.stop()
+        assert ws.close_calls == []
+
+    run(scenario())
+
+
+def test_frames_queued_during_a_send_are_written_in_order_by_the_same_writer():
+    async def scenario():
+        reading = asyncio.Event()
+        ws = FakeWebSocket(send_gate=reading)
+        conn = make_connection("c1", ws)
+        conn.start()
+        conn.send("first")
+        writer = conn._writer
+        await asyncio.sleep(0)  # the writer is in its send, waiting for the client to read
+        for text in ("second", "third"):
+            conn.send(text)
+            assert conn._writer is writer
+        reading.set()
+        await ws.wait_until(lambda: len(ws.sent) == 3)
+        assert ws.sent == ["first", "second", "third"]
+        await conn.stop()
+
+    run(scenario())
+
+
+def test_stop_cancels_a_writer_stuck_in_a_send():
+    async def scenario():
+        ws = FakeWebSocket(send_gate=asyncio.Event())  # a client that never reads
+        conn = make_connection("c1", ws)
+        conn.start()
+        conn.send("stuck")
+        await asyncio.sleep(0)
+        writer = conn._writer
+        await asyncio.wait_for(conn.stop(), WAIT)
+        assert writer.cancelled()
+        conn.send("after")
+        assert conn._outgoing is None and ws.sent == []
+
+    run(scenario())
+
+
+def test_bytes_are_sent_as_a_text_frame_as_they_are():
+    class FrameRecorder(FakeWebSocket):
+        def __init__(self):
+            super().__init__()
+            self.frames = []
+
+        async def send_frame(self, message, opcode):
+            self.frames.append((message, opcode))
+            await super().send_frame(message, opcode)
+
+    async def scenario():
+        ws = FrameRecorder()
+        conn = make_connection("c1", ws)
+        conn.start()
+        payload = '{"text":"é"}'.encode()
+        conn.send(payload)
+        await ws.wait_until(lambda: ws.frames)
+        [(sent, opcode)] = ws.frames
+        assert sent is payload and opcode == WSMsgType.TEXT
+        await conn.stop()
+
+    run(scenario())
+
+
+def test_in_flight_holds_a_set_only_while_requests_wait():
+    conn = make_connection("c1")
+    assert conn.in_flight == set() and conn._in_flight is None
+    conn.track("r1")
+    conn.track("r2")
+    assert conn.in_flight == {"r1", "r2"}
+    conn.untrack("r1")
+    conn.untrack("r2")
+    conn.untrack("r3")  # unknown: nothing happens
+    assert conn.in_flight == set() and conn._in_flight is None
+
+
+def test_a_connection_has_no_instance_dict():
+    # __slots__: an idle connection is one of thousands.
+    assert not hasattr(make_connection("c1"), "__dict__")

@@ -21,6 +21,8 @@ from websockets_gateway.protocol import (
     bus_request,
     check_frame,
     encode,
+    encode_frame,
+    encode_payload,
     parse_frame,
     ping_reply,
 )
@@ -176,8 +178,8 @@ def gateway_outcome(text: str, authenticated: bool) -> tuple[str, Any]:
     if frame["action"] == "ping":
         return "reply", encode(ping_reply(frame, connections=3))
     request = bus_request(frame, {"user_pk": 7} if authenticated else {}, "gw-1:1", "gw-1-replies")
-    # bus.publish_request: json.dumps(..., ensure_ascii=False), then redis encodes it as UTF-8.
-    return "forward", json.dumps(request, separators=(",", ":"), ensure_ascii=False)
+    # bus.publish_request publishes these UTF-8 bytes.
+    return "forward", encode_payload(request).decode("utf-8")
 
 
 def assert_one_outcome(frame: dict[str, Any], text: str, authenticated: bool) -> None:
@@ -323,3 +325,181 @@ def test_ping_with_a_lone_surrogate_uuid_is_refused_with_its_uuid():
 def test_encode_keeps_non_ascii_raw_when_it_can():
     assert encode({"text": "é\U0001f600"}) == '{"text":"é\U0001f600"}'
     assert encode({"text": "\ud800"}) == '{"text":"\\ud800"}'
+
+
+# -- orjson on the hot path, json as the reference ---------------------------------------------------
+# parse_frame, loads and encode_frame read and write with orjson, falling back to json wherever
+# orjson refuses a document or could read it differently. These hold them to json's outcome.
+
+
+def _reference_parse(text: str) -> tuple[str, Any]:
+    """parse_frame as it was, on json alone: ("frame", value) or ("close", reason)."""
+    def not_json(constant: str) -> Any:
+        raise ValueError(constant)
+
+    def finite(literal: str) -> float:
+        number = float(literal)
+        if number in (float("inf"), float("-inf")):
+            raise ValueError(literal)
+        return number
+
+    try:
+        frame = json.loads(text, parse_constant=not_json, parse_float=finite)
+    except (ValueError, RecursionError):
+        return "close", "Frame is not JSON"
+    if not isinstance(frame, dict):
+        return "close", "Frame is not a JSON object"
+    return "frame", frame
+
+
+def _parsed(text: str) -> tuple[str, Any]:
+    try:
+        return "frame", parse_frame(text)
+    except FrameRejected as exc:
+        return "close", str(exc)
+
+
+def assert_same(left: Any, right: Any) -> None:
+    """Equal values of the same types: an int is not a float, -0.0 is not 0.0, key order counts."""
+    assert type(left) is type(right), (left, right)
+    if isinstance(left, float):
+        assert repr(left) == repr(right)
+    elif isinstance(left, dict):
+        assert list(left) == list(right)
+        for key in left:
+            assert_same(left[key], right[key])
+    elif isinstance(left, list):
+        assert len(left) == len(right)
+        for a, b in zip(left, right):
+            assert_same(a, b)
+    else:
+        assert left == right
+
+
+def assert_parses_as_json_does(text: str) -> None:
+    expected, got = _reference_parse(text), _parsed(text)
+    assert expected[0] == got[0], (text, expected, got)
+    if expected[0] == "close":
+        assert got == expected
+    else:
+        assert_same(got[1], expected[1])
+
+
+# Number literals of every shape: integers past 64 bits (orjson would read them as floats),
+# long mantissas, exponents past the range of a double (1e400: json's hook refuses it).
+number_literals = st.from_regex(r"-?(0|[1-9][0-9]{0,24})(\.[0-9]{1,24})?([eE][+-]?[0-9]{1,3})?", fullmatch=True)
+
+
+@FUZZ_SETTINGS
+@given(value=json_values, ascii_only=st.booleans())
+def test_parse_frame_reads_any_document_as_json_does(value, ascii_only):
+    text = json.dumps({"uuid": "u1", "action": "sync", "x": value}, ensure_ascii=ascii_only, allow_nan=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps({"uuid": "u1", "action": "sync", "x": value}, allow_nan=False)
+    assert_parses_as_json_does(text)
+    assert_parses_as_json_does(json.dumps(value, allow_nan=False))
+
+
+@FUZZ_SETTINGS
+@given(literal=number_literals, nested=st.booleans())
+def test_parse_frame_reads_any_number_as_json_does(literal, nested):
+    inner = f"[{literal}]" if nested else literal
+    assert_parses_as_json_does('{"uuid":"u1","action":"load_history","before":' + inner + "}")
+
+
+@FUZZ_SETTINGS
+@given(text=st.one_of(st.text("{}[]\":,0123456789.eE+-truefalsnul \\u", max_size=60),
+                      st.text(any_char, max_size=40).map(lambda raw: '{"a":"' + raw + '"}')))
+def test_parse_frame_reads_any_text_as_json_does(text):
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        pass  # aiohttp never hands such a str over (it decodes UTF-8 strictly); still one outcome
+    assert_parses_as_json_does(text)
+
+
+@FUZZ_SETTINGS
+@given(value=st.one_of(json_values, st.recursive(st.one_of(huge_ints, floats, st.text("0123456789.e-", max_size=30)),
+                                                   lambda children: st.lists(children, max_size=3), max_leaves=6)))
+def test_loads_reads_a_worker_envelope_as_json_does(value):
+    for text in (json.dumps({"response": value}), json.dumps({"response": value}, ensure_ascii=False)):
+        try:
+            data = text.encode("utf-8")
+        except UnicodeEncodeError:
+            continue  # a raw lone surrogate: not something Redis hands over
+        assert_same(protocol.loads(data), json.loads(data))
+
+
+@FUZZ_SETTINGS
+@given(value=json_values)
+def test_encode_frame_writes_what_json_reads_back_exactly(value):
+    reply = {"uuid": "u1", "status": "success", "value": value}
+    payload = encode_frame(reply)
+    assert isinstance(payload, bytes)
+    assert_same(json.loads(payload.decode("utf-8")), reply)
+
+
+@pytest.mark.parametrize("number", [2 ** 63 - 1, 2 ** 63, 2 ** 64 - 1, 2 ** 64, 2 ** 70, 10 ** 100,
+                                    -(2 ** 63), -(2 ** 63) - 1, -(10 ** 100)])
+def test_integers_past_64_bits_stay_exact_integers(number):
+    # orjson reads 2**64 as the float 1.8446744073709552e19 and refuses to write it: json does both.
+    text = '{"uuid":"u1","action":"load_history","room":"' + "0" * 32 + f'","before":{number}}}'
+    frame = parse_frame(text)
+    assert type(frame["before"]) is int and frame["before"] == number
+    kind, payload = gateway_outcome(text, authenticated=True)
+    assert kind == "forward" and json.loads(payload)["before"] == number
+    assert f'"before":{number}' in payload
+    reply = encode_frame({"uuid": "u1", "status": "success", "message": number})
+    assert json.loads(reply)["message"] == number
+    envelope = protocol.loads(b'{"response":{"n":' + str(number).encode() + b"}}")
+    assert type(envelope["response"]["n"]) is int and envelope["response"]["n"] == number
+
+
+@pytest.mark.parametrize("depth", [50, 899, 900, 990, 1020, 1030])
+def test_loads_gets_json_s_verdict_on_deep_nesting(depth):
+    data = ("[" * depth + "]" * depth).encode()
+    try:
+        expected = ("value", json.loads(data))
+    except RecursionError:
+        expected = ("raises", RecursionError)
+    try:
+        got = ("value", protocol.loads(data))
+    except RecursionError:
+        got = ("raises", RecursionError)
+    assert got == expected
+
+
+@pytest.mark.parametrize("depth", [protocol.MAX_FRAME_DEPTH + 1, 500, 1020, 1030])
+def test_nesting_between_the_bound_and_the_parsers_limits_gets_json_s_verdict(depth):
+    # orjson reads up to 1024 levels, json up to its recursion limit (about 1000, less the
+    # caller's stack): either way the outcome is json's, a reply below its limit, a close above.
+    text = '{"uuid":"u1","action":"sync","x":' + "[" * (depth - 1) + "1" + "]" * (depth - 1) + "}"
+    assert_parses_as_json_does(text)
+
+
+def test_a_float_orjson_reads_is_the_float_json_reads():
+    for literal in ("0.1", "1e-7", "2.5e-324", "1e-400", "1.7976931348623157e308", "-0.0", "-0",
+                    "123456789012345678.5", "9223372036854775807.0", "1E5"):
+        assert_parses_as_json_does('{"uuid":"u1","action":"sync","after":' + literal + "}")
+
+
+def test_encode_frame_writes_nan_as_null():
+    # Not JSON: json wrote `NaN`, which a browser's JSON.parse refuses; orjson writes null.
+    assert encode_frame({"x": float("nan"), "y": float("inf")}) == b'{"x":null,"y":null}'
+
+
+@pytest.mark.parametrize("size", [10, 300, 5000, 60000])
+def test_a_frame_holds_no_more_memory_than_its_size(size):
+    # orjson's bytes keep its write buffer (4 KiB at least): a frame waits in send queues.
+    import tracemalloc
+    reply = {"uuid": "u1", "status": "success", "text": "x" * size}
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        frames = [encode_frame(reply) for _ in range(20)]
+        held = (tracemalloc.get_traced_memory()[0] - before) / len(frames)
+    finally:
+        tracemalloc.stop()
+    assert held < len(frames[0]) + 200

@@ -512,3 +512,47 @@ def test_a_frame_whose_deadline_passes_during_a_failed_publish_gets_one_reply(re
             assert (await request(ws, {"uuid": "p1", "action": "ping"}))["uuid"] == "p1"
 
     run(scenario())
+
+
+async def _hold_every_publisher_connection(gateway):
+    """Take every connection of the publisher's pool, as a burst of publishes stuck on Redis would."""
+    pool = gateway.bus._publisher.connection_pool
+    return pool, [await pool.get_connection() for _ in range(pool.max_connections)]
+
+
+def test_requests_past_the_publishers_connections_queue_and_are_answered(redis_server):
+    async def scenario():
+        async with serving(request_timeout=5.0) as (client, app):
+            gateway = app[GATEWAY_KEY]
+            async with FakeWorker(redis_server, answer=authenticating({"alice-token": 1})) as worker:
+                ws = await client.ws_connect("/ws")
+                pool, held = await _hold_every_publisher_connection(gateway)
+                await ws.send_str(json.dumps({"uuid": "a1", "action": "authenticate", "token": "alice-token"}))
+                await wait_until(lambda: len(gateway.pending) == 1)
+                await asyncio.sleep(0.1)
+                assert worker.requests == []  # waiting for a connection, not refused
+                for connection in held:
+                    await pool.release(connection)
+                reply = await receive_json(ws)
+                assert (reply["uuid"], reply["status"]) == ("a1", "success")
+
+    run(scenario())
+
+
+def test_a_request_waiting_for_a_connection_past_its_deadline_gets_one_timeout(redis_server):
+    async def scenario():
+        async with serving(request_timeout=0.2) as (client, app):
+            gateway = app[GATEWAY_KEY]
+            ws = await client.ws_connect("/ws")
+            pool, held = await _hold_every_publisher_connection(gateway)
+            reply = await request(ws, {"uuid": "a1", "action": "authenticate", "token": "t"})
+            # The deadline and the pool's wait (min(REQUEST_TIMEOUT, 5 s)) end together: whichever
+            # answers first, the client hears it once.
+            assert (reply["uuid"], reply["error_code"]) == ("a1", "timeout")
+            assert reply["error_message"] in ("No worker answered in time", "Message bus unavailable")
+            await wait_until(lambda: len(gateway.pending) == 0)
+            for connection in held:
+                await pool.release(connection)
+            assert (await request(ws, {"uuid": "p1", "action": "ping"}))["uuid"] == "p1"
+
+    run(scenario())

@@ -1,0 +1,68 @@
+"""The gateway under gunicorn with either of aiohttp's worker classes: the documented one
+(`aiohttp.GunicornWebWorker`, asyncio's own loop) and the uvloop one that scripts/stack.py and
+docker-compose.yml use where uvloop is installed. The app must never depend on uvloop.
+
+Real processes (an embedded Redis and a gunicorn gateway of one process); no worker is needed:
+the gateway answers `ping` itself, and a request it cannot hand to any worker gets `timeout`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import aiohttp
+import psutil
+import pytest
+
+from scripts.stack import PLAIN_GATEWAY_WORKER, UVLOOP_GATEWAY_WORKER, GATEWAY_WORKER_CLASS, Stack
+
+pytestmark = pytest.mark.e2e
+
+HAS_UVLOOP = importlib.util.find_spec("uvloop") is not None
+
+
+def _loads_uvloop(pid: int) -> bool:
+    """Whether uvloop's extension module is mapped into process `pid` (Linux's /proc)."""
+    maps = Path(f"/proc/{pid}/maps").read_text()
+    return "/uvloop/" in maps
+
+
+async def _ping_and_unanswerable_request(url: str) -> tuple[dict, dict]:
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(url) as ws:
+            await ws.send_str(json.dumps({"uuid": "p1", "action": "ping"}))
+            ping = json.loads((await ws.receive(timeout=5)).data)
+            await ws.send_str(json.dumps({"uuid": "a1", "action": "authenticate", "token": "t"}))
+            refused = json.loads((await ws.receive(timeout=5)).data)
+    return ping, refused
+
+
+def test_stack_uses_the_uvloop_worker_where_uvloop_is_installed():
+    assert GATEWAY_WORKER_CLASS == (UVLOOP_GATEWAY_WORKER if HAS_UVLOOP else PLAIN_GATEWAY_WORKER)
+
+
+@pytest.mark.parametrize("worker_class", [
+    PLAIN_GATEWAY_WORKER,
+    pytest.param(UVLOOP_GATEWAY_WORKER, marks=pytest.mark.skipif(not HAS_UVLOOP, reason="uvloop not installed")),
+])
+def test_the_gateway_serves_under_either_worker_class(tmp_path, worker_class):
+    stack = Stack.create(log_dir=tmp_path, ALLOWED_ORIGINS="*", LOG_LEVEL="INFO",
+                         # A topic no worker listens on: the gateway answers `timeout` at once.
+                         WORKER_PROCESS_TOPICS="gunicorn_test_nobody", REQUEST_TIMEOUT="5")
+    stack.env.pop("REDIS_URL", None)
+    try:
+        stack.start_redis()
+        proc, port = stack.start_gateway(processes=1, worker_class=worker_class)
+        ping, refused = asyncio.run(_ping_and_unanswerable_request(f"http://127.0.0.1:{port}/ws"))
+        assert (ping["uuid"], ping["status"], ping["connections"]) == ("p1", "success", 1)
+        assert (refused["uuid"], refused["error_code"]) == ("a1", "timeout")
+        if sys.platform == "linux":
+            [worker] = psutil.Process(proc.pid).children()
+            assert _loads_uvloop(worker.pid) == (worker_class == UVLOOP_GATEWAY_WORKER)
+    finally:
+        stack.stop()
+    assert "Traceback" not in stack.log("gateway")
