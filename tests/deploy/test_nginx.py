@@ -10,7 +10,6 @@ package `nginx`); the test never installs one, it skips without.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import re
 import shutil

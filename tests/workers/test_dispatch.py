@@ -349,7 +349,7 @@ def test_process_checks_the_database_connection_before_and_after(alice, connecti
 
 
 def test_connection_is_checked_even_when_answering_fails(alice, connection_checks, monkeypatch):
-    def broken(data, response_topic, online=None, savepoint=True):
+    def broken(data, response_topic, online=None):
         raise RuntimeError("boom")
 
     monkeypatch.setattr(dispatch, "handle", broken)
