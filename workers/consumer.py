@@ -103,10 +103,16 @@ class Consumer:
             if message is None or message.get("type") != "message":
                 continue
             batch = [message["data"]]
-            # What else is already waiting, without blocking: at low load a batch of one.
-            while len(batch) < BATCH_MAX and (waiting := pubsub.get_message(timeout=0.0)) is not None:
-                if waiting.get("type") == "message":
-                    batch.append(waiting["data"])
+            lost: RedisError | OSError | None = None
+            try:
+                # What else is already waiting, without blocking: at low load a batch of one.
+                while len(batch) < BATCH_MAX and (waiting := pubsub.get_message(timeout=0.0)) is not None:
+                    if waiting.get("type") == "message":
+                        batch.append(waiting["data"])
+            except (RedisError, OSError) as exc:
+                # The subscription broke while we gathered: what we hold was accepted, so it is
+                # answered first (replies go out on another connection); then we resubscribe.
+                lost = exc
             self.handled += len(batch)
             replies = self._answer(batch)
             if replies:
@@ -114,6 +120,8 @@ class Consumer:
                 for outgoing in replies:
                     pipe.publish(outgoing.topic, outgoing.encode())
                 pipe.execute()
+            if lost is not None:
+                raise lost
 
     def _answer(self, batch: list[bytes]) -> list[Outgoing]:
         """The replies to a batch of bus messages, counted, timed and logged."""

@@ -401,3 +401,28 @@ def test_requests_waiting_together_are_answered_as_one_batch(alice_token, runnin
     # What waited is taken together, BATCH_MAX at a time.
     assert sizes == [1, 3, 1]
     assert consumer.handled == 5
+
+
+def test_requests_in_hand_are_answered_when_the_subscription_breaks_while_gathering(alice_token, redis_server,
+                                                                                    client, listener):
+    # A request Redis handed us is answered even when the subscription breaks while more are
+    # gathered; the error then goes up, and run() subscribes again.
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    consumer = Consumer("redis://fake", TOPIC, RESPONSE_TOPIC)
+
+    class BreakingPubSub:
+        def __init__(self):
+            self.calls = 0
+
+        def get_message(self, timeout=0.0):
+            self.calls += 1
+            if self.calls == 1:
+                return {"type": "message", "data": bus_request("authenticate", token=alice_token)}
+            raise RedisConnectionError("Connection closed by server.")
+
+    with pytest.raises(RedisConnectionError):
+        consumer._serve(BreakingPubSub())
+    envelope = json.loads(next_message(listener)["data"])
+    assert envelope["response"]["user"] == {"username": "alice"}
+    assert consumer.handled == 1
