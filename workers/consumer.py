@@ -110,9 +110,12 @@ class Consumer:
                     if waiting.get("type") == "message":
                         batch.append(waiting["data"])
             except (RedisError, OSError) as exc:
-                # The subscription broke while we gathered: what we hold was accepted, so it is
-                # answered first (replies go out on another connection); then we resubscribe.
+                # The subscription broke while we gathered. Closed at once, before anything else
+                # (redis-py may have subscribed it again already: left open, it would accept
+                # requests no one reads, see run()); then what we hold, which Redis handed us, is
+                # answered (replies go out on another connection); then run() resubscribes.
                 lost = exc
+                self._close_quietly(pubsub)
             self.handled += len(batch)
             replies = self._answer(batch)
             if replies:

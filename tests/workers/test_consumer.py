@@ -421,8 +421,14 @@ def test_requests_in_hand_are_answered_when_the_subscription_breaks_while_gather
                 return {"type": "message", "data": bus_request("authenticate", token=alice_token)}
             raise RedisConnectionError("Connection closed by server.")
 
+        def close(self):
+            self.closed = True
+
+    broken = BreakingPubSub()
     with pytest.raises(RedisConnectionError):
-        consumer._serve(BreakingPubSub())
+        consumer._serve(broken)
+    # Closed before the answer went out, so that no resubscribed connection sat unread meanwhile.
+    assert broken.closed
     envelope = json.loads(next_message(listener)["data"])
     assert envelope["response"]["user"] == {"username": "alice"}
     assert consumer.handled == 1
