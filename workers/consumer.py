@@ -29,6 +29,8 @@ POLL_INTERVAL = 0.5
 # The most requests answered together, in one transaction, when several are waiting. Bounds the
 # time the first of them waits for the last (and, on SQLite, how long the write lock is held).
 BATCH_MAX = 32
+# How long a broken subscription is read, after its UNSUBSCRIBE, for requests it accepted.
+STRAGGLER_WAIT = 1.0
 
 
 class Consumer:
@@ -67,6 +69,7 @@ class Consumer:
                 logger.info("worker %s unsubscribed after %d requests", self.topic, self.handled)
             except (RedisError, OSError) as exc:
                 lost = exc
+                self._answer_stragglers(pubsub)
             finally:
                 # Closed before the backoff, never after it: when a pub/sub connection breaks while
                 # Redis is up (CLIENT KILL, a restart faster than we noticed), redis-py connects it
@@ -81,6 +84,38 @@ class Consumer:
             time.sleep(backoff * (0.5 + random.random()))
             backoff = min(backoff * 2, RECONNECT_BACKOFF_MAX)
         self._redis.close()
+
+    def _answer_stragglers(self, pubsub: redis.client.PubSub) -> None:
+        """Before a broken subscription is closed: end it cleanly and answer what it accepted.
+
+        redis-py may have connected it again and subscribed it anew before raising, and Redis then
+        hands it requests (the gateway counts them as received). UNSUBSCRIBE stops that; every
+        request published before it arrives before its confirmation, so reading until then and
+        answering what came leaves nothing accepted and unanswered. Bounded by STRAGGLER_WAIT.
+        """
+        stragglers: list[bytes] = []
+        try:
+            pubsub.unsubscribe(self.topic)
+            deadline = time.monotonic() + STRAGGLER_WAIT
+            while pubsub.subscribed and time.monotonic() < deadline:
+                message = pubsub.get_message(timeout=0.05)
+                if message is not None and message.get("type") == "message":
+                    stragglers.append(message["data"])
+        except (RedisError, OSError) as exc:
+            # Down for good: nothing more was accepted on it.
+            logger.debug("worker %s: no clean unsubscribe from a broken subscription: %s", self.topic, exc)
+        if not stragglers:
+            return
+        self.handled += len(stragglers)
+        replies = self._answer(stragglers)
+        try:
+            pipe = self._redis.pipeline(transaction=False)
+            for outgoing in replies:
+                pipe.publish(outgoing.topic, outgoing.encode())
+            pipe.execute()
+        except (RedisError, OSError) as exc:
+            logger.warning("worker %s: %d replies not published (%s); their requesters get timeout",
+                           self.topic, len(replies), exc)
 
     def _close_quietly(self, pubsub: redis.client.PubSub) -> None:
         try:
@@ -115,6 +150,7 @@ class Consumer:
                 # requests no one reads, see run()); then what we hold, which Redis handed us, is
                 # answered (replies go out on another connection); then run() resubscribes.
                 lost = exc
+                self._answer_stragglers(pubsub)
                 self._close_quietly(pubsub)
             self.handled += len(batch)
             replies = self._answer(batch)

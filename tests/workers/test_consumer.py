@@ -421,6 +421,9 @@ def test_requests_in_hand_are_answered_when_the_subscription_breaks_while_gather
                 return {"type": "message", "data": bus_request("authenticate", token=alice_token)}
             raise RedisConnectionError("Connection closed by server.")
 
+        def unsubscribe(self, *topics):
+            raise RedisConnectionError("Connection refused")  # down for good
+
         def close(self):
             self.closed = True
 
@@ -429,6 +432,32 @@ def test_requests_in_hand_are_answered_when_the_subscription_breaks_while_gather
         consumer._serve(broken)
     # Closed before the answer went out, so that no resubscribed connection sat unread meanwhile.
     assert broken.closed
+    envelope = json.loads(next_message(listener)["data"])
+    assert envelope["response"]["user"] == {"username": "alice"}
+    assert consumer.handled == 1
+
+
+def test_requests_a_broken_but_resubscribed_subscription_accepted_are_answered(alice_token, redis_server,
+                                                                               client, listener):
+    # redis-py subscribed the connection again before raising: Redis handed it one more request.
+    consumer = Consumer("redis://fake", TOPIC, RESPONSE_TOPIC)
+
+    class ResubscribedPubSub:
+        subscribed = True
+        unsubscribed = False
+
+        def unsubscribe(self, *topics):
+            self.unsubscribed = True
+
+        def get_message(self, timeout=0.0):
+            if self.unsubscribed and self.subscribed:
+                self.subscribed = False  # the confirmation comes after what was published before it
+                return {"type": "message", "data": bus_request("authenticate", token=alice_token)}
+            return None
+
+    pubsub = ResubscribedPubSub()
+    consumer._answer_stragglers(pubsub)
+    assert pubsub.unsubscribed
     envelope = json.loads(next_message(listener)["data"])
     assert envelope["response"]["user"] == {"username": "alice"}
     assert consumer.handled == 1
