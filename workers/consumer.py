@@ -85,6 +85,15 @@ class Consumer:
             backoff = min(backoff * 2, RECONNECT_BACKOFF_MAX)
         self._redis.close()
 
+    def _publish(self, replies: list[Outgoing]) -> None:
+        """Publish replies in one round trip (a pipeline, not a transaction)."""
+        if not replies:
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        for outgoing in replies:
+            pipe.publish(outgoing.topic, outgoing.encode())
+        pipe.execute()
+
     def _answer_stragglers(self, pubsub: redis.client.PubSub) -> None:
         """Before a broken subscription is closed: end it cleanly and answer what it accepted.
 
@@ -109,10 +118,7 @@ class Consumer:
         self.handled += len(stragglers)
         replies = self._answer(stragglers)
         try:
-            pipe = self._redis.pipeline(transaction=False)
-            for outgoing in replies:
-                pipe.publish(outgoing.topic, outgoing.encode())
-            pipe.execute()
+            self._publish(replies)
         except (RedisError, OSError) as exc:
             logger.warning("worker %s: %d replies not published (%s); their requesters get timeout",
                            self.topic, len(replies), exc)
@@ -153,12 +159,7 @@ class Consumer:
                 self._answer_stragglers(pubsub)
                 self._close_quietly(pubsub)
             self.handled += len(batch)
-            replies = self._answer(batch)
-            if replies:
-                pipe = self._redis.pipeline(transaction=False)
-                for outgoing in replies:
-                    pipe.publish(outgoing.topic, outgoing.encode())
-                pipe.execute()
+            self._publish(self._answer(batch))
             if lost is not None:
                 raise lost
 
