@@ -13,7 +13,7 @@ from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from rest_framework.authtoken.models import Token
 
-from . import errors, fields
+from . import errors, fields, message_store
 from .models import ChatMessage, ChatRoom, Membership
 
 User = get_user_model()
@@ -31,9 +31,13 @@ def user_for_token(token: Any) -> User:
     return found.user
 
 
-def active_user(user_pk: Any) -> User | None:
+def is_user_pk(user_pk: Any) -> bool:
     # Not a bool: True == 1 would be the session of user 1.
-    if not isinstance(user_pk, int) or isinstance(user_pk, bool):
+    return isinstance(user_pk, int) and not isinstance(user_pk, bool)
+
+
+def active_user(user_pk: Any) -> User | None:
+    if not is_user_pk(user_pk):
         return None
     return User.objects.filter(pk=user_pk, is_active=True).first()
 
@@ -97,12 +101,42 @@ def post_message(user: User, room_id: Any, text: Any, client_uuid: str | None) -
     return store_message(user, room_uuid, members, clean_text(text), client_uuid)
 
 
+def post_message_as(user_pk: int, room_id: Any, text: Any, client_uuid: str | None) -> PostedMessage:
+    """post_message for a session that knows its user by id only (a worker's request).
+
+    The sender's account comes in the same query as the room's members, so a message costs two
+    statements, not three; only a refused request reads the account again, to answer
+    `authentication_required` (an inactive or deleted user) before any other error, as
+    post_message's callers do.
+    """
+    try:
+        room_uuid = parse_room_id(room_id)
+        client_uuid = fields.client_uuid(client_uuid)
+        members = message_store.room_members(room_uuid)
+        sender = next((member for member in members if member.user_id == user_pk and member.is_active), None)
+        if sender is None:
+            raise errors.InvalidRoomId()
+        text = clean_text(text)
+    except errors.ChatError:
+        if active_user(user_pk) is None:
+            raise errors.AuthenticationRequired() from None
+        raise
+    member_ids = sorted(member.user_id for member in members)
+    return store_message(message_store.author(sender), room_uuid, member_ids, text, client_uuid)
+
+
 def store_message(user: User, room_uuid: uuid.UUID, members: list[int], text: str,
                   client_uuid: str | None) -> PostedMessage:
     """Insert a checked message; a retry (same user and client uuid) gets the stored one back."""
+    connection = transaction.get_connection()
     try:
-        with transaction.atomic():
-            message = ChatMessage.objects.create(user=user, room_id=room_uuid, text=text, client_uuid=client_uuid)
+        if connection.in_atomic_block:
+            # A savepoint, so that the retry's failed insert leaves the caller's transaction usable.
+            with transaction.atomic():
+                message = message_store.insert_message(user, room_uuid, text, client_uuid)
+        else:
+            # Autocommit: the one statement is its own transaction.
+            message = message_store.insert_message(user, room_uuid, text, client_uuid)
     except IntegrityError:
         # A retry: this user already stored a message with this uuid (maybe through another worker).
         existing = _message_by_client_uuid(user, client_uuid) if client_uuid is not None else None

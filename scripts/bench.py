@@ -22,6 +22,7 @@ import itertools
 import json
 import logging
 import resource
+import secrets
 import shlex
 import shutil
 import subprocess
@@ -45,6 +46,10 @@ DEFAULT_PLOT = ROOT / "docs" / "images" / "bench-latency.png"
 # The gateway's defaults are for browsers; a benchmark's clients must not meet them: its load is
 # spread over many connections, but a step can still put a few hundred frames on one.
 BENCH_ENV = {
+    # As deployed: DEBUG off (with it on, Django records every query of a worker in memory), which
+    # wants a SECRET_KEY of its own; nothing here is signed with it.
+    "DEBUG": "0",
+    "SECRET_KEY": secrets.token_urlsafe(50),
     "LOG_LEVEL": "WARNING",
     "RATE_LIMIT": "1000000",
     "RATE_LIMIT_BURST": "1000000",
@@ -72,7 +77,7 @@ class Profile:
     warmup_seconds: float
     bound_ms: float
     connect_concurrency: int
-    bisect: bool = True
+    bisections: int = 2         # halvings of the interval where the doubling ramp broke
 
 
 FULL = Profile(users=2000, room_size=10, big_room=200, loads=(50, 100, 200, 400), rooms_max=6400,
@@ -80,7 +85,7 @@ FULL = Profile(users=2000, room_size=10, big_room=200, loads=(50, 100, 200, 400)
                bound_ms=250, connect_concurrency=100)
 QUICK = Profile(users=200, room_size=10, big_room=50, loads=(50, 100), rooms_max=400, big_start=20, big_max=80,
                 step_seconds=1.0, drain_seconds=1.0, warmup_seconds=0.5, bound_ms=250, connect_concurrency=50,
-                bisect=False)
+                bisections=0)
 
 
 def raise_fd_limit(connections: int) -> dict[str, int]:
@@ -127,15 +132,17 @@ def workload(parts: list[dict[str, Any]]) -> Workload:
 
 class Ramp:
     """The loads of one scenario on one target: the fixed ones, then doubling while the last step
-    passed (up to `ceiling`), then one bisection step between the best pass and the next failure."""
+    passed (up to `ceiling`), then `bisections` steps, each halfway between the best pass and the
+    lowest failure above it (two narrow a doubling to a quarter of it: 800 ok, 1600 failed ->
+    1200 -> 1000 or 1400)."""
 
-    def __init__(self, fixed: tuple[float, ...], start: float, ceiling: float, bisect: bool) -> None:
+    def __init__(self, fixed: tuple[float, ...], start: float, ceiling: float, bisections: int) -> None:
         self.fixed = fixed
         self.start = start
         self.ceiling = ceiling
-        self.bisect = bisect
+        self.bisections = bisections
         self.steps: list[StepResult] = []
-        self._bisected = False
+        self._bisected = 0
 
     def next_rate(self) -> float | None:
         if len(self.steps) < len(self.fixed):
@@ -145,8 +152,8 @@ class Ramp:
         last = self.steps[-1]
         if not self._bisected and last.ok and last.offered_per_s * 2 <= self.ceiling:
             return last.offered_per_s * 2
-        if self.bisect and not self._bisected:
-            self._bisected = True
+        if self._bisected < self.bisections:
+            self._bisected += 1
             good = max((s.offered_per_s for s in self.steps if s.ok), default=0.0)
             above = [s.offered_per_s for s in self.steps if not s.ok and s.offered_per_s > good]
             if good and above:
@@ -214,7 +221,7 @@ async def ramps(targets: list[Target], key: str, scenario: Scenario, fixed: tupl
                 ceiling: float, profile: Profile) -> None:
     """One scenario's ramp on every target, their steps interleaved (A B, then B A, ...): on a
     shared, noisy machine a burst of someone else's load then falls on both sides, not on one."""
-    plans = {target.name: Ramp(fixed, start, ceiling, profile.bisect) for target in targets}
+    plans = {target.name: Ramp(fixed, start, ceiling, profile.bisections) for target in targets}
 
     async def run(target: Target, rate: float, seconds: float, tag: str) -> StepResult:
         for each in targets:  # no backlog of an earlier step, on either stack
@@ -372,7 +379,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Profile]:
     parser.add_argument("--loads", help="fixed offered loads, msg/s, comma-separated (default 50,100,200,400)")
     parser.add_argument("--step-seconds", type=float)
     parser.add_argument("--bound-ms", type=float, help="p99 bound of a sustained step (default 250)")
-    parser.add_argument("--no-bisect", action="store_true")
+    parser.add_argument("--bisections", type=int,
+                        help="steps narrowing down where the ramp broke (default 2; 0 with --quick)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the JSON result here")
     parser.add_argument("--plot", type=Path, metavar="PATH",
                         help=f"PNG of latency vs load (default {DEFAULT_PLOT.relative_to(ROOT)}; none with --quick)")
@@ -386,13 +394,11 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Profile]:
         parser.error("--gateway needs --fixtures (the output of manage.py chat_fixtures on that stack)")
     profile = QUICK if args.quick else FULL
     overrides: dict[str, Any] = {}
-    for name in ("users", "room_size", "big_room", "step_seconds", "bound_ms"):
+    for name in ("users", "room_size", "big_room", "step_seconds", "bound_ms", "bisections"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     if args.loads:
         overrides["loads"] = tuple(float(x) for x in args.loads.split(","))
-    if args.no_bisect:
-        overrides["bisect"] = False
     profile = replace(profile, **overrides)
     args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     if args.no_baseline or args.gateway:

@@ -39,8 +39,11 @@ class Consumer:
         self.topic = topic
         self.metrics = metrics if metrics is not None else WorkerMetrics(topic)
         self.response_topic = response_topic
+        # One connection, not a pool: this loop is the only user of it (replies and presence reads,
+        # one at a time), and taking a connection from a pool for every publish costs more than the
+        # publish itself here.
         self._redis = redis.Redis.from_url(redis_url, socket_connect_timeout=2.0, socket_timeout=5.0,
-                                           health_check_interval=10)
+                                           health_check_interval=10, single_connection_client=True)
         self._stopping = False
         self.handled = 0
         self._online = partial(online_user_ids, self._redis)
@@ -86,7 +89,10 @@ class Consumer:
         self._redis.close()
 
     def _publish(self, replies: list[Outgoing]) -> None:
-        """Publish replies in one round trip (a pipeline, not a transaction)."""
+        """Publish replies in one round trip (a pipeline, not a transaction, for more than one)."""
+        if len(replies) == 1:
+            self._redis.publish(replies[0].topic, replies[0].encode())
+            return
         if not replies:
             return
         pipe = self._redis.pipeline(transaction=False)

@@ -93,6 +93,11 @@ def _answer(data: dict[str, Any], online: OnlineReader | None) -> dict[str, Any]
         raise InvalidAction(f"Unknown action {action[:40]!r}")
     session_data = data.get("session_data")
     user_pk = session_data.get("user_pk") if isinstance(session_data, dict) else None
+    if not route.loads_user:
+        if not services.is_user_pk(user_pk):
+            raise AuthenticationRequired()
+        result = route.handler(Request(data, None, online, user_pk=user_pk))
+        return envelopes.envelope(data, result)
     user = services.active_user(user_pk) if user_pk is not None else None
     if route.requires_user and user is None:
         raise AuthenticationRequired()

@@ -5,11 +5,13 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 from rest_framework.authtoken.models import Token
 
 from chat import errors, services
 from chat.models import ChatMessage, ChatRoom
+from chat.serializers import MessageSerializer
 
 
 class TestUserForToken:
@@ -191,6 +193,50 @@ class TestPostMessage:
             services.post_message(alice, room.pk.hex, "  ", "uuid-2")
         with pytest.raises(errors.InvalidRoomId):
             services.post_message(alice, uuid.uuid4().hex, "hi", "uuid-3")
+        assert ChatMessage.objects.count() == 0
+
+
+class TestPostMessageAs:
+    """The worker's new_message: the sender known by id, checked in the members' query."""
+
+    def test_two_statements_store_it_and_the_reply_needs_no_more(self, alice, bob, room):
+        with CaptureQueriesContext(connection) as queries:
+            posted = services.post_message_as(alice.pk, room.pk.hex, "hi", "uuid-1")
+            reply = MessageSerializer(posted.message).data
+        statements = [q["sql"] for q in queries.captured_queries if "SAVEPOINT" not in q["sql"].upper()]
+        assert len(statements) == 2, statements
+        stored = ChatMessage.objects.get()
+        assert (stored.user, stored.room, stored.text, stored.client_uuid) == (alice, room, "hi", "uuid-1")
+        assert posted.created is True and posted.message == stored
+        assert posted.member_ids == sorted([alice.pk, bob.pk])
+        assert reply == MessageSerializer(stored).data
+
+    def test_retry_with_the_same_uuid_returns_the_first_message(self, alice, room):
+        first = services.post_message_as(alice.pk, room.pk.hex, "hi", "uuid-1")
+        retry = services.post_message_as(alice.pk, room.pk.hex, "hi again", "uuid-1")
+        assert (retry.created, retry.message.pk, retry.message.text) == (False, first.message.pk, "hi")
+        assert ChatMessage.objects.count() == 1
+
+    def test_an_inactive_or_deleted_sender_needs_authentication_before_anything_else(self, alice, bob, room):
+        alice.is_active = False
+        alice.save()
+        for room_id, text in [(room.pk.hex, "hi"), (uuid.uuid4().hex, "hi"), ("bad", "hi"), (room.pk.hex, " ")]:
+            with pytest.raises(errors.AuthenticationRequired):
+                services.post_message_as(alice.pk, room_id, text, None)
+        gone = bob.pk
+        bob.delete()
+        with pytest.raises(errors.AuthenticationRequired):
+            services.post_message_as(gone, room.pk.hex, "hi", None)
+        assert ChatMessage.objects.count() == 0
+
+    def test_an_active_user_gets_the_same_errors_as_post_message(self, alice, room, make_user):
+        carol = make_user("carol")
+        with pytest.raises(errors.InvalidRoomId):
+            services.post_message_as(carol.pk, room.pk.hex, "hi", None)
+        with pytest.raises(errors.EmptyText):
+            services.post_message_as(alice.pk, room.pk.hex, "  ", None)
+        with pytest.raises(errors.InvalidMessageFormat):
+            services.post_message_as(alice.pk, room.pk.hex, "hi", "x" * 65)
         assert ChatMessage.objects.count() == 0
 
 

@@ -1,0 +1,39 @@
+"""The benchmark's ramp: which loads it offers, given which steps passed (no server involved)."""
+
+from __future__ import annotations
+
+from scripts.bench import Ramp
+from scripts.bench_load import StepResult
+
+
+def walk(ramp: Ramp, capacity: float) -> list[float]:
+    """The loads the ramp offers to a server that sustains up to `capacity` msg/s."""
+    offered = []
+    while (rate := ramp.next_rate()) is not None:
+        offered.append(rate)
+        ok = rate <= capacity
+        ramp.steps.append(StepResult("rooms", rate, {"ok": ok, "recipients_per_message": 10, "generator_bound": False,
+                                                     "why": None if ok else "too slow"}))
+    return offered
+
+
+def test_fixed_loads_then_doubling_then_two_bisections():
+    assert walk(Ramp((50, 100, 200, 400), 50, 6400, 2), capacity=1100) == [50, 100, 200, 400, 800, 1600, 1200, 1000]
+    assert walk(Ramp((50, 100, 200, 400), 50, 6400, 2), capacity=1300) == [50, 100, 200, 400, 800, 1600, 1200, 1400]
+
+
+def test_sustained_is_the_best_passing_step_and_the_failure_above_it():
+    ramp = Ramp((50, 100, 200, 400), 50, 6400, 2)
+    walk(ramp, capacity=1100)
+    sustained = ramp.summary("rooms")["sustained"]
+    assert (sustained["messages_per_s"], sustained["deliveries_per_s"]) == (1000, 10_000)
+    assert (sustained["broke_at"], sustained["broke_because"]) == (1200, "too slow")
+
+
+def test_no_bisection_and_the_ceiling():
+    assert walk(Ramp((50, 100), 50, 400, 0), capacity=10_000) == [50, 100, 200, 400]
+    assert walk(Ramp((), 20, 640, 1), capacity=100) == [20, 40, 80, 160, 120]
+
+
+def test_a_first_failure_is_not_bisected_below_nothing():
+    assert walk(Ramp((50,), 50, 6400, 2), capacity=10) == [50]
