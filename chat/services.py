@@ -11,9 +11,8 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
-from rest_framework.authtoken.models import Token
 
-from . import errors, fields, message_store
+from . import errors, fields, statements
 from .models import ChatMessage, ChatRoom, Membership
 
 User = get_user_model()
@@ -25,10 +24,10 @@ RECENT_MESSAGES = 20
 def user_for_token(token: Any) -> User:
     if not isinstance(token, str) or not token or len(token) > 128 or not fields.storable(token):
         raise errors.InvalidToken()
-    found = Token.objects.select_related("user").filter(key=token).first()
-    if found is None or not found.user.is_active:
+    account = statements.token_account(token)
+    if account is None or not account.is_active:
         raise errors.InvalidToken()
-    return found.user
+    return statements.user(account.user_id, account.username)
 
 
 def is_user_pk(user_pk: Any) -> bool:
@@ -112,7 +111,7 @@ def post_message_as(user_pk: int, room_id: Any, text: Any, client_uuid: str | No
     try:
         room_uuid = parse_room_id(room_id)
         client_uuid = fields.client_uuid(client_uuid)
-        members = message_store.room_members(room_uuid)
+        members = statements.room_members(room_uuid)
         sender = next((member for member in members if member.user_id == user_pk and member.is_active), None)
         if sender is None:
             raise errors.InvalidRoomId()
@@ -122,7 +121,7 @@ def post_message_as(user_pk: int, room_id: Any, text: Any, client_uuid: str | No
             raise errors.AuthenticationRequired() from None
         raise
     member_ids = sorted(member.user_id for member in members)
-    return store_message(message_store.author(sender), room_uuid, member_ids, text, client_uuid)
+    return store_message(statements.user(sender.user_id, sender.username), room_uuid, member_ids, text, client_uuid)
 
 
 def store_message(user: User, room_uuid: uuid.UUID, members: list[int], text: str,
@@ -133,10 +132,10 @@ def store_message(user: User, room_uuid: uuid.UUID, members: list[int], text: st
         if connection.in_atomic_block:
             # A savepoint, so that the retry's failed insert leaves the caller's transaction usable.
             with transaction.atomic():
-                message = message_store.insert_message(user, room_uuid, text, client_uuid)
+                message = statements.insert_message(user, room_uuid, text, client_uuid)
         else:
             # Autocommit: the one statement is its own transaction.
-            message = message_store.insert_message(user, room_uuid, text, client_uuid)
+            message = statements.insert_message(user, room_uuid, text, client_uuid)
     except IntegrityError:
         # A retry: this user already stored a message with this uuid (maybe through another worker).
         existing = _message_by_client_uuid(user, client_uuid) if client_uuid is not None else None

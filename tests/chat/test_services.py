@@ -28,6 +28,12 @@ class TestUserForToken:
         with pytest.raises(errors.InvalidToken):
             services.user_for_token(token)
 
+    def test_one_query_gives_the_user_and_its_name(self, alice, django_assert_num_queries):
+        key = Token.objects.get(user=alice).key
+        with django_assert_num_queries(1):
+            user = services.user_for_token(key)
+            assert (user.pk, user.username) == (alice.pk, "alice")
+
     def test_inactive_users_token_is_refused(self, make_user):
         inactive = make_user("gone", is_active=False)
         with pytest.raises(errors.InvalidToken):
