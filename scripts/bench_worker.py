@@ -1,0 +1,81 @@
+"""`python -m scripts.bench_worker`: what a `new_message` costs a worker, without Redis or a gateway.
+
+Runs the worker's own `process_batch` on bus requests as the gateway sends them (10 members in
+the room, batches as the consumer gathers them), with DEBUG off as deployed, on a fresh SQLite
+file or an EMPTY database given with --database-url; prints the CPU and wall time per message,
+the statements per message, and one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(messages: int, batch: int) -> dict[str, float]:
+    from django.contrib.auth import get_user_model
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from chat.models import ChatRoom, Membership
+    from workers.dispatch import process_batch
+
+    users = [get_user_model().objects.create_user(f"bench{n}") for n in range(10)]
+    room = ChatRoom.objects.create(name="bench")
+    Membership.objects.bulk_create([Membership(room=room, user=user) for user in users])
+
+    def request(n: int) -> bytes:
+        return json.dumps({"request_id": uuid.uuid4().hex, "reply_to": "bench", "action": "new_message",
+                           "session_data": {"user_pk": users[n % len(users)].pk}, "uuid": uuid.uuid4().hex,
+                           "room": room.pk.hex, "text": f"message {n}"}).encode()
+
+    with CaptureQueriesContext(connection) as queries:
+        [reply] = process_batch([request(-1)], "bench_responses")
+    assert reply is not None and reply.envelope["response"]["status"] == "success", reply
+    statements = [q["sql"] for q in queries.captured_queries if "SAVEPOINT" not in q["sql"].upper()]
+    requests = [request(n) for n in range(messages)]
+    cpu, wall = time.process_time(), time.perf_counter()
+    for start in range(0, messages, batch):
+        for outgoing in process_batch(requests[start:start + batch], "bench_responses"):
+            outgoing.encode()
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    return {"messages": messages, "batch": batch, "cpu_us_per_message": round(cpu / messages * 1e6, 1),
+            "wall_us_per_message": round(wall / messages * 1e6, 1), "statements_per_message": len(statements)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=5000)
+    parser.add_argument("--batch", type=int, default=32, help="requests answered together (the consumer's BATCH_MAX)")
+    parser.add_argument("--database-url", default=None, help="an EMPTY database (default: a fresh SQLite file)")
+    args = parser.parse_args(argv)
+
+    scratch = tempfile.TemporaryDirectory(prefix="chat-bench-worker-")
+    os.environ["DATABASE_URL"] = args.database_url or f"sqlite:///{scratch.name}/bench.sqlite3"
+    os.environ.update(DEBUG="0", SECRET_KEY=secrets.token_urlsafe(50), LOG_LEVEL="WARNING",
+                      DJANGO_SETTINGS_MODULE="project.settings")
+    sys.path.insert(0, str(ROOT))
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    call_command("migrate", verbosity=0)
+    result = {"database": django.db.connection.vendor, **run(args.messages, args.batch)}
+    print(f"new_message on {result['database']}, batches of {args.batch}: {result['cpu_us_per_message']} us CPU, "
+          f"{result['wall_us_per_message']} us wall per message; {result['statements_per_message']} statements")
+    print(json.dumps(result))
+    scratch.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

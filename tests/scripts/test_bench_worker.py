@@ -1,0 +1,18 @@
+"""`scripts.bench_worker` answers real new_message requests on a fresh SQLite file and prints its figures."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_prints_the_cost_of_a_message_in_two_statements():
+    done = subprocess.run([sys.executable, "-m", "scripts.bench_worker", "--messages", "64", "--batch", "8"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (figures["database"], figures["messages"], figures["batch"]) == ("sqlite", 64, 8)
+    # The hot path: the members (with the sender's account) and the insert.
+    assert figures["statements_per_message"] == 2
+    assert 0 < figures["cpu_us_per_message"] and 0 < figures["wall_us_per_message"]
