@@ -181,9 +181,11 @@ def direct_room(user: Any, to: Any) -> tuple[ChatRoom, Any]:
                 room = ChatRoom.objects.create(name=name, is_direct=True, direct_key=key)
         except IntegrityError:
             room = ChatRoom.objects.get(direct_key=key)
-    # Either of the two may have left it since; a new message brings both back.
-    Membership.objects.bulk_create([Membership(room=room, user=user), Membership(room=room, user=other)],
-                                   ignore_conflicts=True)
+    # Either of the two may have left it since; a new message brings both back. In the order of
+    # their ids, whoever sends: two first messages racing insert the same two rows, and in
+    # opposite orders each would wait on the row the other holds (PostgreSQL: deadlock detected).
+    pair = sorted((user, other), key=lambda member: member.pk)
+    Membership.objects.bulk_create([Membership(room=room, user=member) for member in pair], ignore_conflicts=True)
     return room, other
 
 
