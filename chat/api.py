@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.utils.decorators import method_decorator
+from django.views.decorators.cache import never_cache
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.authentication import SessionAuthentication
@@ -44,6 +46,8 @@ class SessionToken(APIView):
     authentication_classes = (SessionAuthentication,)
     permission_classes = (IsAuthenticated,)
 
+    # A credential: no browser or proxy cache may keep it (a shared computer's back button).
+    @method_decorator(never_cache)
     @extend_schema(tags=["auth"], responses=api_schema.SessionTokenResponse)
     def get(self, request: Request) -> Response:
         token, _ = Token.objects.get_or_create(user=request.user)

@@ -1,14 +1,85 @@
-"""The chat page."""
+"""The chat page: the page itself (login required) and the Content-Security-Policy it is served with.
+
+The page is static markup plus JavaScript modules (chat/static/chat/); everything live goes over
+the WebSocket to the gateway. The page gets its token from the REST API's session-token endpoint.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.urls import reverse
+from django.views.decorators.cache import never_cache
 
-from .models import ChatRoom
+# Where the page connects when GATEWAY_URL is not set: the page's own host, this port.
+DEFAULT_GATEWAY_PORT = 8080
+
+# Scripts and styles from this site only, and nothing inline: no `<script>` body, no `on…=`
+# attribute, no `style=` attribute works. Trusted Types with no policy at all: string sinks such as
+# `innerHTML` throw, so user text can only ever reach the page as text. Images: this site, and the
+# `data:` favicon. Frames, plugins, `<base>`, and forms to another site: none.
+CSP_DIRECTIVES: dict[str, str] = {
+    "default-src": "'none'",
+    "script-src": "'self'",
+    "style-src": "'self'",
+    "img-src": "'self' data:",
+    "connect-src": "'self'",
+    "form-action": "'self'",
+    "base-uri": "'none'",
+    "object-src": "'none'",
+    "require-trusted-types-for": "'script'",
+    "trusted-types": "'none'",
+    # Not honoured in a <meta> policy: header only (X-Frame-Options covers older browsers).
+    "frame-ancestors": "'none'",
+}
+HEADER_ONLY_DIRECTIVES = {"frame-ancestors"}
 
 
+def gateway_url(request: HttpRequest) -> str:
+    """GATEWAY_URL, else the page's host on port 8080 (`wss:` when the page came over HTTPS)."""
+    if settings.GATEWAY_URL:
+        return settings.GATEWAY_URL
+    hostname = urlsplit(f"//{request.get_host()}").hostname or "localhost"
+    if ":" in hostname:  # an IPv6 address
+        hostname = f"[{hostname}]"
+    scheme = "wss" if request.is_secure() else "ws"
+    return f"{scheme}://{hostname}:{DEFAULT_GATEWAY_PORT}/ws"
+
+
+def origin_of(url: str) -> str:
+    """`scheme://host[:port]` of a URL: the form a CSP source takes."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def content_security_policy(connect_to: str | None = None, *, meta: bool = False) -> str:
+    """The page's policy; `connect_to` (the gateway's URL) is added to connect-src. With `meta`,
+    the directives a `<meta http-equiv>` policy may carry (the login page's, in its template)."""
+    directives = dict(CSP_DIRECTIVES)
+    if connect_to:
+        directives["connect-src"] += " " + origin_of(connect_to)
+    if meta:
+        directives = {name: value for name, value in directives.items() if name not in HEADER_ONLY_DIRECTIVES}
+    return "; ".join(f"{name} {value}" for name, value in directives.items())
+
+
+@never_cache
 @login_required
 def index(request: HttpRequest) -> HttpResponse:
-    rooms = [{"id": room.pk.hex, "name": str(room)} for room in ChatRoom.objects.filter(users=request.user)]
-    return render(request, "chat/index.html", {"rooms": rooms, "gateway_url": settings.GATEWAY_URL})
+    """The chat: rooms, the open room and the composer. The JavaScript reads its settings from the
+    `chat-config` JSON script element (json_script: data, never code)."""
+    gateway = gateway_url(request)
+    policy = content_security_policy(gateway)
+    config = {
+        "gatewayUrl": gateway,
+        "username": request.user.get_username(),
+        "tokenUrl": reverse("api-session-token"),
+        "loginUrl": reverse("login"),
+    }
+    response = render(request, "chat/index.html", {"config": config, "csp": policy})
+    response["Content-Security-Policy"] = policy
+    return response

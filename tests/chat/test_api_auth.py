@@ -56,6 +56,8 @@ def test_session_token_for_a_logged_in_user(client, alice):
     response = client.get(SESSION_TOKEN_URL)
     assert response.status_code == 200
     assert response.json() == {"username": "alice", "token": Token.objects.get(user=alice).key}
+    # A credential: never kept by a browser's or a proxy's cache.
+    assert "no-store" in response["Cache-Control"] and "private" in response["Cache-Control"]
 
 
 def test_session_token_after_password_login_matches_the_token_endpoint(client, alice):

@@ -8,10 +8,13 @@ import json
 import os
 import secrets
 import shutil
-from dataclasses import dataclass
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
 from io import StringIO
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 from urllib.parse import quote
 
 import aiohttp
@@ -19,7 +22,7 @@ import pytest
 from django.core.management import call_command
 from django.db import connection
 
-from scripts.stack import Stack, free_port
+from scripts.stack import Stack, free_port, port_open, wait_for
 from tests.e2e.client import Client
 
 
@@ -153,3 +156,82 @@ def screenshot():
         return path
 
     return take
+
+
+@dataclass
+class ChatPage:
+    """A logged-in chat page in a browser context of its own, with what went wrong on it: uncaught
+    JavaScript errors, console errors (a blocked inline script or style says so there) and dialogs
+    (an `alert` that ran)."""
+
+    page: Any
+    errors: list[str] = field(default_factory=list)
+    console_errors: list[str] = field(default_factory=list)
+    dialogs: list[str] = field(default_factory=list)
+
+
+async def open_chat_page(browser, web: str, username: str, password: str, **context_options: Any) -> ChatPage:
+    """Log in at `web` as `username` in a new context (`context_options`: viewport, locale,
+    timezone_id…) and return once the page is connected to the gateway."""
+    context = await browser.new_context(**{"viewport": {"width": 1000, "height": 700}, **context_options})
+    page = await context.new_page()
+    chat = ChatPage(page)
+    page.on("pageerror", lambda error: chat.errors.append(str(error)))
+    page.on("console", lambda message: chat.console_errors.append(message.text) if message.type == "error" else None)
+
+    async def on_dialog(dialog) -> None:
+        chat.dialogs.append(dialog.message)
+        await dialog.dismiss()
+
+    page.on("dialog", on_dialog)
+    await page.goto(f"{web}/")
+    await page.fill("#id_username", username)
+    await page.fill("#id_password", password)
+    await page.click("button[type=submit]")
+    await page.wait_for_selector("#connection[data-state=connected]")
+    return chat
+
+
+@dataclass
+class PageStack:
+    """A web server whose chat page talks to a gateway of its own, on the shared Redis and
+    workers: a test may stop that gateway and start it again on the same port."""
+
+    e2e: E2EStack
+    web: str
+    gateway_port: int
+    gateway_env: dict[str, str]
+    name: str
+    gateway: subprocess.Popen | None = None
+
+    def start_gateway(self) -> None:
+        assert self.gateway is None or self.gateway.poll() is not None, "the page's gateway is running"
+        self.gateway, _ = self.e2e.stack.start_gateway(port=self.gateway_port, processes=1,
+                                                       name=f"gateway-{self.name}", extra_env=self.gateway_env)
+
+    def stop_gateway(self) -> int:
+        """SIGTERM, by pid: the gateway closes its connections with 1001 and exits."""
+        assert self.gateway is not None
+        code = self.e2e.stack.stop_process(self.gateway)
+        self.gateway = None
+        return code
+
+
+@pytest.fixture
+def page_stack(e2e) -> Iterator[PageStack]:
+    """A chat page (web server) and its own one-process gateway, stopped after the test."""
+    name = f"page-{secrets.token_hex(3)}"
+    web_port, gateway_port = free_port(), free_port()
+    stack = PageStack(e2e, f"http://127.0.0.1:{web_port}", gateway_port,
+                      {"ALLOWED_ORIGINS": f"http://127.0.0.1:{web_port}"}, name)
+    web_env = dict(e2e.stack.env, GATEWAY_URL=f"ws://127.0.0.1:{gateway_port}/ws")
+    web = e2e.stack.spawn(f"web-{name}", [sys.executable, "manage.py", "runserver", "--noreload",
+                                          f"127.0.0.1:{web_port}"], env=web_env)
+    try:
+        stack.start_gateway()
+        wait_for(lambda: port_open(web_port), "web server", 30, web)
+        yield stack
+    finally:
+        if stack.gateway is not None:
+            e2e.stack.stop_process(stack.gateway)
+        e2e.stack.stop_process(web)

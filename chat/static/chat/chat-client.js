@@ -1,0 +1,496 @@
+// chat-client.js: the chat protocol (version 1) over one WebSocket, for any page. No DOM, no
+// dependency: an EventTarget that connects, authenticates, reconnects with backoff and jitter,
+// `sync`s what it missed, and retries what is safe to retry with the same uuid.
+// The API is documented in docs/chat-page.md.
+
+/** Actions that may be sent again with the same uuid without doing anything twice: a message
+ * is stored once per uuid, the rest only read, or end in the same state however often they run. */
+export const RETRYABLE_ACTIONS = new Set([
+  "new_message", "direct_message", "list_rooms", "select_room", "load_history", "mark_read",
+  "add_members", "who_is_online", "sync", "ping",
+]);
+
+/** Error codes after which a retryable request is sent again (same uuid) after a pause. */
+export const RETRY_ERROR_CODES = new Set(["timeout", "rate_limited"]);
+
+const DEFAULTS = {
+  backoff: { initial: 500, max: 10000, factor: 2 },
+  // Requests waiting to be sent or answered; one more is refused (`queue_full`).
+  maxQueued: 200,
+  // Requests sent and not yet answered on one connection (the gateway allows MAX_IN_FLIGHT, 32).
+  maxInFlight: 16,
+  // Times a request is sent again after a `timeout` or `rate_limited` error before it fails.
+  maxRetries: 5,
+  // A `ping` this often while connected; no answer within `heartbeatTimeout`: the connection is
+  // taken for dead and replaced (a half-open TCP connection closes no socket by itself).
+  heartbeatInterval: 25000,
+  heartbeatTimeout: 10000,
+  // Message ids remembered to emit each message once (a retry's echo, sync after a live copy).
+  seenIdsLimit: 5000,
+  syncPageSize: 200,
+};
+
+/** A refused request: `code` is the protocol's error_code, or one of the client's own
+ * (`connection_lost`, `queue_full`, `stopped`, `bad_reply`). */
+export class ChatError extends Error {
+  constructor(code, message, reply = null) {
+    super(message || code);
+    this.name = "ChatError";
+    this.code = code;
+    this.reply = reply;
+  }
+}
+
+/** The pause before reconnect attempt `attempt` (0 for the first): exponential, capped, and
+ * "equal jitter" (between half and all of it) so that clients dropped together come back spread. */
+export function backoffDelay(attempt, { initial, max, factor } = DEFAULTS.backoff, random = Math.random) {
+  const ceiling = Math.min(max, initial * factor ** attempt);
+  return Math.round(ceiling / 2 + random() * (ceiling / 2));
+}
+
+/** A random uuid (version 4). crypto.randomUUID exists only in secure contexts (HTTPS or
+ * localhost); a page served over plain HTTP elsewhere still has getRandomValues. */
+export function newUuid() {
+  if (typeof crypto.randomUUID === "function") return crypto.randomUUID();
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  bytes[6] = (bytes[6] & 0x0f) | 0x40;
+  bytes[8] = (bytes[8] & 0x3f) | 0x80;
+  const hex = [...bytes].map((byte) => byte.toString(16).padStart(2, "0")).join("");
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
+
+/** Every message object a reply carries (new_message, select_room, sync, list_rooms…). */
+export function messagesIn(reply) {
+  const found = [];
+  if (reply.message && typeof reply.message === "object") found.push(reply.message);
+  for (const key of ["room_messages", "messages"]) {
+    if (Array.isArray(reply[key])) found.push(...reply[key]);
+  }
+  const rooms = Array.isArray(reply.rooms) ? reply.rooms : [];
+  if (reply.room && typeof reply.room === "object") rooms.push(reply.room);
+  for (const room of rooms) if (room.last_message) found.push(room.last_message);
+  return found.filter((message) => Number.isInteger(message?.id));
+}
+
+export class ChatClient extends EventTarget {
+  #options;
+  #Socket;
+  #socket = null;
+  #connection = 0;          // bumped for every socket: late events of an old one are ignored
+  #state = "idle";
+  #user = null;
+  #attempt = 0;
+  #reconnectTimer = null;
+  #heartbeatTimer = null;
+  #pending = new Map();     // uuid -> request, in the order they were made
+  #inFlight = 0;
+  #lastSeenId = 0;
+  #syncFrom = null;         // null: nothing to catch up on; else sync after this id
+  #seenIds = new Set();
+  #everConnected = false;
+  #haveBaseline = false;    // a list_rooms reply was seen: lastSeenId covers every room
+  #lostSignal = null;       // resolves when the current connection is lost
+  #markLost = null;
+  #heartbeatUuid = null;
+  #heartbeatDeadline = null;
+
+  /**
+   * @param {object} options
+   * @param {string} options.url the gateway's WebSocket URL (ws://host:port/ws)
+   * @param {() => Promise<string>} options.getToken the user's token; called before every
+   *   authentication, so a token that changed is picked up on the next reconnect
+   */
+  constructor(options) {
+    super();
+    if (!options?.url || typeof options.getToken !== "function") {
+      throw new TypeError("ChatClient needs a url and a getToken function");
+    }
+    this.#options = {
+      ...DEFAULTS, ...options, backoff: { ...DEFAULTS.backoff, ...options.backoff },
+    };
+    this.#Socket = options.WebSocket || globalThis.WebSocket;
+  }
+
+  /** "idle", "connecting" (first time), "connected", "reconnecting" or "stopped". */
+  get state() { return this.#state; }
+  /** `{username}` once authenticated, else null. */
+  get user() { return this.#user; }
+  /** The newest message id this client has seen: where a `sync` after a reconnect starts. */
+  get lastSeenId() { return this.#lastSeenId; }
+  /** Requests made and not yet settled. */
+  get pendingCount() { return this.#pending.size; }
+
+  /** Connect (and stay connected until stop()). */
+  start() {
+    if (this.#state !== "idle" && this.#state !== "stopped") return;
+    this.#setState("connecting");
+    this.#open();
+  }
+
+  /** Close for good: pending requests fail with `stopped`. */
+  stop() {
+    this.#setState("stopped");
+    clearTimeout(this.#reconnectTimer);
+    this.#stopHeartbeat();
+    const socket = this.#socket;
+    this.#socket = null;
+    this.#connection += 1;
+    if (socket) socket.close(1000, "client stopped");
+    for (const request of this.#pending.values()) request.reject(new ChatError("stopped", "The client was stopped"));
+    this.#pending.clear();
+    this.#inFlight = 0;
+  }
+
+  /**
+   * Send one frame; resolves with its success reply, rejects with a ChatError. Made while the
+   * connection is down, it waits and is sent once authenticated again.
+   * @param {string} action
+   * @param {object} [fields] the frame's other keys
+   * @param {{uuid?: string, resend?: boolean}} [options] a uuid of the caller's (to show a message
+   *   before it is sent); `resend`: send it again on the next connection if this one is lost
+   *   before the reply (default: for the RETRYABLE_ACTIONS)
+   */
+  request(action, fields = {}, { uuid = newUuid(), resend = RETRYABLE_ACTIONS.has(action) } = {}) {
+    if (this.#state === "stopped") return Promise.reject(new ChatError("stopped", "The client was stopped"));
+    if (this.#pending.size >= this.#options.maxQueued) {
+      return Promise.reject(new ChatError("queue_full", "Too many requests waiting"));
+    }
+    if (this.#pending.has(uuid)) return Promise.reject(new ChatError("duplicate_uuid", `uuid ${uuid} is in use`));
+    let request;
+    const promise = new Promise((resolve, reject) => {
+      request = { uuid, action, fields, resend, resolve, reject, sentOn: null, retries: 0, retryTimer: null };
+    });
+    request.settled = promise.then(() => {}, () => {});
+    this.#pending.set(uuid, request);
+    this.#pump();
+    return promise;
+  }
+
+  // --- the protocol's actions -------------------------------------------------------------
+
+  /** The user's rooms, newest activity first. */
+  async listRooms() { return (await this.request("list_rooms")).rooms; }
+  /** The room's last 20 messages, oldest first. */
+  async selectRoom(room) { return (await this.request("select_room", { room })).room_messages; }
+  /** Up to `limit` messages older than `before`: `{messages, hasMore}`. */
+  async loadHistory(room, { before, limit } = {}) {
+    const fields = { room };
+    if (before !== undefined) fields.before = before;
+    if (limit !== undefined) fields.limit = limit;
+    const reply = await this.request("load_history", fields);
+    return { messages: reply.room_messages, hasMore: reply.has_more };
+  }
+  /** Post a message; resolves with the stored message. Pass your own `uuid` to match it later. */
+  async sendMessage(room, text, { uuid } = {}) {
+    return (await this.request("new_message", { room, text }, { uuid })).message;
+  }
+  /** A message to one user, in their direct room (made on first use): `{room, message}`. */
+  async directMessage(to, text, { uuid } = {}) {
+    const reply = await this.request("direct_message", { to, text }, { uuid });
+    return { room: reply.room, message: reply.message };
+  }
+  /** A room of the user and `members` (usernames); resolves with the room object. */
+  async createRoom(name, members = []) { return (await this.request("create_room", { name, members })).room; }
+  async addMembers(room, members) { return (await this.request("add_members", { room, members })).room; }
+  async leaveRoom(room) { await this.request("leave_room", { room }); }
+  /** Read up to `messageId`: `{last_read_id, unread_count}`. */
+  async markRead(room, messageId) {
+    const reply = await this.request("mark_read", { room, message: messageId });
+    return { lastReadId: reply.last_read_id, unreadCount: reply.unread_count };
+  }
+  async whoIsOnline(room) { return (await this.request("who_is_online", { room })).online; }
+  /** `{serverTime, connections}`, answered by the gateway itself. */
+  async ping() {
+    const reply = await this.request("ping");
+    return { serverTime: reply.server_time, connections: reply.connections };
+  }
+
+  /** Tell the other members that the user is typing. Fire and forget: a success has no reply
+   * (the other members get it); not sent while disconnected. Returns whether it was sent. */
+  typing(room) {
+    if (this.#state !== "connected") return false;
+    return this.#send({ uuid: newUuid(), action: "typing", room });
+  }
+
+  // --- connection ---------------------------------------------------------------------------
+
+  #setState(state, detail = {}) {
+    if (this.#state === state && !Object.keys(detail).length) return;
+    this.#state = state;
+    this.#emit("state", { state, ...detail });
+  }
+
+  #emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+
+  async #open() {
+    const connection = ++this.#connection;
+    let token;
+    try {
+      token = await this.#options.getToken();
+    } catch (error) {
+      if (connection !== this.#connection) return;
+      this.#emit("error", { code: "token_unavailable", message: String(error?.message || error) });
+      this.#scheduleReconnect();
+      return;
+    }
+    if (connection !== this.#connection) return;
+    this.#lostSignal = new Promise((resolve) => { this.#markLost = resolve; });
+    let socket;
+    try {
+      socket = new this.#Socket(this.#options.url);
+    } catch (error) {
+      this.#emit("error", { code: "connect_failed", message: String(error?.message || error) });
+      this.#scheduleReconnect();
+      return;
+    }
+    this.#socket = socket;
+    const authUuid = newUuid();
+    socket.onopen = () => {
+      if (connection === this.#connection) this.#send({ uuid: authUuid, action: "authenticate", token });
+    };
+    socket.onmessage = (event) => {
+      if (connection === this.#connection) this.#receive(event.data, authUuid, connection);
+    };
+    socket.onclose = (event) => {
+      if (connection === this.#connection) this.#lost(event.code, event.reason);
+    };
+    socket.onerror = () => {};  // a close event always follows
+  }
+
+  #send(frame) {
+    if (!this.#socket || this.#socket.readyState !== 1) return false;
+    try {
+      this.#socket.send(JSON.stringify(frame));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** The connection is gone (closed, or taken for dead): settle or keep what was pending, and
+   * come back after a pause. */
+  #lost(code = 1006, reason = "") {
+    const socket = this.#socket;
+    this.#socket = null;
+    this.#connection += 1;
+    this.#stopHeartbeat();
+    this.#markLost?.();
+    this.#markLost = null;
+    if (socket) {
+      socket.onopen = socket.onmessage = socket.onclose = null;
+      if (socket.readyState < 2) socket.close(4000, "replaced");
+    }
+    // What the page has shown is complete up to lastSeenId; a sync after the next
+    // authentication starts there. A sync that did not finish keeps its older starting point.
+    // Before the first list_rooms there is nothing to be complete about: the page loads afresh.
+    if (this.#haveBaseline && this.#syncFrom === null) this.#syncFrom = this.#lastSeenId;
+    this.#user = null;
+    this.#inFlight = 0;
+    for (const request of [...this.#pending.values()]) {
+      const sent = request.sentOn !== null;
+      request.sentOn = null;
+      if (sent && !request.resend) {
+        // Its outcome is unknown and sending it again could do it twice (a second room).
+        this.#settle(request, null, new ChatError("connection_lost", "The connection was lost"));
+      }
+    }
+    if (this.#state === "stopped") return;
+    this.#emit("disconnected", { code, reason });
+    this.#scheduleReconnect();
+  }
+
+  #scheduleReconnect() {
+    clearTimeout(this.#reconnectTimer);
+    const delay = backoffDelay(this.#attempt, this.#options.backoff, this.#options.random);
+    this.#attempt += 1;
+    this.#setState("reconnecting", { attempt: this.#attempt, retryIn: delay });
+    this.#reconnectTimer = setTimeout(() => {
+      if (this.#state !== "stopped") this.#open();
+    }, delay);
+  }
+
+  /** Reconnect now (after the browser says it is back online, say) instead of after the pause. */
+  reconnectNow() {
+    if (this.#state !== "reconnecting" || this.#socket) return;
+    clearTimeout(this.#reconnectTimer);
+    this.#open();
+  }
+
+  #receive(data, authUuid, connection) {
+    let reply;
+    try {
+      reply = JSON.parse(data);
+    } catch {
+      return;  // the gateway sends JSON only
+    }
+    if (!reply || typeof reply !== "object") return;
+    if (reply.uuid === authUuid && reply.action === "authenticate") {
+      this.#authenticated(reply, connection);
+      return;
+    }
+    if (reply.uuid === this.#heartbeatUuid && reply.action === "ping") {
+      clearTimeout(this.#heartbeatDeadline);
+      this.#heartbeatUuid = null;
+      return;
+    }
+    if (reply.status === "success") {
+      for (const message of messagesIn(reply)) this.#lastSeenId = Math.max(this.#lastSeenId, message.id);
+      if (reply.action === "list_rooms") this.#haveBaseline = true;
+      this.#broadcast(reply);
+    }
+    const request = this.#pending.get(reply.uuid);
+    if (request && request.sentOn === connection && request.action === reply.action) {
+      this.#inFlight -= 1;
+      request.sentOn = null;
+      if (reply.status === "success") {
+        this.#settle(request, reply, null);
+      } else if (RETRYABLE_ACTIONS.has(request.action) && RETRY_ERROR_CODES.has(reply.error_code)
+                 && request.retries < this.#options.maxRetries) {
+        request.retries += 1;
+        const delay = backoffDelay(request.retries, this.#options.backoff, this.#options.random);
+        request.retryTimer = setTimeout(() => { request.retryTimer = null; this.#pump(); }, delay);
+      } else {
+        this.#settle(request, null, new ChatError(reply.error_code || "server_error", reply.error_message, reply));
+      }
+      this.#pump();
+    } else if (reply.status === "error") {
+      // An error for a frame this client does not wait on (a typing notice, say).
+      this.#emit("error", { code: reply.error_code, message: reply.error_message, reply });
+    }
+  }
+
+  #settle(request, reply, error) {
+    clearTimeout(request.retryTimer);
+    this.#pending.delete(request.uuid);
+    if (error) request.reject(error);
+    else request.resolve(reply);
+  }
+
+  async #authenticated(reply, connection) {
+    if (reply.status !== "success") {
+      this.#emit("error", { code: reply.error_code, message: reply.error_message, reply });
+      this.#lost(4000, "authentication failed");
+      return;
+    }
+    const lost = this.#lostSignal;
+    this.#user = reply.user;
+    const reconnected = this.#everConnected;
+    this.#everConnected = true;
+    this.#setState("connected");
+    this.#startHeartbeat(connection);
+    // Messages retried with their uuid go first, and the sync waits for their replies: a sync
+    // that brought a copy of one before its own reply would show it twice for a moment.
+    const retried = [...this.#pending.values()]
+      .filter((request) => request.action === "new_message" || request.action === "direct_message")
+      .map((request) => request.settled);
+    this.#pump();
+    if (this.#syncFrom !== null) {
+      await Promise.race([Promise.all(retried), lost]);
+      if (connection !== this.#connection) return;
+      try {
+        await this.#sync(this.#syncFrom, connection);
+      } catch (error) {
+        // #syncFrom is kept: the next connection goes on from there. A catch-up refused on a
+        // connection still open (retries used up) is not left half done: reconnect, after a pause.
+        if (connection === this.#connection) {
+          this.#emit("error", { code: error?.code, message: error?.message });
+          this.#lost(4000, "sync failed");
+        }
+        return;
+      }
+      this.#syncFrom = null;
+    }
+    if (connection !== this.#connection) return;
+    this.#attempt = 0;  // only now: a connection that fails its catch-up backs off further
+    this.#emit("ready", { user: reply.user, reconnected });
+  }
+
+  /** Every message after `after`, page by page, emitted as `message` events (source "sync"). */
+  async #sync(after, connection) {
+    let cursor = after;
+    for (;;) {
+      // Not resent by itself after a loss: the next connection's catch-up starts over from #syncFrom.
+      const reply = await this.request("sync", { after: cursor, limit: this.#options.syncPageSize }, { resend: false });
+      if (connection !== this.#connection) throw new ChatError("connection_lost", "The connection was lost");
+      for (const message of reply.messages) {
+        this.#emitMessage(message, null, "sync");
+        cursor = Math.max(cursor, message.id);
+      }
+      // Everything up to the cursor has now been seen (sync pages in id order): a catch-up cut
+      // short by another loss goes on from here.
+      this.#syncFrom = cursor;
+      if (!reply.has_more || !reply.messages.length) return;
+    }
+  }
+
+  /** Send what waits, up to maxInFlight on this connection. */
+  #pump() {
+    if (this.#state !== "connected") return;
+    for (const request of this.#pending.values()) {
+      if (this.#inFlight >= this.#options.maxInFlight) return;
+      if (request.sentOn !== null || request.retryTimer !== null) continue;
+      if (!this.#send({ ...request.fields, uuid: request.uuid, action: request.action })) return;
+      request.sentOn = this.#connection;
+      this.#inFlight += 1;
+    }
+  }
+
+  #startHeartbeat(connection) {
+    this.#stopHeartbeat();
+    this.#heartbeatTimer = setInterval(() => {
+      if (connection !== this.#connection || this.#heartbeatUuid !== null) return;
+      this.#heartbeatUuid = newUuid();
+      this.#send({ uuid: this.#heartbeatUuid, action: "ping" });
+      this.#heartbeatDeadline = setTimeout(() => {
+        if (connection === this.#connection) this.#lost(4000, "no answer to ping");
+      }, this.#options.heartbeatTimeout);
+    }, this.#options.heartbeatInterval);
+  }
+
+  #stopHeartbeat() {
+    clearInterval(this.#heartbeatTimer);
+    clearTimeout(this.#heartbeatDeadline);
+    this.#heartbeatTimer = null;
+    this.#heartbeatUuid = null;
+  }
+
+  // --- what others did ---------------------------------------------------------------------
+
+  #emitMessage(message, uuid, source) {
+    if (this.#seenIds.has(message.id)) return;
+    this.#seenIds.add(message.id);
+    if (this.#seenIds.size > this.#options.seenIdsLimit) {
+      this.#seenIds.delete(this.#seenIds.values().next().value);  // the oldest
+    }
+    this.#emit("message", { message, uuid, source });
+  }
+
+  /** Success frames that tell of a change, whoever caused it (this client included). */
+  #broadcast(reply) {
+    switch (reply.action) {
+      case "new_message":
+      case "direct_message":
+        if (reply.message) this.#emitMessage(reply.message, reply.uuid, "live");
+        break;
+      case "create_room":
+      case "add_members":
+        if (reply.room && typeof reply.room === "object") this.#emit("room", { room: reply.room, action: reply.action });
+        break;
+      case "leave_room":
+        this.#emit("leave", { room: reply.room, user: reply.user });
+        break;
+      case "mark_read":
+        this.#emit("read", {
+          room: reply.room, lastReadId: reply.last_read_id, unreadCount: reply.unread_count,
+        });
+        break;
+      case "typing":
+        this.#emit("typing", { room: reply.room, user: reply.user });
+        break;
+      default:
+        break;
+    }
+  }
+}

@@ -1,0 +1,342 @@
+"""chat-client.js and the page's pure modules, in real headless Chromium, against a fake
+WebSocket that the test scripts: the cases a real gateway shows rarely or only at bad moments
+(a reply lost with the connection, a `timeout` error, a full queue). The modules are served from
+the source tree by Playwright's request routing: no server, nothing from the network."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.async_api import async_playwright
+
+from tests.e2e.conftest import CHROMIUM_FLAGS
+
+pytestmark = pytest.mark.e2e
+
+STATIC = Path(__file__).resolve().parents[2] / "chat" / "static" / "chat"
+# Not a secure context (plain HTTP, not localhost): what a page served over HTTP on a LAN gets.
+ORIGIN = "http://chat.test"
+# A bound on one scenario, for a client gone wrong; the fake answers at once.
+SCENARIO_BOUND_MS = 20_000
+
+# A WebSocket look-alike: `FakeSocket.server(socket, frame)` answers what the client sends (set by
+# each scenario); every socket made is in `FakeSocket.sockets`, with the frames it was sent.
+FAKE_SOCKET = """
+class FakeSocket {
+  static sockets = [];
+  static server = () => {};
+  constructor(url) {
+    this.url = url;
+    this.readyState = 0;
+    this.sent = [];
+    FakeSocket.sockets.push(this);
+    setTimeout(() => { this.readyState = 1; this.onopen?.({}); }, 0);
+  }
+  send(data) {
+    const frame = JSON.parse(data);
+    this.sent.push(frame);
+    setTimeout(() => FakeSocket.server(this, frame), 0);
+  }
+  reply(frame) {
+    if (this.readyState === 1) this.onmessage?.({ data: JSON.stringify(frame) });
+  }
+  close(code = 1000, reason = "") {
+    if (this.readyState >= 2) return;
+    this.readyState = 3;
+    setTimeout(() => this.onclose?.({ code, reason }), 0);
+  }
+}
+const ok = (frame, extra = {}) => ({ uuid: frame.uuid, action: frame.action, status: "success", ...extra });
+const fail = (frame, code) => ({ uuid: frame.uuid, action: frame.action, status: "error", error_code: code,
+                                 error_message: code });
+const msg = (id, text = `m${id}`, room = "r1") => ({ id, user: { username: "bob" }, room, timestamp: 1e9 + id, text });
+// A list_rooms reply: room r1, its newest message `lastId`.
+const oneRoom = (frame, lastId) => ok(frame, { rooms: [
+  { id: "r1", name: "R", is_direct: false, members: [], last_message: msg(lastId), unread_count: 0 }] });
+// A gateway that authenticates anyone, lists room r1 (its newest message `lastId`) and answers
+// the other actions with `handlers[action](socket, frame)`.
+const gateway = (lastId, handlers) => (socket, frame) => {
+  if (frame.action === "authenticate") socket.reply(ok(frame, { user: { username: "alice" } }));
+  else if (frame.action === "list_rooms") socket.reply(oneRoom(frame, lastId));
+  else handlers[frame.action]?.(socket, frame);
+};
+// Start a client, list its rooms, have the gateway drop the connection with `code`, and wait until
+// the client is ready again; the message ids it emitted are in `ids`.
+const dropAndCatchUp = async (code) => {
+  const client = newClient();
+  const ids = [];
+  client.addEventListener("message", (e) => ids.push(e.detail.message.id));
+  client.start();
+  await nextEvent(client, "ready");
+  await client.listRooms();
+  FakeSocket.sockets[0].close(code, "");
+  const ready = await nextEvent(client, "ready");
+  return { ids, ready };
+};
+const syncAfters = () => FakeSocket.sockets.map((s) => s.sent.filter((f) => f.action === "sync").map((f) => f.after));
+const nextEvent = (target, type) => new Promise((resolve) => target.addEventListener(type, (e) => resolve(e.detail), { once: true }));
+const { ChatClient, ChatError, backoffDelay } = await import("/static/chat/chat-client.js");
+const newClient = (options = {}) => new ChatClient({
+  url: "ws://gateway.test/ws", getToken: async () => "token", WebSocket: FakeSocket,
+  backoff: { initial: 5, max: 20 }, ...options,
+});
+"""
+
+
+async def run_in_browser(executable: str, body: str) -> Any:
+    """Run `body` (the inside of an async function, which returns a JSON-able value) in a page
+    that has FAKE_SOCKET's names in scope."""
+
+    async def serve(route) -> None:
+        path = route.request.url[len(ORIGIN):]
+        if path.startswith("/static/chat/"):
+            source = STATIC / path.rsplit("/", 1)[1]
+            await route.fulfill(body=source.read_text(), content_type="text/javascript")
+        else:
+            await route.fulfill(body="<!doctype html><title>client</title>", content_type="text/html")
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
+        try:
+            page = await browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            await page.route(f"{ORIGIN}/**", serve)
+            await page.goto(f"{ORIGIN}/")
+            # A scenario that hangs fails after SCENARIO_BOUND_MS instead of at the suite's timeout.
+            result = await page.evaluate(f"""async () => {{
+                const scenario = (async () => {{ {FAKE_SOCKET}\n{body} }})();
+                const hang = new Promise((_, reject) => setTimeout(
+                    () => reject(new Error("scenario still waiting after {SCENARIO_BOUND_MS} ms")), {SCENARIO_BOUND_MS}));
+                return Promise.race([scenario, hang]);
+            }}""")
+            assert errors == [], errors
+            return result
+        finally:
+            await browser.close()
+
+
+def in_browser(executable: str, body: str) -> Any:
+    return asyncio.run(run_in_browser(executable, body))
+
+
+def test_backoff_doubles_up_to_its_cap_with_jitter(chromium_executable):
+    delays = in_browser(chromium_executable, """
+        const options = { initial: 500, max: 10000, factor: 2 };
+        return [0, 1, 2, 3, 4, 5, 6, 10].map((attempt) => [
+          backoffDelay(attempt, options, () => 0), backoffDelay(attempt, options, () => 0.999999)]);
+    """)
+    ceilings = [500, 1000, 2000, 4000, 8000, 10000, 10000, 10000]
+    # Between half the ceiling and all of it: clients dropped together do not come back together.
+    assert delays == [[c // 2, c] for c in ceilings]
+
+
+def test_a_message_whose_reply_was_lost_is_sent_again_with_its_uuid_then_sync_from_the_last_seen(chromium_executable):
+    result = in_browser(chromium_executable, """
+        let stored = null;
+        FakeSocket.server = (socket, frame) => {
+          const first = socket === FakeSocket.sockets[0];
+          if (frame.action === "authenticate") socket.reply(ok(frame, { user: { username: "alice" } }));
+          else if (frame.action === "list_rooms") socket.reply(oneRoom(frame, 7));
+          else if (frame.action === "new_message" && first) socket.close(1012, "redis gap");  // no reply
+          else if (frame.action === "new_message") {
+            stored = stored || msg(9, frame.text);
+            socket.reply(ok(frame, { room: "r1", message: stored }));
+          } else if (frame.action === "sync") {
+            socket.reply(ok(frame, { messages: [msg(8), msg(9, "hello")].filter((m) => m.id > frame.after), has_more: false }));
+          }
+        };
+        const client = newClient();
+        const events = [];
+        const states = [];
+        client.addEventListener("message", (e) => events.push([e.detail.message.id, e.detail.source, e.detail.uuid]));
+        client.addEventListener("state", (e) => states.push(e.detail.state));
+        client.addEventListener("ready", (e) => events.push(["ready", e.detail.reconnected]));
+        client.start();
+        await nextEvent(client, "ready");
+        await client.listRooms();
+        const sent = await client.sendMessage("r1", "hello", { uuid: "uuid-1" });
+        await nextEvent(client, "ready");
+        return {
+          sent, events, states: [...new Set(states)], lastSeen: client.lastSeenId,
+          frames: FakeSocket.sockets.map((socket) => socket.sent.map((f) => [f.action, f.uuid === "uuid-1" ? "uuid-1" : null, f.after ?? null])),
+        };
+    """)
+    assert result["sent"]["id"] == 9
+    # The first connection lost the reply; the second authenticated, sent the same uuid again, and
+    # only then asked for what came after the newest message seen before the loss (7).
+    assert result["frames"] == [
+        [["authenticate", None, None], ["list_rooms", None, None], ["new_message", "uuid-1", None]],
+        [["authenticate", None, None], ["new_message", "uuid-1", None], ["sync", None, 7]],
+    ]
+    # Each message once: 9 from the retry's reply, 8 from the sync (9 again there is skipped).
+    assert result["events"] == [["ready", False], [9, "live", "uuid-1"], [8, "sync", None], ["ready", True]]
+    assert result["states"] == ["connecting", "connected", "reconnecting"]
+    assert result["lastSeen"] == 9
+
+
+def test_sync_pages_until_nothing_more_and_resumes_after_a_loss_from_where_it_was(chromium_executable):
+    result = in_browser(chromium_executable, """
+        let syncs = 0;
+        FakeSocket.server = gateway(10, { sync: (socket, frame) => {
+          syncs += 1;
+          if (syncs === 2) { socket.close(1006, ""); return; }  // lost in the middle of the catch-up
+          const page = [1, 2].map((n) => msg(frame.after + n));
+          socket.reply(ok(frame, { messages: page, has_more: frame.after + 2 < 16 }));
+        } });
+        const { ids } = await dropAndCatchUp(1001);
+        return { ids, afters: syncAfters() };
+    """)
+    # The first catch-up got 11 and 12, then its connection went: the next one goes on from 12 (what
+    # it had finished), until has_more is false.
+    assert result["afters"] == [[], [10, 12], [12, 14]]
+    assert result["ids"] == [11, 12, 13, 14, 15, 16]
+
+
+def test_a_catch_up_that_fails_on_an_open_connection_is_done_again_on_a_new_one(chromium_executable):
+    result = in_browser(chromium_executable, """
+        let syncs = 0;
+        FakeSocket.server = gateway(4, { sync: (socket, frame) => {
+          syncs += 1;
+          socket.reply(syncs === 1 ? fail(frame, "server_error") : ok(frame, { messages: [msg(5)], has_more: false }));
+        } });
+        const { ids, ready } = await dropAndCatchUp(1012);
+        return { ids, reconnected: ready.reconnected, sockets: FakeSocket.sockets.length, afters: syncAfters() };
+    """)
+    assert result == {"ids": [5], "reconnected": True, "sockets": 3, "afters": [[], [4], [4]]}
+
+
+def test_a_room_being_created_when_the_connection_drops_is_not_sent_again(chromium_executable):
+    result = in_browser(chromium_executable, """
+        FakeSocket.server = (socket, frame) => {
+          if (frame.action === "authenticate") socket.reply(ok(frame, { user: { username: "alice" } }));
+          else if (frame.action === "create_room") socket.close(1006, "");
+        };
+        const client = newClient();
+        client.start();
+        await nextEvent(client, "ready");
+        const outcome = await client.createRoom("Plans", ["bob"]).then(() => "created", (error) => error.code);
+        await nextEvent(client, "ready");
+        return { outcome, actions: FakeSocket.sockets.map((s) => s.sent.map((f) => f.action)) };
+    """)
+    # Sending it again could make a second room: the caller is told instead.
+    assert result == {"outcome": "connection_lost",
+                      "actions": [["authenticate", "create_room"], ["authenticate"]]}
+
+
+def test_a_timeout_error_is_retried_with_the_same_uuid_and_other_errors_are_not(chromium_executable):
+    result = in_browser(chromium_executable, """
+        let tries = 0;
+        FakeSocket.server = (socket, frame) => {
+          if (frame.action === "authenticate") socket.reply(ok(frame, { user: { username: "alice" } }));
+          else if (frame.action === "new_message" && frame.text === "slow") {
+            tries += 1;
+            socket.reply(tries < 3 ? fail(frame, "timeout") : ok(frame, { room: "r1", message: msg(5, "slow") }));
+          } else if (frame.action === "new_message") socket.reply(fail(frame, "empty_text"));
+        };
+        const client = newClient();
+        client.start();
+        await nextEvent(client, "ready");
+        const sent = await client.sendMessage("r1", "slow", { uuid: "u-slow" });
+        const refused = await client.sendMessage("r1", " ").then(() => null, (error) => [error.name, error.code]);
+        return { sent: sent.id, refused, uuids: FakeSocket.sockets[0].sent.filter((f) => f.text === "slow").map((f) => f.uuid) };
+    """)
+    assert result == {"sent": 5, "refused": ["ChatError", "empty_text"], "uuids": ["u-slow"] * 3}
+
+
+def test_requests_wait_while_disconnected_up_to_a_bound(chromium_executable):
+    result = in_browser(chromium_executable, """
+        let release;
+        const token = new Promise((resolve) => { release = resolve; });
+        FakeSocket.server = (socket, frame) => {
+          if (frame.action === "authenticate") socket.reply(ok(frame, { user: { username: "alice" } }));
+          else if (frame.action === "ping") socket.reply(ok(frame, { server_time: 1e9, connections: 1 }));
+        };
+        const client = newClient({ getToken: () => token, maxQueued: 3 });
+        client.start();
+        const waiting = [client.ping(), client.ping(), client.ping()];
+        const refused = await client.ping().then(() => null, (error) => error.code);
+        release("token");
+        const answers = await Promise.all(waiting);
+        return { refused, answered: answers.length, pending: client.pendingCount };
+    """)
+    assert result == {"refused": "queue_full", "answered": 3, "pending": 0}
+
+
+def test_no_more_than_max_in_flight_requests_are_sent_at_once(chromium_executable):
+    result = in_browser(chromium_executable, """
+        const held = [];
+        let most = 0;
+        FakeSocket.server = (socket, frame) => {
+          if (frame.action === "authenticate") { socket.reply(ok(frame, { user: { username: "alice" } })); return; }
+          held.push(frame);
+          most = Math.max(most, held.length);
+          if (held.length === 4) for (const f of held.splice(0)) socket.reply(ok(f, { online: [] }));
+        };
+        const client = newClient({ maxInFlight: 4 });
+        client.start();
+        await nextEvent(client, "ready");
+        await Promise.all(Array.from({ length: 12 }, () => client.whoIsOnline("r1")));
+        return { most, sent: FakeSocket.sockets[0].sent.length };
+    """)
+    assert result == {"most": 4, "sent": 13}
+
+
+def test_broadcasts_become_events(chromium_executable):
+    result = in_browser(chromium_executable, """
+        FakeSocket.server = (socket, frame) => {
+          if (frame.action !== "authenticate") return;
+          socket.reply(ok(frame, { user: { username: "alice" } }));
+          const other = { uuid: "theirs", status: "success" };
+          socket.reply({ ...other, action: "new_message", room: "r1", message: msg(3) });
+          socket.reply({ ...other, action: "new_message", room: "r1", message: msg(3) });  // a retry's copy
+          socket.reply({ ...other, action: "typing", room: "r1", user: { username: "bob" } });
+          socket.reply({ ...other, action: "create_room", room: { id: "r2", name: "New", is_direct: false, members: [], last_message: null, unread_count: 0 } });
+          socket.reply({ ...other, action: "leave_room", room: "r1", user: { username: "bob" } });
+          socket.reply({ ...other, action: "mark_read", room: "r1", message: 3, last_read_id: 3, unread_count: 0 });
+          socket.reply({ uuid: "x", action: "typing", room: "r9", status: "error", error_code: "invalid_room_id", error_message: "Invalid room id" });
+        };
+        const client = newClient();
+        const seen = [];
+        for (const type of ["message", "typing", "room", "leave", "read", "error"]) {
+          client.addEventListener(type, (e) => seen.push([type, JSON.stringify(e.detail).slice(0, 40)]));
+        }
+        client.start();
+        await nextEvent(client, "error");
+        return seen.map(([type]) => type);
+    """)
+    assert result == ["message", "typing", "room", "leave", "read", "error"]
+
+
+COMPOSER_TEXTS = [
+    ("hello", {"kind": "message", "text": "hello"}),
+    ("  ", {"kind": "empty"}),
+    ("line one\nline two", {"kind": "message", "text": "line one\nline two"}),
+    ("//etc/hosts", {"kind": "message", "text": "/etc/hosts"}),
+    ("/msg bob see you\nlater", {"kind": "command", "name": "msg", "to": "bob", "text": "see you\nlater"}),
+    ("/MSG bob hi", {"kind": "command", "name": "msg", "to": "bob", "text": "hi"}),
+    ("/msg bob", {"kind": "error", "message": "Usage: /msg USER TEXT"}),
+    ("/msg bob    ", {"kind": "error", "message": "Usage: /msg USER TEXT"}),
+    ("/who", {"kind": "command", "name": "who"}),
+    ("/time", {"kind": "command", "name": "time"}),
+    ("/help", {"kind": "command", "name": "help"}),
+    ("/nick zed", {"kind": "error",
+                   "message": 'Unknown command: /nick. Type /help for the list; //text sends "/text".'}),
+]
+
+
+def test_what_the_composer_text_means(chromium_executable):
+    parsed = in_browser(chromium_executable, f"""
+        const {{ parseInput }} = await import("/static/chat/commands.js");
+        const {{ parseMembers }} = await import("/static/chat/forms.js");
+        return {{
+          inputs: {json.dumps([text for text, _ in COMPOSER_TEXTS])}.map(parseInput),
+          members: parseMembers(" bob, carol  dave,bob "),
+        }};
+    """)
+    assert parsed["inputs"] == [expected for _, expected in COMPOSER_TEXTS]
+    assert parsed["members"] == ["bob", "carol", "dave"]
