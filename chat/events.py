@@ -20,7 +20,7 @@ from django.utils.module_loading import import_string
 
 from .reading import ReadMark
 from .rooms import Departure, RoomSummary
-from .serializers import MessageSerializer, RoomSerializer, UserSerializer
+from .serializers import RoomSerializer, UserSerializer, message_data
 from .services import PostedMessage
 
 logger = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ def reply_uuid(client_uuid: str | None) -> str:
 def message_reply(action: str, posted: PostedMessage, client_uuid: str | None) -> dict[str, Any]:
     """new_message or direct_message: `{"uuid", "action", "room", "status", "message"}`."""
     return {"uuid": reply_uuid(client_uuid), "action": action, "room": posted.message.room_id.hex,
-            "status": "success", "message": MessageSerializer(posted.message).data}
+            "status": "success", "message": message_data(posted.message)}
 
 
 def room_reply(action: str, summary: RoomSummary, client_uuid: str | None) -> dict[str, Any]:

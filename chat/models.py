@@ -44,8 +44,11 @@ class Membership(models.Model):
 
 
 class ChatMessage(models.Model):
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="chat_messages")
-    room = models.ForeignKey(ChatRoom, on_delete=models.CASCADE, related_name="messages")
+    # No index of their own: every insert writes each index, and these two lead others already
+    # (the unique (user, client_uuid) and (room, -id) below), which serve lookups by user or room.
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="chat_messages",
+                             db_index=False)
+    room = models.ForeignKey(ChatRoom, on_delete=models.CASCADE, related_name="messages", db_index=False)
     date_created = models.DateTimeField(auto_now_add=True, db_index=True)
     text = models.TextField()
     # The uuid of the client frame that created the message: a retried new_message

@@ -88,10 +88,16 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Several worker processes write to one SQLite file: WAL lets readers run beside the
     # writer, IMMEDIATE takes the write lock up front (no deadlocked upgrades) and the
     # timeout makes a writer wait for the lock instead of failing with "database is locked".
+    # A checkpoint (the WAL copied into the database, with an fsync) every 10,000 pages rather
+    # than SQLite's 1,000: a message rewrites the same few hot pages (the newest leaf of the table
+    # and of each index), which a checkpoint copies once however often they changed; two workers
+    # inserting spent about a quarter less CPU per message. The WAL then grows to about 40 MB, and
+    # is cut back to 64 MB at most after a checkpoint.
     DATABASES["default"]["OPTIONS"] = {
         "timeout": 20,
         "transaction_mode": "IMMEDIATE",
-        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
+                        "PRAGMA wal_autocheckpoint=10000; PRAGMA journal_size_limit=67108864;",
     }
     # The test database is a file too, so the processes that end-to-end tests start share it;
     # one per test run, so that two runs at once never share it.

@@ -7,7 +7,6 @@ WebSocket protocol's form; it goes out as a worker's envelope for several users,
 
 from __future__ import annotations
 
-import json
 import threading
 from typing import Any
 
@@ -46,7 +45,7 @@ def envelope(response: dict[str, Any], send_to: list[int]) -> dict[str, Any]:
 
 def publish(response: dict[str, Any], send_to: list[int]) -> None:
     """Publish `response` to every connection of the users `send_to`; raises PublishError."""
-    encoded = json.dumps(envelope(response, send_to), separators=(",", ":"), ensure_ascii=False)
+    encoded = envelopes.encode(envelope(response, send_to))
     try:
         _redis().publish(settings.WORKER_RESPONSE_TOPIC, encoded)
     except (RedisError, OSError) as exc:

@@ -31,16 +31,8 @@ class Outgoing:
     topic: str
     envelope: dict[str, Any]
 
-    def encode(self) -> str:
-        text = json.dumps(self.envelope, separators=(",", ":"), ensure_ascii=False)
-        if not text.isascii():
-            try:
-                text.encode("utf-8")
-            except UnicodeEncodeError:
-                # A lone surrogate from the request (its uuid, echoed): Redis takes only UTF-8, so
-                # it goes as a JSON escape, which reads back the same.
-                text = json.dumps(self.envelope, separators=(",", ":"))
-        return text
+    def encode(self) -> bytes:
+        return envelopes.encode(self.envelope)
 
 
 def decode(raw: bytes | str) -> dict[str, Any] | None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 
 @dataclass(frozen=True)
@@ -54,3 +57,20 @@ def envelope(request: dict[str, Any], result: HandlerResult, ok: bool = True) ->
 def error_envelope(request: dict[str, Any], code: str, message: str) -> dict[str, Any]:
     # Errors go to the requesting connection alone and never change its session.
     return envelope(request, HandlerResult(error(request, code, message)), ok=False)
+
+
+def encode(built: dict[str, Any]) -> bytes:
+    """An envelope as the bus carries it: compact UTF-8 JSON.
+
+    orjson on the hot path (a worker encodes every reply). What it refuses goes through json as
+    before: an integer beyond 64 bits, or a lone surrogate from a client echoed in a reply, which
+    UTF-8 cannot carry and which goes as a JSON escape instead (it reads back the same).
+    """
+    try:
+        return orjson.dumps(built)
+    except orjson.JSONEncodeError:
+        text = json.dumps(built, separators=(",", ":"), ensure_ascii=False)
+        try:
+            return text.encode("utf-8")
+        except UnicodeEncodeError:
+            return json.dumps(built, separators=(",", ":")).encode("ascii")

@@ -8,7 +8,7 @@ from typing import Any, Callable, Iterable
 from django.contrib.auth.models import AbstractBaseUser
 
 from chat import reading, rooms, services
-from chat.serializers import MessageSerializer, RoomSerializer, UserSerializer
+from chat.serializers import MessageSerializer, RoomSerializer, UserSerializer, message_data
 
 from .envelopes import HandlerResult, success
 
@@ -50,7 +50,7 @@ def new_message(request: Request) -> HandlerResult:
     posted = services.post_message_as(request.user_pk, request.get("room"), request.get("text"),
                                       request.get("uuid"))
     return HandlerResult(
-        success(request.data, message=MessageSerializer(posted.message).data),
+        success(request.data, message=message_data(posted.message)),
         # A retry reaches the members again: a member who missed the first reply gets it now,
         # and clients recognise a message they already have by its id.
         send_to=posted.member_ids,
@@ -81,7 +81,7 @@ def leave_room(request: Request) -> HandlerResult:
 
 def direct_message(request: Request) -> HandlerResult:
     posted = rooms.direct_message(request.user, request.get("to"), request.get("text"), request.get("uuid"))
-    message = MessageSerializer(posted.message).data
+    message = message_data(posted.message)
     return HandlerResult(success(request.data, room=message["room"], message=message), send_to=posted.member_ids)
 
 

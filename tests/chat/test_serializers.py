@@ -8,7 +8,7 @@ import re
 import pytest
 
 from chat.models import ChatMessage
-from chat.serializers import MessageSerializer
+from chat.serializers import MessageSerializer, message_data
 
 
 @pytest.fixture
@@ -57,3 +57,11 @@ def test_the_fast_representation_matches_the_declared_fields(message):
     serializer = MessageSerializer(message)
     declared = serializers.Serializer.to_representation(serializer, message)
     assert serializer.data == declared
+
+
+def test_message_data_is_the_serializers_data(make_user, make_room, message):
+    # One serializer serves every message_data call: each answer is its own, for its message.
+    other = ChatMessage.objects.create(user=make_user("bob"), room=make_room(), text="two")
+    first, second = message_data(message), message_data(other)
+    assert first == MessageSerializer(message).data and second == MessageSerializer(other).data
+    assert first is not second and first["text"] == "héllo" and second["user"] == {"username": "bob"}

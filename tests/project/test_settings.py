@@ -39,6 +39,21 @@ def test_defaults_are_sqlite_in_the_project_root_and_local_redis():
     assert values["options"]["timeout"] >= 5 and "journal_mode=WAL" in values["options"]["init_command"]
 
 
+
+def test_a_sqlite_connection_gets_the_write_settings(tmp_path):
+    # Read back from SQLite itself: the init command ran, each pragma took.
+    script = ("import json, django; django.setup(); from django.db import connection; c = connection.cursor(); "
+              "print(json.dumps({p: c.execute(f'PRAGMA {p}').fetchone()[0] for p in "
+              "('journal_mode', 'synchronous', 'wal_autocheckpoint', 'journal_size_limit')}))")
+    clean = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    clean.update(DATABASE_URL=f"sqlite:///{tmp_path / 'settings.sqlite3'}", DJANGO_SETTINGS_MODULE="project.settings")
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=clean, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    # synchronous 1 is NORMAL; checkpoints every 10,000 pages, the WAL cut back to 64 MiB after one.
+    assert json.loads(result.stdout) == {"journal_mode": "wal", "synchronous": 1, "wal_autocheckpoint": 10000,
+                                         "journal_size_limit": 64 * 1024 * 1024}
+
 def test_database_and_redis_urls_are_read_from_the_environment():
     result = load(DATABASE_URL="postgres://chat:pw@db.example:5433/chatdb", REDIS_URL="redis://bus:6380/2",
                   WORKER_RESPONSE_TOPIC="replies", MAX_MESSAGE_LENGTH="100")

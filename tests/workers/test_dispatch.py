@@ -299,7 +299,7 @@ class TestUnexpectedErrors:
             outgoing = send(request)
         response = assert_error(outgoing, request, "server_error")
         assert response["error_message"] == "Server error"
-        assert "secret detail" not in outgoing.encode()
+        assert b"secret detail" not in outgoing.encode()
         [record] = [r for r in caplog.records if r.name == "workers.dispatch" and r.levelno == logging.ERROR]
         # The request's id is a context field of the line (conn=… request=… in text, a key in JSON).
         assert record.request_id == "gateway-1:42" and record.action == "select_room"
@@ -361,5 +361,5 @@ def test_connection_is_checked_even_when_answering_fails(alice, connection_check
 def test_encode_keeps_non_ascii_text_readable(alice, room):
     outgoing = send(bus_request("new_message", user=alice, room=room.pk.hex, text="héllo ✓"))
     encoded = outgoing.encode()
-    assert "héllo ✓" in encoded
+    assert "héllo ✓".encode() in encoded  # as UTF-8, not as escapes
     assert json.loads(encoded)["response"]["message"]["text"] == "héllo ✓"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from workers import envelopes
 from workers.envelopes import HandlerResult
 
@@ -47,3 +49,21 @@ def test_error_envelope():
         "type": "error_response", "request_id": "gw:7", "send_to": None, "session_data": None,
         "response": {"uuid": "u-1", "action": "select_room", "room": "ab" * 16, "status": "error",
                      "error_code": "invalid_room_id", "error_message": "Invalid room id"}}
+
+
+def test_encode_is_compact_utf8_json():
+    built = {"response": {"text": "héllo ✓", "n": [1, 2.5, None, True]}}
+    encoded = envelopes.encode(built)
+    assert encoded == '{"response":{"text":"héllo ✓","n":[1,2.5,null,true]}}'.encode()
+    assert json.loads(encoded) == built
+
+
+def test_encode_takes_what_orjson_refuses_through_json():
+    # An integer beyond 64 bits and a lone surrogate (a client's, echoed): the same values read back,
+    # the surrogate as a JSON escape (UTF-8 cannot carry it).
+    built = {"request_id": "r", "response": {"uuid": "\udfff", "before": 2**70}}
+    encoded = envelopes.encode(built)
+    assert encoded.isascii() and b"\\udfff" in encoded
+    assert json.loads(encoded) == built
+    big = {"response": {"before": 2**70, "text": "héllo"}}
+    assert envelopes.encode(big) == '{"response":{"before":1180591620717411303424,"text":"héllo"}}'.encode()
