@@ -42,7 +42,7 @@ class Connection:
 
     __slots__ = ("conn_id", "metrics", "ws", "session_data", "bucket", "closed", "_abort", "_close_timeout",
                  "_in_flight", "_send_queue_size", "_outgoing", "_started", "_writer", "_sending", "_closer",
-                 "__weakref__")
+                 "_auth_deadline", "__weakref__")
 
     def __init__(self, conn_id: str, ws: web.WebSocketResponse, send_queue_size: int, bucket: TokenBucket,
                  abort: Callable[[], None] | None = None, close_timeout: float = CLOSE_TIMEOUT,
@@ -70,6 +70,9 @@ class Connection:
         # Whether the writer is inside a send (see `close`).
         self._sending = False
         self._closer: asyncio.Task[None] | None = None
+        # The timer that closes the connection if it has not authenticated in time; dropped as
+        # soon as it has (a pending timer per idle connection costs half a KiB and a heap entry).
+        self._auth_deadline: asyncio.TimerHandle | None = None
 
     @property
     def user_pk(self) -> int | None:
@@ -96,6 +99,21 @@ class Connection:
             self._in_flight.discard(request_id)
             if not self._in_flight:
                 self._in_flight = None
+
+    def set_auth_deadline(self, deadline: asyncio.TimerHandle) -> None:
+        """The timer that closes this connection unless it authenticates first."""
+        self.cancel_auth_deadline()
+        self._auth_deadline = deadline
+
+    def cancel_auth_deadline(self) -> None:
+        if self._auth_deadline is not None:
+            self._auth_deadline.cancel()
+            self._auth_deadline = None
+
+    @property
+    def awaits_authentication(self) -> bool:
+        """Whether the authentication deadline is still running."""
+        return self._auth_deadline is not None
 
     def start(self) -> None:
         """The socket is ready: frames queued so far, and every later one, are written."""

@@ -40,6 +40,8 @@ class ReplyRouter:
         session_data = envelope.get("session_data")
         if request is not None and isinstance(session_data, dict) and not request.conn.closed:
             self.registry.set_session(request.conn, session_data)
+            if request.conn.user_pk is not None:
+                request.conn.cancel_auth_deadline()
 
         # Encoded once, whatever the number of recipients: every connection sends these bytes.
         text = protocol.encode_frame(envelope["response"])

@@ -68,7 +68,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     )
     gateway.registry.add(conn)
     conn.start()
-    auth_timer = asyncio.get_running_loop().call_later(settings.auth_timeout, _check_authenticated, conn)
+    conn.set_auth_deadline(asyncio.get_running_loop().call_later(settings.auth_timeout, _check_authenticated, conn))
     logger.info("opened from %s", request.remote, extra=conn.log_context)
     try:
         async for message in ws:
@@ -84,7 +84,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
                 logger.info("protocol error: %s", ws.exception(), extra=conn.log_context)
                 break
     finally:
-        auth_timer.cancel()
+        conn.cancel_auth_deadline()
         gateway.registry.remove(conn)
         gateway.pending.drop_connection(conn)
         await conn.stop()
@@ -93,6 +93,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
 
 
 def _check_authenticated(conn: Connection) -> None:
+    conn.cancel_auth_deadline()  # this is it firing: nothing is left to cancel
     if conn.user_pk is None:
         logger.info("did not authenticate in time", extra=conn.log_context)
         conn.close(CLOSE_AUTH_TIMEOUT, "Authentication timeout")

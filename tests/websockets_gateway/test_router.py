@@ -207,6 +207,26 @@ def test_session_data_updates_the_requester_and_the_user_index():
     run(scenario())
 
 
+
+def test_authenticating_drops_the_authentication_deadline_and_a_failed_attempt_keeps_it():
+    async def scenario():
+        registry, pending, router = _router()
+        requester = connected(registry, "c1")
+        deadline = asyncio.get_running_loop().call_later(60, lambda: None)
+        requester.set_auth_deadline(deadline)
+
+        # A refused token changes no session: the deadline still runs.
+        refused = pending.start(requester, {"uuid": "u0", "action": "authenticate"})
+        router.route(_envelope(refused.request_id, {"uuid": "u0", "action": "authenticate", "status": "error",
+                                                     "error_code": "invalid_token", "error_message": "x"}))
+        assert requester.awaits_authentication and not deadline.cancelled()
+
+        accepted = pending.start(requester, {"uuid": "u1", "action": "authenticate"})
+        router.route(_envelope(accepted.request_id, RESPONSE, session_data={"user_pk": 1}))
+        assert deadline.cancelled() and not requester.awaits_authentication
+
+    run(scenario())
+
 def test_session_data_moves_a_reauthenticated_connection_to_its_new_user():
     async def scenario():
         registry, pending, router = _router()
