@@ -408,6 +408,13 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Profile]:
     return args, profile
 
 
+
+def shown_path(path: Path) -> str:
+    """A path as the result names it: from the project's root when it is inside it (as given,
+    relative or absolute, from any working directory), else absolute."""
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(ROOT) if resolved.is_relative_to(ROOT) else resolved)
+
 def main(argv: list[str] | None = None) -> int:
     args, profile = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
@@ -463,8 +470,7 @@ def main(argv: list[str] | None = None) -> int:
         if skipped:
             result["plot_skipped"] = skipped
         else:
-            result["plot"] = str(plot_path.relative_to(ROOT) if plot_path.resolve().is_relative_to(ROOT)
-                                 else plot_path)
+            result["plot"] = shown_path(plot_path)
     else:
         result["plot_skipped"] = "no plot asked for (--plot PATH)" if args.quick or args.no_plot else None
     print(table(result))

@@ -125,3 +125,14 @@ def test_table_and_plot(run):
         assert "requirements-bench.txt" in result["plot_skipped"]
     else:
         assert Path(result["plot"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_plot_is_named_from_the_project_root_however_it_was_given(tmp_path, monkeypatch):
+    # A relative --plot used to fail the run at its very end, after the measurements.
+    from scripts.bench import shown_path
+
+    monkeypatch.chdir(ROOT)
+    assert shown_path(Path("docs/images/x.png")) == "docs/images/x.png"
+    assert shown_path(ROOT / "docs" / "images" / "x.png") == "docs/images/x.png"
+    monkeypatch.chdir(tmp_path)
+    assert shown_path(Path("x.png")) == str(tmp_path.resolve() / "x.png")
