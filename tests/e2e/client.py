@@ -107,7 +107,14 @@ class Client:
         message = await self.ws.receive(timeout=timeout)
         if message.type == aiohttp.WSMsgType.TEXT:
             return json.loads(message.data)
-        if message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
+        if message.type == aiohttp.WSMsgType.CLOSE:
+            # The code of the Close frame the server sent: the connection's close code (RFC 6455,
+            # 7.1.5). Not `ws.close_code`: aiohttp sets that to 1006 when its own Close reply
+            # cannot be written any more, which happens when the frame is read after the server,
+            # having sent it, closed the TCP connection (aiohttp's server does not wait for the
+            # reply when it closes a connection whose handler is reading).
+            raise ConnectionClosed(message.data, message.extra)
+        if message.type in (aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
             raise ConnectionClosed(self.ws.close_code, message.extra)
         if message.type == aiohttp.WSMsgType.ERROR:
             raise ConnectionClosed(self.ws.close_code, str(message.data))

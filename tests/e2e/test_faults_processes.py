@@ -141,8 +141,17 @@ class Peer:
 
     async def _read(self) -> None:
         loop = asyncio.get_running_loop()
+        # The code of the Close frame the gateway sent, when one came (see tests/e2e/client.py on
+        # why not `ws.close_code` alone).
+        frame_code: int | None = None
         try:
-            async for message in self.ws:
+            while True:
+                message = await self.ws.receive()
+                if message.type == aiohttp.WSMsgType.CLOSE:
+                    frame_code = message.data
+                    break
+                if message.type in (aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
+                    break
                 if message.type != aiohttp.WSMsgType.TEXT:
                     continue
                 frame = json.loads(message.data)
@@ -157,7 +166,7 @@ class Peer:
                 else:
                     self.others.append(uuid)
         finally:
-            self.close_code = self.ws.close_code
+            self.close_code = frame_code if frame_code is not None else self.ws.close_code
             now = self.closed_at = loop.time()
             self.closed.set()
             for sent_at, future in self.waiting.values():
