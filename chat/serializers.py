@@ -34,7 +34,6 @@ class MessageSerializer(serializers.Serializer):
                 "timestamp": message.date_created.timestamp(), "text": message.text}
 
 
-
 _MESSAGE_SERIALIZER = MessageSerializer()
 
 

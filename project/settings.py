@@ -90,9 +90,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # timeout makes a writer wait for the lock instead of failing with "database is locked".
     # A checkpoint (the WAL copied into the database, with an fsync) every 10,000 pages rather
     # than SQLite's 1,000: a message rewrites the same few hot pages (the newest leaf of the table
-    # and of each index), which a checkpoint copies once however often they changed; two workers
-    # inserting spent about a quarter less CPU per message. The WAL then grows to about 40 MB, and
-    # is cut back to 64 MB at most after a checkpoint.
+    # and of each index), which a checkpoint copies once however often they changed; two
+    # processes inserting spent about a quarter less CPU per insert (docs/performance.md). The
+    # WAL then grows to about 40 MB, and is cut back to 64 MB at most after a checkpoint.
     DATABASES["default"]["OPTIONS"] = {
         "timeout": 20,
         "transaction_mode": "IMMEDIATE",
