@@ -51,6 +51,10 @@ BACKOFF_FIRST = 0.1
 BACKOFF_MAX = 2.0
 # How long the graceful-shutdown clean-up may take; past it the keys are left to their TTL.
 WITHDRAW_TIMEOUT = 2.0
+# The least time between two writes of users who came or went: the changes of that time go in
+# one pipeline. A burst of connections (clients coming back after a gateway restart, say) is
+# then a few transactions a second rather than one per user; presence lags by this much at most.
+FLUSH_INTERVAL = 0.02
 
 
 def gateway_key(presence_id: str) -> str:
@@ -151,6 +155,9 @@ class PresenceWriter:
             if self._registered and not self._dirty:
                 self.synced.set()
                 await self._wait_for_work()
+            if self._registered and self._dirty:
+                # More users changed meanwhile: gather them for a moment (see FLUSH_INTERVAL).
+                await asyncio.sleep(min(FLUSH_INTERVAL, max(0.0, self._last_write + FLUSH_INTERVAL - self._clock())))
 
     async def sync_once(self) -> None:
         """One step: register (again) if needed, else write a batch of dirty users and the heartbeat.

@@ -404,6 +404,38 @@ def test_the_background_task_writes_at_once_when_a_user_connects():
     run(scenario())
 
 
+
+def test_users_arriving_one_by_one_are_written_together_at_most_once_per_flush_interval(monkeypatch):
+    # Clients coming back after a restart arrive spread out: each used to cost a transaction.
+    monkeypatch.setattr(presence_module, "FLUSH_INTERVAL", 0.1)
+
+    async def scenario():
+        server = fakeredis.FakeServer()
+        registry, writer, client = _writer(server, ttl=300.0)
+        probe = fakeredis.FakeAsyncRedis(server=server)
+        task = asyncio.create_task(writer.run())
+        try:
+            await asyncio.wait_for(writer.synced.wait(), WAIT)
+            writes_before = len(client.named("SET"))
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            for user_pk in range(1, 61):
+                connected(registry, f"c{user_pk}", user_pk=user_pk)
+                await asyncio.sleep(0.005)
+            elapsed = loop.time() - started
+            await asyncio.wait_for(writer.synced.wait(), WAIT)
+        finally:
+            task.cancel()
+            await asyncio.wait({task})
+        for user_pk in range(1, 61):
+            assert await _members(probe, user_pk) == {writer.presence_id}
+        # Every write refreshes the heartbeat (one SET each): at most one per interval, plus the
+        # first at once and the last after the burst; one per user without the gathering.
+        writes = len(client.named("SET")) - writes_before
+        assert writes <= elapsed / 0.1 + 3, (writes, elapsed)
+
+    run(scenario())
+
 def test_the_background_task_refreshes_the_heartbeat_on_its_timer():
     async def scenario():
         _, writer, client = _writer(fakeredis.FakeServer(), ttl=0.3)
