@@ -408,12 +408,12 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Profile]:
     return args, profile
 
 
-
 def shown_path(path: Path) -> str:
     """A path as the result names it: from the project's root when it is inside it (as given,
     relative or absolute, from any working directory), else absolute."""
     resolved = Path(path).resolve()
     return str(resolved.relative_to(ROOT) if resolved.is_relative_to(ROOT) else resolved)
+
 
 def main(argv: list[str] | None = None) -> int:
     args, profile = parse_args(argv)
