@@ -23,6 +23,20 @@ class ConnectionClosed(AssertionError):
         self.reason = reason
 
 
+def close_code(ws: aiohttp.ClientWebSocketResponse, message: aiohttp.WSMessage) -> int | None:
+    """The close code of a connection that `message` (CLOSE, CLOSING, CLOSED or ERROR) ended.
+
+    For CLOSE, the code in the Close frame the server sent: the connection's close code (RFC 6455,
+    7.1.5). Not `ws.close_code`: aiohttp sets that to 1006 when its own Close reply cannot be
+    written any more, which happens when the frame is read after the server, having sent it,
+    closed the TCP connection (aiohttp's server does not wait for the reply when it closes a
+    connection whose handler is reading).
+    """
+    if message.type == aiohttp.WSMsgType.CLOSE:
+        return message.data
+    return ws.close_code
+
+
 class Client:
     def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         self.ws = ws
@@ -107,17 +121,10 @@ class Client:
         message = await self.ws.receive(timeout=timeout)
         if message.type == aiohttp.WSMsgType.TEXT:
             return json.loads(message.data)
-        if message.type == aiohttp.WSMsgType.CLOSE:
-            # The code of the Close frame the server sent: the connection's close code (RFC 6455,
-            # 7.1.5). Not `ws.close_code`: aiohttp sets that to 1006 when its own Close reply
-            # cannot be written any more, which happens when the frame is read after the server,
-            # having sent it, closed the TCP connection (aiohttp's server does not wait for the
-            # reply when it closes a connection whose handler is reading).
-            raise ConnectionClosed(message.data, message.extra)
-        if message.type in (aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
-            raise ConnectionClosed(self.ws.close_code, message.extra)
+        if message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
+            raise ConnectionClosed(close_code(self.ws, message), message.extra)
         if message.type == aiohttp.WSMsgType.ERROR:
-            raise ConnectionClosed(self.ws.close_code, str(message.data))
+            raise ConnectionClosed(close_code(self.ws, message), str(message.data))
         raise AssertionError(f"unexpected frame type {message.type}")
 
     async def close(self) -> None:

@@ -29,6 +29,7 @@ from django.db.models import Count
 
 from chat.models import ChatMessage
 from scripts.stack import Stack
+from tests.e2e.client import close_code
 from tests.e2e.conftest import E2EStack
 from websockets_gateway.bus import DEAD_TOPIC_RETRY_AFTER
 from websockets_gateway.connection import CLOSE_TIMEOUT
@@ -141,16 +142,13 @@ class Peer:
 
     async def _read(self) -> None:
         loop = asyncio.get_running_loop()
-        # The code of the Close frame the gateway sent, when one came (see tests/e2e/client.py on
-        # why not `ws.close_code` alone).
-        frame_code: int | None = None
+        ended: aiohttp.WSMessage | None = None  # the message that ended the connection: its close code
         try:
             while True:
                 message = await self.ws.receive()
-                if message.type == aiohttp.WSMsgType.CLOSE:
-                    frame_code = message.data
-                    break
-                if message.type in (aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
+                if message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED,
+                                    aiohttp.WSMsgType.ERROR):
+                    ended = message
                     break
                 if message.type != aiohttp.WSMsgType.TEXT:
                     continue
@@ -166,7 +164,7 @@ class Peer:
                 else:
                     self.others.append(uuid)
         finally:
-            self.close_code = frame_code if frame_code is not None else self.ws.close_code
+            self.close_code = close_code(self.ws, ended) if ended is not None else self.ws.close_code
             now = self.closed_at = loop.time()
             self.closed.set()
             for sent_at, future in self.waiting.values():
