@@ -7,7 +7,9 @@ that run its background task wait on its `synced` event or on what the fake Redi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import fakeredis
@@ -87,6 +89,17 @@ def _writer(server: fakeredis.FakeServer, ttl: float = TTL) -> tuple[ConnectionR
     writer = PresenceWriter(registry, GATEWAY_ID, ttl, client=client)
     registry.on_presence_change = writer.mark_dirty
     return registry, writer, client
+
+
+@contextlib.asynccontextmanager
+async def _running(writer: PresenceWriter) -> AsyncIterator[asyncio.Task[None]]:
+    """The writer's background task, for the block: cancelled, and waited for, on the way out."""
+    task = asyncio.create_task(writer.run())
+    try:
+        yield task
+    finally:
+        task.cancel()
+        await asyncio.wait({task})
 
 
 async def _members(probe: fakeredis.FakeAsyncRedis, user_pk: int) -> set[str]:
@@ -386,8 +399,7 @@ def test_the_background_task_writes_at_once_when_a_user_connects():
         # A heartbeat every 100 s: a write within the test's wait can only be the dirty wake-up.
         registry, writer, _ = _writer(server, ttl=300.0)
         probe = fakeredis.FakeAsyncRedis(server=server)
-        task = asyncio.create_task(writer.run())
-        try:
+        async with _running(writer) as task:
             await asyncio.wait_for(writer.synced.wait(), WAIT)
             conn = connected(registry, "c1", user_pk=1)
             assert not writer.synced.is_set()
@@ -396,9 +408,6 @@ def test_the_background_task_writes_at_once_when_a_user_connects():
             registry.remove(conn)
             await asyncio.wait_for(writer.synced.wait(), WAIT)
             assert await _members(probe, 1) == set()
-        finally:
-            task.cancel()
-            await asyncio.wait({task})
         assert task.cancelled()
 
     run(scenario())
@@ -413,8 +422,7 @@ def test_users_arriving_one_by_one_are_written_together_at_most_once_per_flush_i
         server = fakeredis.FakeServer()
         registry, writer, client = _writer(server, ttl=300.0)
         probe = fakeredis.FakeAsyncRedis(server=server)
-        task = asyncio.create_task(writer.run())
-        try:
+        async with _running(writer):
             await asyncio.wait_for(writer.synced.wait(), WAIT)
             writes_before = len(client.named("SET"))
             loop = asyncio.get_running_loop()
@@ -424,9 +432,6 @@ def test_users_arriving_one_by_one_are_written_together_at_most_once_per_flush_i
                 await asyncio.sleep(0.005)
             elapsed = loop.time() - started
             await asyncio.wait_for(writer.synced.wait(), WAIT)
-        finally:
-            task.cancel()
-            await asyncio.wait({task})
         for user_pk in range(1, 61):
             assert await _members(probe, user_pk) == {writer.presence_id}
         # Every write refreshes the heartbeat (one SET each): at most one per interval, plus the
@@ -439,12 +444,8 @@ def test_users_arriving_one_by_one_are_written_together_at_most_once_per_flush_i
 def test_the_background_task_refreshes_the_heartbeat_on_its_timer():
     async def scenario():
         _, writer, client = _writer(fakeredis.FakeServer(), ttl=0.3)
-        task = asyncio.create_task(writer.run())
-        try:
+        async with _running(writer):
             await client.wait_until(lambda: len(client.named("SET")) >= 3)
-        finally:
-            task.cancel()
-            await asyncio.wait({task})
         # The first SET creates the key; every refresh after it must not recreate a lapsed one.
         first, *refreshes = client.named("SET")
         assert "XX" not in first
@@ -462,8 +463,7 @@ def test_the_background_task_recovers_from_a_redis_outage(monkeypatch, caplog):
         registry, writer, client = _writer(server)
         writer.metrics = GatewayMetrics(GATEWAY_ID)
         probe = fakeredis.FakeAsyncRedis(server=server)
-        task = asyncio.create_task(writer.run())
-        try:
+        async with _running(writer):
             await asyncio.wait_for(writer.synced.wait(), WAIT)
             client.failing = True
             connected(registry, "c1", user_pk=1)
@@ -476,9 +476,6 @@ def test_the_background_task_recovers_from_a_redis_outage(monkeypatch, caplog):
             assert writer.epoch >= 1
             assert await _members(probe, 1) == {writer.presence_id}
             assert await probe.exists(gateway_key(f"{GATEWAY_ID}.0")) == 0
-        finally:
-            task.cancel()
-            await asyncio.wait({task})
 
     run(scenario())
     assert "presence gw-test.0: write failed (ConnectionError" in caplog.text
