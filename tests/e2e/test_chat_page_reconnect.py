@@ -13,10 +13,10 @@ from chat.models import ChatMessage
 from tests.e2e.conftest import open_chat_page
 from tests.e2e.test_chat_page import (
     PASSWORD,
-    WAIT_MS,
     in_thread,
     message,
     open_room,
+    patient_expect,
     people,
     post_over_rest,
     room_button,
@@ -26,16 +26,11 @@ from tests.e2e.test_chat_page import (
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
-__all__ = ["people"]  # the fixture, shared with test_chat_page
+__all__ = ["patient_expect", "people"]  # the fixtures, shared with test_chat_page
 
 # The gateway's restart: a new gunicorn process on a busy machine, and the page's backoff (at most
 # 10 s between attempts), well inside this.
 RECONNECT_MS = 90_000
-
-
-@pytest.fixture(autouse=True)
-def patient_expect():
-    expect.set_options(timeout=WAIT_MS)
 
 
 def test_after_the_gateway_restarts_the_page_reconnects_and_shows_what_it_missed(

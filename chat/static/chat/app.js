@@ -144,12 +144,18 @@ function markSeen() {
 
 // --- presence ------------------------------------------------------------------------------
 
+/** Who is online in room `id`, shown under its title if it is still the open room. */
+async function showOnline(id) {
+  const online = await client.whoIsOnline(id);
+  if (conversation.roomId === id) conversation.setOnline(online);
+  return online;
+}
+
 async function refreshPresence() {
   const id = conversation.roomId;
   if (!id || client.state !== "connected") return;
   try {
-    const online = await client.whoIsOnline(id);
-    if (conversation.roomId === id) conversation.setOnline(online);
+    await showOnline(id);
   } catch {
     // The next refresh tries again.
   }
@@ -220,8 +226,7 @@ async function runCommand(command) {
         conversation.notice("/who: open a room first.", "error");
         return;
       }
-      const online = await client.whoIsOnline(id);
-      if (conversation.roomId === id) conversation.setOnline(online);
+      const online = await showOnline(id);
       conversation.notice(`Online here: ${online.length ? online.join(", ") : "nobody"}`);
     } else if (command.name === "msg") {
       await client.directMessage(command.to, command.text);

@@ -81,7 +81,7 @@ export class RoomList {
     if (mine) {
       this.#rooms.set(room.id, { ...mine, name: room.name, members: room.members, is_direct: room.is_direct });
     } else {
-      this.#rooms = new Map([[room.id, { ...room }], ...this.#rooms]);
+      this.#putFirst({ ...room });
     }
     this.#render();
   }
@@ -108,9 +108,15 @@ export class RoomList {
     if (room.last_message && room.last_message.id >= message.id) return true;  // older: no change
     room.last_message = message;
     if (!isOpen && message.user.username !== this.#me) room.unread_count += 1;
-    this.#rooms = new Map([[room.id, room], ...[...this.#rooms].filter(([id]) => id !== room.id)]);
+    this.#putFirst(room);
     this.#render();
     return true;
+  }
+
+  /** `room` at the head of the list (newest activity), wherever it was, if it was. */
+  #putFirst(room) {
+    this.#rooms.delete(room.id);
+    this.#rooms = new Map([[room.id, room], ...this.#rooms]);
   }
 
   setUnread(id, count) {
