@@ -80,6 +80,6 @@ def index(request: HttpRequest) -> HttpResponse:
         "tokenUrl": reverse("api-session-token"),
         "loginUrl": reverse("login"),
     }
-    response = render(request, "chat/index.html", {"config": config, "csp": policy})
+    response = render(request, "chat/index.html", {"config": config})
     response["Content-Security-Policy"] = policy
     return response

@@ -2,9 +2,14 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from chat.views import content_security_policy
+
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("login/", auth_views.LoginView.as_view(template_name="chat/login.html"), name="login"),
+    # Django's own login view; its page carries the chat page's policy in a <meta> element.
+    path("login/", auth_views.LoginView.as_view(template_name="chat/login.html",
+                                                extra_context={"csp_meta": content_security_policy(meta=True)}),
+         name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("api/", include("chat.api_urls")),
     path("", include("chat.urls")),

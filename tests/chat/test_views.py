@@ -80,8 +80,8 @@ def test_the_login_page_posts_with_csrf_and_its_policy_comes_in_a_meta_element(c
     markup = parse(response.content.decode())
     assert not markup.scripts
     metas = [attrs for tag, attrs in markup.tags if tag == "meta" and attrs.get("http-equiv") == "Content-Security-Policy"]
-    # The login view is Django's own; its template carries the same policy (without the header-only
-    # frame-ancestors), which these two strings must agree on.
+    # The login view is Django's own; its template carries the page's policy, without the
+    # header-only frame-ancestors.
     assert [meta["content"] for meta in metas] == [content_security_policy(meta=True)]
     names = {attrs.get("name") for tag, attrs in markup.tags if tag == "input"}
     assert {"csrfmiddlewaretoken", "username", "password", "next"} <= names
