@@ -12,6 +12,7 @@ from aiohttp import web
 
 from . import logs
 from .bus import Bus
+from .heartbeat import Heartbeat
 from .connection import CLOSE_GOING_AWAY, CLOSE_SERVICE_RESTART
 from .metrics import GatewayMetrics
 from .presence import PresenceWriter
@@ -43,9 +44,12 @@ async def gateway_context(app: web.Application) -> AsyncIterator[None]:
               publish_timeout=min(settings.request_timeout, 5.0),
               on_resubscribed=lambda: close_after_bus_gap(registry), metrics=metrics)
     metrics.watch(connections=registry.__len__, in_flight=pending.__len__)
-    app[GATEWAY_KEY] = Gateway(gateway_id, settings, registry, pending, router, bus, presence, metrics)
-    subscriber = asyncio.create_task(bus.run_subscriber(), name="reply-subscriber")
-    presence_writer = asyncio.create_task(presence.run(), name="presence-writer")
+    heartbeat = Heartbeat(settings.ws_heartbeat) if settings.ws_heartbeat else None
+    app[GATEWAY_KEY] = Gateway(gateway_id, settings, registry, pending, router, bus, presence, metrics, heartbeat)
+    tasks = {asyncio.create_task(bus.run_subscriber(), name="reply-subscriber"),
+             asyncio.create_task(presence.run(), name="presence-writer")}
+    if heartbeat is not None:
+        tasks.add(asyncio.create_task(heartbeat.run(), name="heartbeat"))
     try:
         await asyncio.wait_for(bus.subscribed.wait(), SUBSCRIBE_WAIT)
     except asyncio.TimeoutError:
@@ -55,9 +59,9 @@ async def gateway_context(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        subscriber.cancel()
-        presence_writer.cancel()
-        await asyncio.wait({subscriber, presence_writer})
+        for task in tasks:
+            task.cancel()
+        await asyncio.wait(tasks)
         # After the writer stopped, so that it cannot write this process's id back.
         await presence.withdraw()
         await presence.close()

@@ -24,11 +24,16 @@ CLOSE_SLOW_CONSUMER = 4008
 # The gateway lost its Redis subscription for a while: replies and messages published then
 # never reached it. The client reconnects and catches up with `sync` (WebSocket "service restart").
 CLOSE_SERVICE_RESTART = 1012
+# Not sent (no close frame reaches a peer that stopped answering pings): the code its socket's
+# end is counted under, as RFC 6455 names a connection that ended without a close frame.
+CLOSE_ABNORMAL = 1006
 # How long a close handshake may take. A client that does not read cannot take our close
 # frame either; past this its socket is aborted, so it never holds a handler or memory.
 CLOSE_TIMEOUT = 5.0
 
 _NONE_IN_FLIGHT: frozenset[str] = frozenset()
+# Queued like a frame: the writer sends a WebSocket ping in its place (see `ping`).
+_PING = object()
 
 
 class Connection:
@@ -42,7 +47,7 @@ class Connection:
 
     __slots__ = ("conn_id", "metrics", "ws", "session_data", "bucket", "closed", "_abort", "_close_timeout",
                  "_in_flight", "_send_queue_size", "_outgoing", "_started", "_writer", "_sending", "_closer",
-                 "_auth_deadline", "__weakref__")
+                 "_auth_deadline", "heard", "unheard_visits", "heartbeat_bucket", "__weakref__")
 
     def __init__(self, conn_id: str, ws: web.WebSocketResponse, send_queue_size: int, bucket: TokenBucket,
                  abort: Callable[[], None] | None = None, close_timeout: float = CLOSE_TIMEOUT,
@@ -60,7 +65,7 @@ class Connection:
         self.closed = False
         # Frames not yet taken by the writer: at most `send_queue_size`; None when empty.
         self._send_queue_size = send_queue_size
-        self._outgoing: deque[bytes | str] | None = None
+        self._outgoing: deque[bytes | str | object] | None = None
         # Frames are written once `start` was called (the handler's socket is ready), by a
         # writer task that exists while there are frames to write (None otherwise). One that
         # ended for good, because the socket failed or the connection is closing, stays here
@@ -73,6 +78,11 @@ class Connection:
         # The timer that closes the connection if it has not authenticated in time; dropped as
         # soon as it has (a pending timer per idle connection costs half a KiB and a heap entry).
         self._auth_deadline: asyncio.TimerHandle | None = None
+        # The heartbeat's (heartbeat.py): a frame came since its last visit, its visits in a row
+        # without one, and the bucket it is in (None when not watched).
+        self.heard = True
+        self.unheard_visits = 0
+        self.heartbeat_bucket: int | None = None
 
     @property
     def user_pk(self) -> int | None:
@@ -125,6 +135,13 @@ class Connection:
         """Queue one text frame: its UTF-8 payload (`protocol.encode_frame`; one bytes object for
         every recipient of a broadcast), or a str. If the queue is full the client is too slow
         and is disconnected."""
+        self._queue(frame)
+
+    def ping(self) -> None:
+        """Queue a WebSocket ping (the heartbeat's): written in turn with the frames, by the writer."""
+        self._queue(_PING)
+
+    def _queue(self, frame: bytes | str | object) -> None:
         if self.closed:
             return
         outgoing = self._outgoing
@@ -147,6 +164,21 @@ class Connection:
         """Close from synchronous code (timers, routing); safe to call more than once."""
         if self.closed:
             return
+        self._stop_writing(code)
+        self._closer = asyncio.create_task(self._close(code, reason), name=f"close-{self.conn_id}")
+
+    def drop(self) -> None:
+        """Abort the socket with no close handshake (the heartbeat's, for a peer that stopped
+        answering): the handler's read loop ends; counted under 1006."""
+        if self.closed:
+            return
+        if self._abort is None:  # no transport to abort (not seen in practice): a bounded close
+            self.close(CLOSE_GOING_AWAY, "No pong")
+            return
+        self._stop_writing(CLOSE_ABNORMAL)
+        self._abort()
+
+    def _stop_writing(self, code: int) -> None:
         self.closed = True
         self.metrics.closed(code)
         # A writer not yet started, or between two frames, is cancelled: nothing more is written.
@@ -158,7 +190,6 @@ class Connection:
         if self._writer is not None and not self._sending:
             self._writer.cancel()
         self._outgoing = None
-        self._closer = asyncio.create_task(self._close(code, reason), name=f"close-{self.conn_id}")
 
     async def _close(self, code: int, reason: str) -> None:
         """The close handshake, bounded: on any outcome but a clean close, the socket is aborted."""
@@ -197,6 +228,9 @@ class Connection:
                 try:
                     if type(frame) is bytes:
                         await self.ws.send_frame(frame, WSMsgType.TEXT)
+                    elif frame is _PING:
+                        await self.ws.ping()
+                        continue
                     else:
                         await self.ws.send_str(frame)
                 finally:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from .bus import Bus
+from .heartbeat import Heartbeat
 from .metrics import GatewayMetrics
 from .presence import PresenceWriter
 from .registry import ConnectionRegistry
@@ -25,6 +26,8 @@ class Gateway:
     bus: Bus
     presence: PresenceWriter
     metrics: GatewayMetrics
+    # Pings idle connections (None with WS_HEARTBEAT=0).
+    heartbeat: Heartbeat | None = None
 
 
 SETTINGS_KEY = web.AppKey("settings", GatewaySettings)

@@ -54,10 +54,12 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         logger.warning("refused a connection from %s: %d connections open", request.remote, len(gateway.registry))
         raise web.HTTPServiceUnavailable(text="Gateway full")
 
+    # Pings and pongs come to the loop below (autoping off): the gateway's one heartbeat
+    # (heartbeat.py) hears every frame, a pong included, instead of aiohttp's timers per connection.
     ws = web.WebSocketResponse(
         max_msg_size=settings.ws_max_message_size,
         compress=settings.ws_compression,
-        heartbeat=settings.ws_heartbeat or None,
+        autoping=False,
     )
     await ws.prepare(request)
     conn = Connection(
@@ -67,11 +69,14 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         metrics=gateway.metrics,
     )
     gateway.registry.add(conn)
+    if gateway.heartbeat is not None:
+        gateway.heartbeat.add(conn)
     conn.start()
     conn.set_auth_deadline(asyncio.get_running_loop().call_later(settings.auth_timeout, _check_authenticated, conn))
     logger.info("opened from %s", request.remote, extra=conn.log_context)
     try:
         async for message in ws:
+            conn.heard = True
             if message.type == WSMsgType.TEXT:
                 gateway.metrics.frames_received.inc()
                 if not await _handle_text(gateway, conn, message.data):
@@ -80,11 +85,15 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
                 gateway.metrics.frames_received.inc()
                 conn.close(CLOSE_UNSUPPORTED_DATA, "Binary frames are not accepted")
                 break
+            elif message.type == WSMsgType.PING:
+                await ws.pong(message.data)  # as aiohttp's autoping would
             elif message.type == WSMsgType.ERROR:
                 logger.info("protocol error: %s", ws.exception(), extra=conn.log_context)
                 break
     finally:
         conn.cancel_auth_deadline()
+        if gateway.heartbeat is not None:
+            gateway.heartbeat.discard(conn)
         gateway.registry.remove(conn)
         gateway.pending.drop_connection(conn)
         await conn.stop()

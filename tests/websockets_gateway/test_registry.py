@@ -85,6 +85,23 @@ def test_several_connections_per_user():
     assert len(registry) == 3
 
 
+def test_a_user_goes_from_one_connection_to_three_and_back():
+    # One connection is held as itself, two or more as a set: each step must look the same.
+    registry = ConnectionRegistry()
+    tabs = [make_connection(f"c{i}") for i in range(3)]
+    for count, conn in enumerate(tabs, start=1):
+        registry.add(conn)
+        registry.set_session(conn, {"user_pk": 1})
+        registry.set_session(conn, {"user_pk": 1})  # authenticating again as the same user
+        assert registry.of_user(1) == set(tabs[:count])
+        assert sorted(c.conn_id for c in registry.of_users([1])) == [c.conn_id for c in tabs[:count]]
+    for count in (2, 1, 0):
+        registry.remove(tabs[count])
+        assert registry.of_user(1) == set(tabs[:count])
+        assert list(registry.of_users([1])) == tabs[:count]
+    assert registry.user_count() == 0
+
+
 def test_remove_forgets_the_connection_everywhere():
     registry = ConnectionRegistry()
     kept, removed = make_connection("c1"), make_connection("c2")
