@@ -1,7 +1,8 @@
 """`python -m scripts.bench_ws_floor`: what one idle WebSocket costs aiohttp itself.
 
-A bare aiohttp server in a process of its own (uvloop when installed, and the gateway's
-heartbeat), whose handler does nothing but echo; N clients connect, each sends one frame of an
+A bare aiohttp server in a process of its own (uvloop when installed; no aiohttp heartbeat, as
+the gateway, whose own heartbeat costs a set entry per connection), whose handler does nothing
+but echo; N clients connect, each sends one frame of an
 authenticate's size and reads the echo, then all stay open. Prints the server's RSS per idle
 connection, measured as `scripts.bench` measures the gateway's (RSS after minus RSS before,
 divided by N): the floor under the gateway's own figure, whatever the gateway keeps per
@@ -99,7 +100,8 @@ async def measure(count: int, heartbeat: float, concurrency: int) -> dict[str, f
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--connections", type=int, default=2000)
-    parser.add_argument("--heartbeat", type=float, default=30.0, help="as the gateway's WS_HEARTBEAT (0: none)")
+    parser.add_argument("--heartbeat", type=float, default=0.0,
+                        help="aiohttp's own heartbeat, seconds (default 0: none, as the gateway)")
     parser.add_argument("--concurrency", type=int, default=100)
     parser.add_argument("--serve", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
