@@ -191,22 +191,32 @@ class Target:
 
 
 async def connect(target: Target, work: Workload, profile: Profile) -> None:
-    """Open and authenticate the big room's users, then the rooms' users (RSS before and after).
+    """Open and authenticate the big room's users, then the rooms' users, each with the RSS
+    they add.
 
-    The big room's go first so that the stack measured has served requests before: what its
-    processes allocate once, at their first connections and requests (lazily imported code,
-    the ORM's and the loop's first structures), is not counted as the rooms' connections' memory.
+    The big room's go first so that the stack measured for the target has served connections
+    before: what its processes allocate once, at their first connections and requests (lazily
+    imported code, pools filled to their burst size, SQLite's page cache of the users' tables),
+    is not counted as the rooms' connections' memory. The big room's own figure, on the fresh
+    stack, shows that one-time cost.
     """
-    gen, watched = target.gen, target.watched
     if work.big_room is not None:
-        big = await gen.connect(work.users_of(work.big_room), profile.connect_concurrency)
-        target.result["connect_big_room"] = {key: big[key] for key in ("connections", "failed", "seconds")}
-        await asyncio.sleep(1.0)
+        big = await _connect_measured(target, work.users_of(work.big_room), profile)
+        target.result["connect_big_room"] = big
+    opened = await _connect_measured(target, work.users_of(work.rooms), profile)
+    target.result["connect"] = opened
+    logger.info("%s: %d connections opened and authenticated in %.2f s", target.name, opened["connections"],
+                opened["seconds"])
+
+
+async def _connect_measured(target: Target, users: list[dict[str, Any]], profile: Profile) -> dict[str, Any]:
+    """Open and authenticate one connection per user; the time, and the RSS the gateway's and
+    the workers' processes gained, 1 s after the last reply."""
     parts = ("gateway", "workers")
-    rss_before = {part: watched.rss([part]) for part in parts}
-    opened = await gen.connect(work.users_of(work.rooms), profile.connect_concurrency)
+    rss_before = {part: target.watched.rss([part]) for part in parts}
+    opened = await target.gen.connect(users, profile.connect_concurrency)
     await asyncio.sleep(1.0)  # replies written, buffers settled
-    rss_after = {part: watched.rss([part]) for part in parts}
+    rss_after = {part: target.watched.rss([part]) for part in parts}
     count = opened["connections"]
     if None not in rss_before.values() and None not in rss_after.values() and count:
         before, after = sum(rss_before.values()), sum(rss_after.values())
@@ -217,10 +227,9 @@ async def connect(target: Target, work: Workload, profile: Profile) -> None:
     else:
         opened.update(rss_before_bytes=None, rss_after_bytes=None, rss_per_connection_bytes=None,
                       rss_per_connection_bytes_by_part={})
-    target.result["connect"] = opened
-    logger.info("%s: %d connections opened and authenticated in %.2f s", target.name, count, opened["seconds"])
     if opened["failed"]:
         raise SystemExit(f"{target.name}: {opened['failed']} connections failed: {opened['failures']}")
+    return opened
 
 
 async def ramps(targets: list[Target], key: str, scenario: Scenario, fixed: tuple[float, ...], start: float,

@@ -102,6 +102,12 @@ STEP_HEADER = (f"{'offered':>8} {'deliv/s':>8} {'sent':>6} {'done':>6} "
                f"{'gen%':>5} {'gw%':>5} {'wk%':>5} {'rds%':>5} {'oth%':>5}  result")
 
 
+def _rss_text(connect: dict[str, Any]) -> str:
+    """RSS per connection, in all and by part."""
+    return f"{connect['rss_per_connection_bytes'] / KIB:.1f} KiB" + "".join(
+        f", {part} {value / KIB:.1f}" for part, value in connect["rss_per_connection_bytes_by_part"].items())
+
+
 def step_line(step: dict[str, Any]) -> str:
     rtt, fan, cpu = step["round_trip_ms"], step["fan_out_ms"], step["cpu_pct"]
     result = "ok" if step["ok"] else f"FAIL: {step['why']}"
@@ -148,11 +154,13 @@ def table(result: dict[str, Any]) -> str:
         label = "real: Django workers" if name == "real" else "baseline: bare relay workers (no Django, no database)"
         lines.append("")
         lines.append(f"== {label}")
+        first = target.get("connect_big_room")
+        if first and first.get("rss_per_connection_bytes") is not None:
+            lines.append(f"first {first['connections']} connections (the big room's, on the fresh stack): "
+                         f"{first['seconds']:.2f} s; RSS per connection {_rss_text(first)} (one-time costs included)")
         connect = target.get("connect")
         if connect:
-            rss = connect.get("rss_per_connection_bytes")
-            rss_text = "not measured" if rss is None else f"{rss / KIB:.1f} KiB" + "".join(
-                f", {part} {value / KIB:.1f}" for part, value in connect["rss_per_connection_bytes_by_part"].items())
+            rss_text = "not measured" if connect.get("rss_per_connection_bytes") is None else _rss_text(connect)
             cpu = ", ".join(f"{name} {value:.0f}%" for name, value in connect["cpu_pct"].items())
             lines.append(f"{connect['connections']} connections opened and authenticated in {connect['seconds']:.2f} s "
                          f"({connect['per_second']:.0f}/s, {connect['concurrency']} at a time, {connect['failed']} "

@@ -89,6 +89,14 @@ def test_connections_and_memory(run):
         assert connect["per_second"] == pytest.approx(200 / connect["seconds"], rel=0.01)
         assert connect["rss_after_bytes"] > connect["rss_before_bytes"] > 0
         assert 0 < connect["rss_per_connection_bytes"] < 1024 * KIB
+        # The big room's connections come first, on the fresh stack, and are measured too.
+        first = target["connect_big_room"]
+        assert first["connections"] == 50 and first["failed"] == 0
+        assert first["rss_after_bytes"] > first["rss_before_bytes"] > 0
+        assert first["rss_per_connection_bytes"] == round(
+            (first["rss_after_bytes"] - first["rss_before_bytes"]) / first["connections"])
+    _, _, printed = run
+    assert printed.count("connections (the big room's, on the fresh stack)") == 2
 
 
 def test_ratios_and_targets_are_computed_from_the_steps(run):
