@@ -12,8 +12,8 @@ from aiohttp import web
 
 from . import logs
 from .bus import Bus
-from .heartbeat import Heartbeat
 from .connection import CLOSE_GOING_AWAY, CLOSE_SERVICE_RESTART
+from .heartbeat import Heartbeat
 from .metrics import GatewayMetrics
 from .presence import PresenceWriter
 from .registry import ConnectionRegistry

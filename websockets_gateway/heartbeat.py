@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 
 BUCKETS = 16
 VISITS_PER_INTERVAL = 4
+MIN_TICK = 0.005
 # Visits in a row without a frame: the ping goes out at the fourth (idle for an interval), the
 # connection is dropped at the sixth (the ping unanswered for half an interval).
 PING_AFTER_VISITS = VISITS_PER_INTERVAL
@@ -36,7 +37,9 @@ class Heartbeat:
         if interval <= 0:
             raise ValueError("the heartbeat interval must be positive")
         self.interval = interval
-        self.tick = interval / VISITS_PER_INTERVAL / BUCKETS
+        # Not below MIN_TICK: a heartbeat of a fraction of a second (a test's) would wake the loop
+        # thousands of times a second; its visits then come a little later than a quarter interval.
+        self.tick = max(interval / VISITS_PER_INTERVAL / BUCKETS, MIN_TICK)
         self._buckets: list[set[Connection]] = [set() for _ in range(BUCKETS)]
         self._next = 0  # the bucket the next tick visits
 

@@ -48,7 +48,7 @@ class ConnectionRegistry:
                 arrived = user_pk
             elif type(held) is set:
                 held.add(conn)
-            elif held is not conn:
+            else:  # `conn` itself is not in the index: `_unindex_user` took it out above
                 self._by_user[user_pk] = {held, conn}
         # A user's only connection that authenticates again as the same user left and came
         # back within this call: no change anyone else could have seen.

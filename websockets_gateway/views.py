@@ -93,7 +93,11 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
                 conn.close(CLOSE_UNSUPPORTED_DATA, "Binary frames are not accepted")
                 break
             elif message.type == WSMsgType.PING:
-                await ws.pong(message.data)  # as aiohttp's autoping would
+                try:
+                    await ws.pong(message.data)  # as aiohttp's autoping would
+                except ConnectionError as exc:  # the socket closed under the pong: nothing to answer
+                    logger.info("pong not sent, connection gone: %s", exc, extra=conn.log_context)
+                    break
             elif message.type == WSMsgType.ERROR:
                 logger.info("protocol error: %s", ws.exception(), extra=conn.log_context)
                 break

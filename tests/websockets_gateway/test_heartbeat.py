@@ -7,7 +7,7 @@ import pytest
 from aiohttp import WSMsgType
 
 from websockets_gateway.connection import _PING, Connection
-from websockets_gateway.heartbeat import BUCKETS, VISITS_PER_INTERVAL, Heartbeat
+from websockets_gateway.heartbeat import BUCKETS, MIN_TICK, VISITS_PER_INTERVAL, Heartbeat
 from websockets_gateway.ratelimit import TokenBucket
 from websockets_gateway.state import GATEWAY_KEY
 
@@ -102,9 +102,10 @@ def test_a_discarded_or_closing_connection_is_not_pinged():
     assert len(heartbeat) == 1  # the closing one waits for its handler to discard it
 
 
-def test_the_interval_must_be_positive():
+def test_the_interval_must_be_positive_and_the_tick_is_bounded_below():
     with pytest.raises(ValueError):
         Heartbeat(0)
+    assert Heartbeat(0.001).tick == MIN_TICK
 
 
 # Over real sockets: the app with a short heartbeat (0.4 s: pinged after 0.4–0.5 s of silence).
