@@ -2,11 +2,11 @@
 
 A bare aiohttp server in a process of its own (uvloop when installed; no aiohttp heartbeat, as
 the gateway, whose own heartbeat costs a set entry per connection), whose handler does nothing
-but echo; N clients connect, each sends one frame of an
-authenticate's size and reads the echo, then all stay open. Prints the server's RSS per idle
-connection, measured as `scripts.bench` measures the gateway's (RSS after minus RSS before,
-divided by N): the floor under the gateway's own figure, whatever the gateway keeps per
-connection comes on top of it. A line of text, then one JSON line.
+but echo; N clients connect, each sends one frame of an authenticate's size and reads the echo,
+then all stay open. Prints the server's RSS per idle connection, measured as `scripts.bench`
+measures the gateway's (RSS after minus RSS before, divided by N): the floor under the
+gateway's own figure, whatever the gateway keeps per connection comes on top of it. A line of
+text, then one JSON line.
 """
 
 from __future__ import annotations
