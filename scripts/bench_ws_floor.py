@@ -45,14 +45,27 @@ def serve(port: int, heartbeat: float) -> None:
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
 
 
+def cookie_header(size: int) -> dict[str, str]:
+    """A Cookie header of about `size` bytes, as a browser sends its site's cookies (none for 0)."""
+    if size <= 0:
+        return {}
+    pairs, length, n = [], 0, 0
+    while length < size:
+        pair = f"c{n}={'v' * 40}"
+        pairs.append(pair)
+        length += len(pair) + 2
+        n += 1
+    return {"Cookie": "; ".join(pairs)}
+
+
 async def connect_all(session: aiohttp.ClientSession, url: str, count: int,
-                      concurrency: int) -> list[aiohttp.ClientWebSocketResponse]:
+                      concurrency: int, headers: dict[str, str] | None = None) -> list[aiohttp.ClientWebSocketResponse]:
     gate = asyncio.Semaphore(concurrency)
     opened: list[aiohttp.ClientWebSocketResponse] = []
 
     async def one() -> None:
         async with gate:
-            ws = await session.ws_connect(url)
+            ws = await session.ws_connect(url, headers=headers)
             await ws.send_str(FRAME)
             await ws.receive()
             opened.append(ws)
@@ -67,7 +80,7 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-async def measure(count: int, heartbeat: float, concurrency: int) -> dict[str, float]:
+async def measure(count: int, heartbeat: float, concurrency: int, cookie_bytes: int = 0) -> dict[str, float]:
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "scripts.bench_ws_floor", "--serve", str(port),
                                "--heartbeat", str(heartbeat)])
@@ -85,12 +98,13 @@ async def measure(count: int, heartbeat: float, concurrency: int) -> dict[str, f
         await asyncio.sleep(0.5)
         before = process.memory_info().rss
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-            clients = await connect_all(session, f"http://127.0.0.1:{port}/ws", count, concurrency)
+            clients = await connect_all(session, f"http://127.0.0.1:{port}/ws", count, concurrency,
+                                        cookie_header(cookie_bytes))
             await asyncio.sleep(1.0)  # as scripts.bench: 1 s after the last reply
             after = process.memory_info().rss
             for ws in clients:
                 await ws.close()
-        return {"connections": count, "heartbeat_s": heartbeat,
+        return {"connections": count, "heartbeat_s": heartbeat, "cookie_bytes": cookie_bytes,
                 "rss_per_connection_bytes": round((after - before) / count)}
     finally:
         server.terminate()
@@ -103,14 +117,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--heartbeat", type=float, default=0.0,
                         help="aiohttp's own heartbeat, seconds (default 0: none, as the gateway)")
     parser.add_argument("--concurrency", type=int, default=100)
+    parser.add_argument("--cookie-bytes", type=int, default=0,
+                        help="a Cookie header of about this size in each handshake, as a browser sends its site's "
+                             "cookies (default 0: none)")
     parser.add_argument("--serve", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
         serve(args.serve, args.heartbeat)
         return 0
-    result = asyncio.run(measure(args.connections, args.heartbeat, args.concurrency))
-    print(f"bare aiohttp echo server, {result['connections']} idle WebSockets, heartbeat {args.heartbeat:g} s: "
-          f"RSS per connection {result['rss_per_connection_bytes'] / 1024:.1f} KiB")
+    result = asyncio.run(measure(args.connections, args.heartbeat, args.concurrency, args.cookie_bytes))
+    print(f"bare aiohttp echo server, {result['connections']} idle WebSockets, heartbeat {args.heartbeat:g} s, "
+          f"cookies {args.cookie_bytes} bytes: RSS per connection {result['rss_per_connection_bytes'] / 1024:.1f} KiB")
     print(json.dumps(result))
     return 0
 

@@ -189,6 +189,19 @@ def test_metrics_are_not_served_to_the_internet():
     assert metrics.first("return").values == ["404"] and not metrics.first("proxy_pass")
 
 
+def test_cookies_go_to_web_and_never_to_the_gateways():
+    """The gateway authenticates by token; a handshake's headers stay in its memory for the
+    connection's life, so a browser's cookies would cost every connection their size twice."""
+    (mapping,) = [m for m in HTTP.find("map") if m.values == ["$uri", "$upstream_cookie"]]
+    entries = {d.name: d.values for d in mapping.block}
+    assert entries["default"] == ["$http_cookie"]
+    assert entries["/ws"] in ([""], ["''"])
+    for loc in TLS_SERVER.find("location"):
+        if loc.first("proxy_pass"):
+            headers = {values[0].lower(): values[1] for values in in_effect(loc, "proxy_set_header")}
+            assert headers.get("cookie") == "$upstream_cookie", loc.values
+
+
 def test_every_proxied_location_sends_the_host_and_the_scheme():
     """A location with a proxy_set_header of its own loses all of the server's: Django would then
     see the upstream's name as Host (400) and no X-Forwarded-Proto (a redirect loop)."""
@@ -339,7 +352,7 @@ def stub_gateway(name: str, full: dict[str, bool]) -> web.Application:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         await ws.send_json({"gateway": name, "host": request.host, "proto": request.headers.get("X-Forwarded-Proto"),
-                            "origin": request.headers.get("Origin")})
+                            "origin": request.headers.get("Origin"), "cookie": request.headers.get("Cookie")})
         async for message in ws:
             await ws.send_str(f"{name}: {message.data}")
         return ws
@@ -358,7 +371,8 @@ def stub_web(name: str) -> web.Application:
         return web.json_response({"web": name, "path": request.path, "host": request.host,
                                   "proto": request.headers.get("X-Forwarded-Proto"),
                                   "connection": request.headers.get("Connection"),
-                                  "upgrade": request.headers.get("Upgrade")})
+                                  "upgrade": request.headers.get("Upgrade"),
+                                  "cookie": request.headers.get("Cookie")})
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", anything)
@@ -400,6 +414,7 @@ def test_nginx_routes_websockets_to_every_gateway_and_pages_to_web(running_nginx
     full: dict[str, bool] = {}
     base = f"https://127.0.0.1:{nginx.https_port}"
     host = {"Host": "chat.example.com"}
+    cookies = {"Cookie": "sessionid=abc123; csrftoken=def456"}
     insecure = ssl.create_default_context()
     insecure.check_hostname = False
     insecure.verify_mode = ssl.CERT_NONE
@@ -414,10 +429,11 @@ def test_nginx_routes_websockets_to_every_gateway_and_pages_to_web(running_nginx
                 sockets, seen = [], set()
                 for _ in names:
                     ws = await session.ws_connect(f"wss://127.0.0.1:{nginx.https_port}/ws", ssl=insecure,
-                                                  headers={**host, "Origin": "https://chat.example.com"})
+                                                  headers={**host, **cookies, "Origin": "https://chat.example.com"})
                     hello = await ws.receive_json()
                     assert hello["host"] == "chat.example.com" and hello["proto"] == "https"
                     assert hello["origin"] == "https://chat.example.com"
+                    assert hello["cookie"] is None, "the browser's cookies are not passed to a gateway"
                     await ws.send_str("hi")
                     assert (await ws.receive()).data == f"{hello['gateway']}: hi"
                     seen.add(hello["gateway"])
@@ -438,9 +454,10 @@ def test_nginx_routes_websockets_to_every_gateway_and_pages_to_web(running_nginx
                     assert response.status == 200 and (await response.json())["gateway"] in names
 
                 for path in ("/", "/api/rooms/", "/static/chat/chat.css", "/admin/login/"):
-                    async with session.get(f"{base}{path}", ssl=insecure, headers=host) as response:
+                    async with session.get(f"{base}{path}", ssl=insecure, headers={**host, **cookies}) as response:
                         body = await response.json()
                     assert body["web"].startswith("web-") and body["path"] == path
+                    assert body["cookie"] == cookies["Cookie"], "Django gets the cookies as they came"
                     assert body["host"] == "chat.example.com" and body["proto"] == "https"
                     # No "Connection: upgrade" to web for a plain request; keep-alive instead.
                     assert body["upgrade"] is None and (body["connection"] or "").lower() != "upgrade"

@@ -19,3 +19,12 @@ def test_prints_a_positive_rss_per_connection():
     # An idle WebSocket costs aiohttp at least its objects: a few KiB, never nothing.
     assert result["rss_per_connection_bytes"] > 1024
     assert "KiB" in done.stdout.splitlines()[0]
+
+
+def test_a_cookie_header_of_the_asked_size_is_sent():
+    from scripts.bench_ws_floor import cookie_header
+
+    assert cookie_header(0) == {}
+    header = cookie_header(1000)["Cookie"]
+    assert 1000 <= len(header) < 1100
+    assert all("=" in pair for pair in header.split("; "))
