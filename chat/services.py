@@ -5,17 +5,20 @@ Every function raises a `chat.errors.ChatError` with the protocol's code for a r
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, Sequence, TypeVar
 
 from django.contrib.auth import get_user_model
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 
 from . import errors, fields, statements
 from .models import ChatMessage, ChatRoom, Membership
 
 User = get_user_model()
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # How many messages select_room returns (the protocol's "last 20").
 RECENT_MESSAGES = 20
@@ -100,6 +103,16 @@ def post_message(user: User, room_id: Any, text: Any, client_uuid: str | None) -
     return store_message(user, room_uuid, members, clean_text(text), client_uuid)
 
 
+@dataclass(frozen=True)
+class Post:
+    """A message a session that knows its user by id only asks to store (a worker's new_message)."""
+
+    user_pk: int
+    room_id: Any
+    text: Any
+    client_uuid: Any
+
+
 def post_message_as(user_pk: int, room_id: Any, text: Any, client_uuid: str | None) -> PostedMessage:
     """post_message for a session that knows its user by id only (a worker's request).
 
@@ -108,34 +121,83 @@ def post_message_as(user_pk: int, room_id: Any, text: Any, client_uuid: str | No
     `authentication_required` (an inactive or deleted user) before any other error, as
     post_message's callers do.
     """
+    [outcome] = post_messages_as([Post(user_pk, room_id, text, client_uuid)])
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
+
+
+def post_messages_as(posts: Sequence[Post]) -> list[PostedMessage | Exception]:
+    """post_message_as for messages that came together: each checked and stored as if it had come
+    alone, its outcome (the message stored, or why not: a ChatError, or a database error) in order.
+
+    Two statements for all of them: the members of every room they name, and one insert of the
+    accepted ones, in order (one transaction, so one commit, in autocommit). If that insert fails
+    (a retry among them, or the same one twice) it stored nothing, and each is stored alone.
+    """
+    outcomes: list[PostedMessage | Exception | None] = [None] * len(posts)
+    checked: list[tuple[int, uuid.UUID, str | None]] = []
+    for index, post in enumerate(posts):
+        try:
+            checked.append((index, parse_room_id(post.room_id), fields.client_uuid(post.client_uuid)))
+        except errors.ChatError as exc:
+            outcomes[index] = exc
+    members = statements.rooms_members({room_uuid for _, room_uuid, _ in checked}) if checked else {}
+    accepted: list[tuple[int, statements.NewMessage, list[int]]] = []
+    for index, room_uuid, client_uuid in checked:
+        post, in_room = posts[index], members[room_uuid]
+        sender = next((member for member in in_room if member.user_id == post.user_pk and member.is_active), None)
+        try:
+            if sender is None:
+                raise errors.InvalidRoomId()
+            text = clean_text(post.text)
+        except errors.ChatError as exc:
+            outcomes[index] = exc
+            continue
+        author = statements.user(sender.user_id, sender.username)
+        accepted.append((index, statements.NewMessage(author, room_uuid, text, client_uuid),
+                         sorted(member.user_id for member in in_room)))
+    for index, outcome in enumerate(outcomes):
+        if isinstance(outcome, errors.ChatError) and active_user(posts[index].user_pk) is None:
+            outcomes[index] = errors.AuthenticationRequired()
+    for (index, _, member_ids), stored in zip(accepted, _insert_together([new for _, new, _ in accepted])):
+        outcomes[index] = PostedMessage(stored, created=True, member_ids=member_ids)
+    for index, new, member_ids in accepted:
+        if outcomes[index] is not None:
+            continue
+        try:
+            outcomes[index] = store_message(new.author, new.room_uuid, member_ids, new.text, new.client_uuid)
+        except DatabaseError as exc:
+            outcomes[index] = exc
+    return outcomes
+
+
+def _insert_together(new: list[statements.NewMessage]) -> list[ChatMessage]:
+    """The messages inserted in one statement, or none (empty) when they are to be stored one by one:
+    fewer than two, a backend that cannot, one without a client uuid, or the insert failed."""
+    if len(new) < 2 or not statements.can_insert_messages() or any(one.client_uuid is None for one in new):
+        return []
     try:
-        room_uuid = parse_room_id(room_id)
-        client_uuid = fields.client_uuid(client_uuid)
-        members = statements.room_members(room_uuid)
-        sender = next((member for member in members if member.user_id == user_pk and member.is_active), None)
-        if sender is None:
-            raise errors.InvalidRoomId()
-        text = clean_text(text)
-    except errors.ChatError:
-        if active_user(user_pk) is None:
-            raise errors.AuthenticationRequired() from None
-        raise
-    member_ids = sorted(member.user_id for member in members)
-    return store_message(statements.user(sender.user_id, sender.username), room_uuid, member_ids, text, client_uuid)
+        return _atomically(statements.insert_messages, new)
+    except IntegrityError as exc:
+        logger.debug("%d messages stored one by one: %s", len(new), exc)
+        return []
+
+
+def _atomically(insert: Callable[..., T], *args: Any) -> T:
+    """Run one insert; in a savepoint when the caller is in a transaction, so that a failed insert
+    (a retry's) leaves the caller's transaction usable. In autocommit, the statement is its own."""
+    if transaction.get_connection().in_atomic_block:
+        with transaction.atomic():
+            return insert(*args)
+    return insert(*args)
 
 
 def store_message(user: User, room_uuid: uuid.UUID, members: list[int], text: str,
                   client_uuid: str | None) -> PostedMessage:
     """Insert a checked message; a retry (same user and client uuid) gets the stored one back."""
-    connection = transaction.get_connection()
     try:
-        if connection.in_atomic_block:
-            # A savepoint, so that the retry's failed insert leaves the caller's transaction usable.
-            with transaction.atomic():
-                message = statements.insert_message(user, room_uuid, text, client_uuid)
-        else:
-            # Autocommit: the one statement is its own transaction.
-            message = statements.insert_message(user, room_uuid, text, client_uuid)
+        message = _atomically(statements.insert_message, user, room_uuid, text, client_uuid)
     except IntegrityError:
         # A retry: this user already stored a message with this uuid (maybe through another worker).
         existing = _message_by_client_uuid(user, client_uuid) if client_uuid is not None else None

@@ -1,18 +1,19 @@
 """The statements on the chat's hot paths, built once and run many times.
 
 A new message is two statements: the room's members (joined with their accounts, so the
-sender's state comes in the same round trip) and the insert; a connection's authenticate is one
-(the token joined with its user). Built through the ORM on every call, each cost several times
-more in Python than in the database (measured with the worker's profile, docs/performance.md);
-so the SQL is made once per database backend, by the ORM (queries) or from the model's metadata
-(the insert: tables, columns, quoting), and the cursor runs it with the values adapted by the
-models' own fields.
+sender's state comes in the same round trip) and the insert; messages that a worker answers
+together share those two (the members of all their rooms; one insert of many rows). A
+connection's authenticate is one (the token joined with its user). Built through the ORM on
+every call, each cost several times more in Python than in the database (measured with the
+worker's profile, docs/performance.md); so the SQL is made once per database backend (and
+number of rows), by the ORM (queries) or from the model's metadata (the insert: tables,
+columns, quoting), and the cursor runs it with the values adapted by the models' own fields.
 """
 
 from __future__ import annotations
 
 import uuid
-from typing import NamedTuple
+from typing import Collection, NamedTuple, Sequence
 
 from django.contrib.auth import get_user_model
 from django.db import connections, router
@@ -47,36 +48,46 @@ def _connection():
     return connections[router.db_for_write(ChatMessage)]
 
 
-def _query_sql(name: str, connection, queryset) -> str:
-    """The SQL of a queryset with exactly one parameter (the value it is filtered on), made once."""
-    sql = _statements.get((name, connection.vendor))
+def _query_sql(name: str, connection, queryset, parameters: int = 1) -> str:
+    """The SQL of `queryset()`, with `parameters` parameters (the values it is filtered on), made
+    once per backend and name."""
+    key = (name, connection.vendor)
+    sql = _statements.get(key)
     if sql is None:
         sql, params = queryset().query.sql_with_params()
-        if len(params) != 1:
-            raise RuntimeError(f"the {name} query has parameters {params!r}, not one")
-        _statements[(name, connection.vendor)] = sql
+        if len(params) != parameters:
+            raise RuntimeError(f"the {name} query has parameters {params!r}, not {parameters}")
+        _statements[key] = sql
     return sql
 
 
-def _members_queryset():
-    return Membership.objects.filter(room_id=uuid.UUID(int=0)).values_list(
-        "user_id", "user__is_active", "user__username")
+def _rooms_members_queryset(rooms: int):
+    # Distinct placeholder values, so that the ORM keeps one parameter per room.
+    return Membership.objects.filter(room_id__in=[uuid.UUID(int=n) for n in range(rooms)]).values_list(
+        "room_id", "user_id", "user__is_active", "user__username")
 
 
 def _token_queryset():
     return Token.objects.filter(key="-").values_list("user_id", "user__username", "user__is_active")
 
 
-def _insert_sql(connection) -> str:
-    sql = _statements.get(("insert", connection.vendor))
+def _insert_sql(connection, rows: int = 1) -> str:
+    """One message's insert (returning its id, where the backend can); for more rows, returning
+    each row's id with its author and client uuid, which say which message it is."""
+    key = ("insert", connection.vendor) if rows == 1 else (f"insert/{rows}", connection.vendor)
+    sql = _statements.get(key)
     if sql is None:
         quote = connection.ops.quote_name
         meta = ChatMessage._meta
         columns = ", ".join(quote(meta.get_field(name).column) for name in _INSERTED)
-        sql = f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({', '.join(['%s'] * len(_INSERTED))})"
-        if connection.features.can_return_columns_from_insert:
+        values = ", ".join([f"({', '.join(['%s'] * len(_INSERTED))})"] * rows)
+        sql = f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES {values}"
+        if rows > 1:
+            returned = (meta.pk.column, meta.get_field("user").column, meta.get_field("client_uuid").column)
+            sql += " RETURNING " + ", ".join(quote(column) for column in returned)
+        elif connection.features.can_return_columns_from_insert:
             sql += f" RETURNING {quote(meta.pk.column)}"
-        _statements[("insert", connection.vendor)] = sql
+        _statements[key] = sql
     return sql
 
 
@@ -89,13 +100,57 @@ def token_account(key: str) -> Account | None:
     return None if row is None else Account(row[0], row[1], bool(row[2]))
 
 
-def room_members(room_uuid: uuid.UUID) -> list[Member]:
-    """Every member of the room with their account's state, in one query (no order)."""
+def rooms_members(room_uuids: Collection[uuid.UUID]) -> dict[uuid.UUID, list[Member]]:
+    """The members of several rooms with their accounts' state, in one query (no order): every
+    given room, with no members when it has none or does not exist."""
     connection = connections[router.db_for_read(Membership)]
-    room_value = Membership._meta.get_field("room").get_db_prep_value(room_uuid, connection)
+    field = Membership._meta.get_field("room")
+    # By the value the query was given, which is the one its rows carry (hex text in SQLite).
+    by_value = {field.get_db_prep_value(room_uuid, connection): room_uuid for room_uuid in room_uuids}
+    members: dict[uuid.UUID, list[Member]] = {room_uuid: [] for room_uuid in by_value.values()}
     with connection.cursor() as cursor:
-        cursor.execute(_query_sql("members", connection, _members_queryset), [room_value])
-        return [Member(user_id, bool(active), username) for user_id, active, username in cursor.fetchall()]
+        rooms = len(by_value)
+        sql = _query_sql(f"members/{rooms}", connection, lambda: _rooms_members_queryset(rooms), rooms)
+        cursor.execute(sql, list(by_value))
+        for room_value, user_id, active, username in cursor.fetchall():
+            members[by_value[room_value]].append(Member(user_id, bool(active), username))
+    return members
+
+
+def can_insert_messages(connection=None) -> bool:
+    """Whether `insert_messages` can run on the database (it needs an insert that returns rows)."""
+    return (connection or _connection()).features.can_return_rows_from_bulk_insert
+
+
+class NewMessage(NamedTuple):
+    author: object  # a user instance (see `user`)
+    room_uuid: uuid.UUID
+    text: str
+    client_uuid: str
+
+
+def insert_messages(new: Sequence[NewMessage]) -> list[ChatMessage]:
+    """Insert several messages in one statement (and so one transaction, in autocommit), in this
+    order; returns them as insert_message does, in the same order.
+
+    Every message has a client uuid; raises IntegrityError, and stores none of them, if one of
+    them (a retry) is stored already, or two of them are the same. Run inside a savepoint when the
+    caller is in a transaction, as insert_message.
+    """
+    connection = _connection()
+    meta = ChatMessage._meta
+    created = timezone.now()
+    prepare_user, prepare_room = meta.get_field("user").get_db_prep_save, meta.get_field("room").get_db_prep_save
+    at = meta.get_field("date_created").get_db_prep_save(created, connection)
+    values: list = []
+    for message in new:
+        values += [prepare_user(message.author.pk, connection), prepare_room(message.room_uuid, connection), at,
+                   message.text, message.client_uuid]
+    with connection.cursor() as cursor:
+        cursor.execute(_insert_sql(connection, len(new)), values)
+        ids = {(user_id, client_uuid): message_id for message_id, user_id, client_uuid in cursor.fetchall()}
+    return [_stored(connection, ids[(message.author.pk, message.client_uuid)], message.author, message.room_uuid,
+                    created, message.text, message.client_uuid) for message in new]
 
 
 def insert_message(author, room_uuid: uuid.UUID, text: str, client_uuid: str | None) -> ChatMessage:
@@ -116,6 +171,13 @@ def insert_message(author, room_uuid: uuid.UUID, text: str, client_uuid: str | N
     with connection.cursor() as cursor:
         cursor.execute(insert_sql, prepared)
         message_id = cursor.fetchone()[0] if connection.features.can_return_columns_from_insert else cursor.lastrowid
+    return _stored(connection, message_id, author, room_uuid, created, text, client_uuid)
+
+
+def _stored(connection, message_id: int, author, room_uuid: uuid.UUID, created, text: str,
+            client_uuid: str | None) -> ChatMessage:
+    """A message just inserted, as a saved instance with its author attached."""
+    meta = ChatMessage._meta
     row = {meta.pk.attname: message_id, "user_id": author.pk, "room_id": room_uuid, "date_created": created,
            "text": text, "client_uuid": client_uuid}
     message = ChatMessage.from_db(connection.alias, list(row), [row[field.attname] for field in meta.concrete_fields])

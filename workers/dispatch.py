@@ -17,7 +17,8 @@ from chat import services
 from chat.errors import AuthenticationRequired, ChatError, InvalidAction, InvalidMessageFormat, InvalidToken
 
 from . import envelopes
-from .handlers import ROUTES, Request
+from .envelopes import HandlerResult
+from .handlers import ROUTES, BatchHandler, Request, Route
 from .metrics import action_label
 
 logger = logging.getLogger(__name__)
@@ -54,27 +55,37 @@ OnlineReader = Callable[[Iterable[int]], set[int]]
 
 def handle(data: dict[str, Any], response_topic: str, online: OnlineReader | None = None) -> Outgoing:
     """Answer one decoded request; never raises (but for CancelledError-like BaseExceptions)."""
-    request_id = data.get("request_id")
-    action = data.get("action")
     try:
-        envelope = _answer(data, online)
-    except ChatError as exc:
-        context = {"request_id": request_id, "action": action_label(action)}
-        if isinstance(exc, InvalidToken):
+        route, request = _request(data, online)
+        outcome: HandlerResult | Exception = route.handler(request)
+    except Exception as exc:
+        outcome = exc
+    return _settle(data, response_topic, outcome)
+
+
+def _settle(data: dict[str, Any], response_topic: str, outcome: HandlerResult | Exception) -> Outgoing:
+    """The reply to one request, from what its handler returned or raised."""
+    if isinstance(outcome, HandlerResult):
+        envelope = envelopes.envelope(data, outcome)
+    elif isinstance(outcome, ChatError):
+        context = {"request_id": data.get("request_id"), "action": action_label(data.get("action"))}
+        if isinstance(outcome, InvalidToken):
             # A bad token is worth a security log line (never the token itself).
-            security_logger.info("refused: %s", exc.code, extra=context)
+            security_logger.info("refused: %s", outcome.code, extra=context)
         else:
             # The consumer's "request handled" line gives the error code already.
-            logger.debug("refused: %s", exc.code, extra=context)
-        envelope = envelopes.error_envelope(data, exc.code, exc.message)
-    except Exception:
-        logger.exception("request failed", extra={"request_id": request_id, "action": action_label(action)})
+            logger.debug("refused: %s", outcome.code, extra=context)
+        envelope = envelopes.error_envelope(data, outcome.code, outcome.message)
+    else:
+        logger.error("request failed", exc_info=outcome,
+                     extra={"request_id": data.get("request_id"), "action": action_label(data.get("action"))})
         envelope = envelopes.error_envelope(data, "server_error", "Server error")
     topic = data["reply_to"] if envelope["send_to"] is None else response_topic
     return Outgoing(topic, envelope)
 
 
-def _answer(data: dict[str, Any], online: OnlineReader | None) -> dict[str, Any]:
+def _request(data: dict[str, Any], online: OnlineReader | None) -> tuple[Route, Request]:
+    """The request's route, and the request for its handler; raises the ChatError it is refused with."""
     uuid, action = data.get("uuid"), data.get("action")
     if not isinstance(uuid, str) or not 1 <= len(uuid) <= MAX_UUID_LENGTH:
         raise InvalidMessageFormat("uuid must be a string of 1 to 64 characters")
@@ -88,13 +99,11 @@ def _answer(data: dict[str, Any], online: OnlineReader | None) -> dict[str, Any]
     if not route.loads_user:
         if not services.is_user_pk(user_pk):
             raise AuthenticationRequired()
-        result = route.handler(Request(data, None, online, user_pk=user_pk))
-        return envelopes.envelope(data, result)
+        return route, Request(data, None, online, user_pk=user_pk)
     user = services.active_user(user_pk) if user_pk is not None else None
     if route.requires_user and user is None:
         raise AuthenticationRequired()
-    result = route.handler(Request(data, user, online))
-    return envelopes.envelope(data, result)
+    return route, Request(data, user, online)
 
 
 def process(raw: bytes | str, response_topic: str, online: OnlineReader | None = None) -> Outgoing | None:
@@ -109,14 +118,67 @@ def process_batch(raws: Sequence[bytes | str], response_topic: str,
     Each request is its own unit of work, as if it had come alone: its writes commit at once
     (a transaction around the whole batch would hold SQLite's write lock, and every other
     worker, for the batch's reads too; measured, that cost more than the commits it saved).
-    What batching saves is the rest: one connection check for the batch, and the consumer
-    publishes all the replies in one round trip.
+    What batching saves is the rest: one connection check for the batch; requests of an action
+    with a batch handler (new_message) that come one after another, answered together in its
+    statements (they still see what the requests before them wrote, and the requests after them
+    see what they wrote); and the consumer publishes all the replies in one round trip.
     """
     decoded = [decode(raw) for raw in raws]
     if all(data is None for data in decoded):
         return [None] * len(decoded)  # nothing to answer: no database work either
     close_old_connections()
     try:
-        return [handle(data, response_topic, online) if data is not None else None for data in decoded]
+        answered: list[Outgoing | None] = []
+        run: list[dict[str, Any]] = []  # consecutive requests for one batch handler, run_batch
+        run_batch: BatchHandler | None = None
+        for data in decoded:
+            batch = _batch_handler(data)
+            if run and batch is not run_batch:
+                answered += _answer_run(run_batch, run, response_topic, online)
+                run = []
+            run_batch = batch
+            if batch is not None:
+                run.append(data)
+            else:
+                answered.append(handle(data, response_topic, online) if data is not None else None)
+        if run:
+            answered += _answer_run(run_batch, run, response_topic, online)
+        return answered
     finally:
         close_old_connections()
+
+
+def _batch_handler(data: dict[str, Any] | None) -> BatchHandler | None:
+    if data is None or not isinstance(data.get("action"), str):
+        return None
+    route = ROUTES.get(data["action"])
+    return route.batch if route is not None else None
+
+
+def _answer_run(batch: BatchHandler, run: list[dict[str, Any]], response_topic: str,
+                online: OnlineReader | None) -> list[Outgoing]:
+    """Answer requests of one batch handler together, each as if alone (see `process_batch`)."""
+    if len(run) == 1:
+        return [handle(run[0], response_topic, online)]
+    outcomes: list[HandlerResult | Exception | None] = [None] * len(run)
+    requests: list[Request] = []
+    positions: list[int] = []
+    for position, data in enumerate(run):
+        try:
+            _, request = _request(data, online)
+        except Exception as exc:  # refused (a ChatError), or the database failing: as `handle` would
+            outcomes[position] = exc
+            continue
+        requests.append(request)
+        positions.append(position)
+    if requests:
+        try:
+            results = batch(requests)
+        except Exception:
+            # Whatever it stored is stored once (a retried message finds itself by its uuid), so
+            # each is answered again alone, as if the batch handler had never run.
+            logger.exception("%d requests answered together failed; answering each alone", len(run))
+            return [handle(data, response_topic, online) for data in run]
+        for position, result in zip(positions, results):
+            outcomes[position] = result
+    return [_settle(data, response_topic, outcome) for data, outcome in zip(run, outcomes)]

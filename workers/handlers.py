@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 from django.contrib.auth.models import AbstractBaseUser
 
@@ -29,6 +29,8 @@ class Request:
 
 
 Handler = Callable[[Request], HandlerResult]
+# Several requests of one action answered together: each one's result, or the exception it raised.
+BatchHandler = Callable[[Sequence[Request]], list[HandlerResult | Exception]]
 
 
 def authenticate(request: Request) -> HandlerResult:
@@ -49,6 +51,19 @@ def new_message(request: Request) -> HandlerResult:
     # The busiest action: the sender's account is checked in the query for the room's members.
     posted = services.post_message_as(request.user_pk, request.get("room"), request.get("text"),
                                       request.get("uuid"))
+    return _message_posted(request, posted)
+
+
+def new_messages(requests: Sequence[Request]) -> list[HandlerResult | Exception]:
+    """new_message for requests that came together: two statements for all of them
+    (services.post_messages_as); each one's result, or what it raised, in order."""
+    posts = [services.Post(request.user_pk, request.get("room"), request.get("text"), request.get("uuid"))
+             for request in requests]
+    return [outcome if isinstance(outcome, Exception) else _message_posted(request, outcome)
+            for request, outcome in zip(requests, services.post_messages_as(posts))]
+
+
+def _message_posted(request: Request, posted: services.PostedMessage) -> HandlerResult:
     return HandlerResult(
         success(request.data, message=message_data(posted.message)),
         # A retry reaches the members again: a member who missed the first reply gets it now,
@@ -127,13 +142,17 @@ class Route:
     # False: the handler gets the session's user id (Request.user_pk) and checks the account
     # itself, in a query it makes anyway, and answers authentication_required as dispatch would.
     loads_user: bool = True
+    # For requests of this action that arrive one after another in a batch: answers them together,
+    # each as `handler` would have. If it raises, dispatch answers each again with `handler`: what
+    # it did must be safe to do again (a stored message is found again by its uuid).
+    batch: BatchHandler | None = None
 
 
 # The actions this worker answers. The gateway answers `ping` itself.
 ROUTES: dict[str, Route] = {
     "authenticate": Route(authenticate, requires_user=False),
     "select_room": Route(select_room),
-    "new_message": Route(new_message, loads_user=False),
+    "new_message": Route(new_message, loads_user=False, batch=new_messages),
     "list_rooms": Route(list_rooms),
     "create_room": Route(create_room),
     "add_members": Route(add_members),

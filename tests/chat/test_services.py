@@ -9,7 +9,7 @@ from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from rest_framework.authtoken.models import Token
 
-from chat import errors, services
+from chat import errors, services, statements
 from chat.models import ChatMessage, ChatRoom
 from chat.serializers import MessageSerializer
 
@@ -244,6 +244,34 @@ class TestPostMessageAs:
         with pytest.raises(errors.InvalidMessageFormat):
             services.post_message_as(alice.pk, room.pk.hex, "hi", "x" * 65)
         assert ChatMessage.objects.count() == 0
+
+
+class TestPostMessagesAs:
+    """Messages that came together: the members of all their rooms in one query, one insert."""
+
+    def test_each_outcome_in_order_and_the_accepted_stored_in_one_insert(self, alice, bob, room, make_user):
+        carol = make_user("carol")
+        posts = [services.Post(alice.pk, room.pk.hex, "one", "a"), services.Post(carol.pk, room.pk.hex, "no", "b"),
+                 services.Post(bob.pk, room.pk.hex, "two", "c"), services.Post(bob.pk, room.pk.hex, "", "d")]
+        with CaptureQueriesContext(connection) as queries:
+            outcomes = services.post_messages_as(posts)
+        inserts = [q["sql"] for q in queries.captured_queries if q["sql"].upper().startswith("INSERT")]
+        assert len(inserts) == 1
+        assert [type(outcome).__name__ for outcome in outcomes] == ["PostedMessage", "InvalidRoomId",
+                                                                    "PostedMessage", "EmptyText"]
+        stored = list(ChatMessage.objects.order_by("id"))
+        assert [outcomes[0].message, outcomes[2].message] == stored
+        assert [(m.user, m.text, m.client_uuid) for m in stored] == [(alice, "one", "a"), (bob, "two", "c")]
+
+    def test_without_an_insert_that_returns_rows_they_are_stored_one_by_one(self, alice, bob, room, monkeypatch):
+        monkeypatch.setattr(statements, "can_insert_messages", lambda connection=None: False)
+        posts = [services.Post(user.pk, room.pk.hex, f"text {n}", f"uuid-{n}") for n, user in enumerate([alice, bob])]
+        with CaptureQueriesContext(connection) as queries:
+            outcomes = services.post_messages_as(posts)
+        inserts = [q["sql"] for q in queries.captured_queries if q["sql"].upper().startswith("INSERT")]
+        assert len(inserts) == 2
+        assert [outcome.message.text for outcome in outcomes] == ["text 0", "text 1"]
+        assert list(ChatMessage.objects.order_by("id").values_list("text", flat=True)) == ["text 0", "text 1"]
 
 
 class TestMemberIds:

@@ -15,4 +15,6 @@ def test_prints_the_cost_of_a_message_in_two_statements():
     assert (figures["database"], figures["messages"], figures["batch"]) == ("sqlite", 64, 8)
     # The hot path: the members (with the sender's account) and the insert.
     assert figures["statements_per_message"] == 2
+    # Messages in a row share their statements: the rooms' members, one insert.
+    assert figures["statements_per_batch"] == 2
     assert 0 < figures["cpu_us_per_message"] and 0 < figures["wall_us_per_message"]
