@@ -3,7 +3,7 @@
 A new message is two statements: the room's members (joined with their accounts, so the
 sender's state comes in the same round trip) and the insert; messages that a worker answers
 together share those two (the members of all their rooms; one insert of many rows). A
-connection's authenticate is one (the token joined with its user). Built through the ORM on
+connection's authenticate is one (the token joined with its user), shared in the same way. Built through the ORM on
 every call, each cost several times more in Python than in the database (measured with the
 worker's profile, docs/performance.md); so the SQL is made once per database backend (and
 number of rows), by the ORM (queries) or from the model's metadata (the insert: tables,
@@ -67,8 +67,10 @@ def _rooms_members_queryset(rooms: int):
         "room_id", "user_id", "user__is_active", "user__username")
 
 
-def _token_queryset():
-    return Token.objects.filter(key="-").values_list("user_id", "user__username", "user__is_active")
+def _tokens_queryset(keys: int):
+    # Distinct placeholder keys, so that the ORM keeps one parameter per key.
+    return Token.objects.filter(key__in=[f"-{n}" for n in range(keys)]).values_list(
+        "key", "user_id", "user__username", "user__is_active")
 
 
 def _insert_sql(connection, rows: int = 1) -> str:
@@ -91,13 +93,15 @@ def _insert_sql(connection, rows: int = 1) -> str:
     return sql
 
 
-def token_account(key: str) -> Account | None:
-    """The account a REST framework token belongs to (id, name, active), in one query."""
+def token_accounts(keys: Collection[str]) -> dict[str, Account]:
+    """The accounts that REST framework tokens belong to (id, name, active), in one query, by
+    token; a key that is no token is not in it."""
     connection = connections[router.db_for_read(Token)]
+    keys = list(keys)
     with connection.cursor() as cursor:
-        cursor.execute(_query_sql("token", connection, _token_queryset), [key])
-        row = cursor.fetchone()
-    return None if row is None else Account(row[0], row[1], bool(row[2]))
+        count = len(keys)
+        cursor.execute(_query_sql(f"token/{count}", connection, lambda: _tokens_queryset(count), count), keys)
+        return {key: Account(user_id, username, bool(active)) for key, user_id, username, active in cursor.fetchall()}
 
 
 def rooms_members(room_uuids: Collection[uuid.UUID]) -> dict[uuid.UUID, list[Member]]:

@@ -34,7 +34,18 @@ BatchHandler = Callable[[Sequence[Request]], list[HandlerResult | Exception]]
 
 
 def authenticate(request: Request) -> HandlerResult:
-    user = services.user_for_token(request.get("token"))
+    return _authenticated(request, services.user_for_token(request.get("token")))
+
+
+def authenticate_many(requests: Sequence[Request]) -> list[HandlerResult | Exception]:
+    """authenticate for requests that came together: one query for all their tokens (a gateway's
+    clients all connecting again at once, after it restarted, say)."""
+    users = services.users_for_tokens([request.get("token") for request in requests])
+    return [user if isinstance(user, Exception) else _authenticated(request, user)
+            for request, user in zip(requests, users)]
+
+
+def _authenticated(request: Request, user: AbstractBaseUser) -> HandlerResult:
     return HandlerResult(
         success(request.data, user=UserSerializer(user).data),
         session_data={"user_pk": user.pk},
@@ -150,7 +161,7 @@ class Route:
 
 # The actions this worker answers. The gateway answers `ping` itself.
 ROUTES: dict[str, Route] = {
-    "authenticate": Route(authenticate, requires_user=False),
+    "authenticate": Route(authenticate, requires_user=False, batch=authenticate_many),
     "select_room": Route(select_room),
     "new_message": Route(new_message, loads_user=False, batch=new_messages),
     "list_rooms": Route(list_rooms),

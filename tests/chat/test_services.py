@@ -40,6 +40,24 @@ class TestUserForToken:
             services.user_for_token(Token.objects.get(user=inactive).key)
 
 
+class TestUsersForTokens:
+    def test_one_query_for_all_each_user_or_its_error_in_order(self, alice, bob, make_user,
+                                                               django_assert_num_queries):
+        gone = make_user("gone", is_active=False)
+        alice_key, bob_key, gone_key = (Token.objects.get(user=user).key for user in (alice, bob, gone))
+        tokens = [bob_key, "no-such-token", None, ["a"], gone_key, alice_key, "x" * 129, "a\x00b", bob_key]
+        with django_assert_num_queries(1):
+            users = services.users_for_tokens(tokens)
+        assert [getattr(user, "username", type(user).__name__) for user in users] == [
+            "bob", "InvalidToken", "InvalidToken", "InvalidToken", "InvalidToken", "alice", "InvalidToken",
+            "InvalidToken", "bob"]
+        assert (users[0].pk, users[5].pk) == (bob.pk, alice.pk)
+
+    def test_no_valid_token_no_query(self, db, django_assert_num_queries):
+        with django_assert_num_queries(0):
+            assert [type(user) for user in services.users_for_tokens(["", 42])] == [errors.InvalidToken] * 2
+
+
 class TestActiveUser:
     def test_active_user_by_pk(self, alice):
         assert services.active_user(alice.pk) == alice

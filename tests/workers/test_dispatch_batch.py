@@ -9,13 +9,14 @@ import logging
 import pytest
 from django.db import DatabaseError, connection
 from django.test.utils import CaptureQueriesContext
+from rest_framework.authtoken.models import Token
 
 from chat import statements
 from chat.models import ChatMessage
 from workers import dispatch, handlers
 from workers.dispatch import Outgoing
 
-from .test_dispatch import RESPONSE_TOPIC, assert_error, bus_request
+from .test_dispatch import REPLY_TO, RESPONSE_TOPIC, assert_error, bus_request
 
 
 def raw(request) -> bytes:
@@ -201,3 +202,23 @@ def test_a_database_error_on_one_message_of_a_row_answers_it_alone_with_server_e
     answered = dispatch.process_batch([raw(r) for r in requests], RESPONSE_TOPIC)
     assert [o.envelope["response"].get("error_code", "ok") for o in answered] == ["ok", "ok", "server_error", "ok"]
     assert list(ChatMessage.objects.order_by("id").values_list("text", flat=True)) == ["zero", "one", "three"]
+
+
+def test_authenticates_in_a_row_cost_one_query_and_each_gets_its_own_reply(alice, bob, make_user):
+    # A gateway's clients all connecting again at once: their tokens in one query.
+    gone = make_user("gone", is_active=False)
+    keys = {user.username: Token.objects.get(user=user).key for user in (alice, bob, gone)}
+    requests = [bus_request("authenticate", token=keys["alice"]), bus_request("authenticate", token="wrong"),
+                bus_request("authenticate", token=keys["gone"]), bus_request("authenticate", token=None),
+                bus_request("authenticate", user=alice, token=keys["bob"])]
+    answered, statements = statements_run(requests)
+    # The tokens' query, and the account of the session that authenticates again (bob's, as alice).
+    assert len(statements) == 2, statements
+    codes = [o.envelope["response"].get("error_code", "ok") for o in answered]
+    assert codes == ["ok", "invalid_token", "invalid_token", "invalid_token", "ok"]
+    for outgoing, request, code in zip(answered, requests, codes):
+        if code != "ok":
+            assert_error(outgoing, request, code)
+    assert [answered[n].envelope["session_data"] for n in (0, 4)] == [{"user_pk": alice.pk}, {"user_pk": bob.pk}]
+    assert answered[4].envelope["response"]["user"] == {"username": "bob"}
+    assert all(o.topic == REPLY_TO and o.envelope["send_to"] is None for o in answered)
