@@ -37,7 +37,7 @@ from typing import Any
 import psutil
 
 from scripts.bench_load import LoadGenerator, Scenario, StepResult, Watched
-from scripts.bench_report import compare, plot, table
+from scripts.bench_report import compare, plot, ratios_of, table
 from scripts.stack import ROOT, Stack, StackError, subscribed, wait_for
 
 logger = logging.getLogger("bench")
@@ -212,13 +212,14 @@ async def connect(target: Target, work: Workload, profile: Profile) -> None:
 async def _connect_measured(target: Target, users: list[dict[str, Any]], profile: Profile) -> dict[str, Any]:
     """Open and authenticate one connection per user; the time, and the RSS the gateway's and
     the workers' processes gained, 1 s after the last reply."""
-    parts = ("gateway", "workers")
+    # The parts this target has (Channels has no bus workers: its server processes are its gateway).
+    parts = [part for part in ("gateway", "workers") if target.watched.groups.get(part)]
     rss_before = {part: target.watched.rss([part]) for part in parts}
     opened = await target.gen.connect(users, profile.connect_concurrency)
     await asyncio.sleep(1.0)  # replies written, buffers settled
     rss_after = {part: target.watched.rss([part]) for part in parts}
     count = opened["connections"]
-    if None not in rss_before.values() and None not in rss_after.values() and count:
+    if parts and None not in rss_before.values() and None not in rss_after.values() and count:
         before, after = sum(rss_before.values()), sum(rss_after.values())
         opened.update(rss_before_bytes=before, rss_after_bytes=after,
                       rss_per_connection_bytes=round((after - before) / count),
@@ -296,6 +297,8 @@ def start_target(kind: str, redis_url: str | None, database_url: str, fixture_pa
     else:
         stack.env.pop("REDIS_URL", None)  # embedded, whatever this shell's environment says
     redis_url = stack.start_redis()
+    if kind == "channels":
+        return start_channels(stack, gateway_processes)
     topics = [f"bench_{kind}_{n}" for n in range(1, workers + 1)]
     if kind == "real":
         worker_procs = stack.start_workers(topics)
@@ -317,6 +320,16 @@ def start_target(kind: str, redis_url: str | None, database_url: str, fixture_pa
     redis_pids = [stack.redis_process.pid] if stack.redis_process is not None else []
     watched = Watched({"gateway": [gateway.pid], "workers": [p.pid for p in worker_procs], "redis": redis_pids},
                       tree_roots=[gateway.pid])
+    return stack, f"http://127.0.0.1:{port}/ws", watched
+
+
+def start_channels(stack: Stack, processes: int) -> tuple[Stack, str, Watched]:
+    """The Django Channels comparison (scripts/channels_chat.py) on the stack's Redis and database:
+    uvicorn with as many processes as the gateway has; they are its "gateway" (no bus workers)."""
+    server, port = stack.start_channels(processes=processes)
+    wait_for(lambda: len(psutil.Process(server.pid).children()) >= processes, "uvicorn processes", 30, server)
+    redis_pids = [stack.redis_process.pid] if stack.redis_process is not None else []
+    watched = Watched({"gateway": [server.pid], "workers": [], "redis": redis_pids}, tree_roots=[server.pid])
     return stack, f"http://127.0.0.1:{port}/ws", watched
 
 
@@ -347,8 +360,11 @@ def run_local(args: argparse.Namespace, profile: Profile, work_dir: Path) -> dic
         work = workload([json.loads(path.read_text()) for path in fixture_paths])
         endpoints = {}
         for kind in args.targets:
-            logger.info("%s: starting %d %s workers and a gateway of %d process(es)", kind, args.workers,
-                        "Django" if kind == "real" else "relay", args.gateway_processes)
+            if kind == "channels":
+                logger.info("channels: starting uvicorn with %d process(es)", args.gateway_processes)
+            else:
+                logger.info("%s: starting %d %s workers and a gateway of %d process(es)", kind, args.workers,
+                            "Django" if kind == "real" else "relay", args.gateway_processes)
             stack, url, watched = start_target(kind, args.redis_url, database_url, fixture_paths, args.workers,
                                                args.gateway_processes, work_dir / kind, args.log_level)
             stacks.append(stack)
@@ -386,7 +402,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Profile]:
     parser.add_argument("--fixtures", action="append", default=[], metavar="PATH",
                         help="chat_fixtures JSON of the running stack (repeatable: rooms of 10, one big room)")
     parser.add_argument("--targets", default="real,baseline",
-                        help="what to measure, in order: real (Django workers), baseline (relay workers)")
+                        help="what to measure, in order: real (Django workers), baseline (relay workers), channels "
+                             "(the same chat on Django Channels: scripts/channels_chat.py); default real,baseline")
     parser.add_argument("--no-baseline", action="store_true", help="the same as --targets real")
     parser.add_argument("--users", type=int, help="users in rooms of --room-size: the connections measured")
     parser.add_argument("--room-size", type=int)
@@ -418,8 +435,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Profile]:
     args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     if args.no_baseline or args.gateway:
         args.targets = ["real"]
-    if not args.targets or set(args.targets) - {"real", "baseline"}:
-        parser.error("--targets takes real and/or baseline")
+    if not args.targets or set(args.targets) - {"real", "baseline", "channels"}:
+        parser.error("--targets takes real, baseline and/or channels")
     return args, profile
 
 
@@ -474,6 +491,8 @@ def main(argv: list[str] | None = None) -> int:
         },
         "targets": targets,
         "ratios": ratios if {"real", "baseline"} <= set(targets) else {},
+        "versus_channels": ratios_of(targets["real"], targets["channels"]) if {"real", "channels"} <= set(targets)
+        else {},
         "checks": checks,
         "seconds": round(time.monotonic() - started, 1),
         "plot": None,

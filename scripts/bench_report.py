@@ -36,28 +36,43 @@ def _p(step: dict[str, Any] | None, kind: str, which: str) -> float | None:
     return None if step is None else step[kind][which]
 
 
+# How each target is titled in the table.
+LABELS = {
+    "real": "real: Django workers",
+    "baseline": "baseline: bare relay workers (no Django, no database)",
+    "channels": ("channels: the same chat on Django Channels (uvicorn, channels_redis; scripts/channels_chat.py; "
+                 "gw: its uvicorn processes, which do all the work)"),
+}
+
+
+def _sustained(target: dict[str, Any], scenario: str, key: str) -> float | None:
+    found = target.get(scenario, {}).get("sustained")
+    return None if found is None else found[key]
+
+
+def ratios_of(real: dict[str, Any], other: dict[str, Any]) -> dict[str, float | None]:
+    """Real's figures divided by another target's, measured in the same run."""
+    real_100, other_100 = step_at(real, "rooms", RTT_TARGET_LOAD), step_at(other, "rooms", RTT_TARGET_LOAD)
+    return {
+        "rooms_sustained_deliveries_per_s": _ratio(_sustained(real, "rooms", "deliveries_per_s"),
+                                                   _sustained(other, "rooms", "deliveries_per_s")),
+        "big_room_sustained_deliveries_per_s": _ratio(_sustained(real, "big_room", "deliveries_per_s"),
+                                                      _sustained(other, "big_room", "deliveries_per_s")),
+        "round_trip_p50_at_100": _ratio(_p(real_100, "round_trip_ms", "p50"), _p(other_100, "round_trip_ms", "p50")),
+        "round_trip_p99_at_100": _ratio(_p(real_100, "round_trip_ms", "p99"), _p(other_100, "round_trip_ms", "p99")),
+        "fan_out_p99_at_100": _ratio(_p(real_100, "fan_out_ms", "p99"), _p(other_100, "fan_out_ms", "p99")),
+        "connect_per_s": _ratio(real.get("connect", {}).get("per_second"),
+                                other.get("connect", {}).get("per_second")),
+        "rss_per_connection": _ratio(real.get("connect", {}).get("rss_per_connection_bytes"),
+                                     other.get("connect", {}).get("rss_per_connection_bytes")),
+    }
+
+
 def compare(targets: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The real/baseline ratios and the issue's targets with PASS/FAIL (None: not measured)."""
     real, baseline = targets.get("real", {}), targets.get("baseline", {})
-
-    def sustained(target: dict[str, Any], scenario: str, key: str) -> float | None:
-        found = target.get(scenario, {}).get("sustained")
-        return None if found is None else found[key]
-
     real_100, base_100 = step_at(real, "rooms", RTT_TARGET_LOAD), step_at(baseline, "rooms", RTT_TARGET_LOAD)
-    ratios = {
-        "rooms_sustained_deliveries_per_s": _ratio(sustained(real, "rooms", "deliveries_per_s"),
-                                                   sustained(baseline, "rooms", "deliveries_per_s")),
-        "big_room_sustained_deliveries_per_s": _ratio(sustained(real, "big_room", "deliveries_per_s"),
-                                                      sustained(baseline, "big_room", "deliveries_per_s")),
-        "round_trip_p50_at_100": _ratio(_p(real_100, "round_trip_ms", "p50"), _p(base_100, "round_trip_ms", "p50")),
-        "round_trip_p99_at_100": _ratio(_p(real_100, "round_trip_ms", "p99"), _p(base_100, "round_trip_ms", "p99")),
-        "fan_out_p99_at_100": _ratio(_p(real_100, "fan_out_ms", "p99"), _p(base_100, "fan_out_ms", "p99")),
-        "connect_per_s": _ratio(real.get("connect", {}).get("per_second"),
-                                baseline.get("connect", {}).get("per_second")),
-        "rss_per_connection": _ratio(real.get("connect", {}).get("rss_per_connection_bytes"),
-                                     baseline.get("connect", {}).get("rss_per_connection_bytes")),
-    }
+    ratios = ratios_of(real, baseline)
 
     checks = []
     ratio = ratios["rooms_sustained_deliveries_per_s"]
@@ -151,9 +166,8 @@ def table(result: dict[str, Any]) -> str:
              f"oth: all other processes of this shared {config['cores']}-core machine; "
              f"(noisy): oth > {NOISY_PCT:g}%).")]
     for name, target in result["targets"].items():
-        label = "real: Django workers" if name == "real" else "baseline: bare relay workers (no Django, no database)"
         lines.append("")
-        lines.append(f"== {label}")
+        lines.append(f"== {LABELS.get(name, name)}")
         first = target.get("connect_big_room")
         if first and first.get("rss_per_connection_bytes") is not None:
             lines.append(f"first {first['connections']} connections (the big room's, on the fresh stack): "
@@ -183,11 +197,12 @@ def table(result: dict[str, Any]) -> str:
                 lines.append(f"   CPU ms per message at that rate: {costs}")
             else:
                 lines.append("   sustained: none of the steps passed")
-    if result.get("ratios"):
-        lines.append("")
-        lines.append("== real / baseline")
-        for key, value in result["ratios"].items():
-            lines.append(f"{key:<40} {'-' if value is None else f'{value:.2f}x'}")
+    for key, title in (("ratios", "real / baseline"), ("versus_channels", "real / channels")):
+        if result.get(key):
+            lines.append("")
+            lines.append(f"== {title}")
+            for name, value in result[key].items():
+                lines.append(f"{name:<40} {'-' if value is None else f'{value:.2f}x'}")
     lines.append("")
     lines.append("== targets")
     for check in result["checks"]:
@@ -205,7 +220,7 @@ def table(result: dict[str, Any]) -> str:
 # -- the plot ----------------------------------------------------------------------------------
 
 def plot(result: dict[str, Any], path: Path) -> str | None:
-    """Latency against offered load, real vs baseline, as a PNG; the reason if it cannot be made."""
+    """Latency against offered load, real vs baseline (and channels, if measured), as a PNG; the reason if it cannot be made."""
     try:
         import matplotlib
     except ImportError:
@@ -216,7 +231,7 @@ def plot(result: dict[str, Any], path: Path) -> str | None:
 
     scenarios = [s for s in ("rooms", "big_room") if any(s in t for t in result["targets"].values())]
     figure, axes = pyplot.subplots(1, len(scenarios), figsize=(6.5 * len(scenarios), 4.8), squeeze=False)
-    styles = {"real": ("tab:red", "-"), "baseline": ("tab:blue", "--")}
+    styles = {"real": ("tab:red", "-"), "baseline": ("tab:blue", "--"), "channels": ("tab:green", "-.")}
     series = (("round_trip_ms", "p50", "o", "round trip p50"), ("round_trip_ms", "p99", "s", "round trip p99"),
               ("fan_out_ms", "p50", "^", "fan-out p50"), ("fan_out_ms", "p99", "v", "fan-out p99"))
     for axis, scenario in zip(axes[0], scenarios):

@@ -1,0 +1,19 @@
+"""Settings of the benchmark's Django Channels comparison (`scripts/channels_chat.py`): the
+project's own, plus the channel layer Channels' documentation deploys with (channels_redis on
+the stack's Redis)."""
+
+from project.settings import *  # noqa: F401,F403  (the project's settings, unchanged)
+from project.settings import REDIS_URL
+
+ASGI_APPLICATION = "scripts.channels_chat.application"
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        # Its documented settings, but for two of redis-py's (8.x) defaults, each of which closed
+        # consumers' WebSockets in the benchmark: its pool of 100 connections per process made
+        # `group_send` raise MaxConnectionsError under load, and its 5 s socket timeout equals the
+        # layer's 5 s BZPOPMIN, so an idle consumer's receive could time out. Measured at its best,
+        # not at its defaults.
+        "CONFIG": {"hosts": [{"address": REDIS_URL, "max_connections": 10_000, "socket_timeout": None}]},
+    },
+}
