@@ -9,7 +9,9 @@ highest sustained rate, by a ramp that doubles the load until it breaks, for roo
 and for one room of 200; the RSS of an idle authenticated connection and the handshake +
 authenticate rate of 2,000 connections. It prints a table, real/baseline ratios and the issue's
 targets with PASS/FAIL, then one JSON line (also written to --json PATH), and draws a plot
-(docs/images/bench-latency.png; needs matplotlib: requirements-bench.txt). With --gateway URL
+(docs/images/bench-latency.png; needs matplotlib: requirements-bench.txt). `--targets
+real,baseline,channels` adds a third stack, the same chat on Django Channels (uvicorn and
+channels_redis; scripts/channels_chat.py), and real/Channels ratios. With --gateway URL
 --fixtures PATH it measures a stack that is already running instead. See docs/performance.md.
 """
 
