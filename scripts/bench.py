@@ -80,6 +80,7 @@ class Profile:
     bound_ms: float
     connect_concurrency: int
     bisections: int = 2         # halvings of the interval where the doubling ramp broke
+    halvings: int = 3           # steps below the first one, each half the last, while none has passed
 
 
 FULL = Profile(users=2000, room_size=10, big_room=200, loads=(50, 100, 200, 400), rooms_max=6400,
@@ -87,7 +88,7 @@ FULL = Profile(users=2000, room_size=10, big_room=200, loads=(50, 100, 200, 400)
                bound_ms=250, connect_concurrency=100)
 QUICK = Profile(users=200, room_size=10, big_room=50, loads=(50, 100), rooms_max=400, big_start=20, big_max=80,
                 step_seconds=1.0, drain_seconds=1.0, warmup_seconds=0.5, bound_ms=250, connect_concurrency=50,
-                bisections=0)
+                bisections=0, halvings=0)
 
 
 def raise_fd_limit(connections: int) -> dict[str, int]:
@@ -136,29 +137,41 @@ class Ramp:
     """The loads of one scenario on one target: the fixed ones, then doubling while the last step
     passed (up to `ceiling`), then `bisections` steps, each halfway between the best pass and the
     lowest failure above it (two narrow a doubling to a quarter of it: 800 ok, 1600 failed ->
-    1200 -> 1000 or 1400)."""
+    1200 -> 1000 or 1400). While no step has passed, up to `halvings` steps go down instead,
+    each half the lowest so far (a stack slower than the first step still gets a sustained rate:
+    20 failed -> 10 -> 5), and the bisections then narrow what lies above the pass."""
 
-    def __init__(self, fixed: tuple[float, ...], start: float, ceiling: float, bisections: int) -> None:
+    def __init__(self, fixed: tuple[float, ...], start: float, ceiling: float, bisections: int,
+                 halvings: int = 0) -> None:
         self.fixed = fixed
         self.start = start
         self.ceiling = ceiling
         self.bisections = bisections
+        self.halvings = halvings
         self.steps: list[StepResult] = []
         self._bisected = 0
+        self._halved = 0
 
     def next_rate(self) -> float | None:
         if len(self.steps) < len(self.fixed):
             return self.fixed[len(self.steps)]
         if not self.steps:
             return self.start
+        good = max((s.offered_per_s for s in self.steps if s.ok), default=0.0)
+        if not good:
+            if self._halved < self.halvings:
+                self._halved += 1
+                return min(s.offered_per_s for s in self.steps) / 2
+            return None
+        above = [s.offered_per_s for s in self.steps if not s.ok and s.offered_per_s > good]
         last = self.steps[-1]
-        if not self._bisected and last.ok and last.offered_per_s * 2 <= self.ceiling:
-            return last.offered_per_s * 2
+        doubled = last.offered_per_s * 2
+        if (not self._bisected and last.ok and doubled <= self.ceiling
+                and (not above or doubled < min(above))):
+            return doubled
         if self._bisected < self.bisections:
             self._bisected += 1
-            good = max((s.offered_per_s for s in self.steps if s.ok), default=0.0)
-            above = [s.offered_per_s for s in self.steps if not s.ok and s.offered_per_s > good]
-            if good and above:
+            if above:
                 middle = float(round((good + min(above)) / 2))
                 if good < middle < min(above):
                     return middle
@@ -239,7 +252,7 @@ async def ramps(targets: list[Target], key: str, scenario: Scenario, fixed: tupl
                 ceiling: float, profile: Profile) -> None:
     """One scenario's ramp on every target, their steps interleaved (A B, then B A, ...): on a
     shared, noisy machine a burst of someone else's load then falls on both sides, not on one."""
-    plans = {target.name: Ramp(fixed, start, ceiling, profile.bisections) for target in targets}
+    plans = {target.name: Ramp(fixed, start, ceiling, profile.bisections, profile.halvings) for target in targets}
 
     async def run(target: Target, rate: float, seconds: float, tag: str) -> StepResult:
         for each in targets:  # no backlog of an earlier step, on either stack
@@ -415,6 +428,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Profile]:
     parser.add_argument("--bound-ms", type=float, help="p99 bound of a sustained step (default 250)")
     parser.add_argument("--bisections", type=int,
                         help="steps narrowing down where the ramp broke (default 2; 0 with --quick)")
+    parser.add_argument("--halvings", type=int,
+                        help="steps below the first one, each half the last, while none has passed (default 3; "
+                             "0 with --quick)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the JSON result here")
     parser.add_argument("--plot", type=Path, metavar="PATH",
                         help=f"PNG of latency vs load (default {DEFAULT_PLOT.relative_to(ROOT)}; none with --quick)")
@@ -428,7 +444,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Profile]:
         parser.error("--gateway needs --fixtures (the output of manage.py chat_fixtures on that stack)")
     profile = QUICK if args.quick else FULL
     overrides: dict[str, Any] = {}
-    for name in ("users", "room_size", "big_room", "step_seconds", "bound_ms", "bisections"):
+    for name in ("users", "room_size", "big_room", "step_seconds", "bound_ms", "bisections", "halvings"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     if args.loads:

@@ -37,3 +37,19 @@ def test_no_bisection_and_the_ceiling():
 
 def test_a_first_failure_is_not_bisected_below_nothing():
     assert walk(Ramp((50,), 50, 6400, 2), capacity=10) == [50]
+
+
+def test_a_stack_slower_than_the_first_step_is_halved_down_to_a_pass_then_bisected():
+    ramp = Ramp((), 20, 640, 2, halvings=3)
+    assert walk(ramp, capacity=7) == [20, 10, 5, 8, 6]
+    sustained = ramp.summary("big room")["sustained"]
+    assert (sustained["messages_per_s"], sustained["broke_at"]) == (6, 8)
+    # Never doubled back into a rate that already failed; the fixed loads all run first.
+    assert walk(Ramp((50, 100), 50, 400, 0, halvings=2), capacity=30) == [50, 100, 25]
+
+
+def test_halvings_stop_where_they_are_told():
+    ramp = Ramp((), 20, 640, 2, halvings=3)
+    assert walk(ramp, capacity=1) == [20, 10, 5, 2.5]
+    assert ramp.summary("big room")["sustained"] is None
+    assert walk(Ramp((), 20, 640, 2, halvings=0), capacity=1) == [20]
