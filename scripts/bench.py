@@ -301,7 +301,8 @@ async def measure(endpoints: dict[str, tuple[str, Watched]], work: Workload, pro
 # -- the local stacks --------------------------------------------------------------------------
 
 def start_target(kind: str, redis_url: str | None, database_url: str, fixture_paths: list[Path], workers: int,
-                 gateway_processes: int, log_dir: Path, log_level: str) -> tuple[Stack, str, Watched]:
+                 gateway_processes: int, log_dir: Path, log_level: str,
+                 channels_layer: str = "core") -> tuple[Stack, str, Watched]:
     """Start a Redis of its own (unless one is given), the workers ("real": Django; "baseline":
     relay) and the gateway; return the stack, the gateway's URL and the processes to watch."""
     # Topics of their own too, so that the two stacks never hear each other even on one Redis.
@@ -313,7 +314,7 @@ def start_target(kind: str, redis_url: str | None, database_url: str, fixture_pa
         stack.env.pop("REDIS_URL", None)  # embedded, whatever this shell's environment says
     redis_url = stack.start_redis()
     if kind == "channels":
-        return start_channels(stack, gateway_processes)
+        return start_channels(stack, gateway_processes, channels_layer)
     topics = [f"bench_{kind}_{n}" for n in range(1, workers + 1)]
     if kind == "real":
         worker_procs = stack.start_workers(topics)
@@ -338,10 +339,10 @@ def start_target(kind: str, redis_url: str | None, database_url: str, fixture_pa
     return stack, f"http://127.0.0.1:{port}/ws", watched
 
 
-def start_channels(stack: Stack, processes: int) -> tuple[Stack, str, Watched]:
+def start_channels(stack: Stack, processes: int, layer: str) -> tuple[Stack, str, Watched]:
     """The Django Channels comparison (scripts/channels_chat.py) on the stack's Redis and database:
     uvicorn with as many processes as the gateway has; they are its "gateway" (no bus workers)."""
-    server, port = stack.start_channels(processes=processes)
+    server, port = stack.start_channels(processes=processes, layer=layer)
     wait_for(lambda: len(psutil.Process(server.pid).children()) >= processes, "uvicorn processes", 30, server)
     redis_pids = [stack.redis_process.pid] if stack.redis_process is not None else []
     watched = Watched({"gateway": [server.pid], "workers": [], "redis": redis_pids}, tree_roots=[server.pid])
@@ -376,12 +377,14 @@ def run_local(args: argparse.Namespace, profile: Profile, work_dir: Path) -> dic
         endpoints = {}
         for kind in args.targets:
             if kind == "channels":
-                logger.info("channels: starting uvicorn with %d process(es)", args.gateway_processes)
+                logger.info("channels: starting uvicorn with %d process(es), channels_redis's %s layer",
+                            args.gateway_processes, args.channels_layer)
             else:
                 logger.info("%s: starting %d %s workers and a gateway of %d process(es)", kind, args.workers,
                             "Django" if kind == "real" else "relay", args.gateway_processes)
             stack, url, watched = start_target(kind, args.redis_url, database_url, fixture_paths, args.workers,
-                                               args.gateway_processes, work_dir / kind, args.log_level)
+                                               args.gateway_processes, work_dir / kind, args.log_level,
+                                               args.channels_layer)
             stacks.append(stack)
             endpoints[kind] = (url, watched)
         return asyncio.run(measure(endpoints, work, profile))
@@ -419,6 +422,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Profile]:
     parser.add_argument("--targets", default="real,baseline",
                         help="what to measure, in order: real (Django workers), baseline (relay workers), channels "
                              "(the same chat on Django Channels: scripts/channels_chat.py); default real,baseline")
+    parser.add_argument("--channels-layer", choices=("core", "pubsub"), default="core",
+                        help="the channels target's channels_redis layer: RedisChannelLayer (core, the default) "
+                             "or RedisPubSubChannelLayer (pubsub)")
     parser.add_argument("--no-baseline", action="store_true", help="the same as --targets real")
     parser.add_argument("--users", type=int, help="users in rooms of --room-size: the connections measured")
     parser.add_argument("--room-size", type=int)
@@ -501,6 +507,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.database_url.split("://")[0] if args.database_url else "sqlite (fresh file)"),
             "redis": "running stack's" if args.gateway else ("given" if args.redis_url else "embedded"),
             "log_level": None if args.gateway else args.log_level,
+            "channels_layer": args.channels_layer if "channels" in args.targets else None,
             "gateway": args.gateway,
             "cores": psutil.cpu_count(),
             "fd_limit": fd_limit,

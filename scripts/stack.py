@@ -203,15 +203,16 @@ class Stack:
         wait_for(lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), "gateway", 30, proc)
         return proc, port
 
-    def start_channels(self, port: int | None = None, processes: int = 1,
-                       name: str = "channels") -> tuple[subprocess.Popen, int]:
+    def start_channels(self, port: int | None = None, processes: int = 1, name: str = "channels",
+                       layer: str = "core") -> tuple[subprocess.Popen, int]:
         """The benchmark's Django Channels comparison (scripts/channels_chat.py) under uvicorn, on this
-        stack's database and Redis; returns once it accepts connections."""
+        stack's database and Redis, with channels_redis's `layer` (core or pubsub: see
+        scripts/channels_settings.py); returns once it accepts connections."""
         port = port or free_port()
         proc = self.spawn(name, [sys.executable, "-m", "uvicorn", "scripts.channels_chat:application",
                                  "--host", "127.0.0.1", "--port", str(port), "--workers", str(processes),
                                  "--lifespan", "off", "--no-access-log", "--log-level", "warning"],
-                          env=dict(self.env, DJANGO_SETTINGS_MODULE="scripts.channels_settings"))
+                          env=dict(self.env, DJANGO_SETTINGS_MODULE="scripts.channels_settings", CHANNEL_LAYER=layer))
         wait_for(lambda: port_open(port), "uvicorn", 60, proc)
         return proc, port
 

@@ -16,9 +16,10 @@ from tests.e2e.conftest import connect, run
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 
-@pytest.fixture(scope="module")
-def channels_url(e2e):
-    proc, port = e2e.stack.start_channels(processes=1, name="channels-e2e")
+@pytest.fixture(scope="module", params=["core", "pubsub"])
+def channels_url(e2e, request):
+    """The comparison on each of channels_redis's layers (`--channels-layer`)."""
+    proc, port = e2e.stack.start_channels(processes=1, name=f"channels-e2e-{request.param}", layer=request.param)
     try:
         yield f"http://127.0.0.1:{port}/ws"
     finally:
