@@ -142,14 +142,11 @@ def insert_messages(new: Sequence[NewMessage]) -> list[ChatMessage]:
     caller is in a transaction, as insert_message.
     """
     connection = _connection()
-    meta = ChatMessage._meta
     created = timezone.now()
-    prepare_user, prepare_room = meta.get_field("user").get_db_prep_save, meta.get_field("room").get_db_prep_save
-    at = meta.get_field("date_created").get_db_prep_save(created, connection)
+    at = _prepared_time(created, connection)
     values: list = []
     for message in new:
-        values += [prepare_user(message.author.pk, connection), prepare_room(message.room_uuid, connection), at,
-                   message.text, message.client_uuid]
+        values += _prepared_row(connection, message.author, message.room_uuid, at, message.text, message.client_uuid)
     with connection.cursor() as cursor:
         cursor.execute(_insert_sql(connection, len(new)), values)
         ids = {(user_id, client_uuid): message_id for message_id, user_id, client_uuid in cursor.fetchall()}
@@ -165,17 +162,24 @@ def insert_message(author, room_uuid: uuid.UUID, text: str, client_uuid: str | N
     """
     connection = _connection()
     insert_sql = _insert_sql(connection)
-    meta = ChatMessage._meta
     created = timezone.now()
-    # The ids and the time in the backend's form (a UUID is 32 hex digits in SQLite, a time text);
-    # the two strings go as they are.
-    prepared = [meta.get_field("user").get_db_prep_save(author.pk, connection),
-                meta.get_field("room").get_db_prep_save(room_uuid, connection),
-                meta.get_field("date_created").get_db_prep_save(created, connection), text, client_uuid]
+    prepared = _prepared_row(connection, author, room_uuid, _prepared_time(created, connection), text, client_uuid)
     with connection.cursor() as cursor:
         cursor.execute(insert_sql, prepared)
         message_id = cursor.fetchone()[0] if connection.features.can_return_columns_from_insert else cursor.lastrowid
     return _stored(connection, message_id, author, room_uuid, created, text, client_uuid)
+
+
+def _prepared_time(created, connection):
+    return ChatMessage._meta.get_field("date_created").get_db_prep_save(created, connection)
+
+
+def _prepared_row(connection, author, room_uuid: uuid.UUID, at, text: str, client_uuid: str | None) -> list:
+    """One message's values for the insert, in `_INSERTED`'s order: the ids in the backend's form (a
+    UUID is 32 hex digits in SQLite), `at` prepared already (`_prepared_time`), the strings as they are."""
+    meta = ChatMessage._meta
+    return [meta.get_field("user").get_db_prep_save(author.pk, connection),
+            meta.get_field("room").get_db_prep_save(room_uuid, connection), at, text, client_uuid]
 
 
 def _stored(connection, message_id: int, author, room_uuid: uuid.UUID, created, text: str,

@@ -17,7 +17,6 @@ scripts.channels_chat:application --port 8001 (then ws://127.0.0.1:8001/ws).
 from __future__ import annotations
 
 import json
-import logging
 import os
 import uuid
 from typing import Any
@@ -36,8 +35,6 @@ from django.urls import path  # noqa: E402
 from chat.models import Membership  # noqa: E402
 from workers import envelopes  # noqa: E402
 from workers.dispatch import handle  # noqa: E402
-
-logger = logging.getLogger(__name__)
 
 # What `handle` wants of a bus request: there is no bus here, the reply goes straight back.
 _NO_BUS = {"request_id": "channels", "reply_to": "channels"}
