@@ -47,7 +47,8 @@ class Connection:
 
     __slots__ = ("conn_id", "metrics", "ws", "session_data", "bucket", "closed", "_abort", "_close_timeout",
                  "_in_flight", "_send_queue_size", "_outgoing", "_started", "_writer", "_sending", "_closer",
-                 "_auth_deadline", "heard", "unheard_visits", "heartbeat_bucket", "__weakref__")
+                 "_auth_deadline", "heard", "unheard_visits", "heartbeat_bucket", "reader", "_read_interrupted",
+                 "__weakref__")
 
     def __init__(self, conn_id: str, ws: web.WebSocketResponse, send_queue_size: int, bucket: TokenBucket,
                  abort: Callable[[], None] | None = None, close_timeout: float = CLOSE_TIMEOUT,
@@ -75,6 +76,10 @@ class Connection:
         # Whether the writer is inside a send (see `close`).
         self._sending = False
         self._closer: asyncio.Task[None] | None = None
+        # The handler's task while its read loop waits for a frame (None otherwise: the loop sets
+        # it), and whether a close cancelled that wait (see `close`).
+        self.reader: asyncio.Task[Any] | None = None
+        self._read_interrupted = False
         # The timer that closes the connection if it has not authenticated in time; dropped as
         # soon as it has (a pending timer per idle connection costs half a KiB and a heap entry).
         self._auth_deadline: asyncio.TimerHandle | None = None
@@ -160,11 +165,28 @@ class Connection:
     def _start_writer(self) -> None:
         self._writer = asyncio.get_running_loop().create_task(self._write_loop(), name=f"writer-{self.conn_id}")
 
+    def read_interrupted(self) -> bool:
+        """In the read loop, on a CancelledError out of its wait for a frame: whether that was
+        `close` ending the wait, and only that (the cancellation is then withdrawn)."""
+        return self._read_interrupted and asyncio.current_task().uncancel() == 0
+
     def close(self, code: int, reason: str) -> None:
-        """Close from synchronous code (timers, routing); safe to call more than once."""
+        """Close from synchronous code (timers, routing); safe to call more than once.
+
+        If the handler is waiting for the client's next frame, that wait is cancelled first, so
+        that the close handshake reads the client's frames until its Close reply. Closed while
+        its handler reads, aiohttp would end the TCP connection as soon as its own Close frame
+        is written; with frames of the client's still unread, the kernel answers that with a
+        reset, which can destroy the Close frame before the client reads it: a busy client
+        would see 1006, not the code it was closed with. The handler's task resumes before the
+        close task first runs (both are scheduled here, in this order).
+        """
         if self.closed:
             return
         self._stop_writing(code)
+        if self.reader is not None:
+            self._read_interrupted = True
+            self.reader.cancel()
         self._closer = asyncio.create_task(self._close(code, reason), name=f"close-{self.conn_id}")
 
     def drop(self) -> None:

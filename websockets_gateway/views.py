@@ -79,8 +79,17 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     try:
         while True:
             # `ws.receive()` rather than `async for message in ws`: the iterator's coroutine is one
-            # object more (216 bytes) that every idle connection would hold while it waits.
-            message = await ws.receive()
+            # object more (216 bytes) that every idle connection would hold while it waits; so is
+            # any helper coroutine around it, hence the close's interruption is handled here.
+            conn.reader = asyncio.current_task()
+            try:
+                message = await ws.receive()
+            except asyncio.CancelledError:
+                if not conn.read_interrupted():
+                    raise
+                break  # a close ended the wait: its handshake reads the rest (Connection.close)
+            finally:
+                conn.reader = None
             if message.type in _CLOSED:
                 break
             conn.heard = True

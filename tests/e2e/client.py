@@ -29,8 +29,7 @@ def close_code(ws: aiohttp.ClientWebSocketResponse, message: aiohttp.WSMessage) 
     For CLOSE, the code in the Close frame the server sent: the connection's close code (RFC 6455,
     7.1.5). Not `ws.close_code`: aiohttp sets that to 1006 when its own Close reply cannot be
     written any more, which happens when the frame is read after the server, having sent it,
-    closed the TCP connection (aiohttp's server does not wait for the reply when it closes a
-    connection whose handler is reading).
+    closed the TCP connection (the gateway waits for the reply for at most its close timeout).
     """
     if message.type == aiohttp.WSMsgType.CLOSE:
         return message.data

@@ -12,7 +12,7 @@ from typing import Any, Callable, Coroutine
 
 import fakeredis
 import redis.asyncio as aioredis
-from aiohttp import WSMsgType
+from aiohttp import WSMessage, WSMsgType
 from fakeredis.aioredis import FakeAsyncRedisConnection
 
 from websockets_gateway.connection import Connection
@@ -61,6 +61,10 @@ class FakeWebSocket:
         self.sent: list[str] = []
         self.close_calls: list[tuple[int, bytes]] = []
         self.send_gate = send_gate
+        self.incoming: asyncio.Queue[WSMessage] = asyncio.Queue()
+        self.receiving = False
+        # For each close, whether a read was waiting when it began.
+        self.closed_while_receiving: list[bool] = []
         self._activity = asyncio.Event()
 
     async def send_str(self, text: str) -> None:
@@ -74,8 +78,18 @@ class FakeWebSocket:
         assert opcode == WSMsgType.TEXT, opcode
         await self.send_str(message.decode("utf-8"))
 
+    async def receive(self) -> WSMessage:
+        """The client's next frame: `incoming`'s next, waited for. `receiving` says a read waits."""
+        self.receiving = True
+        self._activity.set()
+        try:
+            return await self.incoming.get()
+        finally:
+            self.receiving = False
+
     async def close(self, *, code: int, message: bytes = b"") -> bool:
         self.close_calls.append((code, message))
+        self.closed_while_receiving.append(self.receiving)
         self._activity.set()
         return True
 

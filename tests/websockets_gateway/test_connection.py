@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from aiohttp import WSMsgType
+from aiohttp import WSMessage, WSMsgType
 
 from websockets_gateway.connection import CLOSE_SLOW_CONSUMER, Connection
 from websockets_gateway.ratelimit import TokenBucket
@@ -197,6 +197,80 @@ def test_cancelling_the_closer_itself_is_not_swallowed():
         await asyncio.wait({conn._closer})
         assert conn._closer.cancelled()
         assert not aborted.is_set()
+
+    run(scenario())
+
+
+async def read_one(conn: Connection, ws: FakeWebSocket) -> WSMessage | None:
+    """What the handler's read loop does for one frame (views.websocket): None if a close ended the wait."""
+    conn.reader = asyncio.current_task()
+    try:
+        return await ws.receive()
+    except asyncio.CancelledError:
+        if not conn.read_interrupted():
+            raise
+        return None
+    finally:
+        conn.reader = None
+
+
+def test_a_close_ends_the_read_loops_wait_for_a_frame_before_the_handshake_begins():
+    async def scenario():
+        ws = FakeWebSocket()
+        conn = make_connection("c1", ws)
+        reading = asyncio.create_task(read_one(conn, ws))
+        await ws.wait_until(lambda: ws.receiving)
+        conn.close(1001, "Server shutting down")
+        assert await asyncio.wait_for(reading, WAIT) is None
+        await conn.stop()
+        # The handshake found nobody reading: aiohttp then reads until the client's Close itself.
+        assert ws.close_calls == [(1001, b"Server shutting down")]
+        assert ws.closed_while_receiving == [False]
+        assert conn.reader is None
+
+    run(scenario())
+
+
+def test_a_frame_is_read_as_it_comes_when_nothing_closes():
+    async def scenario():
+        ws = FakeWebSocket()
+        conn = make_connection("c1", ws)
+        frame = WSMessage(WSMsgType.TEXT, '{"uuid": "u1", "action": "ping"}', None)
+        reading = asyncio.create_task(read_one(conn, ws))
+        await ws.wait_until(lambda: ws.receiving)
+        assert conn.reader is reading
+        ws.incoming.put_nowait(frame)
+        assert await asyncio.wait_for(reading, WAIT) is frame
+        assert conn.reader is None
+
+    run(scenario())
+
+
+def test_a_read_cancelled_by_another_as_well_as_by_the_close_stays_cancelled():
+    async def scenario():
+        ws = FakeWebSocket()
+        conn = make_connection("c1", ws)
+        reading = asyncio.create_task(read_one(conn, ws))
+        await ws.wait_until(lambda: ws.receiving)
+        conn.close(1001, "Server shutting down")
+        reading.cancel()  # aiohttp's, say: the handler cancelled on a lost connection
+        await asyncio.wait({reading})
+        await conn.stop()
+        assert reading.cancelled()
+
+    run(scenario())
+
+
+def test_a_read_cancelled_by_another_alone_stays_cancelled():
+    async def scenario():
+        ws = FakeWebSocket()
+        conn = make_connection("c1", ws)
+        reading = asyncio.create_task(read_one(conn, ws))
+        await ws.wait_until(lambda: ws.receiving)
+        reading.cancel()
+        await asyncio.wait({reading})
+        assert reading.cancelled()
+        assert ws.close_calls == []
 
     run(scenario())
 
