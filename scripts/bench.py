@@ -10,8 +10,8 @@ and for one room of 200; the RSS of an idle authenticated connection and the han
 authenticate rate of 2,000 connections. It prints a table, real/baseline ratios and the issue's
 targets with PASS/FAIL, then one JSON line (also written to --json PATH), and draws a plot
 (docs/images/bench-latency.png; needs matplotlib: requirements-bench.txt). `--targets
-real,baseline,channels` adds a third stack, the same chat on Django Channels (uvicorn and
-channels_redis; scripts/channels_chat.py), and real/Channels ratios. With --gateway URL
+real,baseline,channels,socketio` adds the same chat on Django Channels (uvicorn and channels_redis;
+scripts/channels_chat.py) and on python-socketio (scripts/socketio_chat.py), and real/their ratios. With --gateway URL
 --fixtures PATH it measures a stack that is already running instead. See docs/performance.md.
 """
 
@@ -315,6 +315,8 @@ def start_target(kind: str, redis_url: str | None, database_url: str, fixture_pa
     redis_url = stack.start_redis()
     if kind == "channels":
         return start_channels(stack, gateway_processes, channels_layer)
+    if kind == "socketio":
+        return start_socketio(stack, gateway_processes)
     topics = [f"bench_{kind}_{n}" for n in range(1, workers + 1)]
     if kind == "real":
         worker_procs = stack.start_workers(topics)
@@ -349,6 +351,16 @@ def start_channels(stack: Stack, processes: int, layer: str) -> tuple[Stack, str
     return stack, f"http://127.0.0.1:{port}/ws", watched
 
 
+def start_socketio(stack: Stack, processes: int) -> tuple[Stack, str, Watched]:
+    """The python-socketio comparison (scripts/socketio_chat.py) on the stack's Redis and database:
+    gunicorn with as many processes as the gateway has; they are its "gateway" (no bus workers)."""
+    server, port = stack.start_socketio(processes=processes)
+    wait_for(lambda: len(psutil.Process(server.pid).children()) >= processes, "socketio processes", 30, server)
+    redis_pids = [stack.redis_process.pid] if stack.redis_process is not None else []
+    watched = Watched({"gateway": [server.pid], "workers": [], "redis": redis_pids}, tree_roots=[server.pid])
+    return stack, f"http://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket", watched
+
+
 def make_fixtures(stack: Stack, profile: Profile, work_dir: Path) -> list[Path]:
     stack.manage("migrate", "--noinput")
     paths = []
@@ -379,6 +391,9 @@ def run_local(args: argparse.Namespace, profile: Profile, work_dir: Path) -> dic
             if kind == "channels":
                 logger.info("channels: starting uvicorn with %d process(es), channels_redis's %s layer",
                             args.gateway_processes, args.channels_layer)
+            elif kind == "socketio":
+                logger.info("socketio: starting python-socketio with %d process(es), its Redis message queue",
+                            args.gateway_processes)
             else:
                 logger.info("%s: starting %d %s workers and a gateway of %d process(es)", kind, args.workers,
                             "Django" if kind == "real" else "relay", args.gateway_processes)
@@ -421,7 +436,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Profile]:
                         help="chat_fixtures JSON of the running stack (repeatable: rooms of 10, one big room)")
     parser.add_argument("--targets", default="real,baseline",
                         help="what to measure, in order: real (Django workers), baseline (relay workers), channels "
-                             "(the same chat on Django Channels: scripts/channels_chat.py); default real,baseline")
+                             "(the same chat on Django Channels: scripts/channels_chat.py), socketio (the same chat "
+                             "on python-socketio: scripts/socketio_chat.py); default real,baseline")
     parser.add_argument("--channels-layer", choices=("core", "pubsub"), default="core",
                         help="the channels target's channels_redis layer: RedisChannelLayer (core, the default) "
                              "or RedisPubSubChannelLayer (pubsub)")
@@ -459,8 +475,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Profile]:
     args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     if args.no_baseline or args.gateway:
         args.targets = ["real"]
-    if not args.targets or set(args.targets) - {"real", "baseline", "channels"}:
-        parser.error("--targets takes real, baseline and/or channels")
+    if not args.targets or set(args.targets) - {"real", "baseline", "channels", "socketio"}:
+        parser.error("--targets takes real, baseline, channels and/or socketio")
     return args, profile
 
 
@@ -517,6 +533,8 @@ def main(argv: list[str] | None = None) -> int:
         "targets": targets,
         "ratios": ratios if {"real", "baseline"} <= set(targets) else {},
         "versus_channels": ratios_of(targets["real"], targets["channels"]) if {"real", "channels"} <= set(targets)
+        else {},
+        "versus_socketio": ratios_of(targets["real"], targets["socketio"]) if {"real", "socketio"} <= set(targets)
         else {},
         "checks": checks,
         "seconds": round(time.monotonic() - started, 1),

@@ -42,7 +42,12 @@ LABELS = {
     "baseline": "baseline: bare relay workers (no Django, no database)",
     "channels": ("channels: the same chat on Django Channels (uvicorn, channels_redis; scripts/channels_chat.py; "
                  "gw: its uvicorn processes, which do all the work)"),
+    "socketio": ("socketio: the same chat on python-socketio (gunicorn's aiohttp worker, its Redis message "
+                 "queue; scripts/socketio_chat.py; gw: its processes, which do all the work)"),
 }
+# The ratios of the real stack to each of the others, as the result names them.
+VERSUS = (("ratios", "real / baseline"), ("versus_channels", "real / channels"),
+          ("versus_socketio", "real / socketio"))
 
 
 def _sustained(target: dict[str, Any], scenario: str, key: str) -> float | None:
@@ -197,7 +202,7 @@ def table(result: dict[str, Any]) -> str:
                 lines.append(f"   CPU ms per message at that rate: {costs}")
             else:
                 lines.append("   sustained: none of the steps passed")
-    for key, title in (("ratios", "real / baseline"), ("versus_channels", "real / channels")):
+    for key, title in VERSUS:
         if result.get(key):
             lines.append("")
             lines.append(f"== {title}")
@@ -220,7 +225,8 @@ def table(result: dict[str, Any]) -> str:
 # -- the plot ----------------------------------------------------------------------------------
 
 def plot(result: dict[str, Any], path: Path) -> str | None:
-    """Latency against offered load, real vs baseline (and channels, if measured), as a PNG; the reason if it cannot be made."""
+    """Latency against offered load, real vs baseline (and channels and socketio, if measured), as a PNG;
+    the reason if it cannot be made."""
     try:
         import matplotlib
     except ImportError:
@@ -231,7 +237,8 @@ def plot(result: dict[str, Any], path: Path) -> str | None:
 
     scenarios = [s for s in ("rooms", "big_room") if any(s in t for t in result["targets"].values())]
     figure, axes = pyplot.subplots(1, len(scenarios), figsize=(6.5 * len(scenarios), 4.8), squeeze=False)
-    styles = {"real": ("tab:red", "-"), "baseline": ("tab:blue", "--"), "channels": ("tab:green", "-.")}
+    styles = {"real": ("tab:red", "-"), "baseline": ("tab:blue", "--"), "channels": ("tab:green", "-."),
+              "socketio": ("tab:purple", ":")}
     series = (("round_trip_ms", "p50", "o", "round trip p50"), ("round_trip_ms", "p99", "s", "round trip p99"),
               ("fan_out_ms", "p50", "^", "fan-out p50"), ("fan_out_ms", "p99", "v", "fan-out p99"))
     for axis, scenario in zip(axes[0], scenarios):

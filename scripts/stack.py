@@ -216,6 +216,20 @@ class Stack:
         wait_for(lambda: port_open(port), "uvicorn", 60, proc)
         return proc, port
 
+    def start_socketio(self, port: int | None = None, processes: int = 1, name: str = "socketio",
+                       channel: str | None = None) -> tuple[subprocess.Popen, int]:
+        """The benchmark's python-socketio comparison (scripts/socketio_chat.py), served like the
+        gateway (gunicorn's aiohttp worker), on this stack's database and Redis, its processes
+        joined by the Redis channel `channel` (one of its own by default); returns once it
+        accepts connections."""
+        port = port or free_port()
+        proc = self.spawn(name, [sys.executable, "-m", "gunicorn", "scripts.socketio_chat:application",
+                                 "--worker-class", GATEWAY_WORKER_CLASS, "--bind", f"127.0.0.1:{port}",
+                                 "--workers", str(processes), "--graceful-timeout", "5", "--no-control-socket"],
+                          env=dict(self.env, SOCKETIO_CHANNEL=channel or f"socketio-{name}"))
+        wait_for(lambda: port_open(port), "socketio", 60, proc)
+        return proc, port
+
     def start_web(self, port: int = 8000) -> subprocess.Popen:
         proc = self.spawn("web", [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"])
         wait_for(lambda: port_open(port), "web server", 30, proc)

@@ -1,6 +1,6 @@
 """`python -m scripts.bench --quick`: a short run of the whole benchmark against real processes
-(gunicorn gateway, Django workers, the relay baseline and the Django Channels comparison, embedded
-Redis), whose JSON must have every section with figures that agree with each other. No figure is asserted against a speed:
+(gunicorn gateway, Django workers, the relay baseline, the Django Channels and the python-socketio
+comparisons, embedded Redis), whose JSON must have every section with figures that agree with each other. No figure is asserted against a speed:
 the figures are the benchmark's to print (docs/performance.md), not a test's to time."""
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ RATIOS = ("rooms_sustained_deliveries_per_s", "big_room_sustained_deliveries_per
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> tuple[dict, dict, str]:
     out = tmp_path_factory.mktemp("bench")
-    done = subprocess.run([sys.executable, "-m", "scripts.bench", "--quick", "--targets", "real,baseline,channels",
+    done = subprocess.run([sys.executable, "-m", "scripts.bench", "--quick", "--targets",
+                           "real,baseline,channels,socketio",
                            "--json", str(out / "bench.json"), "--plot", str(out / "bench.png")],
                           cwd=ROOT, capture_output=True, text=True, timeout=180, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -38,12 +39,13 @@ def check_latencies(figures: dict) -> None:
 def test_the_json_line_and_file_agree_and_have_every_section(run):
     printed, written, _ = run
     assert printed == written
-    assert set(written["targets"]) == {"real", "baseline", "channels"}
+    assert set(written["targets"]) == {"real", "baseline", "channels", "socketio"}
     for target in written["targets"].values():
         assert all(section in target for section in SECTIONS)
         assert target["lost_connections"] == 0
     assert set(written["ratios"]) == set(RATIOS)
     assert set(written["versus_channels"]) == set(RATIOS)
+    assert set(written["versus_socketio"]) == set(RATIOS)
     assert [check["name"] for check in written["checks"]] == [
         "sustained deliveries/s, rooms of 10 >= 0.8x baseline",
         "round-trip p99 at 100 msg/s <= 2x baseline + 5 ms",
@@ -97,9 +99,10 @@ def test_connections_and_memory(run):
         assert first["rss_per_connection_bytes"] == round(
             (first["rss_after_bytes"] - first["rss_before_bytes"]) / first["connections"])
     _, _, printed = run
-    assert printed.count("connections (the big room's, on the fresh stack)") == 3
-    # Channels has no bus workers: its uvicorn processes are all there is to measure.
-    assert set(result["targets"]["channels"]["connect"]["rss_per_connection_bytes_by_part"]) == {"gateway"}
+    assert printed.count("connections (the big room's, on the fresh stack)") == 4
+    # Channels and python-socketio have no bus workers: their server processes are all there is to measure.
+    for name in ("channels", "socketio"):
+        assert set(result["targets"][name]["connect"]["rss_per_connection_bytes_by_part"]) == {"gateway"}
 
 
 def test_ratios_and_targets_are_computed_from_the_steps(run):
@@ -111,11 +114,15 @@ def test_ratios_and_targets_are_computed_from_the_steps(run):
     assert result["ratios"]["round_trip_p99_at_100"] == pytest.approx(ratio, abs=0.001)
     assert result["ratios"]["connect_per_s"] == pytest.approx(
         real["connect"]["per_second"] / baseline["connect"]["per_second"], abs=0.001)
-    channels = result["targets"]["channels"]
-    assert result["versus_channels"]["connect_per_s"] == pytest.approx(
-        real["connect"]["per_second"] / channels["connect"]["per_second"], abs=0.001)
-    assert result["versus_channels"]["rss_per_connection"] == pytest.approx(
-        real["connect"]["rss_per_connection_bytes"] / channels["connect"]["rss_per_connection_bytes"], abs=0.001)
+    for name in ("channels", "socketio"):
+        other, versus = result["targets"][name], result[f"versus_{name}"]
+        assert versus["connect_per_s"] == pytest.approx(
+            real["connect"]["per_second"] / other["connect"]["per_second"], abs=0.001)
+        assert versus["rss_per_connection"] == pytest.approx(
+            real["connect"]["rss_per_connection_bytes"] / other["connect"]["rss_per_connection_bytes"], abs=0.001)
+        other_100 = next(s for s in other["rooms"]["steps"] if s["offered_per_s"] == 100)
+        assert versus["round_trip_p99_at_100"] == pytest.approx(
+            real_100["round_trip_ms"]["p99"] / other_100["round_trip_ms"]["p99"], abs=0.001)
 
     checks = {check["name"][:12]: check for check in result["checks"]}
     rtt = checks["round-trip p"]
@@ -135,6 +142,7 @@ def test_table_and_plot(run):
     _, result, stdout = run
     assert "== real / baseline" in stdout and "== real / channels" in stdout and "== targets" in stdout
     assert "== channels: the same chat on Django Channels" in stdout
+    assert "== socketio: the same chat on python-socketio" in stdout and "== real / socketio" in stdout
     assert sum(stdout.count(verdict) for verdict in ("PASS ", "FAIL ", "n/a ")) >= 4
     try:
         import matplotlib  # noqa: F401
