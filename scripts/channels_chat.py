@@ -32,28 +32,13 @@ from channels.generic.websocket import AsyncWebsocketConsumer  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import path  # noqa: E402
 
-from chat.models import Membership  # noqa: E402
+from scripts.comparison import answer  # noqa: E402
 from workers import envelopes  # noqa: E402
-from workers.dispatch import handle  # noqa: E402
-
-# What `handle` wants of a bus request: there is no bus here, the reply goes straight back.
-_NO_BUS = {"request_id": "channels", "reply_to": "channels"}
 
 
 def room_group(room_id: Any) -> str:
     """The Channels group of a room's connections (a group name is ASCII letters, digits, - _ .)."""
     return f"room-{uuid.UUID(str(room_id)).hex}"
-
-
-def answer(data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """One frame's reply envelope, and the groups of the user's rooms if it authenticated them."""
-    envelope = handle(data, "channels").envelope
-    session = envelope["session_data"]
-    rooms = []
-    if session is not None and session.get("user_pk") is not None:
-        rooms = [room_group(room) for room in
-                 Membership.objects.filter(user_id=session["user_pk"]).values_list("room_id", flat=True)]
-    return envelope, rooms
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
@@ -74,11 +59,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if not isinstance(data, dict):
             await self.close(code=1003)
             return
-        data.update(_NO_BUS, session_data=self.session_data)
-        envelope, rooms = await database_sync_to_async(answer)(data)
+        envelope, rooms = await database_sync_to_async(answer)(data, self.session_data, "channels")
         if envelope["session_data"] is not None:
             self.session_data = envelope["session_data"]
-        for group in rooms:
+        for group in map(room_group, rooms):
             if group not in self.room_groups:
                 await self.channel_layer.group_add(group, self.channel_name)
                 self.room_groups.append(group)

@@ -35,11 +35,8 @@ from aiohttp import web  # noqa: E402
 from asgiref.sync import sync_to_async  # noqa: E402
 from django.conf import settings  # noqa: E402
 
-from chat.models import Membership  # noqa: E402
-from workers.dispatch import handle  # noqa: E402
+from scripts.comparison import answer  # noqa: E402
 
-# What `handle` wants of a bus request: there is no bus here, the reply goes straight back.
-_NO_BUS = {"request_id": "socketio", "reply_to": "socketio"}
 # The event every chat frame travels in, both ways.
 EVENT = "frame"
 
@@ -57,17 +54,6 @@ def room_key(room_id: Any) -> str:
     return str(uuid.UUID(str(room_id)))
 
 
-def answer(data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """One frame's reply envelope, and the user's rooms if it authenticated them."""
-    envelope = handle(data, "socketio").envelope
-    session = envelope["session_data"]
-    rooms = []
-    if session is not None and session.get("user_pk") is not None:
-        rooms = [room_key(room) for room in
-                 Membership.objects.filter(user_id=session["user_pk"]).values_list("room_id", flat=True)]
-    return envelope, rooms
-
-
 @sio.event
 async def connect(sid: str, environ: dict[str, Any]) -> None:
     sessions[sid] = {}
@@ -83,12 +69,11 @@ async def frame(sid: str, data: Any) -> None:
     if not isinstance(data, dict):
         await sio.disconnect(sid)
         return
-    data = dict(data, **_NO_BUS, session_data=sessions.get(sid, {}))
-    envelope, rooms = await sync_to_async(answer, thread_sensitive=True)(data)
+    envelope, rooms = await sync_to_async(answer, thread_sensitive=True)(data, sessions.get(sid, {}), "socketio")
     if envelope["session_data"] is not None:
         sessions[sid] = envelope["session_data"]
     for room in rooms:
-        await sio.enter_room(sid, room)
+        await sio.enter_room(sid, room_key(room))
     response = envelope["response"]
     if data.get("action") == "new_message" and response.get("status") == "success":
         await sio.emit(EVENT, response, room=room_key(response["message"]["room"]))

@@ -36,6 +36,12 @@ def close_code(ws: aiohttp.ClientWebSocketResponse, message: aiohttp.WSMessage) 
     return ws.close_code
 
 
+def frame_shape(frame: dict[str, Any]) -> dict[str, Any]:
+    """A frame's keys, nested one level, without its values (ids, times and uuids differ): what
+    two servers' replies to the same request must share."""
+    return {key: sorted(value) if isinstance(value, dict) else type(value).__name__ for key, value in frame.items()}
+
+
 class Client:
     def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         self.ws = ws

@@ -214,12 +214,18 @@ async def read_one(conn: Connection, ws: FakeWebSocket) -> WSMessage | None:
         conn.reader = None
 
 
+async def waiting_reader() -> tuple[Connection, FakeWebSocket, asyncio.Task[WSMessage | None]]:
+    """A connection whose read loop waits for the client's next frame."""
+    ws = FakeWebSocket()
+    conn = make_connection("c1", ws)
+    reading = asyncio.create_task(read_one(conn, ws))
+    await ws.wait_until(lambda: ws.receiving)
+    return conn, ws, reading
+
+
 def test_a_close_ends_the_read_loops_wait_for_a_frame_before_the_handshake_begins():
     async def scenario():
-        ws = FakeWebSocket()
-        conn = make_connection("c1", ws)
-        reading = asyncio.create_task(read_one(conn, ws))
-        await ws.wait_until(lambda: ws.receiving)
+        conn, ws, reading = await waiting_reader()
         conn.close(1001, "Server shutting down")
         assert await asyncio.wait_for(reading, WAIT) is None
         await conn.stop()
@@ -233,11 +239,8 @@ def test_a_close_ends_the_read_loops_wait_for_a_frame_before_the_handshake_begin
 
 def test_a_frame_is_read_as_it_comes_when_nothing_closes():
     async def scenario():
-        ws = FakeWebSocket()
-        conn = make_connection("c1", ws)
+        conn, ws, reading = await waiting_reader()
         frame = WSMessage(WSMsgType.TEXT, '{"uuid": "u1", "action": "ping"}', None)
-        reading = asyncio.create_task(read_one(conn, ws))
-        await ws.wait_until(lambda: ws.receiving)
         assert conn.reader is reading
         ws.incoming.put_nowait(frame)
         assert await asyncio.wait_for(reading, WAIT) is frame
@@ -248,10 +251,7 @@ def test_a_frame_is_read_as_it_comes_when_nothing_closes():
 
 def test_a_read_cancelled_by_another_as_well_as_by_the_close_stays_cancelled():
     async def scenario():
-        ws = FakeWebSocket()
-        conn = make_connection("c1", ws)
-        reading = asyncio.create_task(read_one(conn, ws))
-        await ws.wait_until(lambda: ws.receiving)
+        conn, ws, reading = await waiting_reader()
         conn.close(1001, "Server shutting down")
         reading.cancel()  # aiohttp's, say: the handler cancelled on a lost connection
         await asyncio.wait({reading})
@@ -263,10 +263,7 @@ def test_a_read_cancelled_by_another_as_well_as_by_the_close_stays_cancelled():
 
 def test_a_read_cancelled_by_another_alone_stays_cancelled():
     async def scenario():
-        ws = FakeWebSocket()
-        conn = make_connection("c1", ws)
-        reading = asyncio.create_task(read_one(conn, ws))
-        await ws.wait_until(lambda: ws.receiving)
+        conn, ws, reading = await waiting_reader()
         reading.cancel()
         await asyncio.wait({reading})
         assert reading.cancelled()
