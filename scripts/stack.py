@@ -192,8 +192,10 @@ class Stack:
         return proc
 
     def start_gateway(self, port: int | None = None, processes: int = 2, name: str = "gateway",
-                      extra_env: dict[str, str] | None = None,
-                      worker_class: str = GATEWAY_WORKER_CLASS) -> tuple[subprocess.Popen, int]:
+                      extra_env: dict[str, str] | None = None, worker_class: str = GATEWAY_WORKER_CLASS,
+                      extra_args: list[str] | None = None) -> tuple[subprocess.Popen, int]:
+        """Start a gunicorn gateway (with `extra_args` on its command line, e.g. `-c CONFIG`); return
+        once it answers /healthz."""
         port = port or free_port()
         env = dict(self.env, **(extra_env or {}))
         # A graceful timeout that outlasts the close timeout (connection.CLOSE_TIMEOUT, 5 s): on
@@ -202,7 +204,7 @@ class Stack:
         proc = self.spawn(name, [sys.executable, "-m", "gunicorn", "websockets_gateway.app:app",
                                  "--worker-class", worker_class, "--bind", f"127.0.0.1:{port}",
                                  "--workers", str(processes), "--graceful-timeout", "8",
-                                 "--no-control-socket"], env=env)
+                                 "--no-control-socket", *(extra_args or [])], env=env)
         wait_for(lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), "gateway", 30, proc)
         return proc, port
 

@@ -14,6 +14,7 @@ from . import logs
 from .bus import Bus
 from .connection import CLOSE_GOING_AWAY, CLOSE_SERVICE_RESTART
 from .heartbeat import Heartbeat
+from .loop_signals import handle_noted_signals
 from .metrics import GatewayMetrics
 from .presence import PresenceWriter
 from .registry import ConnectionRegistry
@@ -56,6 +57,8 @@ async def gateway_context(app: web.Application) -> AsyncIterator[None]:
         logger.error("gateway %s: no Redis subscription after %.0fs; serving anyway", gateway_id, SUBSCRIBE_WAIT)
     logger.info("gateway %s (pid %d) ready; worker topics %s", gateway_id, os.getpid(),
                 ",".join(settings.worker_topics))
+    # A stop that came while the process was importing is handled now (loop_signals.py).
+    handle_noted_signals(asyncio.get_running_loop())
     try:
         yield
     finally:

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+import re
 import sys
+import time
 from pathlib import Path
 
 import aiohttp
@@ -63,6 +65,42 @@ def test_the_gateway_serves_under_either_worker_class(tmp_path, worker_class):
         if sys.platform == "linux":
             [worker] = psutil.Process(proc.pid).children()
             assert _loads_uvloop(worker.pid) == (worker_class == UVLOOP_GATEWAY_WORKER)
+    finally:
+        stack.stop()
+    assert "Traceback" not in stack.log("gateway")
+
+
+# A bound on the wait for the first worker to stop: one that never does fails, it never blocks.
+STOP_WAIT = 30.0
+
+
+@pytest.mark.parametrize("worker_class", [
+    PLAIN_GATEWAY_WORKER,
+    pytest.param(UVLOOP_GATEWAY_WORKER, marks=pytest.mark.skipif(not HAS_UVLOOP, reason="uvloop not installed")),
+])
+def test_a_stop_that_comes_while_a_worker_starts_stops_it_cleanly(tmp_path, worker_class):
+    # On uvloop the SIGTERM was only noted: the process served on until gunicorn's graceful
+    # timeout killed it (websockets_gateway/loop_signals.py).
+    marker = tmp_path / "signalled"
+    stack = Stack.create(log_dir=tmp_path, ALLOWED_ORIGINS="*", LOG_LEVEL="INFO",
+                         WORKER_PROCESS_TOPICS="gunicorn_test_nobody", SIGTERM_AT_BOOT_MARKER=str(marker))
+    stack.env.pop("REDIS_URL", None)
+    try:
+        stack.start_redis()
+        proc, port = stack.start_gateway(processes=1, worker_class=worker_class,
+                                         extra_args=["-c", str(Path(__file__).with_name("sigterm_at_boot.py"))])
+        first = int(marker.read_text())
+        deadline = time.monotonic() + STOP_WAIT
+        while f"Worker exiting (pid: {first})" not in stack.log("gateway"):
+            assert time.monotonic() < deadline, f"the worker signalled while starting ({first}) did not stop"
+            time.sleep(0.05)
+        # Its clean-up ran (it withdrew its presence), and gunicorn's next worker serves.
+        log = stack.log("gateway")
+        assert re.search(rf"websockets_gateway\.presence {first} presence \S+: withdrawn", log), log
+        ping, _ = asyncio.run(_ping_and_unanswerable_request(f"http://127.0.0.1:{port}/ws"))
+        assert ping["status"] == "success"
+        [worker] = psutil.Process(proc.pid).children()
+        assert worker.pid != first
     finally:
         stack.stop()
     assert "Traceback" not in stack.log("gateway")
