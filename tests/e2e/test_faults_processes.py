@@ -720,8 +720,9 @@ def test_a_gateway_stopped_with_requests_in_flight_closes_with_1001_and_another_
     during = [answer.elapsed for phase, answer in chats if phase == "during"]
     logger.info(
         "gateway stop: %d requests sent by %d clients, %d in flight at SIGTERM; %d answered before the close "
-        "(1001 for all), %d unanswered, all stored once their worker thawed (retried through another gateway: "
-        "each stored once); the other gateway's client: %d round trips during the stop (max %.3fs), %d after, all success",
+        "(1001 for all), %d unanswered, all stored once their worker thawed (retried through another "
+        "gateway: each stored once); the other gateway's client: %d round trips during the stop (max %.3fs), "
+        "%d after, all success",
         len(every_uuid), LEAVING_CLIENTS, result["in_flight_at_stop"], len(answered), len(unanswered),
         len(during), max(during), CHATS_AFTER_STOP)
 
