@@ -594,10 +594,15 @@ def test_a_gateway_stopped_with_requests_in_flight_closes_with_1001_and_another_
             exited = asyncio.Event()
             chats: list[tuple[str, Answer]] = []
 
+            # Set while the stopping gateway's clients may send (cleared while the worker is frozen).
+            sending = asyncio.Event()
+            sending.set()
+
             async def pipeline(peer: Peer) -> None:
                 window = asyncio.Semaphore(LEAVING_WINDOW)
                 for n in range(MESSAGES_PER_LEAVING_CLIENT):
                     await window.acquire()
+                    await sending.wait()
                     if peer.closed.is_set():
                         return
                     uuid = f"gs-{run_id}-{peer.user['id']}-{n}"
@@ -622,16 +627,21 @@ def test_a_gateway_stopped_with_requests_in_flight_closes_with_1001_and_another_
                     n += 1
                     await asyncio.sleep(CHAT_INTERVAL)  # the pace of a person chatting, not a wait
 
-            async def windows_full() -> None:
-                while any(len(peer.waiting) < LEAVING_WINDOW for peer in peers):
+            async def waiting_reaches(count: int) -> None:
+                while any(len(peer.waiting) != count for peer in peers):
                     await asyncio.sleep(POLL_INTERVAL)
 
             chatting = asyncio.create_task(chat_on())
             senders = [asyncio.create_task(pipeline(peer)) for peer in peers]
             await tally.reach(answered_before + ANSWERED_BEFORE_FREEZE)
+            # Frozen with no answer on its way (none could come after, and the count below would be
+            # a moment's): the clients pause, everything they sent is answered, then it freezes.
+            sending.clear()
+            await asyncio.wait_for(waiting_reaches(0), WAIT)
             os.kill(worker.pid, signal.SIGSTOP)
-            # Answers the worker sent before it froze still come; then every window fills and stays full.
-            await asyncio.wait_for(windows_full(), WAIT)
+            sending.set()
+            # Every window fills, and stays full: the requests in flight at the stop.
+            await asyncio.wait_for(waiting_reaches(LEAVING_WINDOW), WAIT)
             in_flight_at_stop = sum(len(peer.waiting) for peer in peers)
             chats_before_stop = len(chats)
             proc.send_signal(signal.SIGTERM)
