@@ -35,6 +35,10 @@ STOP_TIMEOUT = 10.0
 PLAIN_GATEWAY_WORKER = "aiohttp.GunicornWebWorker"
 UVLOOP_GATEWAY_WORKER = "aiohttp.GunicornUVLoopWebWorker"
 GATEWAY_WORKER_CLASS = UVLOOP_GATEWAY_WORKER if importlib.util.find_spec("uvloop") else PLAIN_GATEWAY_WORKER
+# The gateways' gunicorn --graceful-timeout: it outlasts the close timeout (connection.CLOSE_TIMEOUT,
+# 5 s), since on SIGTERM a client that never answers its 1001 holds the stop that long and the
+# process's clean-up comes after it; short of STOP_TIMEOUT (compose deploys 10).
+GATEWAY_GRACEFUL_TIMEOUT = 8
 
 
 class StackError(RuntimeError):
@@ -194,18 +198,22 @@ class Stack:
     def start_gateway(self, port: int | None = None, processes: int = 2, name: str = "gateway",
                       extra_env: dict[str, str] | None = None, worker_class: str = GATEWAY_WORKER_CLASS,
                       extra_args: list[str] | None = None) -> tuple[subprocess.Popen, int]:
-        """Start a gunicorn gateway (with `extra_args` on its command line, e.g. `-c CONFIG`); return
-        once it answers /healthz."""
+        """Start a gunicorn gateway (`spawn_gateway`); return once it answers /healthz."""
+        proc, port = self.spawn_gateway(port, processes, name, extra_env, worker_class, extra_args)
+        wait_for(lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), "gateway", 30, proc)
+        return proc, port
+
+    def spawn_gateway(self, port: int | None = None, processes: int = 2, name: str = "gateway",
+                      extra_env: dict[str, str] | None = None, worker_class: str = GATEWAY_WORKER_CLASS,
+                      extra_args: list[str] | None = None) -> tuple[subprocess.Popen, int]:
+        """Launch a gunicorn gateway (with `extra_args` on its command line, e.g. `-c CONFIG`) without
+        waiting for it to serve; return the master process and the port."""
         port = port or free_port()
         env = dict(self.env, **(extra_env or {}))
-        # A graceful timeout that outlasts the close timeout (connection.CLOSE_TIMEOUT, 5 s): on
-        # SIGTERM a client that never answers its 1001 holds the stop that long, and the process's
-        # clean-up comes after it (8 s, short of STOP_TIMEOUT; compose deploys 10).
         proc = self.spawn(name, [sys.executable, "-m", "gunicorn", "websockets_gateway.app:app",
                                  "--worker-class", worker_class, "--bind", f"127.0.0.1:{port}",
-                                 "--workers", str(processes), "--graceful-timeout", "8",
+                                 "--workers", str(processes), "--graceful-timeout", str(GATEWAY_GRACEFUL_TIMEOUT),
                                  "--no-control-socket", *(extra_args or [])], env=env)
-        wait_for(lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), "gateway", 30, proc)
         return proc, port
 
     def start_channels(self, port: int | None = None, processes: int = 1, name: str = "channels",

@@ -4,7 +4,7 @@
 stack's worker class: uvloop's where installed) on an embedded Redis (or REDIS_URL), sends it
 SIGTERM at a random moment 0.15-0.9 s after launch, and times its exit; N times. It prints a
 line for people and one JSON line. A process that missed the stop is killed at gunicorn's
-graceful timeout (8 s here), so those stops show as the slow ones (see
+graceful timeout (scripts/stack.py: 8 s), so those stops show as the slow ones (see
 websockets_gateway/loop_signals.py).
 """
 
@@ -13,17 +13,14 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from scripts.stack import GATEWAY_WORKER_CLASS, ROOT, Stack, free_port
+from scripts.stack import GATEWAY_GRACEFUL_TIMEOUT, GATEWAY_WORKER_CLASS, Stack
 
-GRACEFUL_TIMEOUT = 8
 # A stop slower than this went past the gateway's own bounds (the 1 s tick of gunicorn's aiohttp
 # worker, the 5 s close timeout for clients: there are none here) to the graceful timeout.
 SLOW = 5.0
@@ -31,22 +28,13 @@ SLOW = 5.0
 SIGNAL_AFTER = (0.15, 0.9)
 
 
-def stop_once(env: dict[str, str]) -> float:
-    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "websockets_gateway.app:app", "--worker-class",
-                             GATEWAY_WORKER_CLASS, "--bind", f"127.0.0.1:{free_port()}", "--workers", "2",
-                             "--graceful-timeout", str(GRACEFUL_TIMEOUT), "--no-control-socket"],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    try:
-        time.sleep(random.uniform(*SIGNAL_AFTER))
-        started = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(GRACEFUL_TIMEOUT * 3)
-        return time.monotonic() - started
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+def stop_once(stack: Stack, run: int) -> float:
+    proc, _ = stack.spawn_gateway(processes=2, name=f"gateway-{run}")
+    time.sleep(random.uniform(*SIGNAL_AFTER))
+    started = time.monotonic()
+    # Killed past three graceful timeouts: a stop that hangs is reported, not waited for.
+    stack.stop_process(proc, timeout=GATEWAY_GRACEFUL_TIMEOUT * 3)
+    return time.monotonic() - started
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         stack = Stack.create(log_dir=Path(log_dir), WORKER_PROCESS_TOPICS="stop_at_start_nobody", LOG_LEVEL="WARNING")
         try:
             stack.start_redis()
-            times = [stop_once(stack.env) for _ in range(args.runs)]
+            times = [stop_once(stack, run) for run in range(args.runs)]
         finally:
             stack.stop()
     slow = sum(took > SLOW for took in times)

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from scripts.stop_at_start import GRACEFUL_TIMEOUT
+from scripts.stack import GATEWAY_GRACEFUL_TIMEOUT
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -20,4 +20,4 @@ def test_prints_the_stop_times_of_each_run():
     result = json.loads(summary)
     assert result["runs"] == 2 and line.startswith("2 stops ")
     # Every stop ends: by itself, or at worst when gunicorn kills what is left at its graceful timeout.
-    assert 0 < result["median_s"] <= result["max_s"] < GRACEFUL_TIMEOUT * 3
+    assert 0 < result["median_s"] <= result["max_s"] < GATEWAY_GRACEFUL_TIMEOUT * 3
