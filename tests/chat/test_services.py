@@ -200,6 +200,29 @@ class TestPostMessage:
         assert retry.message.room_id == room.pk
         assert ChatMessage.objects.count() == 1
 
+    @pytest.mark.parametrize("post", [
+        lambda user, room, text, client_uuid: services.post_message(user, room.pk.hex, text, client_uuid),
+        lambda user, room, text, client_uuid: services.post_message_as(user.pk, room.pk.hex, text, client_uuid),
+    ], ids=["post_message", "post_message_as"])
+    def test_retries_of_two_users_with_one_uuid_each_get_their_own_message(self, alice, bob, room, post):
+        # The lookup of a retry is by sender and uuid: by uuid alone, bob's retry would get alice's.
+        from_alice = post(alice, room, "from alice", "uuid-1")
+        from_bob = post(bob, room, "from bob", "uuid-1")
+        for user, first in ((bob, from_bob), (alice, from_alice)):
+            retry = post(user, room, "again", "uuid-1")
+            assert retry.created is False
+            assert retry.message.pk == first.message.pk
+            assert (retry.message.user_id, retry.message.text) == (user.pk, first.message.text)
+        assert ChatMessage.objects.count() == 2
+
+    def test_a_retry_naming_a_room_with_other_members_reaches_only_the_stored_rooms(self, alice, bob, carol, room,
+                                                                                  make_room):
+        other = make_room(alice, carol, name="other")
+        first = services.post_message(alice, room.pk.hex, "hi", "uuid-1")
+        retry = services.post_message(alice, other.pk.hex, "hi", "uuid-1")
+        assert retry.message.pk == first.message.pk
+        assert sorted(retry.member_ids) == sorted([alice.pk, bob.pk])
+
     def test_a_retry_leaves_the_surrounding_transaction_usable(self, alice, room):
         # The duplicate insert fails inside its own savepoint; PostgreSQL would refuse every
         # later query of the transaction otherwise.

@@ -12,7 +12,7 @@ import uuid as uuidlib
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from websockets_gateway import protocol
@@ -432,13 +432,36 @@ def test_loads_reads_a_worker_envelope_as_json_does(value):
         assert_same(protocol.loads(data), json.loads(data))
 
 
+def joined_surrogate_pairs(value: Any) -> Any:
+    """The value with each high surrogate followed by a low one read as the one character they
+    encode, in every string: what any JSON reader makes of the pair once written as escapes.
+
+    Such a pair never comes from a parsed frame (the parser joins "\\ud800\\udc00" already), so
+    only a drawn value holds one; lone surrogates stay as they are.
+    """
+    if isinstance(value, str):
+        return value.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
+    if isinstance(value, list):
+        return [joined_surrogate_pairs(item) for item in value]
+    if isinstance(value, dict):
+        return {joined_surrogate_pairs(key): joined_surrogate_pairs(item) for key, item in value.items()}
+    return value
+
+
 @FUZZ_SETTINGS
 @given(value=json_values)
+@example(value="\ud800\udc00")
+@example(value={"\udbff\udfff": ["\ud800", "\udc00\ud800"]})
 def test_encode_frame_writes_what_json_reads_back_exactly(value):
     reply = {"uuid": "u1", "status": "success", "value": value}
     payload = encode_frame(reply)
     assert isinstance(payload, bytes)
-    assert_same(json.loads(payload.decode("utf-8")), reply)
+    assert_same(json.loads(payload.decode("utf-8")), joined_surrogate_pairs(reply))
+
+
+def test_a_surrogate_pair_is_read_back_as_the_character_it_encodes():
+    assert json.loads(encode_frame({"value": "\ud800\udc00"}))["value"] == "\U00010000"
+    assert json.loads(encode_frame({"value": "\udc00\ud800"}))["value"] == "\udc00\ud800"
 
 
 @pytest.mark.parametrize("number", [2 ** 63 - 1, 2 ** 63, 2 ** 64 - 1, 2 ** 64, 2 ** 70, 10 ** 100,

@@ -182,6 +182,37 @@ class TestNewMessage:
         send({**bus_request("new_message", user=bob, room=room.pk.hex, text="b"), "uuid": client_uuid})
         assert sorted(ChatMessage.objects.values_list("text", flat=True)) == ["a", "b"]
 
+    def test_retries_of_two_users_with_one_uuid_each_get_their_own_message(self, alice, bob, room):
+        client_uuid = uuid.uuid4().hex
+        requests = {user: {**bus_request("new_message", user=user, room=room.pk.hex, text=user.username),
+                           "uuid": client_uuid} for user in (alice, bob)}
+        first = {user: send(request).envelope["response"]["message"] for user, request in requests.items()}
+        for user in (bob, alice):
+            retry = send({**requests[user], "text": "again"}).envelope["response"]["message"]
+            assert retry == first[user]
+            assert (retry["user"], retry["text"]) == ({"username": user.username}, user.username)
+        assert ChatMessage.objects.count() == 2
+
+    def test_a_retry_naming_a_room_with_other_members_reaches_only_the_stored_rooms(self, alice, bob, carol,
+                                                                                  room, make_room):
+        other = make_room(alice, carol, name="other")
+        request = bus_request("new_message", user=alice, room=room.pk.hex, text="hi")
+        first = send(request).envelope
+        retry = send({**request, "room": other.pk.hex}).envelope
+        assert retry["response"]["message"] == first["response"]["message"]
+        assert retry["response"]["message"]["room"] == room.pk.hex
+        assert sorted(retry["send_to"]) == sorted([alice.pk, bob.pk])
+        assert ChatMessage.objects.count() == 1
+
+    @pytest.mark.parametrize("character", ["x", "\U0001f600"])
+    def test_text_at_the_default_length_limit_is_stored_and_one_more_is_refused(self, alice, room, character):
+        # MAX_MESSAGE_LENGTH's default, 4000 characters (code points, not bytes).
+        at_limit = bus_request("new_message", user=alice, room=room.pk.hex, text=character * 4000)
+        assert send(at_limit).envelope["response"]["message"]["text"] == character * 4000
+        over = bus_request("new_message", user=alice, room=room.pk.hex, text=character * 4001)
+        assert_error(send(over), over, "text_too_long")
+        assert list(ChatMessage.objects.values_list("text", flat=True)) == [character * 4000]
+
     @pytest.mark.parametrize("text", ["", "   ", "\n\t"])
     def test_empty_text(self, alice, room, text):
         request = bus_request("new_message", user=alice, room=room.pk.hex, text=text)
