@@ -280,13 +280,23 @@ def demo_users_wanted(asked: bool, env: dict[str, str]) -> bool:
     return asked or not env.get("DATABASE_URL", "").strip()
 
 
+def env_port(parser: argparse.ArgumentParser, name: str, default: int) -> int:
+    """A port number from the environment; a bad one ends the launcher with a message naming it."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    if not value.isdigit() or not 0 < int(value) < 65536:
+        parser.error(f"{name}={value!r} is not a port number")
+    return int(value)
+
+
 def run(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Run the whole chat locally on embedded defaults (Redis, SQLite), in development mode "
                     "(DEBUG=1). With the embedded SQLite database it creates the demo users alice, bob and "
                     "carol (password chat-demo-password); with a DATABASE_URL of yours, only if --demo says so.")
-    parser.add_argument("--web-port", type=int, default=int(os.environ.get("WEB_PORT", "8000")))
-    parser.add_argument("--gateway-port", type=int, default=int(os.environ.get("GATEWAY_PORT", "8080")))
+    parser.add_argument("--web-port", type=int, default=env_port(parser, "WEB_PORT", 8000))
+    parser.add_argument("--gateway-port", type=int, default=env_port(parser, "GATEWAY_PORT", 8080))
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--gateway-processes", type=int, default=2)
     parser.add_argument("--demo", action="store_true",

@@ -166,3 +166,11 @@ def test_run_refuses_a_port_in_use(tmp_path):
                                 text=True, timeout=60)
     assert result.returncode == 1
     assert f"Port {port} is in use" in result.stderr and "--web-port" in result.stderr
+
+
+@pytest.mark.parametrize("name, value", [("WEB_PORT", "abc"), ("GATEWAY_PORT", "70000")])
+def test_run_refuses_a_bad_port_setting_by_its_name(name, value):
+    result = subprocess.run([sys.executable, "-m", "scripts.stack"], cwd=ROOT, env={**os.environ, name: value},
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert f"{name}={value!r} is not a port number" in result.stderr, result.stderr
