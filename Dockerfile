@@ -6,10 +6,11 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 RUN python -m venv /venv
-COPY requirements.txt /tmp/requirements.txt
-# Wheels only: a package without a wheel for this platform fails the build here, instead of
-# pulling a compiler in.
-RUN /venv/bin/pip install --only-binary=:all: -r /tmp/requirements.txt
+COPY requirements.lock /tmp/requirements.lock
+# The lock (python -m scripts.lock): every package at its locked version, each file checked
+# against its hash. Wheels only: a package without a wheel for this platform fails the build
+# here, instead of pulling a compiler in.
+RUN /venv/bin/pip install --require-hashes --only-binary=:all: -r /tmp/requirements.lock
 
 FROM ${PYTHON_IMAGE}
 ENV PATH=/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 DJANGO_SETTINGS_MODULE=project.settings

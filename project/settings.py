@@ -3,30 +3,24 @@
 import os
 from pathlib import Path
 
-import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+
+from project.env import (env_bool, env_choice, env_database, env_int, env_list, env_log_level, env_str,
+                         env_url)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
+# Off unless asked for (DEBUG=1): a server started with nothing set is a production server.
+# ./scripts/run and the test suite turn it on for their own processes.
+DEBUG = env_bool("DEBUG", False)
 
-def env_bool(name: str, default: bool) -> bool:
-    value = os.environ.get(name)
-    if value is None or value == "":
-        return default
-    return value.strip().lower() in {"1", "true", "yes", "on"}
-
-
-def env_list(name: str, default: str) -> list[str]:
-    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
-
-
-DEBUG = env_bool("DEBUG", True)
-
-# A development key: fine for trying the chat on a laptop, refused as soon as DEBUG is off.
+# A development key: fine for trying the chat on a laptop with DEBUG=1, refused otherwise.
 DEV_SECRET_KEY = "dev-insecure-key-do-not-use-in-production"
-SECRET_KEY = os.environ.get("SECRET_KEY", DEV_SECRET_KEY)
+SECRET_KEY = env_str("SECRET_KEY", DEV_SECRET_KEY)
 if not DEBUG and SECRET_KEY == DEV_SECRET_KEY:
-    raise ImproperlyConfigured("Set SECRET_KEY: the development key is refused when DEBUG is off.")
+    raise ImproperlyConfigured(
+        "SECRET_KEY is not set: the development key is accepted only with DEBUG=1. Set SECRET_KEY to a long "
+        "random string (python3 -c 'import secrets; print(secrets.token_urlsafe(50))'), or DEBUG=1 to develop.")
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
@@ -78,11 +72,8 @@ TEMPLATES = [
 WSGI_APPLICATION = "project.wsgi.application"
 
 DATABASES = {
-    "default": dj_database_url.parse(
-        os.environ.get("DATABASE_URL") or f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
-        conn_max_age=int(os.environ.get("DB_CONN_MAX_AGE", "60")),
-        conn_health_checks=True,
-    )
+    "default": env_database("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
+                            conn_max_age=env_int("DB_CONN_MAX_AGE", 60, minimum=0), conn_health_checks=True)
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Several worker processes write to one SQLite file: WAL lets readers run beside the
@@ -155,30 +146,28 @@ SPECTACULAR_SETTINGS = {
 }
 
 # Chat settings shared by the workers and the REST API.
-MAX_MESSAGE_LENGTH = int(os.environ.get("MAX_MESSAGE_LENGTH", "4000"))
-REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-WORKER_RESPONSE_TOPIC = os.environ.get("WORKER_RESPONSE_TOPIC", "worker_response")
+MAX_MESSAGE_LENGTH = env_int("MAX_MESSAGE_LENGTH", 4000, minimum=1)
+REDIS_URL = env_url("REDIS_URL", "redis://127.0.0.1:6379/0", ("redis", "rediss", "unix"))
+WORKER_RESPONSE_TOPIC = env_str("WORKER_RESPONSE_TOPIC", "worker_response")
 # What publishes the REST API's changes to the WebSocket clients (chat.events): a dotted path to
 # publish(response, send_to), so that the chat app needs no Redis of its own.
 CHAT_EVENT_PUBLISHER = "workers.broadcast.publish"
 # Where the chat page opens its WebSocket; empty means "the page's host, port 8080".
-GATEWAY_URL = os.environ.get("GATEWAY_URL", "")
+GATEWAY_URL = env_url("GATEWAY_URL", "", ("ws", "wss"))
 
 if not DEBUG:
     SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", True)
     CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", True)
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
-    SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", "31536000"))
+    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000, minimum=0)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
-LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO").strip().upper() or "INFO"
+LOG_LEVEL = env_log_level("LOG_LEVEL", "INFO")
 # `text` for people; `json` for machines: one object a line with time, level, logger, message and
 # the context fields (request_id…). The gateway reads the same setting and uses the same formatters.
-LOG_FORMAT = os.environ.get("LOG_FORMAT", "text").strip().lower() or "text"
-if LOG_FORMAT not in ("text", "json"):
-    raise ImproperlyConfigured(f"LOG_FORMAT={LOG_FORMAT!r} is not one of text, json")
+LOG_FORMAT = env_choice("LOG_FORMAT", "text", ("text", "json"))
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -94,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     scratch = tempfile.TemporaryDirectory(prefix="chat-bench-rooms-")
     os.environ["DATABASE_URL"] = args.database_url or f"sqlite:///{scratch.name}/bench.sqlite3"
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
+    # A scratch database of its own: development mode, so that the development SECRET_KEY is
+    # accepted (nothing here is signed with it).
+    os.environ.setdefault("DEBUG", "1")
     sys.path.insert(0, str(ROOT))
     import django
     from django.core.management import call_command

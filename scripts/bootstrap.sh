@@ -1,5 +1,6 @@
-# Sourced by scripts/run and scripts/test: makes .venv and installs a requirements file into it,
-# once, and again whenever a requirements file changes.
+# Sourced by scripts/run and scripts/test: makes .venv and installs a lock file into it (every
+# package at its locked version, each file checked against its hash), once, and again whenever a
+# requirements or lock file changes. The locks come from the requirements files: python -m scripts.lock
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -28,14 +29,13 @@ make_venv() {
 }
 
 ensure_venv() {
-  local requirements="$ROOT/$1"
+  local lock="$ROOT/$1"
   [ -x "$VENV/bin/python" ] || make_venv
   local wanted stamp="$VENV/.installed-$1"
-  wanted="$(cat "$ROOT"/requirements*.txt | sha256sum | cut -d' ' -f1)"
+  wanted="$(cat "$ROOT"/requirements*.txt "$ROOT"/requirements*.lock | sha256sum | cut -d' ' -f1)"
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
-    echo "Installing Python packages from $1 into .venv ..."
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
+    echo "Installing Python packages from $1 into $VENV ..."
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --require-hashes -r "$lock"
     echo "$wanted" > "$stamp"
   fi
 }

