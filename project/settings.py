@@ -138,6 +138,15 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # chat.throttles: password logins per client address (the token endpoint and /login/), and
+    # each user's writes at the WebSocket's RATE_LIMIT. Counted in the default cache (per process).
+    "DEFAULT_THROTTLE_RATES": {
+        "login": os.environ.get("THROTTLE_LOGIN_RATE", "10/min"),
+        "write": os.environ.get("THROTTLE_WRITE_RATE", "30/s"),
+    },
+    # The client address is REMOTE_ADDR; behind N proxies that each append to X-Forwarded-For
+    # (deploy/nginx.conf: 1), the Nth address from its end. Never the client's own header.
+    "NUM_PROXIES": int(os.environ.get("NUM_PROXIES", "0")),
 }
 
 # The OpenAPI schema (/api/schema/) and Swagger UI (/api/docs/), both public.
@@ -161,6 +170,8 @@ WORKER_RESPONSE_TOPIC = os.environ.get("WORKER_RESPONSE_TOPIC", "worker_response
 # What publishes the REST API's changes to the WebSocket clients (chat.events): a dotted path to
 # publish(response, send_to), so that the chat app needs no Redis of its own.
 CHAT_EVENT_PUBLISHER = "workers.broadcast.publish"
+# How long a WebSocket ticket (chat.tickets), which the chat page authenticates with, is good for.
+TICKET_MAX_AGE = int(os.environ.get("TICKET_MAX_AGE", "60"))
 # Where the chat page opens its WebSocket; empty means "the page's host, port 8080".
 GATEWAY_URL = os.environ.get("GATEWAY_URL", "")
 
