@@ -34,7 +34,7 @@ User = get_user_model()
 TICKET_SALT = "chat.tickets.websocket"
 SESSION_SALT = "chat.tickets.session"
 PASSWORD_SALT = "chat.tickets.password"
-# What issue() makes is about 170 characters; anything much longer is no ticket, and is refused
+# What issue() makes is about 210 characters; anything much longer is no ticket, and is refused
 # before any work is spent on it.
 MAX_TICKET_LENGTH = 512
 # A logout is remembered this much longer than a ticket lives: the clocks of the host that issued
