@@ -10,20 +10,23 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.utils.decorators import method_decorator
 from django.views.decorators.cache import never_cache
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.authtoken.models import Token
+from rest_framework.authtoken.serializers import AuthTokenSerializer
+from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.generics import GenericAPIView
 from rest_framework.parsers import JSONParser
-from rest_framework.permissions import IsAuthenticated
+from rest_framework.permissions import SAFE_METHODS, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from . import api_schema, errors, events, fields, reading, rooms, services
+from . import api_schema, errors, events, fields, reading, rooms, services, throttles, tickets
 from .api_errors import ChatErrorResponses
 from .pagination import MessageCursorPagination
 from .serializers import MessageSerializer, RoomSerializer
@@ -40,18 +43,46 @@ ERROR_404 = OpenApiResponse(api_schema.ChatErrorResponse, description="`invalid_
                             "is not a member of it (the same answer).")
 
 
-class SessionToken(APIView):
-    """The logged-in user's token, for the chat page to authenticate its WebSocket."""
+class AuthToken(ObtainAuthToken):
+    """The user's REST framework token, for API clients: POST with username and password gets it
+    (made on first use, then the same one until deleted); DELETE revokes it, and the next POST
+    makes a new one (rotation)."""
+
+    def get_permissions(self) -> list[Any]:
+        return [IsAuthenticated()] if self.request.method == "DELETE" else []
+
+    def get_throttles(self) -> list[Any]:
+        if self.request.method == "POST":
+            return [throttles.LoginRateThrottle()]
+        return [throttles.WriteRateThrottle()] if self.request.method == "DELETE" else []
+
+    @extend_schema(tags=["auth"], request=AuthTokenSerializer, responses=api_schema.TokenResponse,
+                   summary="The user's token, for username and password")
+    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().post(request, *args, **kwargs)
+
+    @extend_schema(tags=["auth"], request=None,
+                   responses={204: OpenApiResponse(description="The token is deleted: requests with it get 401.")},
+                   summary="Revoke the user's token (authenticated by it, or by a session)")
+    def delete(self, request: Request) -> Response:
+        Token.objects.filter(user=request.user).delete()
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class WebSocketTicket(APIView):
+    """A short-lived ticket (chat.tickets) for a logged-in page to authenticate its WebSocket with:
+    the page never holds the user's permanent token."""
 
     authentication_classes = (SessionAuthentication,)
     permission_classes = (IsAuthenticated,)
 
-    # A credential: no browser or proxy cache may keep it (a shared computer's back button).
+    # A credential: no browser or proxy cache may keep it.
     @method_decorator(never_cache)
-    @extend_schema(tags=["auth"], responses=api_schema.SessionTokenResponse)
-    def get(self, request: Request) -> Response:
-        token, _ = Token.objects.get_or_create(user=request.user)
-        return Response({"username": request.user.get_username(), "token": token.key})
+    @extend_schema(tags=["auth"], request=None, responses=api_schema.TicketResponse,
+                   summary="A WebSocket ticket for the session's user (session and CSRF token only)")
+    def post(self, request: Request) -> Response:
+        ticket = tickets.issue(request.user, request.session.session_key)
+        return Response({"ticket": ticket, "expires_in": settings.TICKET_MAX_AGE})
 
 
 class ChatView(ChatErrorResponses, GenericAPIView):
@@ -66,6 +97,10 @@ class ChatView(ChatErrorResponses, GenericAPIView):
         if not isinstance(data, dict):
             raise errors.InvalidMessageFormat("The request body must be a JSON object")
         return data
+
+    def get_throttles(self) -> list[Any]:
+        # Writes only, each user at the WebSocket's frame rate; reads are not counted.
+        return [] if self.request.method in SAFE_METHODS else [throttles.WriteRateThrottle()]
 
     def client_uuid(self, body: dict[str, Any]) -> str | None:
         # Checked before anything is stored.

@@ -65,7 +65,11 @@ class ChatErrorResponse(serializers.Serializer):
     error_message = serializers.CharField(help_text="For people.")
 
 
-class SessionTokenResponse(serializers.Serializer):
-    username = serializers.CharField()
-    token = serializers.CharField()
+class TokenResponse(serializers.Serializer):
+    token = serializers.CharField(help_text="The user's REST framework token: `Authorization: Token KEY`.")
+
+
+class TicketResponse(serializers.Serializer):
+    ticket = serializers.CharField(help_text="For the WebSocket's `authenticate` action, in its `ticket` field.")
+    expires_in = serializers.IntegerField(help_text="Seconds the ticket is good for (TICKET_MAX_AGE).")
 

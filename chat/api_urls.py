@@ -1,16 +1,16 @@
-"""The REST API's URLs, mounted at /api/: auth tokens, rooms and messages, the OpenAPI schema and its docs."""
+"""The REST API's URLs, mounted at /api/: auth tokens and WebSocket tickets, rooms and messages, the
+OpenAPI schema and its docs."""
 
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
-from rest_framework.authtoken.views import obtain_auth_token
 
 from . import api
 
 # Room ids: 32 hex digits or the hyphenated form. `str`, not `uuid`, so that a malformed id gets
 # the API's own 404 body (chat.fields.room_id), the same as a room the user may not see.
 urlpatterns = [
-    path("auth/token/", obtain_auth_token, name="api-token"),
-    path("auth/session-token/", api.SessionToken.as_view(), name="api-session-token"),
+    path("auth/token/", api.AuthToken.as_view(), name="api-token"),
+    path("auth/ticket/", api.WebSocketTicket.as_view(), name="api-ticket"),
     path("rooms/", api.RoomList.as_view(), name="api-rooms"),
     path("rooms/<str:room_id>/", api.RoomDetail.as_view(), name="api-room"),
     path("rooms/<str:room_id>/members/", api.RoomMembers.as_view(), name="api-room-members"),

@@ -64,3 +64,19 @@ class ChatMessage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user_id}@{self.room_id}: {self.text[:40]}"
+
+
+class EndedSession(models.Model):
+    """A login session that logged out recently: the WebSocket tickets issued to it are refused.
+
+    Tickets (chat.tickets) name their session by a keyed hash of its key, never the key itself,
+    so a worker cannot look the session up; it looks here instead. A row is needed only as long
+    as a ticket of that session could still be valid, and is deleted after that (see
+    chat.tickets.session_ended): the table holds the logouts of the last minute or two.
+    """
+
+    session_hash = models.CharField(max_length=64, primary_key=True)
+    ended_at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"session {self.session_hash[:12]}… ended {self.ended_at:%Y-%m-%d %H:%M:%S}"

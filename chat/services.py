@@ -13,7 +13,7 @@ from typing import Any, Callable, Sequence, TypeVar
 from django.contrib.auth import get_user_model
 from django.db import DatabaseError, IntegrityError, transaction
 
-from . import errors, fields, statements
+from . import errors, fields, statements, tickets
 from .models import ChatMessage, ChatRoom, Membership
 
 User = get_user_model()
@@ -22,6 +22,22 @@ T = TypeVar("T")
 
 # How many messages select_room returns (the protocol's "last 20").
 RECENT_MESSAGES = 20
+
+
+def users_for_credentials(frames: Sequence[Any]) -> list[User | errors.ChatError]:
+    """The user each `authenticate` frame names, or InvalidToken, in order: by its `ticket`
+    (chat.tickets) when it has one, else by its `token`. One query for all the tokens, two for all
+    the tickets."""
+    by_ticket = [index for index, frame in enumerate(frames) if "ticket" in frame]
+    by_token = [index for index, frame in enumerate(frames) if "ticket" not in frame]
+    users: list[User | errors.ChatError] = [errors.InvalidToken()] * len(frames)
+    if by_ticket:
+        for index, user in zip(by_ticket, tickets.users_for_tickets([frames[i]["ticket"] for i in by_ticket])):
+            users[index] = user
+    if by_token:
+        for index, user in zip(by_token, users_for_tokens([frames[i].get("token") for i in by_token])):
+            users[index] = user
+    return users
 
 
 def user_for_token(token: Any) -> User:

@@ -1,7 +1,8 @@
 """The chat page: the page itself (login required) and the Content-Security-Policy it is served with.
 
 The page is static markup plus JavaScript modules (chat/static/chat/); everything live goes over
-the WebSocket to the gateway. The page gets its token from the REST API's session-token endpoint.
+the WebSocket to the gateway, which the page authenticates with a short-lived ticket from the REST
+API (chat.tickets), fetched before every connection. Also the login view, throttled.
 """
 
 from __future__ import annotations
@@ -9,11 +10,14 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
+
+from .throttles import LoginRateThrottle, retry_after
 
 # Where the page connects when GATEWAY_URL is not set: the page's own host, this port.
 DEFAULT_GATEWAY_PORT = 8080
@@ -77,9 +81,25 @@ def index(request: HttpRequest) -> HttpResponse:
     config = {
         "gatewayUrl": gateway,
         "username": request.user.get_username(),
-        "tokenUrl": reverse("api-session-token"),
+        "ticketUrl": reverse("api-ticket"),
         "loginUrl": reverse("login"),
     }
     response = render(request, "chat/index.html", {"config": config})
     response["Content-Security-Policy"] = policy
     return response
+
+
+class LoginView(auth_views.LoginView):
+    """Django's login view, whose attempts (POSTs) are throttled per client address like the REST
+    API's token endpoint: 429 with `Retry-After`, and the form again with a word on why."""
+
+    def post(self, request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        throttle = LoginRateThrottle()
+        if throttle.allow_request(request, self):
+            return super().post(request, *args, **kwargs)
+        wait = retry_after(throttle)
+        # An unbound form: a bound one would check the password, the very thing refused here.
+        form = self.get_form_class()(request)
+        response = self.render_to_response(self.get_context_data(form=form, retry_after=wait), status=429)
+        response["Retry-After"] = wait
+        return response

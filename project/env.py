@@ -56,6 +56,15 @@ def env_int(name: str, default: int, minimum: int, env: Mapping[str, str] | None
     return number
 
 
+def env_rate(name: str, default: str, env: Mapping[str, str] | None = None) -> str:
+    """A REST framework throttle rate: a number of requests per s, m, h or d ("10/min", "30/s")."""
+    value = env_str(name, default, env)
+    count, _, period = value.partition("/")
+    if not count.isdigit() or int(count) < 1 or not period or "/" in period or period[0] not in "smhd":
+        raise ImproperlyConfigured(f"{name}={value!r} is not a rate: a count per s, min, hour or day (10/min)")
+    return value
+
+
 def env_list(name: str, default: str, env: Mapping[str, str] | None = None) -> list[str]:
     """A comma-separated list; blank items are dropped."""
     value = _raw(name, env)

@@ -5,8 +5,8 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
-from project.env import (env_bool, env_choice, env_database, env_int, env_list, env_log_level, env_str,
-                         env_url)
+from project.env import (env_bool, env_choice, env_database, env_int, env_list, env_log_level, env_rate,
+                         env_str, env_url)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -129,6 +129,15 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # chat.throttles: password logins per client address (the token endpoint and /login/), and
+    # each user's writes at the WebSocket's RATE_LIMIT. Counted in the default cache (per process).
+    "DEFAULT_THROTTLE_RATES": {
+        "login": env_rate("THROTTLE_LOGIN_RATE", "10/min"),
+        "write": env_rate("THROTTLE_WRITE_RATE", "30/s"),
+    },
+    # The client address is REMOTE_ADDR; behind N proxies that each append to X-Forwarded-For
+    # (deploy/nginx.conf: 1), the Nth address from its end. Never the client's own header.
+    "NUM_PROXIES": env_int("NUM_PROXIES", 0, minimum=0),
 }
 
 # The OpenAPI schema (/api/schema/) and Swagger UI (/api/docs/), both public.
@@ -152,6 +161,8 @@ WORKER_RESPONSE_TOPIC = env_str("WORKER_RESPONSE_TOPIC", "worker_response")
 # What publishes the REST API's changes to the WebSocket clients (chat.events): a dotted path to
 # publish(response, send_to), so that the chat app needs no Redis of its own.
 CHAT_EVENT_PUBLISHER = "workers.broadcast.publish"
+# How long a WebSocket ticket (chat.tickets), which the chat page authenticates with, is good for.
+TICKET_MAX_AGE = env_int("TICKET_MAX_AGE", 60, minimum=1)
 # Where the chat page opens its WebSocket; empty means "the page's host, port 8080".
 GATEWAY_URL = env_url("GATEWAY_URL", "", ("ws", "wss"))
 

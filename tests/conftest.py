@@ -14,6 +14,15 @@ ROOT = Path(__file__).resolve().parent.parent
 (ROOT / ".run").mkdir(exist_ok=True)
 
 
+@pytest.fixture(autouse=True)
+def fresh_throttles() -> None:
+    """Each test starts with no REST API request counted against a throttle: they live in the
+    process's cache, and tests of one process reuse user ids and the client address."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
 @pytest.fixture
 def make_user(db) -> Callable:
     """Create a user (unusable password: no hashing cost) with a REST framework token."""

@@ -34,13 +34,16 @@ BatchHandler = Callable[[Sequence[Request]], list[HandlerResult | Exception]]
 
 
 def authenticate(request: Request) -> HandlerResult:
-    return _authenticated(request, services.user_for_token(request.get("token")))
+    [outcome] = authenticate_many([request])
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
 
 
 def authenticate_many(requests: Sequence[Request]) -> list[HandlerResult | Exception]:
-    """authenticate for requests that came together: one query for all their tokens (a gateway's
-    clients all connecting again at once, after it restarted, say)."""
-    users = services.users_for_tokens([request.get("token") for request in requests])
+    """authenticate for requests that came together (a gateway's clients all connecting again at
+    once, after it restarted, say): one query for all their tokens, two for all their tickets."""
+    users = services.users_for_credentials([request.data for request in requests])
     return [user if isinstance(user, Exception) else _authenticated(request, user)
             for request, user in zip(requests, users)]
 

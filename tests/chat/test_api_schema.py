@@ -15,8 +15,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:No directory at:UserWarning")
 
 # Every endpoint and its methods; a new endpoint must be added here, and so to the schema.
 ENDPOINTS = {
-    "/api/auth/token/": {"post"},
-    "/api/auth/session-token/": {"get"},
+    "/api/auth/token/": {"post", "delete"},
+    "/api/auth/ticket/": {"post"},
     "/api/rooms/": {"get", "post"},
     "/api/rooms/{room_id}/": {"get"},
     "/api/rooms/{room_id}/members/": {"post"},

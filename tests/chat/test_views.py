@@ -131,7 +131,7 @@ def test_the_settings_reach_the_script_as_json(logged_in, settings):
     assert json.loads(config_text) == {
         "gatewayUrl": "ws://gateway.test:9000/ws",
         "username": "alice",
-        "tokenUrl": "/api/auth/session-token/",
+        "ticketUrl": "/api/auth/ticket/",
         "loginUrl": "/login/",
     }
 
@@ -164,9 +164,11 @@ def test_without_gateway_url_the_page_connects_to_its_own_host_on_8080(logged_in
     assert directives(response["Content-Security-Policy"])["connect-src"] == f"'self' {origin}"
 
 
-def test_the_session_gives_the_page_its_token(logged_in, alice):
-    body = logged_in.get("/api/auth/session-token/").json()
-    assert body["username"] == "alice" and len(body["token"]) == 40
+def test_the_session_gives_the_page_a_ticket_for_its_user(logged_in, alice):
+    from chat import tickets
+
+    body = logged_in.post("/api/auth/ticket/").json()
+    assert tickets.users_for_tickets([body["ticket"]]) == [alice]
 
 
 def test_every_module_the_page_loads_is_served(logged_in):

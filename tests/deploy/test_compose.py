@@ -304,6 +304,10 @@ SAFE_DEFAULTS = {
     "DB_CONN_MAX_AGE": "60 s persistent connections; set 0 behind pgbouncer in transaction mode (docs/deployment.md)",
     "SECURE_HSTS_SECONDS": "one year, on whenever DEBUG is off",
     "SECURE_HSTS_PRELOAD": "a commitment for the whole domain and its subdomains: the domain's owner opts in",
+    "TICKET_MAX_AGE": "60 s: a chat page's WebSocket ticket, fetched before each connection (docs/rest-api.md)",
+    "THROTTLE_LOGIN_RATE": "10/min per client address: password guessing (docs/rest-api.md)",
+    "THROTTLE_WRITE_RATE": "30/s per user: the WebSocket's RATE_LIMIT (docs/rest-api.md)",
+    "NUM_PROXIES": "0: clients reach the web process directly; 1 behind deploy/nginx.conf (docs/deployment.md)",
 }
 
 # Set in docker-compose.yml ahead of the code that will read it (name -> what reads it): an entry

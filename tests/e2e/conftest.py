@@ -86,6 +86,11 @@ def e2e(e2e_database_url, django_db_blocker, tmp_path_factory) -> E2EStack:
         AUTH_TIMEOUT="10",
         ALLOWED_ORIGINS=f"http://allowed.example,http://127.0.0.1:{web_port}",
         LOG_LEVEL="INFO",
+        # Every browser of the run logs in from this one address.
+        THROTTLE_LOGIN_RATE="1000/min",
+        # Long enough that a ticket refused in a test was refused for its session, not its age on a
+        # busy machine (expiry is tested in tests/chat/test_tickets.py).
+        TICKET_MAX_AGE="600",
     )
     try:
         redis_url = stack.start_redis()

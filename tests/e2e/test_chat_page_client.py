@@ -340,3 +340,24 @@ def test_what_the_composer_text_means(chromium_executable):
     """)
     assert parsed["inputs"] == [expected for _, expected in COMPOSER_TEXTS]
     assert parsed["members"] == ["bob", "carol", "dave"]
+
+
+def test_credentials_are_asked_for_before_every_connection_and_a_ticket_is_sent_as_ticket(chromium_executable):
+    result = in_browser(chromium_executable, """
+        let issued = 0;
+        FakeSocket.server = gateway(1, {});
+        const client = newClient({ getToken: undefined, credentials: async () => ({ ticket: `ticket-${++issued}` }) });
+        client.start();
+        await nextEvent(client, "ready");
+        FakeSocket.sockets[0].close(1012, "");
+        await nextEvent(client, "ready");
+        const tokenClient = newClient();
+        tokenClient.start();
+        await nextEvent(tokenClient, "ready");
+        const auth = (socket) => { const { uuid, ...frame } = socket.sent.find((f) => f.action === "authenticate"); return frame; };
+        return FakeSocket.sockets.map(auth);
+    """)
+    # A fresh ticket for the reconnection (the first may have expired), never a token beside it;
+    # getToken still works, as a token.
+    assert result == [{"action": "authenticate", "ticket": "ticket-1"}, {"action": "authenticate", "ticket": "ticket-2"},
+                      {"action": "authenticate", "token": "token"}]

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from project.env import env_bool, env_choice, env_database, env_int, env_list, env_log_level, env_str, env_url
+from project.env import (env_bool, env_choice, env_database, env_int, env_list, env_log_level, env_rate, env_str,
+                         env_url)
 
 
 @pytest.mark.parametrize("value", [None, "", "  "])
@@ -50,3 +51,14 @@ def test_url_messages_leave_the_value_out():
     with pytest.raises(ImproperlyConfigured) as error:
         env_database("DATABASE_URL", "", {"DATABASE_URL": "postgres://chat:hunter2@db:port/chat"})
     assert "hunter2" not in str(error.value) and str(error.value).startswith("DATABASE_URL")
+
+
+@pytest.mark.parametrize("value", ["10/min", "30/s", "1/hour", "5/day", "7/m"])
+def test_rates_in_rest_framework_s_form(value):
+    assert env_rate("RATE", "1/s", {"RATE": value}) == value
+
+
+@pytest.mark.parametrize("value", ["10", "0/min", "-1/s", "x/min", "10/", "10/week", "10/min/x", "10/Min"])
+def test_a_rate_rest_framework_cannot_read_is_refused(value):
+    with pytest.raises(ImproperlyConfigured, match="^RATE="):
+        env_rate("RATE", "1/s", {"RATE": value})

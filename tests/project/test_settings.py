@@ -111,6 +111,12 @@ BAD_VALUES = [
     ("CSRF_COOKIE_SECURE", "y"),
     ("SECURE_HSTS_SECONDS", "1y"),
     ("SECURE_HSTS_PRELOAD", "please"),
+    ("TICKET_MAX_AGE", "1m"),
+    ("TICKET_MAX_AGE", "0"),
+    ("NUM_PROXIES", "-1"),
+    ("THROTTLE_LOGIN_RATE", "10"),
+    ("THROTTLE_LOGIN_RATE", "0/min"),
+    ("THROTTLE_WRITE_RATE", "30/week"),
 ]
 # Free text: any value is a value (a key, host names, a topic name).
 ANY_VALUE = {"SECRET_KEY", "ALLOWED_HOSTS", "CSRF_TRUSTED_ORIGINS", "WORKER_RESPONSE_TOPIC"}

@@ -8,8 +8,13 @@ import re
 import uuid
 from typing import Any
 
+from types import SimpleNamespace
+
 import pytest
+from django.core import signing
 from rest_framework.authtoken.models import Token
+
+from chat import tickets
 
 from chat.models import ChatMessage
 from workers import dispatch
@@ -88,6 +93,62 @@ class TestAuthenticate:
     def test_inactive_users_token(self, make_user):
         gone = make_user("gone", is_active=False)
         request = bus_request("authenticate", token=Token.objects.get(user=gone).key)
+        assert_error(send(request), request, "invalid_token")
+
+
+@pytest.mark.filterwarnings("ignore:No directory at:UserWarning")  # WhiteNoise, before collectstatic
+class TestAuthenticateWithATicket:
+    """The chat page's credential (chat.tickets): short-lived, bound to the user and its session."""
+
+    @pytest.fixture
+    def session(self, client, alice):
+        """A browser logged in as alice."""
+        client.force_login(alice)
+        return client
+
+    @pytest.fixture
+    def clock(self, monkeypatch) -> SimpleNamespace:
+        frozen = SimpleNamespace(now=1_800_000_000.0)
+        monkeypatch.setattr(signing, "time", SimpleNamespace(time=lambda: frozen.now))
+        return frozen
+
+    @staticmethod
+    def ticket(session, user) -> str:
+        return tickets.issue(user, session.session.session_key)
+
+    def test_good_ticket(self, alice, session):
+        request = bus_request("authenticate", ticket=self.ticket(session, alice))
+        outgoing = send(request)
+        assert outgoing.topic == REPLY_TO
+        assert outgoing.envelope["session_data"] == {"user_pk": alice.pk}
+        assert outgoing.envelope["response"] == {"uuid": request["uuid"], "action": "authenticate",
+                                                 "status": "success", "user": {"username": "alice"}}
+
+    def test_a_ticket_authenticates_again_within_its_lifetime(self, alice, session):
+        ticket = self.ticket(session, alice)
+        for _ in range(2):
+            assert send(bus_request("authenticate", ticket=ticket)).envelope["session_data"] == {"user_pk": alice.pk}
+
+    @pytest.mark.parametrize("ticket", ["no-such-ticket", "", None, 42, ["x"]])
+    def test_bad_ticket(self, alice, ticket):
+        request = bus_request("authenticate", ticket=ticket)
+        assert "user" not in assert_error(send(request), request, "invalid_token")
+
+    def test_a_ticket_wins_over_a_token_in_the_same_frame(self, alice, bob):
+        request = bus_request("authenticate", ticket="forged", token=Token.objects.get(user=bob).key)
+        assert_error(send(request), request, "invalid_token")
+
+    def test_expired_ticket(self, alice, session, clock, settings):
+        settings.TICKET_MAX_AGE = 60
+        ticket = self.ticket(session, alice)
+        clock.now += 61
+        request = bus_request("authenticate", ticket=ticket)
+        assert_error(send(request), request, "invalid_token")
+
+    def test_a_logged_out_sessions_ticket(self, alice, session):
+        ticket = self.ticket(session, alice)
+        session.post("/logout/")
+        request = bus_request("authenticate", ticket=ticket)
         assert_error(send(request), request, "invalid_token")
 
 

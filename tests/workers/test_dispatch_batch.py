@@ -11,7 +11,7 @@ from django.db import DatabaseError, connection
 from django.test.utils import CaptureQueriesContext
 from rest_framework.authtoken.models import Token
 
-from chat import statements
+from chat import statements, tickets
 from chat.models import ChatMessage
 from workers import dispatch, handlers
 from workers.dispatch import Outgoing
@@ -222,3 +222,20 @@ def test_authenticates_in_a_row_cost_one_query_and_each_gets_its_own_reply(alice
     assert [answered[n].envelope["session_data"] for n in (0, 4)] == [{"user_pk": alice.pk}, {"user_pk": bob.pk}]
     assert answered[4].envelope["response"]["user"] == {"username": "bob"}
     assert all(o.topic == REPLY_TO and o.envelope["send_to"] is None for o in answered)
+
+
+@pytest.mark.filterwarnings("ignore:No directory at:UserWarning")  # WhiteNoise, before collectstatic
+def test_tickets_and_tokens_in_a_row_cost_three_queries(alice, bob, client):
+    # The tokens' query; the tickets' accounts and their sessions' logouts.
+    client.force_login(alice)
+    ticket = tickets.issue(alice, client.session.session_key)
+    bobs_token = Token.objects.get(user=bob).key
+    requests = [bus_request("authenticate", ticket=ticket), bus_request("authenticate", token="wrong"),
+                bus_request("authenticate", ticket="forged"), bus_request("authenticate", token=bobs_token),
+                bus_request("authenticate", ticket=ticket)]
+    answered, statements = statements_run(requests)
+    assert len(statements) == 3, statements
+    assert [o.envelope["response"].get("error_code", "ok") for o in answered] == [
+        "ok", "invalid_token", "invalid_token", "ok", "ok"]
+    assert [o.envelope["session_data"] for o in answered] == [
+        {"user_pk": alice.pk}, None, None, {"user_pk": bob.pk}, {"user_pk": alice.pk}]

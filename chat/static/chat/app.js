@@ -31,18 +31,28 @@ const STATE_TEXT = {
 const config = JSON.parse(byId("chat-config").textContent);
 const me = config.username;
 
-/** The user's token, through the session; a session that ended goes back to the login page. */
-async function getToken() {
-  const response = await fetch(config.tokenUrl, { credentials: "same-origin", headers: { Accept: "application/json" } });
+/** The CSRF token that the ticket's POST must carry: Django's cookie, else the page's own form's. */
+function csrfToken() {
+  const cookie = document.cookie.split("; ").find((pair) => pair.startsWith("csrftoken="));
+  if (cookie) return decodeURIComponent(cookie.slice("csrftoken=".length));
+  return document.querySelector("input[name=csrfmiddlewaretoken]")?.value || "";
+}
+
+/** A short-lived WebSocket ticket, through the session, for each connection: the page never holds
+ * the user's permanent token. A session that ended goes back to the login page. */
+async function getCredentials() {
+  const response = await fetch(config.ticketUrl, {
+    method: "POST", credentials: "same-origin", headers: { Accept: "application/json", "X-CSRFToken": csrfToken() },
+  });
   if (response.status === 401 || response.status === 403) {
     window.location.assign(`${config.loginUrl}?next=${encodeURIComponent(window.location.pathname)}`);
     throw new Error("signed out");
   }
-  if (!response.ok) throw new Error(`token: HTTP ${response.status}`);
-  return (await response.json()).token;
+  if (!response.ok) throw new Error(`ticket: HTTP ${response.status}`);
+  return { ticket: (await response.json()).ticket };
 }
 
-const client = new ChatClient({ url: config.gatewayUrl, getToken });
+const client = new ChatClient({ url: config.gatewayUrl, credentials: getCredentials });
 const layout = byId("app");
 const status = byId("connection");
 const rooms = new RoomList(byId("room-list"), byId("no-rooms"), me, (id) => openRoom(id));

@@ -97,13 +97,16 @@ export class ChatClient extends EventTarget {
   /**
    * @param {object} options
    * @param {string} options.url the gateway's WebSocket URL (ws://host:port/ws)
-   * @param {() => Promise<string>} options.getToken the user's token; called before every
-   *   authentication, so a token that changed is picked up on the next reconnect
+   * @param {() => Promise<{ticket: string} | {token: string}>} [options.credentials] what to
+   *   authenticate with, called before every connection: a short-lived ticket (a page, through
+   *   its session) or a token
+   * @param {() => Promise<string>} [options.getToken] the user's token, called before every
+   *   connection; the same as `credentials: async () => ({ token: await getToken() })`
    */
   constructor(options) {
     super();
-    if (!options?.url || typeof options.getToken !== "function") {
-      throw new TypeError("ChatClient needs a url and a getToken function");
+    if (!options?.url || (typeof options.credentials !== "function" && typeof options.getToken !== "function")) {
+      throw new TypeError("ChatClient needs a url and a credentials (or getToken) function");
     }
     this.#options = {
       ...DEFAULTS, ...options, backoff: { ...DEFAULTS.backoff, ...options.backoff },
@@ -226,9 +229,9 @@ export class ChatClient extends EventTarget {
 
   async #open() {
     const connection = ++this.#connection;
-    let token;
+    let credential;
     try {
-      token = await this.#options.getToken();
+      credential = await this.#credential();
     } catch (error) {
       if (connection !== this.#connection) return;
       this.#emit("error", { code: "token_unavailable", message: String(error?.message || error) });
@@ -248,7 +251,7 @@ export class ChatClient extends EventTarget {
     this.#socket = socket;
     const authUuid = newUuid();
     socket.onopen = () => {
-      if (connection === this.#connection) this.#send({ uuid: authUuid, action: "authenticate", token });
+      if (connection === this.#connection) this.#send({ uuid: authUuid, action: "authenticate", ...credential });
     };
     socket.onmessage = (event) => {
       if (connection === this.#connection) this.#receive(event.data, authUuid, connection);
@@ -257,6 +260,15 @@ export class ChatClient extends EventTarget {
       if (connection === this.#connection) this.#lost(event.code, event.reason);
     };
     socket.onerror = () => {};  // a close event always follows
+  }
+
+  /** `{ticket}` or `{token}`, fresh for this connection (a ticket lives a minute). */
+  async #credential() {
+    if (typeof this.#options.credentials !== "function") return { token: await this.#options.getToken() };
+    const { ticket, token } = (await this.#options.credentials()) || {};
+    if (typeof ticket === "string") return { ticket };
+    if (typeof token === "string") return { token };
+    throw new Error("credentials() gave neither a ticket nor a token");
   }
 
   #send(frame) {
