@@ -15,7 +15,7 @@ import pytest
 from playwright.async_api import expect
 
 from chat.models import ChatMessage
-from scripts.stack import Stack, free_port, wait_for
+from scripts.stack import Stack, free_port
 from tests.e2e.conftest import open_chat_page
 from tests.e2e.test_chat_page import (
     PASSWORD,

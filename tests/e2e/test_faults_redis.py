@@ -721,8 +721,10 @@ def test_a_redis_restart_closes_none_of_1000_clients_and_each_catches_up_with_sy
 
             assert await asyncio.to_thread(faults.stack.stop_redis) == 0
             # Every gateway process notices that its subscription is gone ...
+            deadline = loop.time() + HEALTHZ_NOTICE_BOUND
             while any(count <= reconnects[gateway_id] for gateway_id, count in
                       (await _metric_by_process(faults, "chat_gateway_redis_reconnects_total")).items()):
+                assert loop.time() < deadline, "a gateway process did not notice that Redis is gone"
                 await asyncio.sleep(POLL_INTERVAL)
             # ... and meanwhile a message is stored in every other room, as the REST API stores
             # one while Redis is down: its live delivery fails, the members' clients miss it.
