@@ -10,9 +10,9 @@ from typing import AsyncIterator
 
 from aiohttp import web
 
-from . import logs
+from . import logs, protocol
 from .bus import Bus
-from .connection import CLOSE_GOING_AWAY, CLOSE_SERVICE_RESTART
+from .connection import CLOSE_GOING_AWAY
 from .heartbeat import Heartbeat
 from .loop_signals import handle_noted_signals
 from .metrics import GatewayMetrics
@@ -43,7 +43,7 @@ async def gateway_context(app: web.Application) -> AsyncIterator[None]:
     bus = Bus(settings.redis_url, settings.worker_topics, settings.response_topic,
               reply_topic=f"gateway_reply:{gateway_id}", on_reply=router.route,
               publish_timeout=min(settings.request_timeout, 5.0),
-              on_resubscribed=lambda: close_after_bus_gap(registry), metrics=metrics)
+              on_resubscribed=lambda: resync_after_bus_gap(registry), metrics=metrics)
     metrics.watch(connections=registry.__len__, in_flight=pending.__len__)
     heartbeat = Heartbeat(settings.ws_heartbeat) if settings.ws_heartbeat else None
     app[GATEWAY_KEY] = Gateway(gateway_id, settings, registry, pending, router, bus, presence, metrics, heartbeat)
@@ -85,21 +85,31 @@ async def close_connections(app: web.Application) -> None:
         await asyncio.gather(*(conn.stop() for conn in connections))
 
 
-def close_after_bus_gap(registry: ConnectionRegistry) -> int:
-    """After the reply subscription came back: close every authenticated connection with 1012.
+# What the resync frame after a bus gap says (for people; clients act on the action).
+BUS_GAP_REASON = "The gateway lost its message bus for a moment: messages may have been missed"
+
+
+def resync_after_bus_gap(registry: ConnectionRegistry) -> int:
+    """After the reply subscription came back: tell every authenticated connection to `sync`.
 
     Messages for them published while this process was not subscribed are lost here (pub/sub
-    keeps nothing). Closing turns that silent loss into the documented recovery: the client
-    reconnects, authenticates and `sync`s from the newest message it has, so it misses nothing.
-    Connections that never authenticated get nothing but their own replies, so they stay.
-    One pass over this process's connections, on a rare event (like the shutdown's).
+    keeps nothing). The `resync` frame turns that silent loss into the documented recovery: the
+    client `sync`s from the newest message it has, on the connection it holds, after a random
+    pause of its own so that the catch-ups spread out. Closing instead would make every client
+    re-handshake and authenticate at once against a Redis that just came back. Requests in
+    flight during the gap keep their deadlines and get their `timeout` reply; clients retry
+    them with the same uuid. Connections that never authenticated get nothing but their own
+    replies, so they missed nothing. The frame is encoded once; one pass over this process's
+    connections, on a rare event (like the shutdown's).
     """
-    closing = [conn for conn in registry if conn.user_pk is not None]
-    for conn in closing:
-        conn.close(CLOSE_SERVICE_RESTART, "Reconnect and sync: messages may have been missed")
-    logger.warning("reply subscription back after a gap: closed %d authenticated connections with %d",
-                   len(closing), CLOSE_SERVICE_RESTART)
-    return len(closing)
+    frame = protocol.encode_frame(protocol.resync_notice(BUS_GAP_REASON))
+    told = 0
+    for conn in registry:
+        if conn.user_pk is not None:
+            conn.send(frame)
+            told += 1
+    logger.warning("reply subscription back after a gap: sent resync to %d authenticated connections", told)
+    return told
 
 
 def create_app(settings: GatewaySettings | None = None) -> web.Application:

@@ -21,9 +21,6 @@ CLOSE_GOING_AWAY = 1001
 CLOSE_UNSUPPORTED_DATA = 1003
 CLOSE_AUTH_TIMEOUT = 4001
 CLOSE_SLOW_CONSUMER = 4008
-# The gateway lost its Redis subscription for a while: replies and messages published then
-# never reached it. The client reconnects and catches up with `sync` (WebSocket "service restart").
-CLOSE_SERVICE_RESTART = 1012
 # Not sent (no close frame reaches a peer that stopped answering pings): the code its socket's
 # end is counted under, as RFC 6455 names a connection that ended without a close frame.
 CLOSE_ABNORMAL = 1006

@@ -227,6 +227,13 @@ def ping_reply(frame: dict[str, Any], connections: int, now: float | None = None
     }
 
 
+def resync_notice(reason: str) -> dict[str, Any]:
+    """The gateway's own frame telling a client that frames meant for it may have been lost:
+    catch up with `sync` from the newest message id it has. No `uuid`: it answers no request
+    (docs/protocol.md). `reason` is for people, like a close reason; the action is what counts."""
+    return {"action": "resync", "reason": reason}
+
+
 def bus_request(
     frame: dict[str, Any], session_data: dict[str, Any], request_id: str, reply_to: str
 ) -> dict[str, Any]:

@@ -142,7 +142,7 @@ def test_a_message_whose_reply_was_lost_is_sent_again_with_its_uuid_then_sync_fr
           const first = socket === FakeSocket.sockets[0];
           if (frame.action === "authenticate") socket.reply(ok(frame, { user: { username: "alice" } }));
           else if (frame.action === "list_rooms") socket.reply(oneRoom(frame, 7));
-          else if (frame.action === "new_message" && first) socket.close(1012, "redis gap");  // no reply
+          else if (frame.action === "new_message" && first) socket.close(1006, "");  // no reply
           else if (frame.action === "new_message") {
             stored = stored || msg(9, frame.text);
             socket.reply(ok(frame, { room: "r1", message: stored }));
@@ -204,10 +204,91 @@ def test_a_catch_up_that_fails_on_an_open_connection_is_done_again_on_a_new_one(
           syncs += 1;
           socket.reply(syncs === 1 ? fail(frame, "server_error") : ok(frame, { messages: [msg(5)], has_more: false }));
         } });
-        const { ids, ready } = await dropAndCatchUp(1012);
+        const { ids, ready } = await dropAndCatchUp(4008);
         return { ids, reconnected: ready.reconnected, sockets: FakeSocket.sockets.length, afters: syncAfters() };
     """)
     assert result == {"ids": [5], "reconnected": True, "sockets": 3, "afters": [[], [4], [4]]}
+
+
+# The gateway's own frame after its Redis subscription came back: no uuid.
+RESYNC = 'const resync = { action: "resync", reason: "bus gap" };'
+
+
+def test_a_resync_is_answered_with_one_sync_from_the_newest_id_after_its_jitter_on_the_same_connection(
+        chromium_executable):
+    result = in_browser(chromium_executable, RESYNC + """
+        FakeSocket.server = gateway(7, { sync: (socket, frame) => socket.reply(ok(frame, {
+          messages: [msg(8), msg(9), msg(10)].filter((m) => m.id > frame.after), has_more: false })) });
+        const client = newClient({ resyncJitter: 40, random: () => 0.5 });
+        const events = [];
+        client.addEventListener("message", (e) => events.push([e.detail.message.id, e.detail.source]));
+        client.addEventListener("resync", (e) => events.push(["resync", e.detail.reason, e.detail.syncIn]));
+        client.addEventListener("ready", (e) => events.push(["ready", e.detail.reconnected, e.detail.resynced]));
+        client.start();
+        await nextEvent(client, "ready");
+        await client.listRooms();
+        const socket = FakeSocket.sockets[0];
+        const caughtUp = nextEvent(client, "ready");
+        socket.reply(resync);
+        // After the gap, live again: 10 arrives before the catch-up, which still starts at 7.
+        socket.reply({ uuid: "theirs", action: "new_message", status: "success", room: "r1", message: msg(10) });
+        socket.reply(resync);  // one catch-up is waiting already: nothing more
+        await caughtUp;
+        return { events, afters: syncAfters(), sockets: FakeSocket.sockets.length, state: client.state,
+                 lastSeen: client.lastSeenId };
+    """)
+    assert result["afters"] == [[7]]
+    assert result["sockets"] == 1 and result["state"] == "connected"
+    # The jitter is drawn once (0.5 of 40 ms); each message once, 10 live, 8 and 9 from the sync.
+    assert result["events"] == [["ready", False, False], ["resync", "bus gap", 20], [10, "live"],
+                                [8, "sync"], [9, "sync"], ["ready", False, True]]
+    assert result["lastSeen"] == 10
+
+
+def test_a_resync_during_a_catch_up_brings_one_more_sync_from_where_it_got_to(chromium_executable):
+    result = in_browser(chromium_executable, RESYNC + """
+        let syncs = 0;
+        FakeSocket.server = gateway(7, { sync: (socket, frame) => {
+          syncs += 1;
+          if (syncs === 1) socket.reply(resync);  // a second gap while the first catch-up runs
+          const all = syncs === 1 ? [msg(8)] : [msg(8), msg(9)];
+          socket.reply(ok(frame, { messages: all.filter((m) => m.id > frame.after), has_more: false }));
+        } });
+        const client = newClient({ resyncJitter: 10 });
+        const ids = [];
+        client.addEventListener("message", (e) => ids.push(e.detail.message.id));
+        client.start();
+        await nextEvent(client, "ready");
+        await client.listRooms();
+        FakeSocket.sockets[0].reply(resync);
+        await nextEvent(client, "ready");
+        await nextEvent(client, "ready");
+        return { ids, afters: syncAfters(), sockets: FakeSocket.sockets.length };
+    """)
+    # The second catch-up starts where the first one got to (8), on the same connection.
+    assert result == {"ids": [8, 9], "afters": [[7, 8]], "sockets": 1}
+
+
+def test_a_resync_before_the_room_list_is_ignored_and_one_cut_short_by_a_loss_is_the_reconnect_catch_up(
+        chromium_executable):
+    result = in_browser(chromium_executable, RESYNC + """
+        FakeSocket.server = gateway(7, { sync: (socket, frame) => socket.reply(ok(frame, {
+          messages: [msg(8)].filter((m) => m.id > frame.after), has_more: false })) });
+        const client = newClient({ resyncJitter: 100, random: () => 0.5 });
+        const readies = [];
+        client.addEventListener("ready", (e) => readies.push([e.detail.reconnected, e.detail.resynced]));
+        client.start();
+        await nextEvent(client, "ready");
+        FakeSocket.sockets[0].reply(resync);  // nothing shown yet: the room list is still to come
+        await client.listRooms();
+        FakeSocket.sockets[0].reply(resync);
+        FakeSocket.sockets[0].close(1006, "");  // before the jitter's 50 ms are up
+        await nextEvent(client, "ready");
+        // Past the jitter of the first connection's catch-up, which must not run any more.
+        await new Promise((resolve) => setTimeout(resolve, 150));
+        return { afters: syncAfters(), readies };
+    """)
+    assert result == {"afters": [[], [7]], "readies": [[False, False], [True, False]]}
 
 
 def test_a_room_being_created_when_the_connection_drops_is_not_sent_again(chromium_executable):

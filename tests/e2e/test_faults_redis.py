@@ -8,6 +8,8 @@ import asyncio
 import itertools
 import json
 import logging
+import random
+import re
 import secrets
 import uuid
 from dataclasses import dataclass, field
@@ -20,9 +22,9 @@ import redis
 from django.core.management import call_command
 
 from chat.models import ChatMessage
+from scripts.bench import raise_fd_limit
 from scripts.stack import Stack, free_port, wait_for
 from tests.e2e.client import Client, ConnectionClosed
-from websockets_gateway.connection import CLOSE_SERVICE_RESTART
 from tests.e2e.conftest import connect, run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -60,6 +62,22 @@ GATEWAY_PROCESSES = 2
 # accepts each, so a few more than the processes are usually needed.
 MAX_CLIENTS = 24
 CLIENTS_PER_PROCESS = 2
+# A Redis restart under load: this many authenticated clients, two connections per user (a phone
+# and a laptop), each user in one room of RESYNC_ROOM_SIZE.
+RESYNC_CLIENTS = 1000
+RESYNC_CONNECTIONS_PER_USER = 2
+RESYNC_ROOM_SIZE = 5
+# Connections opened and authenticated at once while the clients gather.
+CONNECT_BATCH = 100
+# The longest pause chat-client.js takes between a `resync` and its `sync` (its resyncJitter, 3 s),
+# so that the catch-ups of a gateway's clients spread out; these clients do the same.
+RESYNC_JITTER = 3.0
+RESYNC_SEED = 18
+# Clients that send a request while Redis is down: each is answered with `timeout`, and sent
+# again with its uuid, on the same connection, once the client is told to resync.
+GAP_REQUESTS = 20
+# How long one client's catch-up (requests retried on `timeout`) may take, under the load of all.
+CATCH_UP_BOUND = 30.0
 
 
 @dataclass
@@ -124,6 +142,9 @@ def faults(e2e_database_url, django_db_blocker, tmp_path_factory) -> FaultStack:
     )
     # Our own Redis, always: one named by the environment may be shared, and we stop it.
     stack.env.pop("REDIS_URL", None)
+    # Inherited by every process of the stack: the test with RESYNC_CLIENTS holds that many
+    # sockets here and (spread) in the gateway processes.
+    raise_fd_limit(RESYNC_CLIENTS)
     try:
         redis_url = stack.start_redis(free_port())
         topics = [f"{tag}_worker_1", f"{tag}_worker_2"]
@@ -256,11 +277,18 @@ async def _send_until_success(client: Client, frame: dict[str, Any], bound: floa
 
 def _store_in_thread(faults: FaultStack, user_pk: int, room_id: str, text: str) -> int:
     """Store a message through the ORM from a thread of its own (the test's loop is async)."""
+    return _store_many_in_thread(faults, [(user_pk, room_id)], text)[0]
+
+
+def _store_many_in_thread(faults: FaultStack, authors_and_rooms: list[tuple[int, str]], text: str) -> list[int]:
+    """Store one message per (author, room) through the ORM, as the REST API stores them, with no
+    live delivery; return their ids."""
     from django.db import connection
 
-    def store() -> int:
+    def store() -> list[int]:
         try:
-            return ChatMessage.objects.create(user_id=user_pk, room_id=room_id, text=text).pk
+            return [ChatMessage.objects.create(user_id=user_pk, room_id=room_id, text=text).pk
+                    for user_pk, room_id in authors_and_rooms]
         finally:
             connection.close()
 
@@ -280,13 +308,54 @@ def _ids_in_thread(faults: FaultStack, room_id: str, after: int) -> list[int]:
     return faults.orm(ids)
 
 
-async def _reconnect(session: aiohttp.ClientSession, faults: FaultStack, user: dict[str, Any],
-                     bound: float) -> Client:
-    """A new connection, authenticated as `user` by retrying (a worker may still be coming back)."""
-    client = await Client.connect(session, faults.gateway)
-    frame = {"uuid": f"reconnect-{uuid.uuid4().hex}", "action": "authenticate", "token": user["token"]}
-    await _send_until_success(client, frame, bound)
-    return client
+async def _request_until_success(client: Client, frame: dict[str, Any], bound: float) -> tuple[dict[str, Any], int]:
+    """Send `frame` and wait for its reply, as the page does: after a `timeout` error, the same
+    frame again (same uuid) after a pause, for at most `bound` seconds. Unlike
+    `_send_until_success` it never sends again before the reply: under the load of many clients
+    a reply may take its whole REQUEST_TIMEOUT. Return the success reply and the attempts."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + bound
+    attempts = 0
+    while True:
+        await client.send(frame)
+        attempts += 1
+        reply = await client.expect(lambda f: f.get("uuid") == frame["uuid"] and f.get("action") == frame["action"],
+                                    REQUEST_TIMEOUT + REPLY_MARGIN)
+        if reply["status"] == "success":
+            return reply, attempts
+        assert reply["error_code"] == "timeout", reply
+        assert loop.time() < deadline, f"{frame['action']} not successful within {bound}s: {reply}"
+        await asyncio.sleep(RETRY_PAUSE)
+
+
+async def _metric_by_process(faults: FaultStack, name: str) -> dict[str, float]:
+    """One counter (by its sample name, labelled only with gateway_id) of every gateway process,
+    from one /metrics answer of each (on a new TCP connection each time, as `_healthz`)."""
+    url = faults.gateway.replace("/ws", "/metrics")
+    sample = re.compile(rf'^{re.escape(name)}{{gateway_id="([^"]+)"}} (\S+)$', re.MULTILINE)
+    values: dict[str, float] = {}
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + HEALTHZ_NOTICE_BOUND
+    while values.keys() != faults.gateway_ids:
+        assert loop.time() < deadline, f"/metrics answered only by {sorted(values)}"
+        async with (aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as fresh,
+                    fresh.get(url, timeout=aiohttp.ClientTimeout(total=HEALTHZ_ANSWER_TIMEOUT)) as response):
+            text = await response.text()
+        [(gateway_id, value)] = sample.findall(text)
+        values[gateway_id] = float(value)
+    return values
+
+
+def _is_resync(frame: dict[str, Any]) -> bool:
+    """The gateway's own frame after its subscription came back (no uuid: it answers no request)."""
+    return frame.get("action") == "resync" and "uuid" not in frame
+
+
+async def _expect_resync(client: Client, bound: float) -> dict[str, Any]:
+    """The client's `resync` frame, within `bound`; fails (ConnectionClosed) if it is closed instead."""
+    frame = await client.expect(_is_resync, bound)
+    assert isinstance(frame.get("reason"), str) and frame["reason"], frame
+    return frame
 
 
 async def _online_until(client: Client, room_id: str, expected: list[str], bound: float) -> float:
@@ -348,7 +417,10 @@ def test_redis_goes_away_and_comes_back(faults):
     room, (alice, bob) = _room_and_members(data)
     both = sorted([alice["username"], bob["username"]])
     run_id = uuid.uuid4().hex
-    recovery_uuid = f"recovery-{run_id}"
+    # The first client's message of the outage's first round: answered `timeout` then, retried
+    # with its uuid once Redis is back.
+    recovery = _outage_burst(f"outage-{run_id}-0", 0, room["id"], alice)[0]
+    recovery_uuid = recovery["uuid"]
     bound = REQUEST_TIMEOUT + REPLY_MARGIN
     figures: dict[str, float] = {}
 
@@ -419,23 +491,21 @@ def test_redis_goes_away_and_comes_back(faults):
         admin = faults.redis_client()
         resubscribed = asyncio.create_task(_subscribers_until(admin, _expected_subscribers(faults), RECOVERY_BOUND))
         # Every gateway process missed what was published while it was not subscribed, so each
-        # closes its authenticated connections with 1012 once it is subscribed again ...
-        codes = await asyncio.gather(*(client.expect_close(RECOVERY_BOUND + REPLY_MARGIN) for client in clients))
-        # Every client is closed with 1012, so every one reconnects and syncs. (The code is the
-        # Close frame's: see tests/e2e/client.py for the 1006 aiohttp's client may report besides.)
-        assert codes == [CLOSE_SERVICE_RESTART] * len(clients), codes
-        figures["closed"] = loop.time() - back
-        # ... and a client does what it does after any close: reconnect, authenticate, retry
-        # what got no success with the same uuid, and sync from the newest message it has.
-        sender = await _reconnect(session, faults, alice, RECOVERY_BOUND)
-        frame = {"uuid": recovery_uuid, "action": "new_message", "room": room["id"], "text": "after the outage"}
-        reply, attempts = await _send_until_success(sender, frame, RECOVERY_BOUND)
+        # tells its authenticated connections so with `resync` once it is subscribed again, and
+        # closes none of them (a close would fail the wait) ...
+        await asyncio.gather(*(_expect_resync(client, RECOVERY_BOUND + REPLY_MARGIN) for client in clients))
+        figures["resync"] = loop.time() - back
+        # ... and a client, on the connection it holds, retries what got `timeout` with the same
+        # uuid (a message of the outage), and syncs from the newest message it has.
+        sender, receiver = clients[0], clients[1]
+        assert users[0] is alice and users[1] is bob
+        reply, attempts = await _send_until_success(sender, recovery, RECOVERY_BOUND)
         figures["first_success"] = loop.time() - back
         figures["attempts"] = attempts
         assert figures["first_success"] <= RECOVERY_BOUND
-        assert reply["message"]["text"] == "after the outage"
-        receiver = await _reconnect(session, faults, bob, RECOVERY_BOUND)
-        synced = await receiver.ok("sync", after=newest_seen)
+        assert reply["message"]["text"] == recovery["text"]
+        synced, _ = await _send_until_success(
+            receiver, {"uuid": f"sync-{run_id}", "action": "sync", "after": newest_seen}, RECOVERY_BOUND)
         stored = await asyncio.to_thread(_ids_in_thread, faults, room["id"], newest_seen)
         # Everything stored since, in id order, once each: the crossing burst's messages that got
         # through, the one stored during the outage, the retried one.
@@ -457,6 +527,10 @@ def test_redis_goes_away_and_comes_back(faults):
         await _online_until(sender, room["id"], both, PRESENCE_TTL)
         figures["presence"] = loop.time() - back
         figures["clients"] = len(clients)
+        # One resync each, for the one gap; every connection still open.
+        await asyncio.gather(*(client.drain() for client in clients))
+        assert [client.unread(_is_resync) for client in clients] == [[]] * len(clients)
+        assert not any(client.ws.closed for client in clients)
 
     try:
         run(scenario)
@@ -464,17 +538,19 @@ def test_redis_goes_away_and_comes_back(faults):
         faults.ensure_redis()
     logger.info("redis outage (%d clients on %d gateway processes): healthz 503 after %.2fs (slowest answer "
                 "%.3fs); %d requests in %.1fs of outage, slowest reply %.3fs (in flight at the stop: %.3fs; "
-                "bound %.1fs); Redis back -> clients closed with 1012 after %.2fs, new_message ok (reconnected) "
+                "bound %.1fs); Redis back -> every client told to resync after %.2fs (none closed), new_message "
+                "ok (retried on the same connection) "
                 "after %.2fs (%d attempts), healthz 200 on every "
                 "process %.2fs later, every worker and gateway process subscribed after %.2fs, who_is_online "
                 "right after %.2fs",
                 figures["clients"], GATEWAY_PROCESSES, figures["healthz_503"], figures["healthz_503_slowest"],
                 figures["outage_requests"], figures["outage"], figures["outage_slowest"],
-                figures["crossing_slowest"], bound, figures["closed"], figures["first_success"], figures["attempts"],
+                figures["crossing_slowest"], bound, figures["resync"], figures["first_success"], figures["attempts"],
                 figures["healthz_200"], figures["subscribed"], figures["presence"])
-    # The retries were stored once; what was sent while Redis was down was never stored.
+    # The retries were stored once; of what was sent while Redis was down, only the one retried
+    # afterwards was stored.
     assert faults.orm(lambda: ChatMessage.objects.filter(client_uuid=recovery_uuid).count()) == 1
-    assert faults.orm(lambda: ChatMessage.objects.filter(client_uuid__startswith=f"outage-{run_id}").count()) == 0
+    assert faults.orm(lambda: ChatMessage.objects.filter(client_uuid__startswith=f"outage-{run_id}").count()) == 1
 
 
 def test_pubsub_connections_killed_by_redis_are_resubscribed(faults):
@@ -504,11 +580,9 @@ def test_pubsub_connections_killed_by_redis_are_resubscribed(faults):
         assert killed == len(faults.worker_topics) + GATEWAY_PROCESSES
 
         # Each gateway process, subscribed again, tells its authenticated clients that they may
-        # have missed something: 1012. They reconnect and retry, as after any close.
-        codes = await asyncio.gather(sender.expect_close(RECOVERY_BOUND), receiver.expect_close(RECOVERY_BOUND))
-        assert codes == [CLOSE_SERVICE_RESTART, CLOSE_SERVICE_RESTART]
-        sender = await _reconnect(session, faults, alice, RECOVERY_BOUND)
-        receiver = await _reconnect(session, faults, bob, RECOVERY_BOUND)
+        # have missed something: `resync`, on the connections they hold. They retry what got no
+        # success with the same uuid there.
+        await asyncio.gather(_expect_resync(sender, RECOVERY_BOUND), _expect_resync(receiver, RECOVERY_BOUND))
         frame = {"uuid": kill_uuid, "action": "new_message", "room": room["id"], "text": "after the kill"}
         _, attempts = await _send_until_success(sender, frame, RECOVERY_BOUND)
         first_success = loop.time() - killed_at
@@ -592,6 +666,132 @@ def test_every_request_a_killed_worker_subscription_accepted_is_answered(faults)
     finally:
         listener.close()
         admin.close()
+
+
+def test_a_redis_restart_closes_none_of_1000_clients_and_each_catches_up_with_sync(faults):
+    """Redis restarts under RESYNC_CLIENTS authenticated clients: no connection is closed; each
+    gets one `resync`, and the messages stored while its gateway process was not subscribed (in
+    half of the rooms: their members missed a live delivery) reach it through `sync` from the
+    newest id it had, on the same connection, its catch-up spread out as the page's is."""
+    users_count = RESYNC_CLIENTS // RESYNC_CONNECTIONS_PER_USER
+    data = faults.fixtures(users=users_count, rooms=users_count // RESYNC_ROOM_SIZE, room_size=RESYNC_ROOM_SIZE)
+    room_of = {pk: room["id"] for room in data["rooms"] for pk in room["members"]}
+    assert len(room_of) == users_count  # every user in exactly one room
+    # Client i is users[i]: every user twice over.
+    users = data["users"] * RESYNC_CONNECTIONS_PER_USER
+    run_id = uuid.uuid4().hex
+    rng = random.Random(RESYNC_SEED)
+    pauses = [rng.uniform(0, RESYNC_JITTER) for _ in users]
+    figures: dict[str, float] = {}
+
+    async def authenticated(session: aiohttp.ClientSession, index: int) -> Client:
+        client = await Client.connect(session, faults.gateway)
+        frame = {"uuid": f"auth-{run_id}-{index}", "action": "authenticate", "token": users[index]["token"]}
+        await _request_until_success(client, frame, CATCH_UP_BOUND)
+        return client
+
+    async def scenario(_):
+        # A WebSocket holds its connection for good: no pool limit (aiohttp's default is 100).
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            clients: list[Client] = []
+            for first in range(0, len(users), CONNECT_BATCH):
+                clients += await asyncio.gather(*(authenticated(session, index)
+                                                  for index in range(first, min(first + CONNECT_BATCH, len(users)))))
+            figures["connect"] = loop.time() - started
+
+            # Live before the restart: a message in every room, from its first member's first
+            # client; every other client of the room receives it. Each client's newest id.
+            poster: dict[str, int] = {}
+            for index, user in enumerate(users):
+                poster.setdefault(room_of[user["id"]], index)
+            posted = await asyncio.gather(*(
+                _request_until_success(clients[index], {"uuid": f"before-{run_id}-{index}", "action": "new_message",
+                                                        "room": room_id, "text": "before the restart"},
+                                       CATCH_UP_BOUND)
+                for room_id, index in poster.items()))
+            before = {room_id: reply["message"]["id"] for room_id, (reply, _) in zip(poster, posted)}
+            newest = [before[room_of[user["id"]]] for user in users]
+            await asyncio.gather(*(
+                client.expect(lambda f, message_id=message_id: f.get("action") == "new_message"
+                              and f.get("message", {}).get("id") == message_id)
+                for index, (client, message_id) in enumerate(zip(clients, newest)) if index not in poster.values()))
+            reconnects = await _metric_by_process(faults, "chat_gateway_redis_reconnects_total")
+
+            assert await asyncio.to_thread(faults.stack.stop_redis) == 0
+            # Every gateway process notices that its subscription is gone ...
+            deadline = loop.time() + HEALTHZ_NOTICE_BOUND
+            while any(count <= reconnects[gateway_id] for gateway_id, count in
+                      (await _metric_by_process(faults, "chat_gateway_redis_reconnects_total")).items()):
+                assert loop.time() < deadline, "a gateway process did not notice that Redis is gone"
+                await asyncio.sleep(POLL_INTERVAL)
+            # ... and meanwhile a message is stored in every other room, as the REST API stores
+            # one while Redis is down: its live delivery fails, the members' clients miss it.
+            rooms = {room["id"]: room for room in data["rooms"]}
+            missed_rooms = list(before)[::2]
+            await asyncio.to_thread(_store_many_in_thread, faults,
+                                    [(rooms[room_id]["members"][0], room_id) for room_id in missed_rooms],
+                                    "stored while Redis was down")
+            # Requests sent during the gap are answered with `timeout`, as ever.
+            gap_frames = [{"uuid": f"gap-{run_id}-{index}", "action": "list_rooms"} for index in range(GAP_REQUESTS)]
+            await asyncio.gather(*(client.send(frame) for client, frame in zip(clients, gap_frames)))
+            gap_replies = await asyncio.gather(*(
+                client.expect(lambda f, frame=frame: f.get("uuid") == frame["uuid"], REQUEST_TIMEOUT + REPLY_MARGIN)
+                for client, frame in zip(clients, gap_frames)))
+            assert all(reply["status"] == "error" and reply["error_code"] == "timeout" for reply in gap_replies)
+
+            # What each room's members must get through `sync`: what was stored after the message
+            # they saw live, the one stored during the gap in half of the rooms, nothing elsewhere.
+            expected = {room_id: await asyncio.to_thread(_ids_in_thread, faults, room_id, before[room_id])
+                        for room_id in before}
+            assert all(len(expected[room_id]) == (room_id in missed_rooms) for room_id in before)
+
+            await asyncio.to_thread(faults.stack.restart_redis)
+            back = loop.time()
+
+            async def catch_up(index: int) -> tuple[float, float, list[int]]:
+                client = clients[index]
+                await _expect_resync(client, RECOVERY_BOUND + REPLY_MARGIN)
+                told = loop.time() - back
+                if index < GAP_REQUESTS:
+                    await _request_until_success(client, gap_frames[index], CATCH_UP_BOUND)
+                await asyncio.sleep(pauses[index])
+                frame = {"uuid": f"sync-{run_id}-{index}", "action": "sync", "after": newest[index]}
+                reply, _ = await _request_until_success(client, frame, CATCH_UP_BOUND)
+                assert reply["has_more"] is False
+                return told, loop.time() - back, [message["id"] for message in reply["messages"]]
+
+            caught_up = await asyncio.gather(*(catch_up(index) for index in range(len(clients))))
+            for user, (_, _, synced) in zip(users, caught_up):
+                assert synced == expected[room_of[user["id"]]], (user, synced)
+            figures["missed"] = sum(1 for _, _, synced in caught_up if synced)
+            told = [told for told, _, _ in caught_up]
+            figures["told_first"], figures["told_last"] = min(told), max(told)
+            figures["caught_up"] = max(done for _, done, _ in caught_up)
+
+            # One resync each, for the one gap; every connection still open, and live again.
+            await asyncio.gather(*(client.drain() for client in clients))
+            assert sum(len(client.unread(_is_resync)) for client in clients) == 0
+            assert not any(client.ws.closed for client in clients)
+            room_id = missed_rooms[0]
+            after = await clients[poster[room_id]].ok("new_message", room=room_id, text="after the restart")
+            listeners = [client for index, (client, user) in enumerate(zip(clients, users))
+                         if room_of[user["id"]] == room_id and index != poster[room_id]]
+            await asyncio.gather(*(client.expect(lambda f: f.get("message", {}).get("id") == after["message"]["id"])
+                                   for client in listeners))
+            await asyncio.gather(*(client.close() for client in clients))
+
+    try:
+        run(scenario)
+    finally:
+        faults.ensure_redis()
+    logger.info("redis restart under %d clients (%d users, %d gateway processes): connected and authenticated "
+                "in %.1fs; Redis back -> resync on every connection after %.2f..%.2fs, none closed; %d clients "
+                "had missed a message and got it with sync, all caught up (jitter up to %.0fs) after %.2fs",
+                RESYNC_CLIENTS, users_count, GATEWAY_PROCESSES, figures["connect"], figures["told_first"],
+                figures["told_last"], figures["missed"], RESYNC_JITTER, figures["caught_up"])
+    assert figures["missed"] == RESYNC_CLIENTS // 2
 
 
 def test_no_token_in_any_log_line(faults):

@@ -8,14 +8,16 @@ import re
 import fakeredis
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from websockets_gateway import app as app_module
 from websockets_gateway import bus as bus_module
-from websockets_gateway.app import create_app
+from websockets_gateway.app import BUS_GAP_REASON, create_app, resync_after_bus_gap
 from websockets_gateway.presence import gateway_key
+from websockets_gateway.registry import ConnectionRegistry
 from websockets_gateway.state import GATEWAY_KEY, SETTINGS_KEY
 
-from .fakes import WAIT, fake_blocking_pool, make_settings, run
+from .fakes import WAIT, RecordingConnection, connected, fake_blocking_pool, make_settings, run
 
 
 def test_the_module_level_app_is_built_from_the_environment():
@@ -137,23 +139,106 @@ def test_two_apps_get_different_gateway_ids(redis_server):
     run(scenario())
 
 
-def test_after_a_bus_gap_authenticated_connections_are_closed_with_1012():
-    from websockets_gateway.app import close_after_bus_gap
-    from websockets_gateway.connection import CLOSE_SERVICE_RESTART
-    from websockets_gateway.registry import ConnectionRegistry
+class FrameRecordingConnection(RecordingConnection):
+    """A RecordingConnection that also keeps each frame as it was given (to see it encoded once)."""
 
-    from .fakes import connected
+    def __init__(self, conn_id: str) -> None:
+        super().__init__(conn_id)
+        self.frames: list[bytes | str] = []
 
+    def send(self, frame: bytes | str) -> None:
+        self.frames.append(frame)
+        super().send(frame)
+
+
+def test_after_a_bus_gap_authenticated_connections_are_told_to_resync_and_none_is_closed():
     async def scenario():
         registry = ConnectionRegistry()
-        authenticated = [connected(registry, "a1", user_pk=1), connected(registry, "a2", user_pk=1),
-                         connected(registry, "b1", user_pk=2)]
-        anonymous = connected(registry, "x1")
-        assert close_after_bus_gap(registry) == 3
+        authenticated = []
+        for conn_id, user_pk in (("a1", 1), ("a2", 1), ("b1", 2)):
+            conn = FrameRecordingConnection(conn_id)
+            registry.add(conn)
+            registry.set_session(conn, {"user_pk": user_pk})
+            authenticated.append(conn)
+        anonymous = FrameRecordingConnection("x1")
+        registry.add(anonymous)
+        assert resync_after_bus_gap(registry) == 3
         for conn in authenticated:
-            await conn.ws.wait_until(lambda conn=conn: conn.ws.close_calls)
-            assert conn.ws.close_calls[0][0] == CLOSE_SERVICE_RESTART
+            assert conn.received == [{"action": "resync", "reason": BUS_GAP_REASON}]
+            assert not conn.closed and conn.ws.close_calls == []
+        # One encoding, the same bytes for every connection.
+        [frame] = authenticated[0].frames
+        assert isinstance(frame, bytes)
+        assert all(conn.frames[0] is frame for conn in authenticated)
         # It gets nothing but its own replies, so it missed nothing.
-        assert not anonymous.closed and anonymous.ws.close_calls == []
+        assert anonymous.frames == [] and not anonymous.closed
+
+    run(scenario())
+
+
+class GappyRedis(fakeredis.FakeAsyncRedis):
+    """A fake Redis client whose subscription breaks when the test asks (`pending_gaps`), as when
+    Redis restarts: the bus's next read fails, and it subscribes again."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.pending_gaps = 0
+
+    def pubsub(self, **kwargs):
+        pubsub = super().pubsub(**kwargs)
+        get_message = pubsub.get_message
+
+        async def maybe_lost(*args, **kw):
+            if self.pending_gaps:
+                self.pending_gaps -= 1
+                raise RedisConnectionError("Connection reset by peer (test)")
+            return await get_message(*args, **kw)
+
+        pubsub.get_message = maybe_lost
+        return pubsub
+
+
+def test_the_gateway_sends_one_resync_per_bus_gap_and_keeps_every_connection(monkeypatch):
+    server = fakeredis.FakeServer()
+    clients: list[GappyRedis] = []
+
+    def from_url(url, **kwargs):
+        clients.append(GappyRedis(server=server))
+        return clients[-1]
+
+    monkeypatch.setattr(bus_module.aioredis.Redis, "from_url", from_url)
+    monkeypatch.setattr(bus_module.aioredis.BlockingConnectionPool, "from_url",
+                        lambda url, **kwargs: fake_blocking_pool(server, kwargs["max_connections"], kwargs["timeout"]))
+    monkeypatch.setattr(bus_module, "RECONNECT_BACKOFF_FIRST", 0.01)
+
+    async def gap(bus, number: int) -> None:
+        """Break the subscription; return once the bus is subscribed again (its handler has run)."""
+        for client in clients:
+            client.pending_gaps = 1
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 3 * WAIT  # the bus reads with a 1 s timeout: it notices within that
+        while bus.reconnects < number or not bus.subscribed.is_set():
+            assert loop.time() < deadline, f"no resubscription after gap {number}"
+            await asyncio.sleep(0.01)
+
+    async def scenario():
+        app = create_app(make_settings())
+        test_server = TestServer(app)
+        await test_server.start_server()
+        try:
+            gateway = app[GATEWAY_KEY]
+            authenticated = [connected(gateway.registry, "a1", user_pk=1), connected(gateway.registry, "a2", user_pk=1),
+                             connected(gateway.registry, "b1", user_pk=2)]
+            anonymous = connected(gateway.registry, "x1")
+            resync = {"action": "resync", "reason": BUS_GAP_REASON}
+            for number in (1, 2):
+                await gap(gateway.bus, number)
+                for conn in authenticated:
+                    assert conn.received == [resync] * number
+                    assert not conn.closed and conn.ws.close_calls == []
+                assert anonymous.received == [] and not anonymous.closed
+            assert len(gateway.registry) == 4
+        finally:
+            await test_server.close()
 
     run(scenario())

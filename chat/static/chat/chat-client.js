@@ -1,6 +1,7 @@
 // chat-client.js: the chat protocol (version 1) over one WebSocket, for any page. No DOM, no
 // dependency: an EventTarget that connects, authenticates, reconnects with backoff and jitter,
-// `sync`s what it missed, and retries what is safe to retry with the same uuid.
+// `sync`s what it missed (after a reconnect, or when the gateway sends `resync`), and retries
+// what is safe to retry with the same uuid.
 // The API is documented in docs/chat-page.md.
 
 /** Actions that may be sent again with the same uuid without doing anything twice: a message
@@ -28,6 +29,10 @@ const DEFAULTS = {
   // Message ids remembered to emit each message once (a retry's echo, sync after a live copy).
   seenIdsLimit: 5000,
   syncPageSize: 200,
+  // After a `resync` frame the catch-up waits a random 0..resyncJitter ms: the gateway tells all
+  // its clients at once, and their syncs, spread over a few seconds, do not all hit the workers
+  // and the database in the same instant, just after Redis came back.
+  resyncJitter: 3000,
 };
 
 /** A refused request: `code` is the protocol's error_code, or one of the client's own
@@ -93,6 +98,9 @@ export class ChatClient extends EventTarget {
   #markLost = null;
   #heartbeatUuid = null;
   #heartbeatDeadline = null;
+  #resyncTimer = null;      // a catch-up asked for by a `resync` frame, waiting for its jitter
+  #catchingUp = false;      // a sync catch-up is running on this connection
+  #resyncAgain = null;      // the reason of a `resync` that came during it: another catch-up follows
 
   /**
    * @param {object} options
@@ -118,7 +126,8 @@ export class ChatClient extends EventTarget {
   get state() { return this.#state; }
   /** `{username}` once authenticated, else null. */
   get user() { return this.#user; }
-  /** The newest message id this client has seen: where a `sync` after a reconnect starts. */
+  /** The newest message id this client has seen: where a `sync` after a reconnect or a
+   * `resync` starts. */
   get lastSeenId() { return this.#lastSeenId; }
   /** Requests made and not yet settled. */
   get pendingCount() { return this.#pending.size; }
@@ -288,6 +297,11 @@ export class ChatClient extends EventTarget {
     this.#socket = null;
     this.#connection += 1;
     this.#stopHeartbeat();
+    // A catch-up asked for by `resync` is now the next connection's: #syncFrom is kept.
+    clearTimeout(this.#resyncTimer);
+    this.#resyncTimer = null;
+    this.#catchingUp = false;
+    this.#resyncAgain = null;
     this.#markLost?.();
     this.#markLost = null;
     if (socket) {
@@ -340,6 +354,10 @@ export class ChatClient extends EventTarget {
     if (!reply || typeof reply !== "object") return;
     if (reply.uuid === authUuid && reply.action === "authenticate") {
       this.#authenticated(reply, connection);
+      return;
+    }
+    if (reply.action === "resync" && reply.uuid == null) {  // the gateway's own: it answers no request
+      this.#resync(reply, connection);
       return;
     }
     if (reply.uuid === this.#heartbeatUuid && reply.action === "ping") {
@@ -400,23 +418,67 @@ export class ChatClient extends EventTarget {
     this.#pump();
     if (this.#syncFrom !== null) {
       await Promise.race([Promise.all(retried), lost]);
-      if (connection !== this.#connection) return;
-      try {
-        await this.#sync(this.#syncFrom, connection);
-      } catch (error) {
-        // #syncFrom is kept: the next connection goes on from there. A catch-up refused on a
-        // connection still open (retries used up) is not left half done: reconnect, after a pause.
-        if (connection === this.#connection) {
-          this.#emit("error", { code: error?.code, message: error?.message });
-          this.#lost(4000, "sync failed");
-        }
-        return;
-      }
-      this.#syncFrom = null;
+      if (connection !== this.#connection || !await this.#catchUp(connection)) return;
     }
     if (connection !== this.#connection) return;
     this.#attempt = 0;  // only now: a connection that fails its catch-up backs off further
-    this.#emit("ready", { user: reply.user, reconnected });
+    this.#emit("ready", { user: reply.user, reconnected, resynced: false });
+  }
+
+  /** Sync from #syncFrom on this connection; whether it got to the end. A catch-up starting now
+   * covers every `resync` that came before it. */
+  async #catchUp(connection) {
+    clearTimeout(this.#resyncTimer);
+    this.#resyncTimer = null;
+    this.#catchingUp = true;
+    try {
+      await this.#sync(this.#syncFrom, connection);
+    } catch (error) {
+      // #syncFrom is kept: the next connection goes on from there. A catch-up refused on a
+      // connection still open (retries used up) is not left half done: reconnect, after a pause.
+      if (connection === this.#connection) {
+        this.#catchingUp = false;
+        this.#emit("error", { code: error?.code, message: error?.message });
+        this.#lost(4000, "sync failed");
+      }
+      return false;
+    }
+    if (connection !== this.#connection) return false;
+    this.#catchingUp = false;
+    if (this.#resyncAgain !== null) {
+      // A gap during this catch-up may have lost what came after its last page: once more, from
+      // there (#syncFrom, where it got to).
+      const reason = this.#resyncAgain;
+      this.#resyncAgain = null;
+      this.#scheduleResync(connection, reason);
+    } else {
+      this.#syncFrom = null;
+    }
+    return true;
+  }
+
+  /** The gateway lost messages meant for this connection (its Redis subscription was down for a
+   * while): catch up with `sync` from the newest id seen now, on this connection, after a random
+   * pause (`resyncJitter`). One catch-up at a time; a `resync` while one waits adds nothing. */
+  #resync(reply, connection) {
+    // Before the first list_rooms there is nothing to be complete about: the page loads afresh.
+    if (!this.#haveBaseline) return;
+    // Every message up to here came before the gap (the gateway sends `resync` before anything
+    // it routes after it); ones that arrive live meanwhile do not move the starting point.
+    if (this.#syncFrom === null) this.#syncFrom = this.#lastSeenId;
+    if (this.#catchingUp) this.#resyncAgain = String(reply.reason ?? "");
+    else if (this.#resyncTimer === null) this.#scheduleResync(connection, String(reply.reason ?? ""));
+  }
+
+  #scheduleResync(connection, reason) {
+    const random = this.#options.random || Math.random;
+    const delay = Math.round(random() * this.#options.resyncJitter);
+    this.#emit("resync", { reason, syncIn: delay });
+    this.#resyncTimer = setTimeout(async () => {
+      this.#resyncTimer = null;
+      if (connection !== this.#connection) return;
+      if (await this.#catchUp(connection)) this.#emit("ready", { user: this.#user, reconnected: false, resynced: true });
+    }, delay);
   }
 
   /** Every message after `after`, page by page, emitted as `message` events (source "sync"). */
