@@ -46,6 +46,11 @@ async def gateway_context(app: web.Application) -> AsyncIterator[None]:
               on_resubscribed=lambda: close_after_bus_gap(registry), metrics=metrics)
     metrics.watch(connections=registry.__len__, in_flight=pending.__len__)
     heartbeat = Heartbeat(settings.ws_heartbeat) if settings.ws_heartbeat else None
+    if settings.max_in_flight > settings.send_queue_size - settings.send_queue_size // 2:
+        # Connection.read_pause: a client's own replies fill at most half the queue plus its
+        # requests in flight; past this, a client that bursts can overflow its own queue (4008).
+        logger.warning("MAX_IN_FLIGHT=%d is over half of SEND_QUEUE_SIZE=%d: a client's own replies can fill "
+                       "its queue", settings.max_in_flight, settings.send_queue_size)
     app[GATEWAY_KEY] = Gateway(gateway_id, settings, registry, pending, router, bus, presence, metrics, heartbeat)
     tasks = {asyncio.create_task(bus.run_subscriber(), name="reply-subscriber"),
              asyncio.create_task(presence.run(), name="presence-writer")}

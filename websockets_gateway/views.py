@@ -83,6 +83,12 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
             # any helper coroutine around it, hence the close's interruption is handled here.
             conn.reader = asyncio.current_task()
             try:
+                # Not past the writer: while half the queue waits for it, the client's next frames
+                # stay in the socket (Connection.read_pause). A close ends this wait as a read's.
+                pause = conn.read_pause()
+                if pause is not None:
+                    await pause
+                    continue
                 message = await ws.receive()
             except asyncio.CancelledError:
                 if not conn.read_interrupted():

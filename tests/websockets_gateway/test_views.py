@@ -341,6 +341,52 @@ def test_a_close_waits_for_the_clients_close_reply_and_drops_the_frames_before_i
     run(scenario())
 
 
+def _read_text(raw: RawClient) -> asyncio.Future:
+    """The next text frame's JSON from the gateway (unmasked; payloads up to 64 KiB)."""
+    async def read() -> dict:
+        first, length = await raw.reader.readexactly(2)
+        if length == 126:
+            length = int.from_bytes(await raw.reader.readexactly(2), "big")
+        payload = await raw.reader.readexactly(length)
+        assert first & 0x0F == WS_OPCODE_TEXT, (first, payload)
+        return json.loads(payload)
+
+    return asyncio.wait_for(read(), WAIT)
+
+
+@pytest.mark.parametrize("burst", [100, 1000])
+def test_a_burst_in_one_write_gets_one_reply_per_frame_and_the_connection_stays_open(redis_server, burst):
+    # More frames than the send queue holds, all read from one write: each is answered at once
+    # (ping, or rate_limited past the bucket). The read loop pauses while half the queue waits
+    # for the writer, so the replies never overflow it (it used to close the sender with 4008).
+    async def scenario():
+        async with serving(send_queue_size=8, rate_limit=20.0, rate_burst=5) as (client, app):
+            raw = await RawClient.connect(client.port)
+            for n in range(burst):
+                raw.send(WS_OPCODE_TEXT, json.dumps({"uuid": f"b{n}", "action": "ping"}).encode())
+            replies = [await _read_text(raw) for _ in range(burst)]
+            assert [reply["uuid"] for reply in replies] == [f"b{n}" for n in range(burst)]
+            statuses = [reply.get("error_code", reply["status"]) for reply in replies]
+            assert set(statuses) == {"success", "rate_limited"}
+            assert statuses.count("success") >= 5
+            assert len(app[GATEWAY_KEY].registry) == 1
+            gateway = app[GATEWAY_KEY]
+            assert gateway.metrics.registry.get_sample_value(
+                "chat_gateway_slow_client_disconnects_total", {"gateway_id": gateway.gateway_id}) == 0
+            # Usable again once the bucket refills: a ping (retried while still limited) succeeds.
+            for attempt in range(50):
+                await asyncio.sleep(0.1)
+                raw.send(WS_OPCODE_TEXT, json.dumps({"uuid": f"after{attempt}", "action": "ping"}).encode())
+                reply = await _read_text(raw)
+                assert reply["uuid"] == f"after{attempt}"
+                if reply["status"] == "success":
+                    break
+            assert reply["status"] == "success"
+            raw.writer.close()
+
+    run(scenario())
+
+
 # Frames answered by the gateway itself
 
 def test_ping_is_answered_with_the_number_of_connections(redis_server):
