@@ -25,7 +25,7 @@ disable_created_metrics()
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # Why a request could not go out, or a reply could not come back, on the bus.
 BUS_ERROR_KINDS = frozenset({"topic_without_worker", "no_worker", "redis_unavailable",
-                             "malformed_reply", "routing_failed"})
+                             "malformed_reply", "routing_failed", "subscriber_failed"})
 
 
 def action_label(action: Any) -> str:
