@@ -12,6 +12,7 @@ from aiohttp import web
 
 from . import logs
 from .bus import Bus
+from .clients import ConnectionsPerAddress
 from .connection import CLOSE_GOING_AWAY, CLOSE_SERVICE_RESTART
 from .heartbeat import Heartbeat
 from .loop_signals import handle_noted_signals
@@ -51,7 +52,8 @@ async def gateway_context(app: web.Application) -> AsyncIterator[None]:
         # requests in flight; past this, a client that bursts can overflow its own queue (4008).
         logger.warning("MAX_IN_FLIGHT=%d is over half of SEND_QUEUE_SIZE=%d: a client's own replies can fill "
                        "its queue", settings.max_in_flight, settings.send_queue_size)
-    app[GATEWAY_KEY] = Gateway(gateway_id, settings, registry, pending, router, bus, presence, metrics, heartbeat)
+    app[GATEWAY_KEY] = Gateway(gateway_id, settings, registry, pending, router, bus, presence, metrics, heartbeat,
+                               ConnectionsPerAddress(settings.max_connections_per_ip))
     tasks = {asyncio.create_task(bus.run_subscriber(), name="reply-subscriber"),
              asyncio.create_task(presence.run(), name="presence-writer")}
     if heartbeat is not None:

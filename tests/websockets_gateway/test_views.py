@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import ipaddress
 import json
 import os
 
@@ -162,6 +163,59 @@ def test_a_full_gateway_refuses_the_handshake_with_503(redis_server):
             assert (await request(again, {"uuid": "p", "action": "ping"}))["connections"] == 2
 
     run(scenario())
+
+
+def test_connections_past_max_connections_per_ip_are_refused_with_503(redis_server):
+    async def scenario():
+        async with serving(max_connections_per_ip=2) as (client, app):
+            gateway = app[GATEWAY_KEY]
+            open_ones = [await client.ws_connect("/ws") for _ in range(2)]
+            with pytest.raises(WSServerHandshakeError) as refused:
+                await client.ws_connect("/ws")
+            assert refused.value.status == 503
+            # Not behind a trusted proxy: the header is the client's own, and changes nothing.
+            with pytest.raises(WSServerHandshakeError):
+                await client.ws_connect("/ws", headers={"X-Forwarded-For": "198.51.100.1"})
+            await open_ones[0].close()
+            await wait_until(lambda: len(gateway.registry) == 1)
+            again = await client.ws_connect("/ws")
+            assert (await request(again, {"uuid": "p", "action": "ping"}))["connections"] == 2
+            await again.close()
+            await open_ones[1].close()
+            await wait_until(lambda: len(gateway.registry) == 0)
+            assert len(gateway.per_address) == 0  # an address with no connection is forgotten
+
+    run(scenario())
+
+
+def test_behind_a_trusted_proxy_the_limit_and_the_logs_use_the_forwarded_address(redis_server, caplog):
+    caplog.set_level("INFO", logger="websockets_gateway")
+
+    def via_proxy(address):
+        return {"X-Forwarded-For": f"6.6.6.6, {address}"}  # the left entry is the client's own claim
+
+    async def scenario():
+        async with serving(max_connections_per_ip=1, trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),)) \
+                as (client, app):
+            first = await client.ws_connect("/ws", headers=via_proxy("198.51.100.1"))
+            with pytest.raises(WSServerHandshakeError) as refused:
+                await client.ws_connect("/ws", headers=via_proxy("198.51.100.1"))
+            assert refused.value.status == 503
+            other = await client.ws_connect("/ws", headers=via_proxy("198.51.100.2"))
+            with pytest.raises(WSServerHandshakeError) as forbidden:
+                await client.ws_connect("/ws", headers={"Origin": "http://evil.example",
+                                                        **via_proxy("198.51.100.3")})
+            assert forbidden.value.status == 403
+            for ws in (first, other):
+                assert (await request(ws, {"uuid": "p", "action": "ping"}))["status"] == "success"
+
+    run(scenario())
+    messages = [record.getMessage() for record in caplog.records]
+    assert "opened from 198.51.100.1 (through proxy 127.0.0.1)" in messages
+    assert "opened from 198.51.100.2 (through proxy 127.0.0.1)" in messages
+    assert "refused a connection from 198.51.100.1: 1 connections open from it" in messages
+    assert "refused handshake from origin 'http://evil.example' (client 198.51.100.3)" in messages
+    assert not any("6.6.6.6" in message for message in messages)
 
 
 @pytest.mark.parametrize("headers", [{"Origin": ALLOWED_ORIGIN}, {}], ids=["allowed-origin", "no-origin"])
