@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import uuid
+import secrets
 from typing import AsyncIterator
 
 from aiohttp import web
@@ -15,6 +15,7 @@ from .bus import Bus
 from .clients import ConnectionsPerAddress
 from .connection import CLOSE_GOING_AWAY, CLOSE_SERVICE_RESTART
 from .heartbeat import Heartbeat
+from .identity import claim_gateway_id
 from .loop_signals import handle_noted_signals
 from .metrics import GatewayMetrics
 from .presence import PresenceWriter
@@ -33,12 +34,17 @@ SUBSCRIBE_WAIT = 5.0
 
 async def gateway_context(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS_KEY]
-    gateway_id = f"gw-{uuid.uuid4().hex[:12]}"
+    # Stable across restarts (metrics series, logs, the reply topic), one live process's at a time.
+    gateway_id, slot = claim_gateway_id(settings.gateway_id)
+    # This start of the process: the next process to hold the id must not take the replies still
+    # on their way to this one, nor keep its presence entries alive; so request ids and presence
+    # ids carry it.
+    run_id = f"{gateway_id}.{secrets.token_hex(4)}"
     metrics = GatewayMetrics(gateway_id)
     registry = ConnectionRegistry()
-    presence = PresenceWriter(registry, gateway_id, settings.presence_ttl, settings.redis_url, metrics=metrics)
+    presence = PresenceWriter(registry, run_id, settings.presence_ttl, settings.redis_url, metrics=metrics)
     registry.on_presence_change = presence.mark_dirty
-    pending = PendingRequests(gateway_id, settings.request_timeout, settings.max_in_flight,
+    pending = PendingRequests(run_id, settings.request_timeout, settings.max_in_flight,
                               on_timeout=send_timeout_reply, metrics=metrics)
     router = ReplyRouter(registry, pending, metrics)
     bus = Bus(settings.redis_url, settings.worker_topics, settings.response_topic,
@@ -76,6 +82,8 @@ async def gateway_context(app: web.Application) -> AsyncIterator[None]:
         await presence.withdraw()
         await presence.close()
         await bus.close()
+        if slot is not None:
+            slot.release()
 
 
 async def close_connections(app: web.Application) -> None:

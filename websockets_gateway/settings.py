@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import re
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -55,6 +56,17 @@ def _networks(env: Mapping[str, str], name: str) -> tuple[Network, ...]:
     return tuple(networks)
 
 
+_GATEWAY_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+
+
+def _gateway_id(env: Mapping[str, str]) -> str | None:
+    value = (env.get("GATEWAY_ID") or "").strip()
+    if value and not _GATEWAY_ID.fullmatch(value):
+        raise SettingsError(f"GATEWAY_ID={value!r} is not 1 to 63 letters, digits, '.', '_' or '-' "
+                            "(starting with a letter or digit)")
+    return value or None
+
+
 def _log_level(env: Mapping[str, str]) -> str:
     level = (env.get("LOG_LEVEL") or "INFO").strip().upper()
     if not isinstance(logging.getLevelName(level), int):
@@ -95,6 +107,9 @@ class GatewaySettings:
     # Seconds a gateway's presence entry outlives its last heartbeat (written every third of
     # it): how late a gateway killed without a clean shutdown stops counting its users online.
     presence_ttl: float
+    # The first part of this process's gateway id, `<gateway_id>-<slot>` (identity.py); None: the
+    # host name. It names the process's reply topic, presence keys and metrics series.
+    gateway_id: str | None
     # Logging: the root level and `text` (for people) or `json` (one object a line, for machines).
     log_level: str
     log_format: str
@@ -125,6 +140,7 @@ class GatewaySettings:
             trusted_proxies=_networks(env, "TRUSTED_PROXIES"),
             # Below a second, a heartbeat every third of it would lapse at any hiccup.
             presence_ttl=_number(env, "PRESENCE_TTL", "15", float, 1.0),
+            gateway_id=_gateway_id(env),
             log_level=_log_level(env),
             log_format=_choice(env, "LOG_FORMAT", "text", LOG_FORMATS),
         )

@@ -18,7 +18,7 @@ from aiohttp import WSMsgType, WSServerHandshakeError
 from aiohttp.test_utils import TestClient, TestServer
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from websockets_gateway import views
+from websockets_gateway import identity, views
 from websockets_gateway.app import close_connections, create_app
 from websockets_gateway.bus import NoWorkerAvailable
 from websockets_gateway.connection import (
@@ -102,7 +102,7 @@ def test_healthz_is_200_with_json_while_redis_is_up(redis_server):
             assert body["status"] == "ok"
             assert body["redis"] is True
             assert body["gateway_id"] == app[GATEWAY_KEY].gateway_id
-            assert body["gateway_id"].startswith("gw-")
+            assert body["gateway_id"].startswith(identity.default_base() + "-")
             assert body["connections"] == 0
             assert body["in_flight"] == 0
 
