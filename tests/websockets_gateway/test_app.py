@@ -172,3 +172,17 @@ def test_after_a_bus_gap_authenticated_connections_are_closed_with_1012():
         assert not anonymous.closed and anonymous.ws.close_calls == []
 
     run(scenario())
+
+
+def test_a_max_in_flight_over_half_the_send_queue_is_warned_about(redis_server, caplog):
+    # A client's own replies fill at most half the queue plus its requests in flight
+    # (Connection.read_pause): past that, a burst could overflow its own queue.
+    async def scenario(settings):
+        test_server = TestServer(create_app(settings))
+        await test_server.start_server()
+        await test_server.close()
+
+    run(scenario(make_settings(send_queue_size=64, max_in_flight=32)))
+    assert "over half of SEND_QUEUE_SIZE" not in caplog.text
+    run(scenario(make_settings(send_queue_size=16, max_in_flight=32)))
+    assert "MAX_IN_FLIGHT=32 is over half of SEND_QUEUE_SIZE=16" in caplog.text
