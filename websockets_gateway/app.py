@@ -5,15 +5,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import uuid
+import secrets
 from typing import AsyncIterator
 
 from aiohttp import web
 
 from . import logs, protocol
 from .bus import Bus
+from .clients import ConnectionsPerAddress
 from .connection import CLOSE_GOING_AWAY
 from .heartbeat import Heartbeat
+from .identity import claim_gateway_id
 from .loop_signals import handle_noted_signals
 from .metrics import GatewayMetrics
 from .presence import PresenceWriter
@@ -32,12 +34,17 @@ SUBSCRIBE_WAIT = 5.0
 
 async def gateway_context(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS_KEY]
-    gateway_id = f"gw-{uuid.uuid4().hex[:12]}"
+    # Stable across restarts (metrics series, logs, the reply topic), one live process's at a time.
+    gateway_id, slot = claim_gateway_id(settings.gateway_id)
+    # This start of the process: the next process to hold the id must not take the replies still
+    # on their way to this one, nor keep its presence entries alive; so request ids and presence
+    # ids carry it.
+    run_id = f"{gateway_id}.{secrets.token_hex(4)}"
     metrics = GatewayMetrics(gateway_id)
     registry = ConnectionRegistry()
-    presence = PresenceWriter(registry, gateway_id, settings.presence_ttl, settings.redis_url, metrics=metrics)
+    presence = PresenceWriter(registry, run_id, settings.presence_ttl, settings.redis_url, metrics=metrics)
     registry.on_presence_change = presence.mark_dirty
-    pending = PendingRequests(gateway_id, settings.request_timeout, settings.max_in_flight,
+    pending = PendingRequests(run_id, settings.request_timeout, settings.max_in_flight,
                               on_timeout=send_timeout_reply, metrics=metrics)
     router = ReplyRouter(registry, pending, metrics)
     bus = Bus(settings.redis_url, settings.worker_topics, settings.response_topic,
@@ -46,7 +53,13 @@ async def gateway_context(app: web.Application) -> AsyncIterator[None]:
               on_resubscribed=lambda: resync_after_bus_gap(registry), metrics=metrics)
     metrics.watch(connections=registry.__len__, in_flight=pending.__len__)
     heartbeat = Heartbeat(settings.ws_heartbeat) if settings.ws_heartbeat else None
-    app[GATEWAY_KEY] = Gateway(gateway_id, settings, registry, pending, router, bus, presence, metrics, heartbeat)
+    if settings.max_in_flight > settings.send_queue_size - settings.send_queue_size // 2:
+        # Connection.read_pause: a client's own replies fill at most half the queue plus its
+        # requests in flight; past this, a client that bursts can overflow its own queue (4008).
+        logger.warning("MAX_IN_FLIGHT=%d is over half of SEND_QUEUE_SIZE=%d: a client's own replies can fill "
+                       "its queue", settings.max_in_flight, settings.send_queue_size)
+    app[GATEWAY_KEY] = Gateway(gateway_id, settings, registry, pending, router, bus, presence, metrics, heartbeat,
+                               ConnectionsPerAddress(settings.max_connections_per_ip))
     tasks = {asyncio.create_task(bus.run_subscriber(), name="reply-subscriber"),
              asyncio.create_task(presence.run(), name="presence-writer")}
     if heartbeat is not None:
@@ -69,6 +82,8 @@ async def gateway_context(app: web.Application) -> AsyncIterator[None]:
         await presence.withdraw()
         await presence.close()
         await bus.close()
+        if slot is not None:
+            slot.release()
 
 
 async def close_connections(app: web.Application) -> None:

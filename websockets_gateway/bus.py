@@ -138,20 +138,27 @@ class Bus:
             return False
 
     async def run_subscriber(self) -> None:
-        """Listen on our reply topic and the shared response topic forever, reconnecting with backoff."""
+        """Listen on our reply topic and the shared response topic forever, reconnecting with backoff.
+
+        The boundary of the task: whatever fails in it, a Redis error or any other exception (a
+        bug, a client library's surprise), is logged and the subscription is made again, so that
+        the process never goes on serving without its replies. Only cancellation ends it.
+        """
         backoff = RECONNECT_BACKOFF_FIRST
         while True:
             pubsub = self._subscriber.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self.reply_topic, self.response_topic)
                 self.subscribed.set()
-                backoff = RECONNECT_BACKOFF_FIRST
                 logger.info("subscribed to %s and %s", self.reply_topic, self.response_topic)
                 if self._was_subscribed:
                     self._resubscribed()
                 self._was_subscribed = True
                 while True:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    # Reset once the subscription has worked, not merely been made: one that
+                    # fails at its first read every time still backs off.
+                    backoff = RECONNECT_BACKOFF_FIRST
                     if message is not None and message["type"] == "message":
                         self._deliver(message["data"])
             except asyncio.CancelledError:
@@ -160,6 +167,11 @@ class Bus:
                 self.reconnects += 1
                 self.metrics.redis_reconnects.inc()
                 logger.warning("reply subscription lost (%s); reconnecting in %.1fs", exc, backoff)
+            except Exception:
+                self.reconnects += 1
+                self.metrics.redis_reconnects.inc()
+                self.metrics.bus_error("subscriber_failed")
+                logger.exception("reply subscriber failed unexpectedly; subscribing again in %.1fs", backoff)
             finally:
                 self.subscribed.clear()
                 await _close_quietly(pubsub)
@@ -194,3 +206,6 @@ async def _close_quietly(pubsub: aioredis.client.PubSub) -> None:
         raise
     except (RedisError, OSError) as exc:
         logger.debug("closing a broken subscription: %s", exc)
+    except Exception:
+        # Inside the subscriber's `finally`: raising here would end the task for good.
+        logger.exception("closing a broken subscription failed")

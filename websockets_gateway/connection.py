@@ -33,6 +33,18 @@ _NONE_IN_FLIGHT: frozenset[str] = frozenset()
 _PING = object()
 
 
+class _Outgoing(deque):
+    """The frames waiting for the writer, and, while the read loop is paused on them (see
+    `Connection.read_pause`), the future that the writer resolves once fewer are waiting. The
+    future lives here, not on the connection: an idle connection has no queue and pays nothing."""
+
+    __slots__ = ("drained",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.drained: asyncio.Future[None] | None = None
+
+
 class Connection:
     """A client WebSocket. Frames to it go through `send`, never straight to the socket,
     so a client that reads slowly only ever fills its own queue.
@@ -63,7 +75,7 @@ class Connection:
         self.closed = False
         # Frames not yet taken by the writer: at most `send_queue_size`; None when empty.
         self._send_queue_size = send_queue_size
-        self._outgoing: deque[bytes | str | object] | None = None
+        self._outgoing: _Outgoing | None = None
         # Frames are written once `start` was called (the handler's socket is ready), by a
         # writer task that exists while there are frames to write (None otherwise). One that
         # ended for good, because the socket failed or the connection is closing, stays here
@@ -148,7 +160,7 @@ class Connection:
             return
         outgoing = self._outgoing
         if outgoing is None:
-            outgoing = self._outgoing = deque()
+            outgoing = self._outgoing = _Outgoing()
         elif len(outgoing) >= self._send_queue_size:
             logger.warning("user=%s outgoing queue full (%d frames): disconnecting slow client",
                            self.user_pk, self._send_queue_size, extra=self.log_context)
@@ -158,6 +170,36 @@ class Connection:
         outgoing.append(frame)
         if self._writer is None and self._started:
             self._start_writer()
+
+    def read_pause(self) -> asyncio.Future[None] | None:
+        """What the read loop awaits before it reads the client's next frame: None to read now, or
+        a future that the writer resolves once fewer than half the queue's frames are waiting.
+
+        Each frame read may queue a reply at once (`rate_limited`, `ping`, a refusal): a client
+        that sends a burst in one write would otherwise have its frames read, and answered, faster
+        than the writer sends the answers, and overflow its own queue (4008). Paused, the loop
+        leaves the frames in the socket and TCP slows the client down. The replies of its own
+        frames in the queue are then at most half of it plus the ones that workers still owe
+        (at most `MAX_IN_FLIGHT`): within the queue while MAX_IN_FLIGHT is at most half of
+        SEND_QUEUE_SIZE. A client that does not read what others send it still fills its queue,
+        and is closed with 4008. No pause once the writer ended for good: nothing will drain.
+        """
+        outgoing = self._outgoing
+        if outgoing is None or len(outgoing) < self._read_pause_at() or self._writer is None or self._writer.done():
+            return None
+        if outgoing.drained is None or outgoing.drained.done():
+            outgoing.drained = asyncio.get_running_loop().create_future()
+        return outgoing.drained
+
+    def _read_pause_at(self) -> int:
+        return max(1, self._send_queue_size // 2)
+
+    def _resume_reading(self, outgoing: _Outgoing | None) -> None:
+        """End a pause of the read loop (`read_pause`) on this queue, if there is one."""
+        if outgoing is not None and outgoing.drained is not None:
+            if not outgoing.drained.done():
+                outgoing.drained.set_result(None)
+            outgoing.drained = None
 
     def _start_writer(self) -> None:
         self._writer = asyncio.get_running_loop().create_task(self._write_loop(), name=f"writer-{self.conn_id}")
@@ -208,6 +250,7 @@ class Connection:
         # stay open for as long as the client does not read: forever, for a client that never does.
         if self._writer is not None and not self._sending:
             self._writer.cancel()
+        self._resume_reading(self._outgoing)
         self._outgoing = None
 
     async def _close(self, code: int, reason: str) -> None:
@@ -243,6 +286,8 @@ class Connection:
                     self._writer = None
                     return
                 frame = outgoing.popleft()
+                if outgoing.drained is not None and len(outgoing) < self._read_pause_at():
+                    self._resume_reading(outgoing)
                 self._sending = True
                 try:
                     if type(frame) is bytes:
@@ -261,6 +306,9 @@ class Connection:
             logger.info("write failed, connection gone: %s", exc, extra=self.log_context)
         except Exception:
             logger.exception("writer stopped", extra=self.log_context)
+        finally:
+            # Ended for good or cancelled: a read loop paused on this writer must not wait forever.
+            self._resume_reading(self._outgoing)
 
     async def stop(self) -> None:
         """Stop the writer once the socket is done; frames still queued are dropped.
@@ -269,6 +317,7 @@ class Connection:
         the writer may be in a send that waits on the same drain future (see `close`).
         """
         self.closed = True
+        self._resume_reading(self._outgoing)
         self._outgoing = None
         # wait() does not raise the tasks' CancelledError, but does raise our own.
         if self._closer is not None and not self._closer.done():

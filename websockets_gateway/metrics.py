@@ -10,9 +10,12 @@ error codes or `other`; nothing is labelled per connection or per user.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client import (
+    CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, disable_created_metrics,
+)
+from prometheus_client.metrics_core import Metric
 
 from .protocol import ACTIONS, ERROR_CODES
 
@@ -25,7 +28,7 @@ disable_created_metrics()
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # Why a request could not go out, or a reply could not come back, on the bus.
 BUS_ERROR_KINDS = frozenset({"topic_without_worker", "no_worker", "redis_unavailable",
-                             "malformed_reply", "routing_failed"})
+                             "malformed_reply", "routing_failed", "subscriber_failed"})
 
 
 def action_label(action: Any) -> str:
@@ -41,6 +44,25 @@ def status_label(reply: dict[str, Any]) -> str:
     if status == "error" and isinstance(code, str) and code in ERROR_CODES:
         return code
     return "other"
+
+
+class ProcessMetrics:
+    """prometheus_client's process metrics (`process_*`: CPU, resident memory, open file
+    descriptors, as the workers serve them), each sample labelled with the gateway process's id:
+    the processes of a gateway answer on one port, so without it one series would jump between them."""
+
+    def __init__(self, gateway_id: str, registry: CollectorRegistry) -> None:
+        self.gateway_id = gateway_id
+        self._process = ProcessCollector(registry=None)
+        registry.register(self)
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self._process.collect():
+            labelled = Metric(family.name, family.documentation, family.type, family.unit)
+            for sample in family.samples:
+                labelled.add_sample(sample.name, {**sample.labels, "gateway_id": self.gateway_id},
+                                    sample.value, sample.timestamp, sample.exemplar)
+            yield labelled
 
 
 class GatewayMetrics:
@@ -82,6 +104,7 @@ class GatewayMetrics:
                                labels + ["code"], registry=self.registry)
         self._bus_errors = Counter("chat_gateway_bus_errors", "Requests or replies the bus could not carry, by kind",
                                    labels + ["kind"], registry=self.registry)
+        ProcessMetrics(gateway_id, self.registry)
 
     def watch(self, connections: Callable[[], int], in_flight: Callable[[], int]) -> None:
         """Read the two gauges from these callables at each scrape: nothing to update on the hot path."""

@@ -9,7 +9,9 @@ The keys (the worker's reader, `workers/presence.py`, spells the same two format
 - `chat:presence:user:{user_pk}`: a Redis set of the presence ids on which that user has at
   least one authenticated connection. A user is online iff one of them is alive.
 
-`presence_id` is `{gateway_id}.{epoch}`. The epoch starts at 0 and goes up by one each time
+`presence_id` is `{gateway_id}.{epoch}`, `gateway_id` being the id given to the writer: the app
+gives it the process's id plus a token of this start of the process (app.py), so that the next
+process to take the same id never keeps this one's entries alive. The epoch starts at 0 and goes up by one each time
 this process registers again after a failed write (or after finding that its heartbeat had
 lapsed): whatever it failed to remove meanwhile dies with the old id's key, and the new id
 is given every user connected now, in one O(users) pass that only a recovery pays for.

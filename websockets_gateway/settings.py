@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
+import re
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -40,6 +42,31 @@ def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str,
     return value
 
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _networks(env: Mapping[str, str], name: str) -> tuple[Network, ...]:
+    """Comma-separated addresses or networks (`10.0.0.5`, `10.0.0.0/8`, `fd00::/8`)."""
+    networks = []
+    for item in _split(env.get(name) or ""):
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError as exc:
+            raise SettingsError(f"{name}: {item!r} is not an IP address or network") from exc
+    return tuple(networks)
+
+
+_GATEWAY_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+
+
+def _gateway_id(env: Mapping[str, str]) -> str | None:
+    value = (env.get("GATEWAY_ID") or "").strip()
+    if value and not _GATEWAY_ID.fullmatch(value):
+        raise SettingsError(f"GATEWAY_ID={value!r} is not 1 to 63 letters, digits, '.', '_' or '-' "
+                            "(starting with a letter or digit)")
+    return value or None
+
+
 def _log_level(env: Mapping[str, str]) -> str:
     level = (env.get("LOG_LEVEL") or "INFO").strip().upper()
     if not isinstance(logging.getLevelName(level), int):
@@ -70,9 +97,19 @@ class GatewaySettings:
     # Open connections one gateway process accepts; past it the handshake answers 503, so a
     # flood of connections finds its limit here and not in the process's memory.
     max_connections: int
+    # Open connections one gateway process accepts from one client address (0: no limit); past
+    # it the handshake answers 503 too. The address is the one `trusted_proxies` gives.
+    max_connections_per_ip: int
+    # The proxies (addresses or networks) whose X-Forwarded-For names the client: with the
+    # gateway behind one, the client's address is the right-most entry of that header not in
+    # them; from any other peer the header is ignored. Empty: the peer is the client.
+    trusted_proxies: tuple[Network, ...]
     # Seconds a gateway's presence entry outlives its last heartbeat (written every third of
     # it): how late a gateway killed without a clean shutdown stops counting its users online.
     presence_ttl: float
+    # The first part of this process's gateway id, `<gateway_id>-<slot>` (identity.py); None: the
+    # host name. It names the process's reply topic, presence keys and metrics series.
+    gateway_id: str | None
     # Logging: the root level and `text` (for people) or `json` (one object a line, for machines).
     log_level: str
     log_format: str
@@ -99,8 +136,11 @@ class GatewaySettings:
             ws_compression=(env.get("WS_COMPRESSION") or "0").lower() in {"1", "true", "yes", "on"},
             ws_heartbeat=_number(env, "WS_HEARTBEAT", "30", float, 0),
             max_connections=_number(env, "MAX_CONNECTIONS", "10000", int, 1),
+            max_connections_per_ip=_number(env, "MAX_CONNECTIONS_PER_IP", "0", int, 0),
+            trusted_proxies=_networks(env, "TRUSTED_PROXIES"),
             # Below a second, a heartbeat every third of it would lapse at any hiccup.
             presence_ttl=_number(env, "PRESENCE_TTL", "15", float, 1.0),
+            gateway_id=_gateway_id(env),
             log_level=_log_level(env),
             log_format=_choice(env, "LOG_FORMAT", "text", LOG_FORMATS),
         )

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
 from .bus import Bus
+from .clients import ConnectionsPerAddress
 from .heartbeat import Heartbeat
 from .metrics import GatewayMetrics
 from .presence import PresenceWriter
@@ -28,6 +29,8 @@ class Gateway:
     metrics: GatewayMetrics
     # Pings idle connections (None with WS_HEARTBEAT=0).
     heartbeat: Heartbeat | None = None
+    # Open connections by client address (MAX_CONNECTIONS_PER_IP; counts nothing without a limit).
+    per_address: ConnectionsPerAddress = field(default_factory=lambda: ConnectionsPerAddress(0))
 
 
 SETTINGS_KEY = web.AppKey("settings", GatewaySettings)

@@ -11,6 +11,7 @@ from prometheus_client.exposition import choose_encoder
 
 from . import protocol
 from .bus import BusError, NoWorkerAvailable
+from .clients import client_address
 from .connection import CLOSE_AUTH_TIMEOUT, CLOSE_UNSUPPORTED_DATA, Connection
 from .metrics import action_label
 from .ratelimit import TokenBucket
@@ -48,22 +49,32 @@ async def metrics(request: web.Request) -> web.Response:
 async def websocket(request: web.Request) -> web.WebSocketResponse:
     gateway = request.app[GATEWAY_KEY]
     settings = gateway.settings
+    # The client's address, through the trusted proxies' X-Forwarded-For (clients.py).
+    address = client_address(request.remote, request.headers.getall("X-Forwarded-For", ()), settings.trusted_proxies)
     origin = request.headers.get("Origin")
     if origin is not None and settings.allowed_origins is not None and origin not in settings.allowed_origins:
-        security_logger.warning("refused handshake from origin %.200r (peer %s)", origin, request.remote)
+        security_logger.warning("refused handshake from origin %.200r (client %s)", origin, address)
         raise web.HTTPForbidden(text="Origin not allowed")
     if len(gateway.registry) >= settings.max_connections:
-        logger.warning("refused a connection from %s: %d connections open", request.remote, len(gateway.registry))
+        logger.warning("refused a connection from %s: %d connections open", address, len(gateway.registry))
         raise web.HTTPServiceUnavailable(text="Gateway full")
+    if not gateway.per_address.acquire(address):
+        logger.warning("refused a connection from %s: %d connections open from it", address,
+                       gateway.per_address.count(address))
+        raise web.HTTPServiceUnavailable(text="Too many connections from this address")
 
-    # Pings and pongs come to the loop below (autoping off): the gateway's one heartbeat
-    # (heartbeat.py) hears every frame, a pong included, instead of aiohttp's timers per connection.
-    ws = web.WebSocketResponse(
-        max_msg_size=settings.ws_max_message_size,
-        compress=settings.ws_compression,
-        autoping=False,
-    )
-    await ws.prepare(request)
+    try:
+        # Pings and pongs come to the loop below (autoping off): the gateway's one heartbeat
+        # (heartbeat.py) hears every frame, a pong included, instead of aiohttp's timers per connection.
+        ws = web.WebSocketResponse(
+            max_msg_size=settings.ws_max_message_size,
+            compress=settings.ws_compression,
+            autoping=False,
+        )
+        await ws.prepare(request)
+    except BaseException:
+        gateway.per_address.release(address)  # the handshake failed: this connection never opened
+        raise
     conn = Connection(
         f"{gateway.gateway_id}-{next(_connection_numbers)}", ws, settings.send_queue_size,
         TokenBucket(settings.rate_limit, settings.rate_burst),
@@ -75,7 +86,10 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         gateway.heartbeat.add(conn)
     conn.start()
     conn.set_auth_deadline(asyncio.get_running_loop().call_later(settings.auth_timeout, _check_authenticated, conn))
-    logger.info("opened from %s", request.remote, extra=conn.log_context)
+    if address == request.remote:
+        logger.info("opened from %s", address, extra=conn.log_context)
+    else:
+        logger.info("opened from %s (through proxy %s)", address, request.remote, extra=conn.log_context)
     try:
         while True:
             # `ws.receive()` rather than `async for message in ws`: the iterator's coroutine is one
@@ -83,6 +97,12 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
             # any helper coroutine around it, hence the close's interruption is handled here.
             conn.reader = asyncio.current_task()
             try:
+                # Not past the writer: while half the queue waits for it, the client's next frames
+                # stay in the socket (Connection.read_pause). A close ends this wait as a read's.
+                pause = conn.read_pause()
+                if pause is not None:
+                    await pause
+                    continue
                 message = await ws.receive()
             except asyncio.CancelledError:
                 if not conn.read_interrupted():
@@ -115,6 +135,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         if gateway.heartbeat is not None:
             gateway.heartbeat.discard(conn)
         gateway.registry.remove(conn)
+        gateway.per_address.release(address)
         gateway.pending.drop_connection(conn)
         await conn.stop()
         logger.info("closed (code %s)", ws.close_code, extra=conn.log_context)

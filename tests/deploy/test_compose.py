@@ -299,6 +299,9 @@ SAFE_DEFAULTS = {
     "WS_COMPRESSION": "off: memory per connection and compression bombs (README)",
     "MAX_CONNECTIONS": "10,000 per process: past it the handshake is 503 and the LB tries another gateway",
     "PRESENCE_TTL": "15 s: how late a killed gateway's users stop counting online",
+    "TRUSTED_PROXIES": "none: clients reach the gateway directly; behind a proxy, its addresses (docs/deployment.md)",
+    "GATEWAY_ID": "the container's host name, unique per container; set it where host names repeat (docs/deployment.md)",
+    "MAX_CONNECTIONS_PER_IP": "no limit: many users share a NAT's address; set it with TRUSTED_PROXIES (docs/deployment.md)",
     # Django
     "MAX_MESSAGE_LENGTH": "4000: the protocol's documented text_too_long",
     "DB_CONN_MAX_AGE": "60 s persistent connections; set 0 behind pgbouncer in transaction mode (docs/deployment.md)",

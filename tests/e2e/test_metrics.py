@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import secrets
 import time
 import urllib.request
@@ -180,7 +181,9 @@ def test_a_request_is_followed_by_its_request_id_from_gateway_to_worker(traffic)
         ("authenticate", "invalid_token"), ("authenticate", "success"), ("new_message", "success")]
     # The same three requests, by the same ids, on both sides.
     assert [e["request_id"] for e in handled] == [e["request_id"] for e in answered]
-    assert all(e["request_id"].startswith(traffic.gateway_id + ":") for e in answered)
+    # `<gateway id>.<token of the process's start>:<n>`: a process that takes the id later never
+    # mistakes these for its own.
+    assert all(re.fullmatch(rf"{re.escape(traffic.gateway_id)}\.[0-9a-f]{{8}}:\d+", e["request_id"]) for e in answered)
     # One connection carried them, and its id is on every line of the gateway's about them.
     [conn_id] = {e["conn_id"] for e in answered}
     [new_message] = [e for e in answered if e["action"] == "new_message"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 
 import fakeredis
@@ -12,6 +13,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from websockets_gateway import app as app_module
 from websockets_gateway import bus as bus_module
+from websockets_gateway import identity
 from websockets_gateway.app import BUS_GAP_REASON, create_app, resync_after_bus_gap
 from websockets_gateway.presence import gateway_key
 from websockets_gateway.registry import ConnectionRegistry
@@ -82,16 +84,17 @@ def test_startup_builds_the_gateway_and_cleanup_releases_it(monkeypatch):
         await test_server.start_server()
         try:
             gateway = app[GATEWAY_KEY]
-            assert re.fullmatch(r"gw-[0-9a-f]{12}", gateway.gateway_id)
+            assert re.fullmatch(rf"{re.escape(identity.default_base())}-\d+", gateway.gateway_id)
             assert gateway.settings is settings
             assert gateway.bus.reply_topic == f"gateway_reply:{gateway.gateway_id}"
             assert gateway.bus.response_topic == settings.response_topic
             assert gateway.bus.subscribed.is_set()
             assert gateway.pending.timeout == 7.0
             assert gateway.pending.max_in_flight == 3
-            assert gateway.pending.gateway_id == gateway.gateway_id
+            # Request and presence ids carry this start of the process besides its id.
+            assert re.fullmatch(rf"{re.escape(gateway.gateway_id)}\.[0-9a-f]{{8}}", gateway.pending.gateway_id)
             assert gateway.router.registry is gateway.registry
-            assert gateway.presence.gateway_id == gateway.gateway_id
+            assert gateway.presence.gateway_id == gateway.pending.gateway_id
             assert gateway.presence.registry is gateway.registry
             assert gateway.registry.on_presence_change == gateway.presence.mark_dirty
             # One registry of metrics for the process, labelled with its id, shared by every part.
@@ -125,16 +128,28 @@ def test_startup_builds_the_gateway_and_cleanup_releases_it(monkeypatch):
     run(scenario())
 
 
-def test_two_apps_get_different_gateway_ids(redis_server):
+def test_two_apps_at_once_get_different_gateway_ids_and_a_restart_gets_the_same(redis_server):
+    async def start():
+        app = create_app(make_settings(gateway_id=f"gw-test-{os.getpid()}"))
+        test_server = TestServer(app)
+        await test_server.start_server()
+        return app[GATEWAY_KEY], test_server
+
     async def scenario():
-        ids = []
-        for _ in range(2):
-            app = create_app(make_settings())
-            test_server = TestServer(app)
-            await test_server.start_server()
-            ids.append(app[GATEWAY_KEY].gateway_id)
-            await test_server.close()
-        assert ids[0] != ids[1]
+        first, first_server = await start()
+        second, second_server = await start()
+        assert first.gateway_id != second.gateway_id
+        assert first.bus.reply_topic != second.bus.reply_topic
+        assert {first.gateway_id, second.gateway_id} == {f"gw-test-{os.getpid()}-0", f"gw-test-{os.getpid()}-1"}
+        await first_server.close()
+        again, again_server = await start()  # the first one restarted: its id and its series again
+        assert again.gateway_id == first.gateway_id
+        # ... but not its requests' or presence ids: a reply still on its way to the first is not the new one's.
+        assert again.pending.gateway_id != first.pending.gateway_id
+        assert again.presence.presence_id != first.presence.presence_id
+        assert not again.pending.owns(f"{first.pending.gateway_id}:1")
+        await second_server.close()
+        await again_server.close()
 
     run(scenario())
 
@@ -242,3 +257,17 @@ def test_the_gateway_sends_one_resync_per_bus_gap_and_keeps_every_connection(mon
             await test_server.close()
 
     run(scenario())
+
+
+def test_a_max_in_flight_over_half_the_send_queue_is_warned_about(redis_server, caplog):
+    # A client's own replies fill at most half the queue plus its requests in flight
+    # (Connection.read_pause): past that, a burst could overflow its own queue.
+    async def scenario(settings):
+        test_server = TestServer(create_app(settings))
+        await test_server.start_server()
+        await test_server.close()
+
+    run(scenario(make_settings(send_queue_size=64, max_in_flight=32)))
+    assert "over half of SEND_QUEUE_SIZE" not in caplog.text
+    run(scenario(make_settings(send_queue_size=16, max_in_flight=32)))
+    assert "MAX_IN_FLIGHT=32 is over half of SEND_QUEUE_SIZE=16" in caplog.text

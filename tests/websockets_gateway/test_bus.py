@@ -313,7 +313,8 @@ def test_run_subscriber_delivers_replies_from_both_topics():
     run(scenario())
 
 
-def test_a_reply_that_breaks_routing_does_not_stop_the_subscriber(caplog):
+@pytest.mark.parametrize("error", [KeyError("response"), RuntimeError("unexpected")], ids=["key-error", "runtime-error"])
+def test_a_reply_that_breaks_routing_does_not_stop_the_subscriber(caplog, error):
     async def scenario():
         server = fakeredis.FakeServer()
         delivered = []
@@ -321,7 +322,7 @@ def test_a_reply_that_breaks_routing_does_not_stop_the_subscriber(caplog):
 
         def on_reply(data):
             if data == b"poison":
-                raise KeyError("response")
+                raise error
             delivered.append(data)
             second.set()
 
@@ -338,6 +339,56 @@ def test_a_reply_that_breaks_routing_does_not_stop_the_subscriber(caplog):
 
     run(scenario())
     assert "could not route a reply" in caplog.text
+    assert "Traceback" in caplog.text
+
+
+class OnceBrokenSubscriber:
+    """A subscriber client whose first subscription's read raises an exception that is neither a
+    Redis nor an OS error (a bug, a client library's surprise)."""
+
+    def __init__(self, server):
+        self.client = fakeredis.FakeAsyncRedis(server=server)
+        self.attempts = 0
+
+    def pubsub(self, **kwargs):
+        self.attempts += 1
+        pubsub = self.client.pubsub(**kwargs)
+        if self.attempts == 1:
+            async def broken(*args, **kwargs):
+                raise RuntimeError("unexpected in get_message")
+
+            pubsub.get_message = broken
+        return pubsub
+
+    async def aclose(self):
+        await self.client.aclose()
+
+
+def test_an_unexpected_exception_in_the_subscriber_is_logged_and_it_subscribes_again(monkeypatch, caplog):
+    monkeypatch.setattr(bus_module, "RECONNECT_BACKOFF_FIRST", 0.01)
+
+    async def scenario():
+        server = fakeredis.FakeServer()
+        delivered = asyncio.Event()
+        subscriber = OnceBrokenSubscriber(server)
+        bus = _bus(server, subscriber=subscriber, on_reply=lambda data: delivered.set())
+        bus.metrics = GatewayMetrics("gw-test")
+        task = await _start_subscriber(bus)
+        while subscriber.attempts < 2 or not bus.subscribed.is_set():
+            await asyncio.sleep(0.01)
+        publisher = fakeredis.FakeAsyncRedis(server=server)
+        await publisher.publish(bus.reply_topic, "{}")
+        await asyncio.wait_for(delivered.wait(), WAIT)
+        assert not task.done()
+        assert bus.metrics.registry.get_sample_value(
+            "chat_gateway_bus_errors_total", {"gateway_id": "gw-test", "kind": "subscriber_failed"}) == 1
+        await _stop(task)
+        await publisher.aclose()
+        await bus.close()
+
+    run(scenario())
+    assert "reply subscriber failed unexpectedly" in caplog.text
+    assert "RuntimeError: unexpected in get_message" in caplog.text
 
 
 class FlakySubscriber:

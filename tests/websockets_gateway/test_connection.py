@@ -455,3 +455,128 @@ def test_in_flight_holds_a_set_only_while_requests_wait():
 def test_a_connection_has_no_instance_dict():
     # __slots__: an idle connection is one of thousands.
     assert not hasattr(make_connection("c1"), "__dict__")
+
+
+# The read loop does not outrun the writer (Connection.read_pause)
+
+async def _paused_reader(conn: Connection) -> str:
+    """What the read loop in views.py does before each read: wait out a pause. 'read' when it would
+    read, 'interrupted' when a close ended the pause."""
+    conn.reader = asyncio.current_task()
+    try:
+        while True:
+            pause = conn.read_pause()
+            if pause is None:
+                return "read"
+            await pause
+    except asyncio.CancelledError:
+        if not conn.read_interrupted():
+            raise
+        return "interrupted"
+    finally:
+        conn.reader = None
+
+
+def test_reading_pauses_while_half_the_queue_waits_and_resumes_as_the_writer_drains():
+    async def scenario():
+        reading = asyncio.Event()
+        ws = FakeWebSocket(send_gate=reading)
+        conn = make_connection("c1", ws, send_queue_size=8)
+        conn.start()
+        conn.send("taken-by-writer")
+        await asyncio.sleep(0)  # the writer holds it, waiting for the client
+        for n in range(3):
+            conn.send(f"queued-{n}")
+        assert conn.read_pause() is None  # 3 of 8 waiting: read on
+        conn.send("queued-3")
+        reader = asyncio.create_task(_paused_reader(conn))
+        await asyncio.sleep(0.05)
+        assert not reader.done()  # 4 of 8 waiting: paused
+        reading.set()  # the client reads: the writer drains below half, and the loop reads again
+        assert await asyncio.wait_for(reader, WAIT) == "read"
+        await ws.wait_until(lambda: len(ws.sent) == 5)
+        assert not conn.closed
+        await conn.stop()
+
+    run(scenario())
+
+
+def test_a_close_ends_a_paused_read_as_it_ends_a_read():
+    async def scenario():
+        ws = FakeWebSocket(send_gate=asyncio.Event())  # a client that never reads
+        conn = make_connection("c1", ws, send_queue_size=4)
+        conn.start()
+        conn.send("taken-by-writer")
+        await asyncio.sleep(0)
+        conn.send("queued-1")
+        conn.send("queued-2")
+        reader = asyncio.create_task(_paused_reader(conn))
+        await asyncio.sleep(0.05)
+        assert not reader.done()
+        conn.close(CLOSE_SLOW_CONSUMER, "test")
+        assert await asyncio.wait_for(reader, WAIT) == "interrupted"
+        await ws.wait_until(lambda: ws.close_calls)
+        await conn.stop()
+
+    run(scenario())
+
+
+def test_a_paused_read_is_cancelled_like_any_other_wait():
+    async def scenario():
+        ws = FakeWebSocket(send_gate=asyncio.Event())
+        conn = make_connection("c1", ws, send_queue_size=2)
+        conn.start()
+        conn.send("taken-by-writer")
+        await asyncio.sleep(0)
+        conn.send("queued-1")
+        reader = asyncio.create_task(_paused_reader(conn))
+        await asyncio.sleep(0.05)
+        reader.cancel()  # the handler's task cancelled (not a close): the CancelledError goes on
+        await asyncio.wait({reader})
+        assert reader.cancelled()
+        # A later pause is a fresh one, not the cancelled future.
+        pause = conn.read_pause()
+        assert pause is not None and not pause.done()
+        await conn.stop()
+        assert pause.done()  # stopping ends the pause too
+
+    run(scenario())
+
+
+def test_a_writer_that_failed_for_good_ends_the_pause():
+    class FailingAfterGate(FakeWebSocket):
+        async def send_str(self, text: str) -> None:
+            await self.send_gate.wait()
+            raise ConnectionResetError("gone")
+
+    async def scenario():
+        gate = asyncio.Event()
+        conn = make_connection("c1", FailingAfterGate(send_gate=gate), send_queue_size=2)
+        conn.start()
+        conn.send("taken-by-writer")
+        await asyncio.sleep(0)
+        conn.send("queued-1")
+        reader = asyncio.create_task(_paused_reader(conn))
+        await asyncio.sleep(0.05)
+        assert not reader.done()
+        gate.set()  # the send fails: no writer will drain the queue any more
+        assert await asyncio.wait_for(reader, WAIT) == "read"
+        await conn.stop()
+
+    run(scenario())
+
+
+def test_an_idle_connection_holds_no_queue_and_no_pause():
+    async def scenario():
+        ws = FakeWebSocket()
+        conn = make_connection("c1", ws, send_queue_size=2)
+        conn.start()
+        conn.send("one")
+        conn.send("two")
+        await ws.wait_until(lambda: len(ws.sent) == 2)
+        await asyncio.sleep(0)
+        assert conn.read_pause() is None
+        assert conn._outgoing is None and conn._writer is None
+        await conn.stop()
+
+    run(scenario())

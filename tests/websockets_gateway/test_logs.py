@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from websockets_gateway import logs
+from websockets_gateway import identity, logs
 from websockets_gateway.settings import GatewaySettings, SettingsError
 
 from .fakes import FakeWorker, run
@@ -173,7 +173,7 @@ def test_a_requests_lines_carry_its_connection_and_request_id_and_no_secret(redi
     # The ids the workers got on the bus: a worker logs the same one.
     assert [r.request_id for r in answered] == [bus_request["request_id"] for bus_request in bus_requests]
     conn_id = answered[0].conn_id
-    assert all(r.conn_id == conn_id for r in answered) and conn_id.startswith("gw-")
+    assert all(r.conn_id == conn_id for r in answered) and conn_id.startswith(identity.default_base() + "-")
     assert all(isinstance(r.duration_ms, float) and r.duration_ms >= 0 for r in answered)
     published = [r for r in caplog.records if r.getMessage() == "request published"]
     assert [(r.levelno, r.request_id) for r in published] == [(logging.DEBUG, r.request_id) for r in answered]

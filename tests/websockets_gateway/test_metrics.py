@@ -131,6 +131,19 @@ def test_openmetrics_is_served_to_a_scraper_that_asks_for_it(redis_server):
     run(scenario())
 
 
+def test_metrics_include_the_processs_cpu_memory_and_open_files_with_its_gateway_id(redis_server):
+    async def scenario():
+        async with serving() as (client, app):
+            samples = await scrape(client)
+            gateway_id = app[GATEWAY_KEY].gateway_id
+            for name in ("process_resident_memory_bytes", "process_open_fds", "process_cpu_seconds_total"):
+                found = {labels: v for (sample_name, labels), v in samples.items() if sample_name == name}
+                assert list(found) == [frozenset({("gateway_id", gateway_id)})], (name, found)
+                assert next(iter(found.values())) > 0 or name == "process_cpu_seconds_total"
+
+    run(scenario())
+
+
 def test_a_request_no_worker_answers_in_time_counts_as_a_timeout(redis_server):
     async def scenario():
         async with serving(request_timeout=0.2) as (client, app):

@@ -142,3 +142,30 @@ def test_from_env_reads_os_environ_by_default(monkeypatch):
     settings = GatewaySettings.from_env()
     assert settings.response_topic == "from_os_environ"
     assert settings.max_in_flight == 3
+
+
+def test_trusted_proxies_are_addresses_or_networks():
+    import ipaddress
+
+    settings = GatewaySettings.from_env({"TRUSTED_PROXIES": "10.0.0.5, 172.16.0.0/12,fd00::/8"})
+    assert settings.trusted_proxies == (ipaddress.ip_network("10.0.0.5/32"), ipaddress.ip_network("172.16.0.0/12"),
+                                        ipaddress.ip_network("fd00::/8"))
+    assert GatewaySettings.from_env({}).trusted_proxies == ()
+    # Host bits set are accepted as the network they belong to.
+    assert GatewaySettings.from_env({"TRUSTED_PROXIES": "10.1.2.3/8"}).trusted_proxies == (
+        ipaddress.ip_network("10.0.0.0/8"),)
+
+
+@pytest.mark.parametrize("value", ["nginx", "10.0.0.300", "10.0.0.0/33", "10.0.0.1,,bogus"])
+def test_a_trusted_proxy_that_is_no_address_is_an_error_naming_the_variable(value):
+    with pytest.raises(SettingsError, match=r"TRUSTED_PROXIES: '.*' is not an IP address or network"):
+        GatewaySettings.from_env({"TRUSTED_PROXIES": value})
+
+
+def test_max_connections_per_ip_is_off_by_default_and_not_negative():
+    assert GatewaySettings.from_env({}).max_connections_per_ip == 0
+    assert GatewaySettings.from_env({"MAX_CONNECTIONS_PER_IP": "50"}).max_connections_per_ip == 50
+    with pytest.raises(SettingsError, match="MAX_CONNECTIONS_PER_IP='-1' is below"):
+        GatewaySettings.from_env({"MAX_CONNECTIONS_PER_IP": "-1"})
+    with pytest.raises(SettingsError, match="MAX_CONNECTIONS_PER_IP='many' is not a"):
+        GatewaySettings.from_env({"MAX_CONNECTIONS_PER_IP": "many"})

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import ipaddress
 import json
 import os
 
@@ -17,7 +18,7 @@ from aiohttp import WSMsgType, WSServerHandshakeError
 from aiohttp.test_utils import TestClient, TestServer
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from websockets_gateway import views
+from websockets_gateway import identity, views
 from websockets_gateway.app import close_connections, create_app
 from websockets_gateway.bus import NoWorkerAvailable
 from websockets_gateway.connection import (
@@ -101,7 +102,7 @@ def test_healthz_is_200_with_json_while_redis_is_up(redis_server):
             assert body["status"] == "ok"
             assert body["redis"] is True
             assert body["gateway_id"] == app[GATEWAY_KEY].gateway_id
-            assert body["gateway_id"].startswith("gw-")
+            assert body["gateway_id"].startswith(identity.default_base() + "-")
             assert body["connections"] == 0
             assert body["in_flight"] == 0
 
@@ -162,6 +163,59 @@ def test_a_full_gateway_refuses_the_handshake_with_503(redis_server):
             assert (await request(again, {"uuid": "p", "action": "ping"}))["connections"] == 2
 
     run(scenario())
+
+
+def test_connections_past_max_connections_per_ip_are_refused_with_503(redis_server):
+    async def scenario():
+        async with serving(max_connections_per_ip=2) as (client, app):
+            gateway = app[GATEWAY_KEY]
+            open_ones = [await client.ws_connect("/ws") for _ in range(2)]
+            with pytest.raises(WSServerHandshakeError) as refused:
+                await client.ws_connect("/ws")
+            assert refused.value.status == 503
+            # Not behind a trusted proxy: the header is the client's own, and changes nothing.
+            with pytest.raises(WSServerHandshakeError):
+                await client.ws_connect("/ws", headers={"X-Forwarded-For": "198.51.100.1"})
+            await open_ones[0].close()
+            await wait_until(lambda: len(gateway.registry) == 1)
+            again = await client.ws_connect("/ws")
+            assert (await request(again, {"uuid": "p", "action": "ping"}))["connections"] == 2
+            await again.close()
+            await open_ones[1].close()
+            await wait_until(lambda: len(gateway.registry) == 0)
+            assert len(gateway.per_address) == 0  # an address with no connection is forgotten
+
+    run(scenario())
+
+
+def test_behind_a_trusted_proxy_the_limit_and_the_logs_use_the_forwarded_address(redis_server, caplog):
+    caplog.set_level("INFO", logger="websockets_gateway")
+
+    def via_proxy(address):
+        return {"X-Forwarded-For": f"6.6.6.6, {address}"}  # the left entry is the client's own claim
+
+    async def scenario():
+        async with serving(max_connections_per_ip=1, trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),)) \
+                as (client, app):
+            first = await client.ws_connect("/ws", headers=via_proxy("198.51.100.1"))
+            with pytest.raises(WSServerHandshakeError) as refused:
+                await client.ws_connect("/ws", headers=via_proxy("198.51.100.1"))
+            assert refused.value.status == 503
+            other = await client.ws_connect("/ws", headers=via_proxy("198.51.100.2"))
+            with pytest.raises(WSServerHandshakeError) as forbidden:
+                await client.ws_connect("/ws", headers={"Origin": "http://evil.example",
+                                                        **via_proxy("198.51.100.3")})
+            assert forbidden.value.status == 403
+            for ws in (first, other):
+                assert (await request(ws, {"uuid": "p", "action": "ping"}))["status"] == "success"
+
+    run(scenario())
+    messages = [record.getMessage() for record in caplog.records]
+    assert "opened from 198.51.100.1 (through proxy 127.0.0.1)" in messages
+    assert "opened from 198.51.100.2 (through proxy 127.0.0.1)" in messages
+    assert "refused a connection from 198.51.100.1: 1 connections open from it" in messages
+    assert "refused handshake from origin 'http://evil.example' (client 198.51.100.3)" in messages
+    assert not any("6.6.6.6" in message for message in messages)
 
 
 @pytest.mark.parametrize("headers", [{"Origin": ALLOWED_ORIGIN}, {}], ids=["allowed-origin", "no-origin"])
@@ -336,6 +390,52 @@ def test_a_close_waits_for_the_clients_close_reply_and_drops_the_frames_before_i
             if shutdown is not None:
                 await asyncio.wait_for(shutdown, WAIT)
             await wait_until(lambda: len(app[GATEWAY_KEY].registry) == 0)
+            raw.writer.close()
+
+    run(scenario())
+
+
+def _read_text(raw: RawClient) -> asyncio.Future:
+    """The next text frame's JSON from the gateway (unmasked; payloads up to 64 KiB)."""
+    async def read() -> dict:
+        first, length = await raw.reader.readexactly(2)
+        if length == 126:
+            length = int.from_bytes(await raw.reader.readexactly(2), "big")
+        payload = await raw.reader.readexactly(length)
+        assert first & 0x0F == WS_OPCODE_TEXT, (first, payload)
+        return json.loads(payload)
+
+    return asyncio.wait_for(read(), WAIT)
+
+
+@pytest.mark.parametrize("burst", [100, 1000])
+def test_a_burst_in_one_write_gets_one_reply_per_frame_and_the_connection_stays_open(redis_server, burst):
+    # More frames than the send queue holds, all read from one write: each is answered at once
+    # (ping, or rate_limited past the bucket). The read loop pauses while half the queue waits
+    # for the writer, so the replies never overflow it (it used to close the sender with 4008).
+    async def scenario():
+        async with serving(send_queue_size=8, rate_limit=20.0, rate_burst=5) as (client, app):
+            raw = await RawClient.connect(client.port)
+            for n in range(burst):
+                raw.send(WS_OPCODE_TEXT, json.dumps({"uuid": f"b{n}", "action": "ping"}).encode())
+            replies = [await _read_text(raw) for _ in range(burst)]
+            assert [reply["uuid"] for reply in replies] == [f"b{n}" for n in range(burst)]
+            statuses = [reply.get("error_code", reply["status"]) for reply in replies]
+            assert set(statuses) == {"success", "rate_limited"}
+            assert statuses.count("success") >= 5
+            assert len(app[GATEWAY_KEY].registry) == 1
+            gateway = app[GATEWAY_KEY]
+            assert gateway.metrics.registry.get_sample_value(
+                "chat_gateway_slow_client_disconnects_total", {"gateway_id": gateway.gateway_id}) == 0
+            # Usable again once the bucket refills: a ping (retried while still limited) succeeds.
+            for attempt in range(50):
+                await asyncio.sleep(0.1)
+                raw.send(WS_OPCODE_TEXT, json.dumps({"uuid": f"after{attempt}", "action": "ping"}).encode())
+                reply = await _read_text(raw)
+                assert reply["uuid"] == f"after{attempt}"
+                if reply["status"] == "success":
+                    break
+            assert reply["status"] == "success"
             raw.writer.close()
 
     run(scenario())
