@@ -342,22 +342,23 @@ def test_a_reply_that_breaks_routing_does_not_stop_the_subscriber(caplog, error)
     assert "Traceback" in caplog.text
 
 
-class OnceBrokenSubscriber:
-    """A subscriber client whose first subscription's read raises an exception that is neither a
-    Redis nor an OS error (a bug, a client library's surprise)."""
+class FirstReadFails:
+    """A subscriber client whose first subscription is made, then fails at its first read with
+    `error`: a Redis error as when Redis restarts, or any other (a bug, a client library's surprise)."""
 
-    def __init__(self, server):
+    def __init__(self, server, error: Exception):
         self.client = fakeredis.FakeAsyncRedis(server=server)
+        self.error = error
         self.attempts = 0
 
     def pubsub(self, **kwargs):
         self.attempts += 1
         pubsub = self.client.pubsub(**kwargs)
         if self.attempts == 1:
-            async def broken(*args, **kwargs):
-                raise RuntimeError("unexpected in get_message")
+            async def failing(*args, **kwargs):
+                raise self.error
 
-            pubsub.get_message = broken
+            pubsub.get_message = failing
         return pubsub
 
     async def aclose(self):
@@ -370,7 +371,7 @@ def test_an_unexpected_exception_in_the_subscriber_is_logged_and_it_subscribes_a
     async def scenario():
         server = fakeredis.FakeServer()
         delivered = asyncio.Event()
-        subscriber = OnceBrokenSubscriber(server)
+        subscriber = FirstReadFails(server, RuntimeError("unexpected in get_message"))
         bus = _bus(server, subscriber=subscriber, on_reply=lambda data: delivered.set())
         bus.metrics = GatewayMetrics("gw-test")
         task = await _start_subscriber(bus)
@@ -437,34 +438,13 @@ def test_run_subscriber_reconnects_after_a_redis_error(monkeypatch):
     run(scenario())
 
 
-class LosingSubscriber:
-    """A subscriber client whose first subscription breaks after it was made, as when Redis restarts."""
-
-    def __init__(self, server):
-        self.client = fakeredis.FakeAsyncRedis(server=server)
-        self.attempts = 0
-
-    def pubsub(self, **kwargs):
-        self.attempts += 1
-        pubsub = self.client.pubsub(**kwargs)
-        if self.attempts == 1:
-            async def lost(*args, **kwargs):
-                raise RedisConnectionError("Connection reset by peer")
-
-            pubsub.get_message = lost
-        return pubsub
-
-    async def aclose(self):
-        await self.client.aclose()
-
-
 def test_a_subscription_back_after_a_gap_is_reported_once(monkeypatch):
     monkeypatch.setattr(bus_module, "RECONNECT_BACKOFF_FIRST", 0.01)
 
     async def scenario():
         server = fakeredis.FakeServer()
         gaps = []
-        subscriber = LosingSubscriber(server)
+        subscriber = FirstReadFails(server, RedisConnectionError("Connection reset by peer"))
         bus = _bus(server, subscriber=subscriber, on_resubscribed=lambda: gaps.append(bus.subscribed.is_set()))
         task = await _start_subscriber(bus)
         publisher = fakeredis.FakeAsyncRedis(server=server)
@@ -506,7 +486,7 @@ def test_a_failing_resubscription_handler_is_logged_and_the_subscriber_goes_on(m
         def broken():
             raise RuntimeError("handler bug")
 
-        subscriber = LosingSubscriber(server)
+        subscriber = FirstReadFails(server, RedisConnectionError("Connection reset by peer"))
         bus = _bus(server, subscriber=subscriber, on_reply=lambda data: delivered.set(), on_resubscribed=broken)
         task = await _start_subscriber(bus)
         while subscriber.attempts < 2 or not bus.subscribed.is_set():

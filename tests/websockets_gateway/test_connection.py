@@ -521,14 +521,20 @@ def test_a_close_ends_a_paused_read_as_it_ends_a_read():
     run(scenario())
 
 
+async def _half_full(ws: FakeWebSocket) -> Connection:
+    """A connection of two frames' queue whose writer holds one frame and one more waits: half full,
+    so its read loop is paused."""
+    conn = make_connection("c1", ws, send_queue_size=2)
+    conn.start()
+    conn.send("taken-by-writer")
+    await asyncio.sleep(0)
+    conn.send("queued-1")
+    return conn
+
+
 def test_a_paused_read_is_cancelled_like_any_other_wait():
     async def scenario():
-        ws = FakeWebSocket(send_gate=asyncio.Event())
-        conn = make_connection("c1", ws, send_queue_size=2)
-        conn.start()
-        conn.send("taken-by-writer")
-        await asyncio.sleep(0)
-        conn.send("queued-1")
+        conn = await _half_full(FakeWebSocket(send_gate=asyncio.Event()))
         reader = asyncio.create_task(_paused_reader(conn))
         await asyncio.sleep(0.05)
         reader.cancel()  # the handler's task cancelled (not a close): the CancelledError goes on
@@ -551,11 +557,7 @@ def test_a_writer_that_failed_for_good_ends_the_pause():
 
     async def scenario():
         gate = asyncio.Event()
-        conn = make_connection("c1", FailingAfterGate(send_gate=gate), send_queue_size=2)
-        conn.start()
-        conn.send("taken-by-writer")
-        await asyncio.sleep(0)
-        conn.send("queued-1")
+        conn = await _half_full(FailingAfterGate(send_gate=gate))
         reader = asyncio.create_task(_paused_reader(conn))
         await asyncio.sleep(0.05)
         assert not reader.done()
