@@ -4,18 +4,15 @@ and the other members of its room keep getting their messages meanwhile."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import itertools
-import json
-import os
 import secrets
-import struct
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 
 from tests.e2e.conftest import connect, run
+from tests.raw_websocket import RawWebSocket, text_frame
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -23,71 +20,23 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 WAIT = 15.0
 CHATTERS = 2
 MESSAGES_PER_CHATTER = 15
-OPCODE_TEXT, OPCODE_CLOSE = 0x1, 0x8
 
 
-class BurstClient:
-    """A WebSocket client on asyncio streams that can write any number of frames in one write."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-
-    @classmethod
-    async def connect(cls, url: str) -> "BurstClient":
-        host, port = urlsplit(url).hostname, urlsplit(url).port
-        reader, writer = await asyncio.open_connection(host, port)
-        key = base64.b64encode(os.urandom(16)).decode()
-        writer.write(f"GET /ws HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                     f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT)
-        assert head.startswith(b"HTTP/1.1 101"), head
-        return cls(reader, writer)
-
-    @staticmethod
-    def encode(frame: dict[str, Any]) -> bytes:
-        """One final, masked text frame."""
-        payload = json.dumps(frame).encode()
-        mask = os.urandom(4)
-        if len(payload) < 126:
-            header = struct.pack("!BB", 0x80 | OPCODE_TEXT, 0x80 | len(payload))
-        else:
-            header = struct.pack("!BBH", 0x80 | OPCODE_TEXT, 0x80 | 126, len(payload))
-        masked = bytes(byte ^ mask[index % 4] for index, byte in enumerate(payload))
-        return header + mask + masked
+class BurstClient(RawWebSocket):
+    """A raw WebSocket client that writes a whole burst of frames in one write."""
 
     async def send_all(self, frames: list[dict[str, Any]]) -> None:
-        self.writer.write(b"".join(self.encode(frame) for frame in frames))
+        self.writer.write(b"".join(text_frame(frame) for frame in frames))
         await self.writer.drain()
-
-    async def receive(self) -> dict[str, Any]:
-        """The next text frame's JSON; a close frame fails the test with its code."""
-        async def read() -> tuple[int, bytes]:
-            first, second = await self.reader.readexactly(2)
-            length = second & 0x7F
-            if length == 126:
-                (length,) = struct.unpack("!H", await self.reader.readexactly(2))
-            elif length == 127:
-                (length,) = struct.unpack("!Q", await self.reader.readexactly(8))
-            return first & 0x0F, await self.reader.readexactly(length)
-
-        opcode, payload = await asyncio.wait_for(read(), WAIT)
-        if opcode == OPCODE_CLOSE:
-            code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
-            raise AssertionError(f"the gateway closed the burster's connection with {code}: {payload[2:]!r}")
-        assert opcode == OPCODE_TEXT, (opcode, payload[:200])
-        return json.loads(payload)
 
     async def request(self, frame: dict[str, Any], others: list[dict[str, Any]]) -> dict[str, Any]:
         """Send one frame; return its reply, keeping the other frames read meanwhile in `others`."""
         await self.send_all([frame])
         while True:
-            received = await self.receive()
+            received = await self.receive_text()
             if received.get("uuid") == frame["uuid"] and received.get("action") == frame["action"]:
                 return received
             others.append(received)
-
-    def close(self) -> None:
-        self.writer.close()
 
 
 @pytest.mark.parametrize("burst", [100, 500, 2000])
@@ -98,7 +47,7 @@ def test_a_burst_in_one_write_gets_one_reply_per_frame_while_the_room_chats(e2e,
     run_id = secrets.token_hex(4)
 
     async def scenario(session):
-        burster = await BurstClient.connect(e2e.gateway_a)
+        burster = await BurstClient.connect(urlsplit(e2e.gateway_a).hostname, urlsplit(e2e.gateway_a).port, WAIT)
         broadcasts: list[dict[str, Any]] = []
         auth = await burster.request({"uuid": f"auth-{run_id}", "action": "authenticate",
                                       "token": burster_user["token"]}, broadcasts)
@@ -115,7 +64,7 @@ def test_a_burst_in_one_write_gets_one_reply_per_frame_while_the_room_chats(e2e,
         async def read_burst_replies(uuids: set[str]) -> dict[str, dict[str, Any]]:
             replies: dict[str, dict[str, Any]] = {}
             while len(replies) < len(uuids):
-                frame = await burster.receive()
+                frame = await burster.receive_text()
                 if frame.get("action") == "select_room" and frame.get("uuid") in uuids:
                     assert frame["uuid"] not in replies, f"a second reply to {frame['uuid']}"
                     replies[frame["uuid"]] = frame
@@ -141,17 +90,19 @@ def test_a_burst_in_one_write_gets_one_reply_per_frame_while_the_room_chats(e2e,
                 await client.expect(lambda f, text=text: f.get("action") == "new_message"
                                     and f.get("message", {}).get("text") == text, timeout=WAIT)
         # So did the burster, after its burst's replies, and its connection is open and usable again:
-        # select_room succeeds once its bucket has refilled (retried while it is still limited).
-        for attempt in itertools.count():
-            reply = await burster.request({"uuid": f"after-{run_id}-{attempt}", "action": "select_room",
-                                           "room": room_id}, broadcasts)
-            if reply["status"] == "success":
-                break
-            assert reply["error_code"] == "rate_limited", reply
-            assert attempt < 50, "still rate limited after 25 s"
-            await asyncio.sleep(0.5)
-        barrier = await burster.request({"uuid": f"barrier-{run_id}", "action": "list_rooms"}, broadcasts)
-        assert barrier["status"] == "success"
+        # each request succeeds once its bucket has refilled (retried while it is still limited).
+        async def once_not_limited(action: str, **fields: Any) -> dict[str, Any]:
+            for attempt in itertools.count():
+                reply = await burster.request({"uuid": f"{action}-{run_id}-{attempt}", "action": action, **fields},
+                                              broadcasts)
+                if reply["status"] == "success":
+                    return reply
+                assert reply["error_code"] == "rate_limited", reply
+                assert attempt < 50, "still rate limited after 25 s"
+                await asyncio.sleep(0.5)
+
+        await once_not_limited("select_room", room=room_id)
+        await once_not_limited("list_rooms")  # a barrier: every broadcast sent before it has come
         received = {frame["message"]["text"] for frame in broadcasts if frame.get("action") == "new_message"}
         assert texts <= received, texts - received
         burster.close()

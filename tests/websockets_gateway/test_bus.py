@@ -342,23 +342,24 @@ def test_a_reply_that_breaks_routing_does_not_stop_the_subscriber(caplog, error)
     assert "Traceback" in caplog.text
 
 
-class FirstReadFails:
-    """A subscriber client whose first subscription is made, then fails at its first read with
-    `error`: a Redis error as when Redis restarts, or any other (a bug, a client library's surprise)."""
+class FailingSubscriber:
+    """A subscriber client whose first `failures` subscriptions fail in `method` with `error`: at
+    `subscribe`, as while Redis restarts; at the first read (`get_message`) of one that was made,
+    with a Redis error as when Redis goes away, or any other (a bug, a client library's surprise)."""
 
-    def __init__(self, server, error: Exception):
+    def __init__(self, server, error: Exception, method: str = "get_message", failures: int = 1):
         self.client = fakeredis.FakeAsyncRedis(server=server)
-        self.error = error
+        self.error, self.method, self.failures = error, method, failures
         self.attempts = 0
 
     def pubsub(self, **kwargs):
         self.attempts += 1
         pubsub = self.client.pubsub(**kwargs)
-        if self.attempts == 1:
+        if self.attempts <= self.failures:
             async def failing(*args, **kwargs):
                 raise self.error
 
-            pubsub.get_message = failing
+            setattr(pubsub, self.method, failing)
         return pubsub
 
     async def aclose(self):
@@ -371,7 +372,7 @@ def test_an_unexpected_exception_in_the_subscriber_is_logged_and_it_subscribes_a
     async def scenario():
         server = fakeredis.FakeServer()
         delivered = asyncio.Event()
-        subscriber = FirstReadFails(server, RuntimeError("unexpected in get_message"))
+        subscriber = FailingSubscriber(server, RuntimeError("unexpected in get_message"))
         bus = _bus(server, subscriber=subscriber, on_reply=lambda data: delivered.set())
         bus.metrics = GatewayMetrics("gw-test")
         task = await _start_subscriber(bus)
@@ -392,35 +393,13 @@ def test_an_unexpected_exception_in_the_subscriber_is_logged_and_it_subscribes_a
     assert "RuntimeError: unexpected in get_message" in caplog.text
 
 
-class FlakySubscriber:
-    """A subscriber client whose first `failures` subscriptions fail, as if Redis were restarting."""
-
-    def __init__(self, server, failures):
-        self.client = fakeredis.FakeAsyncRedis(server=server)
-        self.failures = failures
-        self.attempts = 0
-
-    def pubsub(self, **kwargs):
-        self.attempts += 1
-        pubsub = self.client.pubsub(**kwargs)
-        if self.attempts <= self.failures:
-            async def refuse(*channels):
-                raise RedisConnectionError("Connection refused")
-
-            pubsub.subscribe = refuse
-        return pubsub
-
-    async def aclose(self):
-        await self.client.aclose()
-
-
 def test_run_subscriber_reconnects_after_a_redis_error(monkeypatch):
     monkeypatch.setattr(bus_module, "RECONNECT_BACKOFF_FIRST", 0.01)
 
     async def scenario():
         server = fakeredis.FakeServer()
         delivered = asyncio.Event()
-        subscriber = FlakySubscriber(server, failures=2)
+        subscriber = FailingSubscriber(server, RedisConnectionError("Connection refused"), "subscribe", 2)
         bus = _bus(server, on_reply=lambda data: delivered.set(), subscriber=subscriber)
         bus.metrics = GatewayMetrics("gw-test")
         task = await _start_subscriber(bus)
@@ -444,7 +423,7 @@ def test_a_subscription_back_after_a_gap_is_reported_once(monkeypatch):
     async def scenario():
         server = fakeredis.FakeServer()
         gaps = []
-        subscriber = FirstReadFails(server, RedisConnectionError("Connection reset by peer"))
+        subscriber = FailingSubscriber(server, RedisConnectionError("Connection reset by peer"))
         bus = _bus(server, subscriber=subscriber, on_resubscribed=lambda: gaps.append(bus.subscribed.is_set()))
         task = await _start_subscriber(bus)
         publisher = fakeredis.FakeAsyncRedis(server=server)
@@ -467,7 +446,8 @@ def test_subscribing_late_at_start_up_is_no_gap(monkeypatch):
     async def scenario():
         server = fakeredis.FakeServer()
         gaps = []
-        bus = _bus(server, subscriber=FlakySubscriber(server, failures=2), on_resubscribed=lambda: gaps.append(1))
+        subscriber = FailingSubscriber(server, RedisConnectionError("Connection refused"), "subscribe", 2)
+        bus = _bus(server, subscriber=subscriber, on_resubscribed=lambda: gaps.append(1))
         task = await _start_subscriber(bus)
         assert gaps == []
         await _stop(task)
@@ -486,7 +466,7 @@ def test_a_failing_resubscription_handler_is_logged_and_the_subscriber_goes_on(m
         def broken():
             raise RuntimeError("handler bug")
 
-        subscriber = FirstReadFails(server, RedisConnectionError("Connection reset by peer"))
+        subscriber = FailingSubscriber(server, RedisConnectionError("Connection reset by peer"))
         bus = _bus(server, subscriber=subscriber, on_reply=lambda data: delivered.set(), on_resubscribed=broken)
         task = await _start_subscriber(bus)
         while subscriber.attempts < 2 or not bus.subscribed.is_set():

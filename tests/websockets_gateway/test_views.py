@@ -7,11 +7,9 @@ the gateway's clients and the fake workers share one in-process server.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import ipaddress
 import json
-import os
 
 import pytest
 from aiohttp import WSMsgType, WSServerHandshakeError
@@ -26,11 +24,11 @@ from websockets_gateway.connection import (
 )
 from websockets_gateway.state import GATEWAY_KEY
 
+from tests.raw_websocket import OPCODE_CLOSE, OPCODE_TEXT, RawWebSocket
+
 from .fakes import ALLOWED_ORIGIN, WAIT, FakeWebSocket, FakeWorker, envelope, make_connection, make_settings, run
 
 CLOSE_MESSAGE_TOO_BIG = 1009
-WS_OPCODE_TEXT = 0x1
-WS_OPCODE_CLOSE = 0x8
 
 
 @contextlib.asynccontextmanager
@@ -336,37 +334,6 @@ def test_shutdown_closes_client_connections_with_1001(redis_server):
     run(scenario())
 
 
-class RawClient:
-    """A WebSocket client on asyncio streams that does only what the test says: it can leave the
-    gateway's Close frame unanswered, and send frames after it."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-
-    @classmethod
-    async def connect(cls, port: int) -> RawClient:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        key = base64.b64encode(os.urandom(16)).decode()
-        writer.write(f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                     f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT)
-        assert head.startswith(b"HTTP/1.1 101"), head
-        return cls(reader, writer)
-
-    def send(self, opcode: int, payload: bytes) -> None:
-        """One final, masked frame (payloads under 126 bytes)."""
-        assert len(payload) < 126
-        mask = os.urandom(4)
-        self.writer.write(bytes([0x80 | opcode, 0x80 | len(payload)]) + mask
-                          + bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload)))
-
-    async def receive(self) -> tuple[int, bytes]:
-        """The next frame from the gateway (unmasked, payloads under 126 bytes): opcode, payload."""
-        first, length = await asyncio.wait_for(self.reader.readexactly(2), WAIT)
-        assert length < 126, length
-        return first & 0x0F, await asyncio.wait_for(self.reader.readexactly(length), WAIT)
-
-
 @pytest.mark.parametrize("closed_by", ["shutdown", "auth_timeout"])
 def test_a_close_waits_for_the_clients_close_reply_and_drops_the_frames_before_it(redis_server, closed_by):
     # Closed while its handler waited for a frame (the usual case). aiohttp would end the TCP
@@ -374,17 +341,17 @@ def test_a_close_waits_for_the_clients_close_reply_and_drops_the_frames_before_i
     # that could destroy the Close frame (it saw 1006). The handshake now waits for the reply.
     async def scenario():
         async with serving(auth_timeout=0.2 if closed_by == "auth_timeout" else 5.0) as (client, app):
-            raw = await RawClient.connect(client.port)
+            raw = await RawWebSocket.connect("127.0.0.1", client.port, WAIT)
             await wait_until(lambda: len(app[GATEWAY_KEY].registry) == 1)
             shutdown = asyncio.create_task(close_connections(app)) if closed_by == "shutdown" else None
             opcode, payload = await raw.receive()
             expected = CLOSE_GOING_AWAY if closed_by == "shutdown" else CLOSE_AUTH_TIMEOUT
-            assert (opcode, int.from_bytes(payload[:2], "big")) == (WS_OPCODE_CLOSE, expected)
+            assert (opcode, int.from_bytes(payload[:2], "big")) == (OPCODE_CLOSE, expected)
             # The socket stays open for the reply: the client's frames still in flight are read.
             with pytest.raises(TimeoutError):
                 await asyncio.wait_for(raw.reader.read(1), 0.3)
-            raw.send(WS_OPCODE_TEXT, json.dumps({"uuid": "late", "action": "ping"}).encode())
-            raw.send(WS_OPCODE_CLOSE, payload[:2])
+            raw.send(OPCODE_TEXT, json.dumps({"uuid": "late", "action": "ping"}).encode())
+            raw.send(OPCODE_CLOSE, payload[:2])
             # The frame sent after the Close was dropped unanswered; the reply ended the connection.
             assert await asyncio.wait_for(raw.reader.read(), WAIT) == b""
             if shutdown is not None:
@@ -395,19 +362,6 @@ def test_a_close_waits_for_the_clients_close_reply_and_drops_the_frames_before_i
     run(scenario())
 
 
-def _read_text(raw: RawClient) -> asyncio.Future:
-    """The next text frame's JSON from the gateway (unmasked; payloads up to 64 KiB)."""
-    async def read() -> dict:
-        first, length = await raw.reader.readexactly(2)
-        if length == 126:
-            length = int.from_bytes(await raw.reader.readexactly(2), "big")
-        payload = await raw.reader.readexactly(length)
-        assert first & 0x0F == WS_OPCODE_TEXT, (first, payload)
-        return json.loads(payload)
-
-    return asyncio.wait_for(read(), WAIT)
-
-
 @pytest.mark.parametrize("burst", [100, 1000])
 def test_a_burst_in_one_write_gets_one_reply_per_frame_and_the_connection_stays_open(redis_server, burst):
     # More frames than the send queue holds, all read from one write: each is answered at once
@@ -415,10 +369,10 @@ def test_a_burst_in_one_write_gets_one_reply_per_frame_and_the_connection_stays_
     # for the writer, so the replies never overflow it (it used to close the sender with 4008).
     async def scenario():
         async with serving(send_queue_size=8, rate_limit=20.0, rate_burst=5) as (client, app):
-            raw = await RawClient.connect(client.port)
+            raw = await RawWebSocket.connect("127.0.0.1", client.port, WAIT)
             for n in range(burst):
-                raw.send(WS_OPCODE_TEXT, json.dumps({"uuid": f"b{n}", "action": "ping"}).encode())
-            replies = [await _read_text(raw) for _ in range(burst)]
+                raw.send(OPCODE_TEXT, json.dumps({"uuid": f"b{n}", "action": "ping"}).encode())
+            replies = [await raw.receive_text() for _ in range(burst)]
             assert [reply["uuid"] for reply in replies] == [f"b{n}" for n in range(burst)]
             statuses = [reply.get("error_code", reply["status"]) for reply in replies]
             assert set(statuses) == {"success", "rate_limited"}
@@ -430,8 +384,8 @@ def test_a_burst_in_one_write_gets_one_reply_per_frame_and_the_connection_stays_
             # Usable again once the bucket refills: a ping (retried while still limited) succeeds.
             for attempt in range(50):
                 await asyncio.sleep(0.1)
-                raw.send(WS_OPCODE_TEXT, json.dumps({"uuid": f"after{attempt}", "action": "ping"}).encode())
-                reply = await _read_text(raw)
+                raw.send(OPCODE_TEXT, json.dumps({"uuid": f"after{attempt}", "action": "ping"}).encode())
+                reply = await raw.receive_text()
                 assert reply["uuid"] == f"after{attempt}"
                 if reply["status"] == "success":
                     break
