@@ -366,6 +366,16 @@ class FailingSubscriber:
         await self.client.aclose()
 
 
+async def _delivers_after_resubscribing(server, bus: Bus, subscriber: FailingSubscriber, delivered: asyncio.Event):
+    """Wait for the bus's second subscription, then see a reply published to it delivered."""
+    while subscriber.attempts < 2 or not bus.subscribed.is_set():
+        await asyncio.sleep(0.01)
+    publisher = fakeredis.FakeAsyncRedis(server=server)
+    await publisher.publish(bus.reply_topic, "{}")
+    await asyncio.wait_for(delivered.wait(), WAIT)
+    await publisher.aclose()
+
+
 def test_an_unexpected_exception_in_the_subscriber_is_logged_and_it_subscribes_again(monkeypatch, caplog):
     monkeypatch.setattr(bus_module, "RECONNECT_BACKOFF_FIRST", 0.01)
 
@@ -376,16 +386,11 @@ def test_an_unexpected_exception_in_the_subscriber_is_logged_and_it_subscribes_a
         bus = _bus(server, subscriber=subscriber, on_reply=lambda data: delivered.set())
         bus.metrics = GatewayMetrics("gw-test")
         task = await _start_subscriber(bus)
-        while subscriber.attempts < 2 or not bus.subscribed.is_set():
-            await asyncio.sleep(0.01)
-        publisher = fakeredis.FakeAsyncRedis(server=server)
-        await publisher.publish(bus.reply_topic, "{}")
-        await asyncio.wait_for(delivered.wait(), WAIT)
+        await _delivers_after_resubscribing(server, bus, subscriber, delivered)
         assert not task.done()
         assert bus.metrics.registry.get_sample_value(
             "chat_gateway_bus_errors_total", {"gateway_id": "gw-test", "kind": "subscriber_failed"}) == 1
         await _stop(task)
-        await publisher.aclose()
         await bus.close()
 
     run(scenario())
@@ -469,13 +474,8 @@ def test_a_failing_resubscription_handler_is_logged_and_the_subscriber_goes_on(m
         subscriber = FailingSubscriber(server, RedisConnectionError("Connection reset by peer"))
         bus = _bus(server, subscriber=subscriber, on_reply=lambda data: delivered.set(), on_resubscribed=broken)
         task = await _start_subscriber(bus)
-        while subscriber.attempts < 2 or not bus.subscribed.is_set():
-            await asyncio.sleep(0.01)
-        publisher = fakeredis.FakeAsyncRedis(server=server)
-        await publisher.publish(bus.reply_topic, "{}")
-        await asyncio.wait_for(delivered.wait(), WAIT)
+        await _delivers_after_resubscribing(server, bus, subscriber, delivered)
         await _stop(task)
-        await publisher.aclose()
         await bus.close()
 
     run(scenario())
