@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,9 +40,6 @@ from scripts.tcp_proxy import ProxyThread
 logger = logging.getLogger("fault_run")
 
 FAULT_KINDS = ("worker_kill", "gateway_restart", "redis_restart", "redis_freeze")
-# What each fault costs the schedule, roughly (the fault itself and its recovery), to plan how
-# many fit in the run's duration; the plan's count is what runs, however long each one takes.
-FAULT_COST = {"worker_kill": 4.0, "gateway_restart": 6.0, "redis_restart": 4.0, "redis_freeze": 3.5}
 # The quiet time before each fault, drawn from this range: the stack recovers between faults.
 GAP = (6.0, 12.0)
 FREEZE_SECONDS = (2.0, 5.0)
@@ -92,12 +90,11 @@ class Fault:
     seconds: float = 0.0  # how long a freeze lasts
 
 
-def plan_faults(seed: int, duration: float, workers: int, gateways: int) -> list[Fault]:
-    """The schedule: faults of each kind in turn, in a shuffled order each round, spaced by random
-    gaps, as many as fit in `duration`. Only `seed` decides it."""
+def fault_schedule(seed: int, workers: int, gateways: int) -> Iterator[Fault]:
+    """The faults in the order they come: each kind once per round, the rounds shuffled, spaced by
+    random gaps. Only `seed` decides it; the run takes faults from it until its duration is over,
+    and always the whole first round, so that every kind is injected at least once."""
     rng = random.Random(seed)
-    faults: list[Fault] = []
-    elapsed = 0.0
     while True:
         kinds = list(FAULT_KINDS)
         rng.shuffle(kinds)
@@ -105,10 +102,7 @@ def plan_faults(seed: int, duration: float, workers: int, gateways: int) -> list
             gap = rng.uniform(*GAP)
             seconds = rng.uniform(*FREEZE_SECONDS) if kind == "redis_freeze" else 0.0
             target = rng.randrange(workers if kind == "worker_kill" else gateways)
-            if elapsed + gap + FAULT_COST[kind] > duration:
-                return faults
-            elapsed += gap + FAULT_COST[kind] + seconds
-            faults.append(Fault(kind, gap, target, seconds))
+            yield Fault(kind, gap, target, seconds)
 
 
 def backoff_delay(attempt: int, rng: random.Random) -> float:
@@ -438,7 +432,8 @@ class Report:
     def summary(self) -> str:
         counts = self.counts
         lines = [
-            f"seed {self.seed}, {self.duration:.0f} s of faults ({self.elapsed:.0f} s in all), {self.clients} clients",
+            f"seed {self.seed}, {self.duration:.0f} s of faults ({self.elapsed:.0f} s in all, start-up aside), "
+            f"{self.clients} clients",
             "faults: " + ", ".join(f"{kind} {count}" for kind, count in self.faults.items()),
             f"messages: {self.sent} sent, {self.acknowledged} acknowledged, {self.stored} stored, "
             f"{self.given_up} given up",
@@ -564,7 +559,7 @@ async def wait_until(check, timeout: float, interval: float = 0.2) -> bool:
 
 async def run_async(config: RunConfig, faults: FaultStack, fixture: dict[str, Any]) -> Report:
     started = time.monotonic()
-    plan = plan_faults(config.seed, config.duration, config.workers, config.gateways)
+    schedule = fault_schedule(config.seed, config.workers, config.gateways)
     rooms_of: dict[int, list[str]] = {user["id"]: [] for user in fixture["users"]}
     for room in fixture["rooms"]:
         for member in room["members"]:
@@ -579,12 +574,18 @@ async def run_async(config: RunConfig, faults: FaultStack, fixture: dict[str, An
         try:
             if not await wait_until(lambda: all(c.ready.is_set() for c in clients), STACK_TIMEOUT):
                 logger.warning("not every client connected within %.0f s", STACK_TIMEOUT)
-            for fault in plan:
+            faults_began = time.monotonic()
+            for number, fault in enumerate(schedule, 1):
+                left = config.duration - (time.monotonic() - faults_began)
+                if left <= fault.gap and number > len(FAULT_KINDS):
+                    await asyncio.sleep(max(0.0, left))  # the last stretch: traffic, no fault
+                    break
                 await asyncio.sleep(fault.gap)
-                logger.info("fault %d/%d: %s (target %d%s)", sum(injected.values()) + 1, len(plan), fault.kind,
-                            fault.target, f", {fault.seconds:.1f} s" if fault.seconds else "")
+                logger.info("fault %d: %s (target %d%s)", number, fault.kind, fault.target,
+                            f", {fault.seconds:.1f} s" if fault.seconds else "")
                 await asyncio.to_thread(faults.inject, fault)
                 injected[fault.kind] += 1
+            fault_seconds = time.monotonic() - faults_began
             # The quiet period: no new messages; every client settles (all acknowledged or given up).
             for client in clients:
                 client.sending = False
@@ -617,13 +618,14 @@ async def run_async(config: RunConfig, faults: FaultStack, fixture: dict[str, An
     resyncs = sum(1 for log in logs for event in log.events
                   if event.kind == "recv" and event.frame and event.frame.get("action") == "resync"
                   and "uuid" not in event.frame)
-    return Report(seed=config.seed, duration=config.duration, clients=len(clients),
+    return Report(seed=config.seed, clients=len(clients),
                   faults={kind: injected.get(kind, 0) for kind in FAULT_KINDS},
                   sent=sum(c.sent_messages for c in clients), acknowledged=sum(len(c.acked) for c in clients),
                   stored=len(stored), given_up=sum(len(c.given_up) for c in clients),
                   reconnects=sum(c.reconnects for c in clients), resyncs=resyncs, closes=dict(closes),
                   errors=dict(errors),
-                  violations=violations, elapsed=time.monotonic() - started)
+                  violations=violations, elapsed=time.monotonic() - started,
+                  duration=fault_seconds)
 
 
 def run(config: RunConfig) -> Report:
