@@ -36,6 +36,8 @@ class TcpProxy:
         self._flowing = asyncio.Event()
         self._flowing.set()
         self._tasks: set[asyncio.Task[None]] = set()
+        # Each open connection's own gate: cleared by sever(), never set again.
+        self._gates: dict[asyncio.Task[None], asyncio.Event] = {}
         self.connections_accepted = 0
 
     @property
@@ -54,30 +56,47 @@ class TcpProxy:
     def thaw(self) -> None:
         self._flowing.set()
 
+    def sever(self) -> None:
+        """Abandon every open connection: its bytes never move again and neither side is told
+        (a partition that outlives the connections: a NAT or firewall that forgot them, a failover).
+        Connections made afterwards flow as usual."""
+        for gate in self._gates.values():
+            gate.clear()
+
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
-            await self._server.wait_closed()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # A plain callback that starts a task of ours: stop() cancels it and collects the outcome.
         if len(self._tasks) >= MAX_CONNECTIONS:
             logger.warning("proxy: %d connections open, refusing one more", len(self._tasks))
             writer.close()
             return
-        task = asyncio.current_task()
-        assert task is not None
+        gate = asyncio.Event()
+        gate.set()
+        task = asyncio.get_running_loop().create_task(self._connection(reader, writer, gate))
         self._tasks.add(task)
+        self._gates[task] = gate
+        task.add_done_callback(self._forget)
         self.connections_accepted += 1
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._gates.pop(task, None)
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, gate: asyncio.Event) -> None:
         try:
-            await self._serve(reader, writer)
+            await self._serve(reader, writer, gate)
         finally:
-            self._tasks.discard(task)
             writer.close()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, gate: asyncio.Event) -> None:
         await self._flowing.wait()
         try:
             upstream_reader, upstream_writer = await asyncio.wait_for(
@@ -88,16 +107,17 @@ class TcpProxy:
             logger.debug("proxy: upstream %d unreachable: %r", self.target_port, exc)
             return
         try:
-            await asyncio.gather(self._pipe(reader, upstream_writer), self._pipe(upstream_reader, writer))
+            await asyncio.gather(self._pipe(reader, upstream_writer, gate), self._pipe(upstream_reader, writer, gate))
         finally:
             upstream_writer.close()
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, gate: asyncio.Event) -> None:
         """Copy one direction until either side ends; then end the other side too."""
         try:
             while True:
                 data = await reader.read(CHUNK_SIZE)
                 await self._flowing.wait()
+                await gate.wait()
                 if not data:
                     break
                 writer.write(data)
@@ -134,6 +154,9 @@ class ProxyThread:
 
     def thaw(self) -> None:
         self._loop.call_soon_threadsafe(self.proxy.thaw)
+
+    def sever(self) -> None:
+        self._loop.call_soon_threadsafe(self.proxy.sever)
 
     def close(self) -> None:
         try:

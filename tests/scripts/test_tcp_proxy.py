@@ -111,3 +111,29 @@ def test_the_proxy_thread_forwards_for_blocking_callers_and_freezes():
         finally:
             proxy.close()
             server.shutdown()
+
+
+def test_a_severed_connection_stays_open_and_silent_while_new_ones_flow():
+    async def scenario() -> None:
+        server, port = await echo_server()
+        proxy = TcpProxy(port)
+        listen = await proxy.start()
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", listen)
+            writer.write(b"ping")
+            assert await asyncio.wait_for(reader.readexactly(4), WAIT) == b"ping"
+            proxy.sever()
+            writer.write(b"lost")
+            fresh_reader, fresh_writer = await asyncio.open_connection("127.0.0.1", listen)
+            fresh_writer.write(b"new!")
+            assert await asyncio.wait_for(fresh_reader.readexactly(4), WAIT) == b"new!"
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(reader.read(4), FROZEN_WATCH)
+            assert not reader.at_eof()
+            writer.close()
+            fresh_writer.close()
+        finally:
+            await proxy.stop()
+            server.close()
+
+    asyncio.run(scenario())
