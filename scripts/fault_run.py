@@ -230,6 +230,9 @@ class ChatClient:
                 elif not isinstance(error, (ConnectionEnded, *RETRYABLE)):
                     raise error
             if not ws.closed:
+                # Leaving a connection: what was sent on it gets its reply first (the reader goes
+                # on), up to REPLY_DEADLINE after it was sent; what gets none by then is unanswered.
+                await self.wait_answered(conn, ws)
                 self.closed_by_client.add(conn)
                 await ws.close(code=1000 if self.finished.is_set() else 4000)
             await reader
@@ -246,6 +249,17 @@ class ChatClient:
                     future.set_exception(ConnectionEnded())
             self.waiters.clear()
         return caught_up or self.ready.is_set()
+
+    async def wait_answered(self, conn: int, ws: aiohttp.ClientWebSocketResponse) -> None:
+        while not ws.closed:
+            sent = [at for sent_on, _, at in self.in_flight.values() if sent_on == conn]
+            if not sent or time.monotonic() > min(sent) + REPLY_DEADLINE:
+                return
+            self.wakeup.clear()
+            try:
+                await asyncio.wait_for(self.wakeup.wait(), 1.0)
+            except asyncio.TimeoutError:
+                pass
 
     async def read(self, ws: aiohttp.ClientWebSocketResponse, conn: int) -> None:
         while True:
@@ -288,6 +302,7 @@ class ChatClient:
             flight[1] -= 1
             if flight[1] <= 0:
                 del self.in_flight[uuid]
+                self.wakeup.set()
         waiter = self.waiters.pop(uuid, None) if mine else None
         if waiter is not None and not waiter.done():
             waiter.set_result(frame)
