@@ -432,6 +432,7 @@ class ChatClient:
         self.finished.set()
         ws = self.ws
         if ws is not None and not ws.closed:
+            await self.wait_answered(self.conn, ws)
             self.closed_by_client.add(self.conn)
             await ws.close()
 
