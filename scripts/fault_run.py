@@ -60,6 +60,8 @@ MAX_PENDING = 4
 MAX_ATTEMPTS = 40
 SYNC_PAGE = 200
 FINAL_SYNC_PAGE = 500
+# Pages one catch-up may take (a run stores far fewer messages than this many pages hold).
+MAX_SYNC_PAGES = 1000
 # Frames logged per client: a run that would log more stops logging and reports it.
 MAX_EVENTS = 100_000
 # How long the quiet period after the faults may take for every client to settle.
@@ -355,7 +357,7 @@ class ChatClient:
     async def sync(self, ws: aiohttp.ClientWebSocketResponse, conn: int, after: int, page: int) -> list[dict[str, Any]]:
         """Every message after `after`, paging while has_more."""
         messages: list[dict[str, Any]] = []
-        while True:
+        for _ in range(MAX_SYNC_PAGES):
             reply = await self.request(ws, conn, {"uuid": self.new_uuid(), "action": "sync", "after": after,
                                                   "limit": page})
             if reply.get("status") != "success":
@@ -365,6 +367,8 @@ class ChatClient:
             if not reply.get("has_more") or not reply["messages"]:
                 return messages
             after = max(message["id"] for message in reply["messages"])
+        logger.error("%s: sync still has more after %d pages", self.log.client_id, MAX_SYNC_PAGES)
+        raise ConnectionEnded()
 
     async def drive(self, ws: aiohttp.ClientWebSocketResponse, conn: int) -> bool:
         auth = await self.request(ws, conn, {"uuid": self.new_uuid(), "action": "authenticate", "token": self.token})
