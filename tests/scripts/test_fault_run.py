@@ -1,10 +1,12 @@
-"""The fault run's client against a scripted gateway (an aiohttp server in the test): it answers a
-`resync` frame with `sync` from its newest id, retries a `timeout` with the same uuid, and after a
-1012 close reconnects, sends again with the same uuid what got no reply, and syncs."""
+"""The fault run's schedule, and its client against a scripted gateway (an aiohttp server in the
+test): it answers a `resync` frame with `sync` from its newest id, retries a `timeout` with the
+same uuid, and after a 1012 close reconnects, sends again with the same uuid what got no reply,
+and syncs."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -22,6 +24,18 @@ WAIT = 10.0
 
 # A scripted gateway: called with (connection number, frame, ws); returns the replies to send.
 Script = Callable[[int, dict[str, Any], web.WebSocketResponse], Awaitable[list[dict[str, Any]]]]
+
+
+def first_faults(seed: int, count: int) -> list[fault_run.Fault]:
+    return list(itertools.islice(fault_run.fault_schedule(seed, 3, 2), count))
+
+
+def test_the_schedule_is_the_seeds_alone_and_each_round_holds_every_kind():
+    assert first_faults(18, 12) == first_faults(18, 12)
+    assert first_faults(18, 12) != first_faults(19, 12)
+    kinds = len(fault_run.FAULT_KINDS)
+    for start in range(0, 12, kinds):
+        assert {fault.kind for fault in first_faults(18, 12)[start:start + kinds]} == set(fault_run.FAULT_KINDS)
 
 
 def message(message_id: int) -> dict[str, Any]:
