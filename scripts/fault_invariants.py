@@ -18,10 +18,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-# Close codes docs/protocol.md documents (the gateway's own, and 1006/1011 for a connection that
-# ended without a Close frame or on a server error): a frame sent on a connection that ended so
-# may go unanswered, and is retried on the next one.
-DOCUMENTED_CLOSES = frozenset({1001, 1003, 1006, 1007, 1009, 1011, 1012, 4001, 4008})
+# Close codes the README and docs/protocol.md document (the gateway's own, and 1006 for a connection
+# that ended without a Close frame): a frame sent on a connection that ended so may go unanswered,
+# and is retried on the next one.
+DOCUMENTED_CLOSES = frozenset({1001, 1003, 1006, 1007, 1009, 4001, 4008})
 # Actions whose success reply goes to every connection of every member (docs/protocol.md): a
 # client may get one for a uuid it never sent on that connection (another connection's attempt,
 # or another member's message).

@@ -30,6 +30,14 @@ RECONNECT_BACKOFF_MAX = 2.0
 # holds its connection for one round trip, so 50 carry thousands of publishes a second; each
 # connection costs this process memory and Redis a client.
 PUBLISH_CONNECTIONS = 50
+# A subscription that has heard nothing for PROBE_INTERVAL seconds is sent a PING; one that has
+# not answered it PROBE_TIMEOUT seconds later is on a dead connection (a partition that outlived
+# it: neither end was told) and is made again. redis-py's own health check sends a PING but
+# waits for no answer, and a subscription has no read timeout: without this, such a gateway
+# would never hear a reply again and never say so.
+PROBE_INTERVAL = 5.0
+PROBE_TIMEOUT = 5.0
+PROBE_MESSAGE = b"chat-subscription-probe"
 
 
 class BusError(Exception):
@@ -42,6 +50,10 @@ class NoWorkerAvailable(BusError):
 
 class BusUnavailable(BusError):
     pass
+
+
+class SubscriptionDead(ConnectionError):
+    """A subscription's connection did not answer its probe in time (see PROBE_INTERVAL)."""
 
 
 class WorkerTopics:
@@ -112,6 +124,8 @@ class Bus:
             redis_url, socket_connect_timeout=2.0, health_check_interval=10)
         self.subscribed = asyncio.Event()
         self.reconnects = 0
+        self.probe_interval = PROBE_INTERVAL
+        self.probe_timeout = PROBE_TIMEOUT
 
     async def publish_request(self, request: dict[str, Any]) -> str:
         """Publish to one live worker topic and return it; raise BusError if none takes it."""
@@ -154,13 +168,23 @@ class Bus:
                 if self._was_subscribed:
                     self._resubscribed()
                 self._was_subscribed = True
+                loop = asyncio.get_running_loop()
+                heard, probed = loop.time(), None
                 while True:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     # Reset once the subscription has worked, not merely been made: one that
                     # fails at its first read every time still backs off.
                     backoff = RECONNECT_BACKOFF_FIRST
-                    if message is not None and message["type"] == "message":
-                        self._deliver(message["data"])
+                    now = loop.time()
+                    if message is not None:  # a reply, or the answer to a probe (a pong)
+                        heard, probed = now, None
+                        if message["type"] == "message":
+                            self._deliver(message["data"])
+                    elif probed is not None and now - probed > self.probe_timeout:
+                        raise SubscriptionDead(f"no answer to a PING in {self.probe_timeout:.0f}s")
+                    elif probed is None and now - heard >= self.probe_interval:
+                        await pubsub.ping(PROBE_MESSAGE)
+                        probed = now
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:

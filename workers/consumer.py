@@ -31,6 +31,17 @@ POLL_INTERVAL = 0.5
 BATCH_MAX = 32
 # How long a broken subscription is read, after its UNSUBSCRIBE, for requests it accepted.
 STRAGGLER_WAIT = 1.0
+# A subscription that has heard nothing for PROBE_INTERVAL seconds is sent a PING; one that has not
+# answered it PROBE_TIMEOUT seconds later is on a dead connection (a partition that outlived it,
+# neither end told) and is made again. redis-py's health check waits for no answer, and Redis would
+# go on counting the dead subscriber, so every request published to this topic would time out.
+PROBE_INTERVAL = 5.0
+PROBE_TIMEOUT = 5.0
+PROBE_MESSAGE = b"chat-subscription-probe"
+
+
+class SubscriptionDead(redis.exceptions.ConnectionError):
+    """The subscription's connection did not answer its probe in time (see PROBE_INTERVAL)."""
 
 
 class Consumer:
@@ -145,8 +156,17 @@ class Consumer:
                            self.topic, subscribers)
 
     def _serve(self, pubsub: redis.client.PubSub) -> None:
+        heard, probed = time.monotonic(), None
         while not self._stopping:
             message = pubsub.get_message(timeout=POLL_INTERVAL)
+            now = time.monotonic()
+            if message is not None:  # a request, or the answer to a probe (a pong)
+                heard, probed = now, None
+            elif probed is not None and now - probed > PROBE_TIMEOUT:
+                raise SubscriptionDead(f"no answer to a PING in {PROBE_TIMEOUT:.0f}s")
+            elif probed is None and now - heard >= PROBE_INTERVAL:
+                pubsub.ping(PROBE_MESSAGE)
+                probed = now
             if message is None or message.get("type") != "message":
                 continue
             batch = [message["data"]]

@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.fault_run, pytest.mark.django_db(tran
 
 logger = logging.getLogger(__name__)
 
-# Seconds of faults (the first round of the four kinds always runs whole).
+# Seconds of faults (the first round of the five kinds always runs whole).
 DURATION = float(os.environ.get("FAULT_RUN_DURATION", "90"))
 SEED = int(os.environ.get("FAULT_RUN_SEED", "18"))
 CLIENTS = 200

@@ -35,14 +35,14 @@ def error(uuid: str, code: str = "timeout", action: str = "new_message") -> dict
 
 
 def clean_run() -> tuple[list[ClientLog], list[StoredMessage]]:
-    """Alice (c0, rooms A and B) sends c0-2 (timed out, retried after a 1012 on a second
+    """Alice (c0, rooms A and B) sends c0-2 (timed out, retried after a 1001 on a second
     connection) and c0-3; bob (c1, room A) sees c0-2's broadcast and answers a resync."""
     alice = ClientLog("c0", "alice", frozenset({ROOM_A, ROOM_B}), [
         Event("open", 1),
         sent(1, "c0-1", "authenticate"), recv(1, {"uuid": "c0-1", "action": "authenticate", "status": "success"}),
         sent(1, "c0-2"), recv(1, error("c0-2")),
         sent(1, "c0-2"),  # retried; the gateway restarts before answering
-        Event("close", 1, code=1012, by_server=True),
+        Event("close", 1, code=1001, by_server=True),
         Event("open", 2),
         sent(2, "c0-4", "authenticate"), recv(2, {"uuid": "c0-4", "action": "authenticate", "status": "success"}),
         sent(2, "c0-2"),

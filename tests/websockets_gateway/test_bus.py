@@ -552,3 +552,96 @@ def test_a_publish_that_waits_past_the_pool_timeout_is_bus_unavailable():
         await bus.close()
 
     run(scenario())
+
+
+class SilentSubscriber:
+    """A subscriber client whose first subscription is made, then never hears anything again, its
+    PINGs included: a connection that a partition cut without a reset reaching either end."""
+
+    def __init__(self, server):
+        self.client = fakeredis.FakeAsyncRedis(server=server)
+        self.attempts = 0
+        self.pings = 0
+
+    def pubsub(self, **kwargs):
+        self.attempts += 1
+        pubsub = self.client.pubsub(**kwargs)
+        if self.attempts == 1:
+            async def nothing(*args, timeout=0.0, **kwargs):
+                await asyncio.sleep(min(timeout or 0.0, 0.01))
+                return None
+
+            async def unanswered(*args, **kwargs):
+                self.pings += 1
+
+            pubsub.get_message, pubsub.ping = nothing, unanswered
+        return pubsub
+
+    async def aclose(self):
+        await self.client.aclose()
+
+
+def test_a_subscription_that_answers_no_probe_is_made_again_and_reported_as_a_gap(monkeypatch, caplog):
+    monkeypatch.setattr(bus_module, "RECONNECT_BACKOFF_FIRST", 0.01)
+
+    async def scenario():
+        server = fakeredis.FakeServer()
+        delivered, gaps = asyncio.Event(), []
+        subscriber = SilentSubscriber(server)
+        bus = _bus(server, subscriber=subscriber, on_reply=lambda data: delivered.set(),
+                   on_resubscribed=lambda: gaps.append(1))
+        bus.probe_interval, bus.probe_timeout = 0.05, 0.05
+        task = await _start_subscriber(bus)
+
+        async def subscribed_again():
+            while subscriber.attempts < 2 or not bus.subscribed.is_set():
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(subscribed_again(), WAIT)
+        assert subscriber.pings == 1  # one probe, unanswered: the connection is given up
+        assert bus.reconnects == 1 and gaps == [1]
+        publisher = fakeredis.FakeAsyncRedis(server=server)
+        await publisher.publish(bus.reply_topic, "{}")
+        await asyncio.wait_for(delivered.wait(), WAIT)
+        await publisher.aclose()
+        await _stop(task)
+        await bus.close()
+
+    run(scenario())
+    assert "no answer to a PING" in caplog.text
+
+
+def test_a_quiet_subscription_that_answers_its_probes_is_kept(monkeypatch):
+    async def scenario():
+        server = fakeredis.FakeServer()
+        pings = []
+        subscriber = fakeredis.FakeAsyncRedis(server=server)
+        pubsub_of = subscriber.pubsub
+
+        def pubsub(**kwargs):
+            made = pubsub_of(**kwargs)
+            ping = made.ping
+
+            async def counted(*args, **kw):
+                pings.append(1)
+                return await ping(*args, **kw)
+
+            made.ping = counted
+            return made
+
+        subscriber.pubsub = pubsub
+        bus = _bus(server, subscriber=subscriber)
+        # The loop reads with a 1 s timeout: each quiet second is due a probe, answered at once.
+        bus.probe_interval, bus.probe_timeout = 0.01, 0.5
+        task = await _start_subscriber(bus)
+
+        async def probed_three_times():
+            while len(pings) < 3:
+                await asyncio.sleep(0.05)
+
+        await asyncio.wait_for(probed_three_times(), WAIT)
+        assert bus.reconnects == 0 and bus.subscribed.is_set()
+        await _stop(task)
+        await bus.close()
+
+    run(scenario())

@@ -461,3 +461,77 @@ def test_requests_a_broken_but_resubscribed_subscription_accepted_are_answered(a
     envelope = json.loads(next_message(listener)["data"])
     assert envelope["response"]["user"] == {"username": "alice"}
     assert consumer.handled == 1
+
+
+def test_a_subscription_that_answers_no_probe_is_made_again(alice_token, redis_server, client, listener,
+                                                             monkeypatch, caplog):
+    # A partition that outlived the connection: the subscription hears nothing, its PING included.
+    # Redis still counts it, so the requests published to it would all time out; made again, the
+    # next request is answered.
+    monkeypatch.setattr(consumer_module, "PROBE_INTERVAL", 0.05)
+    monkeypatch.setattr(consumer_module, "PROBE_TIMEOUT", 0.05)
+    consumer = Consumer("redis://fake", TOPIC, RESPONSE_TOPIC)
+    real_pubsub = consumer._redis.pubsub
+    made, pings = [], []
+
+    def pubsub(**kwargs):
+        subscription = real_pubsub(**kwargs)
+        made.append(subscription)
+        if len(made) == 1:
+            def nothing(timeout=0.0, **kw):
+                time.sleep(min(timeout or 0.0, 0.01))
+                return None
+
+            subscription.get_message, subscription.ping = nothing, lambda *args: pings.append(args)
+        return subscription
+
+    monkeypatch.setattr(consumer._redis, "pubsub", pubsub)
+    thread = threading.Thread(target=consumer.run, name="consumer-under-test", daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + WAIT
+        while len(made) < 2 or subscribers(client, TOPIC) != 1:
+            assert time.monotonic() < deadline, "the silent subscription was not made again"
+            time.sleep(0.01)
+        assert len(pings) == 1
+        assert sample(consumer, "chat_worker_redis_reconnects_total") == 1
+        client.publish(TOPIC, bus_request("authenticate", token=alice_token))
+        assert json.loads(next_message(listener)["data"])["response"]["status"] == "success"
+    finally:
+        consumer.request_stop()
+        thread.join(timeout=WAIT)
+        connections.close_all()
+    assert not thread.is_alive()
+    assert "no answer to a PING" in caplog.text
+
+
+def test_a_quiet_subscription_that_answers_its_probes_is_kept(alice_token, redis_server, client, listener,
+                                                               monkeypatch):
+    monkeypatch.setattr(consumer_module, "PROBE_INTERVAL", 0.01)
+    monkeypatch.setattr(consumer_module, "PROBE_TIMEOUT", 0.5)
+    consumer = Consumer("redis://fake", TOPIC, RESPONSE_TOPIC)
+    real_pubsub = consumer._redis.pubsub
+    pings = []
+
+    def pubsub(**kwargs):
+        subscription = real_pubsub(**kwargs)
+        ping = subscription.ping
+        subscription.ping = lambda *args: (pings.append(args), ping(*args))[1]
+        return subscription
+
+    monkeypatch.setattr(consumer._redis, "pubsub", pubsub)
+    thread = threading.Thread(target=consumer.run, name="consumer-under-test", daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + WAIT
+        while len(pings) < 5:  # each one is sent once the one before was answered
+            assert time.monotonic() < deadline, f"{len(pings)} probes answered"
+            time.sleep(0.01)
+        client.publish(TOPIC, bus_request("authenticate", token=alice_token))
+        assert json.loads(next_message(listener)["data"])["response"]["status"] == "success"
+        assert sample(consumer, "chat_worker_redis_reconnects_total") == 0
+    finally:
+        consumer.request_stop()
+        thread.join(timeout=WAIT)
+        connections.close_all()
+    assert not thread.is_alive()
