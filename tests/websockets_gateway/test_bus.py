@@ -639,7 +639,7 @@ def test_a_quiet_subscription_that_answers_its_probes_is_kept(monkeypatch):
             while len(pings) < 3:
                 await asyncio.sleep(0.05)
 
-        await asyncio.wait_for(probed_three_times(), WAIT)
+        await asyncio.wait_for(probed_three_times(), 3 * (1.0 + WAIT))  # a probe a read, of 1 s each
         assert bus.reconnects == 0 and bus.subscribed.is_set()
         await _stop(task)
         await bus.close()
