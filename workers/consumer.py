@@ -150,7 +150,14 @@ class Consumer:
         # Pub/sub hands every message to every subscriber: two workers on one topic would each
         # answer every request on it. Said loudly, not refused, so that a restart that briefly
         # overlaps the old and the new worker still works.
-        subscribers = dict(self._redis.pubsub_numsub(self.topic)).get(self.topic.encode(), 0)
+        try:
+            subscribers = dict(self._redis.pubsub_numsub(self.topic)).get(self.topic.encode(), 0)
+        except (RedisError, OSError) as exc:
+            # After Redis restarted, the reply connection is the old one, dead: this first command
+            # finds it so (and redis-py drops it, the next one connects anew). Only a check: the
+            # subscription just made is good, and is not given up for it.
+            logger.debug("worker %s: subscribers not counted (%s)", self.topic, exc)
+            return
         if subscribers > 1:
             logger.warning("worker topic %s has %d subscribers: give every worker a topic of its own",
                            self.topic, subscribers)

@@ -535,3 +535,34 @@ def test_a_quiet_subscription_that_answers_its_probes_is_kept(alice_token, redis
         thread.join(timeout=WAIT)
         connections.close_all()
     assert not thread.is_alive()
+
+
+def test_a_failed_subscriber_count_keeps_the_subscription(alice_token, redis_server, client, listener, monkeypatch):
+    # After a Redis restart the consumer's reply connection is the old, dead one: the first command
+    # on it (the count of the topic's subscribers) fails. The subscription is good all the same.
+    consumer = Consumer("redis://fake", TOPIC, RESPONSE_TOPIC)
+    real_numsub = consumer._redis.pubsub_numsub
+    failures = []
+
+    def numsub(*topics):
+        if not failures:
+            failures.append(topics)
+            raise RedisConnectionError("Connection closed by server.")
+        return real_numsub(*topics)
+
+    monkeypatch.setattr(consumer._redis, "pubsub_numsub", numsub)
+    thread = threading.Thread(target=consumer.run, name="consumer-under-test", daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + WAIT
+        while subscribers(client, TOPIC) != 1:
+            assert time.monotonic() < deadline, "the consumer did not subscribe"
+            time.sleep(0.01)
+        client.publish(TOPIC, bus_request("authenticate", token=alice_token))
+        assert json.loads(next_message(listener)["data"])["response"]["status"] == "success"
+        assert failures and sample(consumer, "chat_worker_redis_reconnects_total") == 0
+    finally:
+        consumer.request_stop()
+        thread.join(timeout=WAIT)
+        connections.close_all()
+    assert not thread.is_alive()
