@@ -31,15 +31,21 @@ async def echo_server(writers: list[asyncio.StreamWriter] | None = None) -> tupl
     return server, server.sockets[0].getsockname()[1]
 
 
+async def proxied_echo(port: int) -> tuple[TcpProxy, int, asyncio.StreamReader, asyncio.StreamWriter]:
+    """A proxy to the echo server on `port`, and a connection through it that has echoed once."""
+    proxy = TcpProxy(port)
+    listen = await proxy.start()
+    reader, writer = await asyncio.open_connection("127.0.0.1", listen)
+    writer.write(b"ping")
+    assert await asyncio.wait_for(reader.readexactly(4), WAIT) == b"ping"
+    return proxy, listen, reader, writer
+
+
 def test_bytes_go_through_and_a_freeze_holds_them_with_the_connection_open():
     async def scenario() -> None:
         server, port = await echo_server()
-        proxy = TcpProxy(port)
-        listen = await proxy.start()
+        proxy, listen, reader, writer = await proxied_echo(port)
         try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", listen)
-            writer.write(b"ping")
-            assert await asyncio.wait_for(reader.readexactly(4), WAIT) == b"ping"
             proxy.freeze()
             writer.write(b"held")
             await writer.drain()
@@ -67,12 +73,8 @@ def test_an_upstream_that_goes_away_ends_the_connection_and_a_refused_one_closes
     async def scenario() -> None:
         writers: list[asyncio.StreamWriter] = []
         server, port = await echo_server(writers)
-        proxy = TcpProxy(port)
-        listen = await proxy.start()
+        proxy, listen, reader, writer = await proxied_echo(port)
         try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", listen)
-            writer.write(b"ping")
-            assert await asyncio.wait_for(reader.readexactly(4), WAIT) == b"ping"
             server.close()
             for upstream in writers:
                 upstream.close()
@@ -116,12 +118,8 @@ def test_the_proxy_thread_forwards_for_blocking_callers_and_freezes():
 def test_a_severed_connection_stays_open_and_silent_while_new_ones_flow():
     async def scenario() -> None:
         server, port = await echo_server()
-        proxy = TcpProxy(port)
-        listen = await proxy.start()
+        proxy, listen, reader, writer = await proxied_echo(port)
         try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", listen)
-            writer.write(b"ping")
-            assert await asyncio.wait_for(reader.readexactly(4), WAIT) == b"ping"
             proxy.sever()
             writer.write(b"lost")
             fresh_reader, fresh_writer = await asyncio.open_connection("127.0.0.1", listen)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -463,6 +464,27 @@ def test_requests_a_broken_but_resubscribed_subscription_accepted_are_answered(a
     assert consumer.handled == 1
 
 
+@contextlib.contextmanager
+def consumer_thread(consumer: Consumer) -> Iterator[threading.Thread]:
+    """Run the consumer in a thread for the block; stop it and join it after."""
+    thread = threading.Thread(target=consumer.run, name="consumer-under-test", daemon=True)
+    thread.start()
+    try:
+        yield thread
+    finally:
+        consumer.request_stop()
+        thread.join(timeout=WAIT)
+        connections.close_all()
+    assert not thread.is_alive(), "the consumer did not stop"
+
+
+def wait_for(condition, what: str) -> None:
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {WAIT}s: {what}"
+        time.sleep(0.01)
+
+
 def test_a_subscription_that_answers_no_probe_is_made_again(alice_token, redis_server, client, listener,
                                                              monkeypatch, caplog):
     # A partition that outlived the connection: the subscription hears nothing, its PING included.
@@ -486,22 +508,12 @@ def test_a_subscription_that_answers_no_probe_is_made_again(alice_token, redis_s
         return subscription
 
     monkeypatch.setattr(consumer._redis, "pubsub", pubsub)
-    thread = threading.Thread(target=consumer.run, name="consumer-under-test", daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + WAIT
-        while len(made) < 2 or subscribers(client, TOPIC) != 1:
-            assert time.monotonic() < deadline, "the silent subscription was not made again"
-            time.sleep(0.01)
+    with consumer_thread(consumer):
+        wait_for(lambda: len(made) >= 2 and subscribers(client, TOPIC) == 1, "the silent subscription made again")
         assert len(pings) == 1
         assert sample(consumer, "chat_worker_redis_reconnects_total") == 1
         client.publish(TOPIC, bus_request("authenticate", token=alice_token))
         assert json.loads(next_message(listener)["data"])["response"]["status"] == "success"
-    finally:
-        consumer.request_stop()
-        thread.join(timeout=WAIT)
-        connections.close_all()
-    assert not thread.is_alive()
     assert "no answer to a PING" in caplog.text
 
 
@@ -520,21 +532,11 @@ def test_a_quiet_subscription_that_answers_its_probes_is_kept(alice_token, redis
         return subscription
 
     monkeypatch.setattr(consumer._redis, "pubsub", pubsub)
-    thread = threading.Thread(target=consumer.run, name="consumer-under-test", daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + WAIT
-        while len(pings) < 5:  # each one is sent once the one before was answered
-            assert time.monotonic() < deadline, f"{len(pings)} probes answered"
-            time.sleep(0.01)
+    with consumer_thread(consumer):
+        wait_for(lambda: len(pings) >= 5, "five probes, each sent once the one before was answered")
         client.publish(TOPIC, bus_request("authenticate", token=alice_token))
         assert json.loads(next_message(listener)["data"])["response"]["status"] == "success"
         assert sample(consumer, "chat_worker_redis_reconnects_total") == 0
-    finally:
-        consumer.request_stop()
-        thread.join(timeout=WAIT)
-        connections.close_all()
-    assert not thread.is_alive()
 
 
 def test_a_failed_subscriber_count_keeps_the_subscription(alice_token, redis_server, client, listener, monkeypatch):
@@ -551,18 +553,8 @@ def test_a_failed_subscriber_count_keeps_the_subscription(alice_token, redis_ser
         return real_numsub(*topics)
 
     monkeypatch.setattr(consumer._redis, "pubsub_numsub", numsub)
-    thread = threading.Thread(target=consumer.run, name="consumer-under-test", daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + WAIT
-        while subscribers(client, TOPIC) != 1:
-            assert time.monotonic() < deadline, "the consumer did not subscribe"
-            time.sleep(0.01)
+    with consumer_thread(consumer):
+        wait_for(lambda: subscribers(client, TOPIC) == 1, "the consumer subscribed")
         client.publish(TOPIC, bus_request("authenticate", token=alice_token))
         assert json.loads(next_message(listener)["data"])["response"]["status"] == "success"
         assert failures and sample(consumer, "chat_worker_redis_reconnects_total") == 0
-    finally:
-        consumer.request_stop()
-        thread.join(timeout=WAIT)
-        connections.close_all()
-    assert not thread.is_alive()
