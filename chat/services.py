@@ -40,13 +40,6 @@ def users_for_credentials(frames: Sequence[Any]) -> list[User | errors.ChatError
     return users
 
 
-def user_for_token(token: Any) -> User:
-    [outcome] = users_for_tokens([token])
-    if isinstance(outcome, Exception):
-        raise outcome
-    return outcome
-
-
 def users_for_tokens(tokens: Sequence[Any]) -> list[User | errors.ChatError]:
     """The active user each REST framework token belongs to, or InvalidToken, in order; one query
     for all of them."""

@@ -18,12 +18,14 @@ import re
 import socket
 import tempfile
 
+from .settings import GATEWAY_ID_CHARACTERS
+
 logger = logging.getLogger(__name__)
 
 # Slots tried before giving up on a stable id (far more than the processes of one host).
 MAX_SLOTS = 1024
-# What an id may hold: it names a Redis topic, Redis keys and a metrics label.
-_NOT_ALLOWED = re.compile(r"[^A-Za-z0-9._-]")
+# Every character a gateway id may not hold (settings.py).
+_NOT_ALLOWED = re.compile(rf"[^{GATEWAY_ID_CHARACTERS}]")
 
 
 def default_base() -> str:

@@ -56,7 +56,10 @@ def _networks(env: Mapping[str, str], name: str) -> tuple[Network, ...]:
     return tuple(networks)
 
 
-_GATEWAY_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+# What a gateway id may hold: it names a Redis topic, Redis keys and a metrics label (identity.py
+# reduces a host name to these too).
+GATEWAY_ID_CHARACTERS = "A-Za-z0-9._-"
+_GATEWAY_ID = re.compile(rf"[A-Za-z0-9][{GATEWAY_ID_CHARACTERS}]{{0,62}}")
 
 
 def _gateway_id(env: Mapping[str, str]) -> str | None:
