@@ -52,3 +52,14 @@ class TextTooLong(ChatError):
 class InvalidUser(ChatError):
     code = "invalid_user"
     default_message = "Invalid user"
+
+
+def codes() -> set[str]:
+    """Every error code the chat answers with: ChatError's and its subclasses', a host app's included."""
+    found: set[str] = set()
+    pending: list[type[ChatError]] = [ChatError]
+    while pending:
+        kind = pending.pop()
+        found.add(kind.code)
+        pending.extend(kind.__subclasses__())
+    return found

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from . import logs, protocol
 from .bus import Bus
+from .catalogue import keep_fresh
 from .clients import ConnectionsPerAddress
 from .connection import CLOSE_GOING_AWAY
 from .heartbeat import Heartbeat
@@ -61,7 +62,8 @@ async def gateway_context(app: web.Application) -> AsyncIterator[None]:
     app[GATEWAY_KEY] = Gateway(gateway_id, settings, registry, pending, router, bus, presence, metrics, heartbeat,
                                ConnectionsPerAddress(settings.max_connections_per_ip))
     tasks = {asyncio.create_task(bus.run_subscriber(), name="reply-subscriber"),
-             asyncio.create_task(presence.run(), name="presence-writer")}
+             asyncio.create_task(presence.run(), name="presence-writer"),
+             asyncio.create_task(keep_fresh(metrics.catalogue, bus.read_catalogue), name="action-catalogue")}
     if heartbeat is not None:
         tasks.add(asyncio.create_task(heartbeat.run(), name="heartbeat"))
     try:

@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from . import metrics as metrics_module
-from . import protocol
+from . import protocol, wire
 from .metrics import GatewayMetrics
 
 logger = logging.getLogger(__name__)
@@ -144,6 +144,10 @@ class Bus:
             self.topics.mark_dead(topic)
         self.metrics.bus_error("no_worker")
         raise NoWorkerAvailable("No worker is listening on any topic")
+
+    async def read_catalogue(self) -> bytes | None:
+        """The action catalogue the workers published (catalogue.py), or None."""
+        return await self._publisher.get(wire.CATALOGUE_KEY)
 
     async def ping(self) -> bool:
         try:

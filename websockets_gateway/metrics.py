@@ -3,8 +3,8 @@
 Each gunicorn process has its own registry and answers for itself alone (as `/healthz` does),
 so every series carries the process's `gateway_id`: two processes behind one port give two
 series, never one counter that jumps between them. Every update is O(1), and every label's
-values are bounded: actions are the protocol's or `unknown`, statuses `success`, the protocol's
-error codes or `other`; nothing is labelled per connection or per user.
+values are bounded: actions are the workers' catalogue's (catalogue.py) or `unknown`, statuses
+`success`, the catalogue's error codes or `other`; nothing is labelled per connection or per user.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from prometheus_client import (
 )
 from prometheus_client.metrics_core import Metric
 
-from .protocol import ACTIONS, ERROR_CODES
+from .catalogue import Catalogue
+from .protocol import GATEWAY_ERROR_CODES
 
 # No `<counter>_created` series beside every counter (a process-wide switch of the library): they
 # would double the series and tell nothing that a rate() needs.
@@ -29,21 +30,6 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 # Why a request could not go out, or a reply could not come back, on the bus.
 BUS_ERROR_KINDS = frozenset({"topic_without_worker", "no_worker", "redis_unavailable",
                              "malformed_reply", "routing_failed", "subscriber_failed"})
-
-
-def action_label(action: Any) -> str:
-    return action if isinstance(action, str) and action in ACTIONS else "unknown"
-
-
-def status_label(reply: dict[str, Any]) -> str:
-    """`success`, the reply's error code if it is one of the protocol's, else `other`."""
-    status = reply.get("status")
-    if status == "success":
-        return "success"
-    code = reply.get("error_code")
-    if status == "error" and isinstance(code, str) and code in ERROR_CODES:
-        return code
-    return "other"
 
 
 class ProcessMetrics:
@@ -71,6 +57,9 @@ class GatewayMetrics:
     def __init__(self, gateway_id: str, registry: CollectorRegistry | None = None) -> None:
         self.gateway_id = gateway_id
         self.registry = registry if registry is not None else CollectorRegistry()
+        # The names labels may carry; the app keeps it fresh from Redis.
+        self.catalogue = Catalogue()
+        self.action_label = self.catalogue.action_label
         labels = ["gateway_id"]
 
         def one(kind: type, name: str, documentation: str) -> Any:
@@ -113,17 +102,17 @@ class GatewayMetrics:
 
     def answered(self, action: Any, reply: dict[str, Any]) -> str:
         """Count a request answered with `reply`; returns its status label."""
-        status = status_label(reply)
-        self._requests.labels(self.gateway_id, action_label(action), status).inc()
+        status = self.catalogue.status_label(reply)
+        self._requests.labels(self.gateway_id, self.action_label(action), status).inc()
         return status
 
     def failed(self, action: Any, error_code: str) -> None:
-        """Count a request answered with one of the protocol's error codes (a timeout)."""
-        assert error_code in ERROR_CODES, error_code
-        self._requests.labels(self.gateway_id, action_label(action), error_code).inc()
+        """Count a request answered with one of the gateway's own error codes (a timeout)."""
+        assert error_code in GATEWAY_ERROR_CODES, error_code
+        self._requests.labels(self.gateway_id, self.action_label(action), error_code).inc()
 
     def round_trip(self, action: Any, seconds: float) -> None:
-        self._latency.labels(self.gateway_id, action_label(action)).observe(seconds)
+        self._latency.labels(self.gateway_id, self.action_label(action)).observe(seconds)
 
     def closed(self, code: int) -> None:
         # Only the gateway's own close codes come here (constants in connection.py): bounded.

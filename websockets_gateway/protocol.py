@@ -16,45 +16,17 @@ from typing import Any
 
 import orjson
 
-ACTIONS = frozenset(
-    {
-        "authenticate",
-        "select_room",
-        "new_message",
-        "list_rooms",
-        "create_room",
-        "add_members",
-        "leave_room",
-        "direct_message",
-        "load_history",
-        "mark_read",
-        "typing",
-        "who_is_online",
-        "sync",
-        "ping",
-    }
-)
-# Every `error_code` of the protocol (PROTOCOL.md's table); the metrics count no others by name.
-ERROR_CODES = frozenset(
-    {
-        "invalid_message_format",
-        "invalid_action",
-        "invalid_token",
-        "authentication_required",
-        "invalid_room_id",
-        "empty_text",
-        "text_too_long",
-        "invalid_user",
-        "rate_limited",
-        "timeout",
-        "server_error",
-    }
-)
-# Actions a connection may send before it has authenticated.
+from . import wire
+from .wire import error_reply
+
+# The gateway knows no domain action: which actions exist is the workers' registry
+# (`workers.actions`); an unknown one is answered `invalid_action` by a worker. What it checks is
+# its own: the frame's shape, the rate limit, `ping`, and that only these go before authenticating.
 ANONYMOUS_ACTIONS = frozenset({"authenticate", "ping"})
+# The error codes the gateway answers with itself; the workers' catalogue gives the others.
+GATEWAY_ERROR_CODES = frozenset({"invalid_message_format", "authentication_required", "rate_limited", "timeout"})
 # Keys that belong to the gateway on the bus; a client's own values are dropped.
 GATEWAY_KEYS = frozenset({"session_data", "request_id", "reply_to", "send_to"})
-MAX_UUID_LENGTH = 64
 # How deep a frame may nest. No action takes more than an object holding a list of strings;
 # the bound keeps every frame far below the recursion limit of json.dumps (the bus) and of the
 # worker's json.loads, which a 64 KiB frame of brackets (30,000 deep) would otherwise reach.
@@ -163,13 +135,13 @@ def _shape_error(frame: dict[str, Any]) -> str | None:
     while stack:
         value, depth = stack.pop()
         if isinstance(value, dict):
-            if not all(_is_unicode(key) for key in value):
+            if not all(wire.is_unicode(key) for key in value):
                 return "strings must be valid Unicode"
             children = list(value.values())
         elif isinstance(value, list):
             children = value
         else:
-            if isinstance(value, str) and not _is_unicode(value):
+            if isinstance(value, str) and not wire.is_unicode(value):
                 return "strings must be valid Unicode"
             continue
         if depth > MAX_FRAME_DEPTH:
@@ -178,38 +150,12 @@ def _shape_error(frame: dict[str, Any]) -> str | None:
     return None
 
 
-def _is_unicode(text: str) -> bool:
-    if text.isascii():
-        return True
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def error_reply(frame: dict[str, Any], code: str, message: str) -> dict[str, Any]:
-    """The error reply to `frame`, echoing its uuid, action and room as far as they are usable."""
-    reply: dict[str, Any] = {
-        "uuid": frame.get("uuid") if isinstance(frame.get("uuid"), str) else None,
-        "action": frame.get("action") if isinstance(frame.get("action"), str) else None,
-    }
-    if "room" in frame and isinstance(frame["room"], str):
-        reply["room"] = frame["room"]
-    reply.update(status="error", error_code=code, error_message=message)
-    return reply
-
-
 def check_frame(frame: dict[str, Any], authenticated: bool) -> dict[str, Any] | None:
     """The error reply a frame earns before any worker sees it, or None if it may go on."""
-    uuid, action = frame.get("uuid"), frame.get("action")
-    if not isinstance(uuid, str) or not 1 <= len(uuid) <= MAX_UUID_LENGTH:
-        return error_reply(frame, "invalid_message_format", "uuid must be a string of 1 to 64 characters")
-    if not isinstance(action, str) or not action:
-        return error_reply(frame, "invalid_message_format", "action must be a non-empty string")
-    if action not in ACTIONS:
-        return error_reply(frame, "invalid_action", f"Unknown action {action[:40]!r}")
-    if not authenticated and action not in ANONYMOUS_ACTIONS:
+    request_error = wire.request_error(frame)
+    if request_error is not None:
+        return error_reply(frame, "invalid_message_format", request_error)
+    if not authenticated and frame["action"] not in ANONYMOUS_ACTIONS:
         return error_reply(frame, "authentication_required", "Authenticate first")
     shape_error = _shape_error(frame)
     if shape_error is not None:
@@ -246,23 +192,8 @@ def bus_request(
 
 
 def encode_payload(value: dict[str, Any]) -> bytes:
-    """Compact JSON as UTF-8, for a bus payload that is published at once (see `encode_frame`).
-
-    orjson, except where it refuses a value json can write: an integer beyond 64 bits (a client's,
-    echoed in a reply or forwarded to a worker) or a string with a lone surrogate (a client's
-    "\\ud800" escape that a reply echoes, its uuid): json writes those, the surrogate escaped
-    again, so the frame is valid UTF-8 and the client reads back what it sent. orjson writes NaN
-    and infinities, which are not JSON, as null (json wrote `NaN`); no frame the gateway parses
-    holds one (`parse_frame` refuses them), only a worker's broken reply could.
-    """
-    try:
-        return orjson.dumps(value)
-    except orjson.JSONEncodeError:
-        pass
-    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-    if not _is_unicode(text):
-        text = json.dumps(value, separators=(",", ":"))
-    return text.encode("utf-8")
+    """Compact JSON as UTF-8, for a bus payload that is published at once (see `encode_frame`)."""
+    return wire.dumps(value)
 
 
 def encode_frame(reply: dict[str, Any]) -> bytes:

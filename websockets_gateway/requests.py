@@ -99,7 +99,7 @@ class PendingRequests:
         self.metrics.request_timeouts.inc()
         self.metrics.failed(pending.action, "timeout")
         logger.warning("request timed out after %.1fs", self.timeout, extra=pending.log_context(
-            action=metrics_module.action_label(pending.action), status="timeout",
+            action=self.metrics.action_label(pending.action), status="timeout",
             duration_ms=round(pending.elapsed() * 1000, 2)))
         self._on_timeout(pending)
 

@@ -72,7 +72,7 @@ class ReplyRouter:
         self.metrics.round_trip(request.action, elapsed)
         # Ids, action and outcome only, never the reply: it carries people's messages.
         logger.info("request answered", extra=request.log_context(
-            action=metrics_module.action_label(request.action), status=status, duration_ms=round(elapsed * 1000, 2)))
+            action=self.metrics.action_label(request.action), status=status, duration_ms=round(elapsed * 1000, 2)))
 
 
 def send_timeout_reply(request: PendingRequest) -> None:

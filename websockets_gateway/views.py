@@ -13,7 +13,6 @@ from . import protocol
 from .bus import BusError, NoWorkerAvailable
 from .clients import client_address
 from .connection import CLOSE_AUTH_TIMEOUT, CLOSE_UNSUPPORTED_DATA, Connection
-from .metrics import action_label
 from .ratelimit import TokenBucket
 from .requests import TooManyInFlight
 from .state import GATEWAY_KEY, Gateway
@@ -184,10 +183,12 @@ async def _handle_text(gateway: Gateway, conn: Connection, text: str) -> bool:
             message = "No worker is available" if isinstance(exc, NoWorkerAvailable) else "Message bus unavailable"
             gateway.metrics.failed(pending.action, "timeout")
             logger.error("not handed to a worker: %s", exc, extra=pending.log_context(
-                action=action_label(pending.action), status="timeout", duration_ms=round(pending.elapsed() * 1000, 2)))
+                action=gateway.metrics.action_label(pending.action), status="timeout",
+                duration_ms=round(pending.elapsed() * 1000, 2)))
             conn.send(protocol.encode_frame(protocol.error_reply(frame, "timeout", message)))
     else:
-        logger.debug("request published", extra=pending.log_context(action=action_label(pending.action), topic=topic))
+        logger.debug("request published",
+                     extra=pending.log_context(action=gateway.metrics.action_label(pending.action), topic=topic))
     return True
 
 
@@ -197,6 +198,6 @@ def _answer_here(gateway: Gateway, conn: Connection, frame: dict, reply: dict) -
     Logged at DEBUG only: a client can make as many of these as it sends frames.
     """
     conn.send(protocol.encode_frame(reply))
-    action = action_label(frame.get("action"))
+    action = gateway.metrics.action_label(frame.get("action"))
     status = gateway.metrics.answered(action, reply)
     logger.debug("request answered by the gateway", extra={**conn.log_context, "action": action, "status": status})

@@ -16,6 +16,9 @@ from types import FrameType
 import redis
 from redis.exceptions import RedisError
 
+from websockets_gateway.wire import CATALOGUE_KEY
+
+from .actions import registry
 from .dispatch import Outgoing, process_batch
 from .metrics import WorkerMetrics, action_label
 from .presence import online_user_ids
@@ -77,6 +80,7 @@ class Consumer:
                 pubsub.subscribe(self.topic)
                 logger.info("worker subscribed to %s", self.topic)
                 self._warn_if_shared()
+                self._publish_catalogue()
                 backoff = RECONNECT_BACKOFF_FIRST
                 self._serve(pubsub)
                 pubsub.unsubscribe(self.topic)
@@ -161,6 +165,14 @@ class Consumer:
         if subscribers > 1:
             logger.warning("worker topic %s has %d subscribers: give every worker a topic of its own",
                            self.topic, subscribers)
+
+    def _publish_catalogue(self) -> None:
+        # The gateways label their metrics by it (websockets_gateway/catalogue.py): written again at
+        # every subscription, so a Redis that restarted empty has it back.
+        try:
+            self._redis.set(CATALOGUE_KEY, registry.catalogue_json())
+        except (RedisError, OSError) as exc:
+            logger.warning("worker %s: action catalogue not published (%s)", self.topic, exc)
 
     def _serve(self, pubsub: redis.client.PubSub) -> None:
         heard, probed = time.monotonic(), None

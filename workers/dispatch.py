@@ -15,16 +15,15 @@ from django.db import close_old_connections
 
 from chat import services
 from chat.errors import AuthenticationRequired, ChatError, InvalidAction, InvalidMessageFormat, InvalidToken
+from websockets_gateway import wire
 
 from . import envelopes
+from .actions import Action, BatchHandler, Request, registry
 from .envelopes import HandlerResult
-from .handlers import ROUTES, BatchHandler, Request, Route
 from .metrics import action_label
 
 logger = logging.getLogger(__name__)
 security_logger = logging.getLogger("workers.security")
-
-MAX_UUID_LENGTH = 64
 
 
 @dataclass(frozen=True)
@@ -56,8 +55,8 @@ OnlineReader = Callable[[Iterable[int]], set[int]]
 def handle(data: dict[str, Any], response_topic: str, online: OnlineReader | None = None) -> Outgoing:
     """Answer one decoded request; never raises (but for CancelledError-like BaseExceptions)."""
     try:
-        route, request = _request(data, online)
-        outcome: HandlerResult | Exception = route.handler(request)
+        declared, request = _request(data, online)
+        outcome: HandlerResult | Exception = declared.handler(request)
     except Exception as exc:
         outcome = exc
     return _settle(data, response_topic, outcome)
@@ -84,26 +83,38 @@ def _settle(data: dict[str, Any], response_topic: str, outcome: HandlerResult | 
     return Outgoing(topic, envelope)
 
 
-def _request(data: dict[str, Any], online: OnlineReader | None) -> tuple[Route, Request]:
-    """The request's route, and the request for its handler; raises the ChatError it is refused with."""
-    uuid, action = data.get("uuid"), data.get("action")
-    if not isinstance(uuid, str) or not 1 <= len(uuid) <= MAX_UUID_LENGTH:
-        raise InvalidMessageFormat("uuid must be a string of 1 to 64 characters")
-    if not isinstance(action, str) or not action:
-        raise InvalidMessageFormat("action must be a non-empty string")
-    route = ROUTES.get(action)
-    if route is None:
-        raise InvalidAction(f"Unknown action {action[:40]!r}")
+def _request(data: dict[str, Any], online: OnlineReader | None) -> tuple[Action, Request]:
+    """The request's action, and the request for its handler; raises the ChatError it is refused with."""
+    request_error = wire.request_error(data)
+    if request_error is not None:
+        raise InvalidMessageFormat(request_error)
+    declared = registry.get(data["action"])
+    if declared is None:
+        raise InvalidAction(f"Unknown action {data['action'][:40]!r}")
     session_data = data.get("session_data")
     user_pk = session_data.get("user_pk") if isinstance(session_data, dict) else None
-    if not route.loads_user:
+    if not declared.loads_user:
         if not services.is_user_pk(user_pk):
             raise AuthenticationRequired()
-        return route, Request(data, None, online, user_pk=user_pk)
+        return declared, Request(data, None, online, user_pk=user_pk, params=_params(declared, data))
     user = services.active_user(user_pk) if user_pk is not None else None
-    if route.requires_user and user is None:
+    if declared.requires_user and user is None:
         raise AuthenticationRequired()
-    return route, Request(data, user, online)
+    return declared, Request(data, user, online, user_pk=user.pk if user is not None else None,
+                             params=_params(declared, data))
+
+
+def _params(declared: Action, data: dict[str, Any]) -> dict[str, Any]:
+    """The frame's fields as the action's serializer validates them; its first complaint is the
+    invalid_message_format reply's message."""
+    if declared.fields is None:
+        return {}
+    serializer = declared.fields(data=data)
+    if not serializer.is_valid():
+        name, complaints = next(iter(serializer.errors.items()))
+        complaint = complaints[0] if isinstance(complaints, list) and complaints else complaints
+        raise InvalidMessageFormat(f"{name}: {complaint}" if name != "non_field_errors" else str(complaint))
+    return dict(serializer.validated_data)
 
 
 def process(raw: bytes | str, response_topic: str, online: OnlineReader | None = None) -> Outgoing | None:
@@ -151,8 +162,8 @@ def process_batch(raws: Sequence[bytes | str], response_topic: str,
 def _batch_handler(data: dict[str, Any] | None) -> BatchHandler | None:
     if data is None or not isinstance(data.get("action"), str):
         return None
-    route = ROUTES.get(data["action"])
-    return route.batch if route is not None else None
+    declared = registry.get(data["action"])
+    return declared.batch if declared is not None else None
 
 
 def _answer_run(batch: BatchHandler, run: list[dict[str, Any]], response_topic: str,

@@ -1,43 +1,20 @@
-"""One handler per action, in an explicit table. Domain logic stays in `chat.services`."""
+"""The chat's own actions, each declared once in the action registry (`workers.actions`).
+
+Domain logic stays in `chat` (services, rooms, reading), reply bodies in `chat.replies`: the REST
+API shares both.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import Sequence
 
 from django.contrib.auth.models import AbstractBaseUser
 
-from chat import reading, rooms, services
-from chat.serializers import MessageSerializer, RoomSerializer, UserSerializer, message_data
+from chat import reading, replies, rooms, services
+from chat.serializers import MessageSerializer, RoomSerializer, UserSerializer
 
-from .envelopes import HandlerResult, success
-
-
-@dataclass(frozen=True)
-class Request:
-    """A request from the bus: the client's frame (with the gateway's keys) and its user, if any."""
-
-    data: dict[str, Any]
-    user: AbstractBaseUser | None
-    # Which of these user ids have an open, authenticated connection on some gateway (Redis).
-    online: Callable[[Iterable[int]], set[int]] | None = None
-    # The session's user id, unchecked: for a route that checks the account itself (loads_user=False).
-    user_pk: int | None = None
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.data.get(key, default)
-
-
-Handler = Callable[[Request], HandlerResult]
-# Several requests of one action answered together: each one's result, or the exception it raised.
-BatchHandler = Callable[[Sequence[Request]], list[HandlerResult | Exception]]
-
-
-def authenticate(request: Request) -> HandlerResult:
-    [outcome] = authenticate_many([request])
-    if isinstance(outcome, Exception):
-        raise outcome
-    return outcome
+from .actions import Request, action, registry
+from .envelopes import HandlerResult
 
 
 def authenticate_many(requests: Sequence[Request]) -> list[HandlerResult | Exception]:
@@ -48,24 +25,27 @@ def authenticate_many(requests: Sequence[Request]) -> list[HandlerResult | Excep
             for request, user in zip(requests, users)]
 
 
+@action("authenticate", requires_user=False, retry=True, batch=authenticate_many)
+def authenticate(request: Request) -> HandlerResult:
+    [outcome] = authenticate_many([request])
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
+
+
 def _authenticated(request: Request, user: AbstractBaseUser) -> HandlerResult:
+    # The catalogue tells the client which actions it may send again with the same uuid.
     return HandlerResult(
-        success(request.data, user=UserSerializer(user).data),
+        request.success(user=UserSerializer(user).data, actions=registry.catalogue()["actions"]),
         session_data={"user_pk": user.pk},
     )
 
 
+@action("select_room", retry=True)
 def select_room(request: Request) -> HandlerResult:
     room = services.member_room(request.user, request.get("room"))
     messages = services.recent_messages(room)
-    return HandlerResult(success(request.data, room_messages=MessageSerializer(messages, many=True).data))
-
-
-def new_message(request: Request) -> HandlerResult:
-    # The busiest action: the sender's account is checked in the query for the room's members.
-    posted = services.post_message_as(request.user_pk, request.get("room"), request.get("text"),
-                                      request.get("uuid"))
-    return _message_posted(request, posted)
+    return HandlerResult(request.success(room_messages=MessageSerializer(messages, many=True).data))
 
 
 def new_messages(requests: Sequence[Request]) -> list[HandlerResult | Exception]:
@@ -77,104 +57,88 @@ def new_messages(requests: Sequence[Request]) -> list[HandlerResult | Exception]
             for request, outcome in zip(requests, services.post_messages_as(posts))]
 
 
+# The busiest action: the sender's account is checked in the query for the room's members.
+# Retried, the stored message is found again by its uuid.
+@action("new_message", loads_user=False, retry=True, batch=new_messages)
+def new_message(request: Request) -> HandlerResult:
+    posted = services.post_message_as(request.user_pk, request.get("room"), request.get("text"),
+                                      request.get("uuid"))
+    return _message_posted(request, posted)
+
+
 def _message_posted(request: Request, posted: services.PostedMessage) -> HandlerResult:
-    return HandlerResult(
-        success(request.data, message=message_data(posted.message)),
-        # A retry reaches the members again: a member who missed the first reply gets it now,
-        # and clients recognise a message they already have by its id.
-        send_to=posted.member_ids,
-    )
+    # A retry reaches the members again: a member who missed the first reply gets it now,
+    # and clients recognise a message they already have by its id.
+    return HandlerResult(replies.message_posted(request.data, posted), send_to=posted.member_ids)
 
 
+@action("list_rooms", retry=True)
 def list_rooms(request: Request) -> HandlerResult:
     summaries = rooms.list_rooms(request.user)
-    return HandlerResult(success(request.data, rooms=RoomSerializer(summaries, many=True).data))
+    return HandlerResult(request.success(rooms=RoomSerializer(summaries, many=True).data))
 
 
+# Not retried: a second request would make a second room.
+@action("create_room")
 def create_room(request: Request) -> HandlerResult:
     summary = rooms.create_room(request.user, request.get("name"), request.get("members", []))
-    return HandlerResult(success(request.data, room=RoomSerializer(summary).data), send_to=summary.member_ids)
+    return HandlerResult(replies.room_changed(request.data, summary), send_to=summary.member_ids)
 
 
+@action("add_members", retry=True)
 def add_members(request: Request) -> HandlerResult:
     summary = rooms.add_members(request.user, request.get("room"), request.get("members"))
-    # `room` is the room object here, as the protocol gives this reply, not the id echoed.
-    return HandlerResult(success(request.data, room=RoomSerializer(summary).data), send_to=summary.member_ids)
+    return HandlerResult(replies.room_changed(request.data, summary), send_to=summary.member_ids)
 
 
+# Not retried: once left, the room is no longer the user's, and a second request is refused.
+@action("leave_room")
 def leave_room(request: Request) -> HandlerResult:
     departure = rooms.leave_room(request.user, request.get("room"))
-    return HandlerResult(success(request.data, user=UserSerializer(request.user).data),
-                         send_to=departure.notify_ids)
+    return HandlerResult(replies.member_left(request.data, request.user), send_to=departure.notify_ids)
 
 
+@action("direct_message", retry=True)
 def direct_message(request: Request) -> HandlerResult:
     posted = rooms.direct_message(request.user, request.get("to"), request.get("text"), request.get("uuid"))
-    message = message_data(posted.message)
-    return HandlerResult(success(request.data, room=message["room"], message=message), send_to=posted.member_ids)
+    return HandlerResult(replies.message_posted(request.data, posted), send_to=posted.member_ids)
 
 
+@action("load_history", retry=True)
 def load_history(request: Request) -> HandlerResult:
     page = reading.load_history(request.user, request.get("room"), request.get("before"), request.get("limit"))
-    return HandlerResult(success(request.data, room_messages=MessageSerializer(page.messages, many=True).data,
-                                 has_more=page.has_more))
+    return HandlerResult(request.success(room_messages=MessageSerializer(page.messages, many=True).data,
+                                         has_more=page.has_more))
 
 
+@action("mark_read", retry=True)
 def mark_read(request: Request) -> HandlerResult:
     mark = reading.mark_read(request.user, request.get("room"), request.get("message"))
     # Every connection of the reader: its other tabs clear their badge too.
-    return HandlerResult(success(request.data, message=request.get("message"), last_read_id=mark.last_read_id,
-                                 unread_count=mark.unread_count), send_to=[request.user.pk])
+    return HandlerResult(replies.read_marked(request.data, request.get("message"), mark), send_to=[request.user.pk])
 
 
+# Not retried: a late "is typing" is worse than none.
+@action("typing")
 def typing(request: Request) -> HandlerResult:
     members = services.members_of(request.user, request.get("room"))
     others = sorted(pk for pk in members if pk != request.user.pk)
     # Never stored, and never sent back to the typist (not even to their other connections).
-    return HandlerResult(success(request.data, user=UserSerializer(request.user).data), send_to=others,
+    return HandlerResult(request.success(user=UserSerializer(request.user).data), send_to=others,
                          requester_reply=False)
 
 
+@action("who_is_online", retry=True)
 def who_is_online(request: Request) -> HandlerResult:
     if request.online is None:
         raise RuntimeError("this worker has no presence reader")
     members = services.members_of(request.user, request.get("room"))
     online = request.online(members)
-    return HandlerResult(success(request.data, online=sorted(members[pk] for pk in online if pk in members)))
+    return HandlerResult(request.success(online=sorted(members[pk] for pk in online if pk in members)))
 
 
+@action("sync", retry=True)
 def sync(request: Request) -> HandlerResult:
     page = reading.sync(request.user, request.get("after"), request.get("limit"))
-    return HandlerResult(success(request.data, messages=MessageSerializer(page.messages, many=True).data,
-                                 has_more=page.has_more))
-
-
-@dataclass(frozen=True)
-class Route:
-    handler: Handler
-    requires_user: bool = True
-    # False: the handler gets the session's user id (Request.user_pk) and checks the account
-    # itself, in a query it makes anyway, and answers authentication_required as dispatch would.
-    loads_user: bool = True
-    # For requests of this action that arrive one after another in a batch: answers them together,
-    # each as `handler` would have. If it raises, dispatch answers each again with `handler`: what
-    # it did must be safe to do again (a stored message is found again by its uuid).
-    batch: BatchHandler | None = None
-
-
-# The actions this worker answers. The gateway answers `ping` itself.
-ROUTES: dict[str, Route] = {
-    "authenticate": Route(authenticate, requires_user=False, batch=authenticate_many),
-    "select_room": Route(select_room),
-    "new_message": Route(new_message, loads_user=False, batch=new_messages),
-    "list_rooms": Route(list_rooms),
-    "create_room": Route(create_room),
-    "add_members": Route(add_members),
-    "leave_room": Route(leave_room),
-    "direct_message": Route(direct_message),
-    "load_history": Route(load_history),
-    "mark_read": Route(mark_read),
-    "typing": Route(typing),
-    "who_is_online": Route(who_is_online),
-    "sync": Route(sync),
-}
+    return HandlerResult(request.success(messages=MessageSerializer(page.messages, many=True).data,
+                                         has_more=page.has_more))

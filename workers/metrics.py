@@ -2,7 +2,7 @@
 
 One worker is one process with a port of its own, so its registry needs no process label;
 `chat_worker_info` says which topic it serves. Label values are bounded: actions are the
-routing table's or `unknown`, statuses `success`, the protocol's error codes or `other`.
+action registry's or `unknown`, statuses `success`, the error codes of the catalogue or `other`.
 """
 
 from __future__ import annotations
@@ -15,18 +15,12 @@ from prometheus_client import (
     CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, disable_created_metrics, start_http_server,
 )
 
-from .handlers import ROUTES
+from .actions import registry
 
 # No `<counter>_created` series beside every counter (a process-wide switch of the library): they
 # would double the series and tell nothing that a rate() needs.
 disable_created_metrics()
 
-# The protocol's error codes (PROTOCOL.md; the gateway's `protocol.ERROR_CODES` is the same set,
-# a contract test checks it).
-ERROR_CODES = frozenset({
-    "invalid_message_format", "invalid_action", "invalid_token", "authentication_required", "invalid_room_id",
-    "empty_text", "text_too_long", "invalid_user", "rate_limited", "timeout", "server_error",
-})
 # Seconds from a request taken off the topic to its reply ready to publish.
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # What went wrong, for chat_worker_errors_total: a handler raised (the requester got
@@ -36,14 +30,14 @@ ERROR_KINDS = frozenset({"server_error", "unanswered", "malformed_request"})
 
 
 def action_label(action: Any) -> str:
-    return action if isinstance(action, str) and action in ROUTES else "unknown"
+    return action if action in registry else "unknown"
 
 
 def status_label(response: dict[str, Any]) -> str:
     if response.get("status") == "success":
         return "success"
     code = response.get("error_code")
-    if response.get("status") == "error" and isinstance(code, str) and code in ERROR_CODES:
+    if response.get("status") == "error" and isinstance(code, str) and code in registry.error_codes():
         return code
     return "other"
 

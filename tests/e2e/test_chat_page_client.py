@@ -51,6 +51,8 @@ class FakeSocket {
   }
 }
 const ok = (frame, extra = {}) => ({ uuid: frame.uuid, action: frame.action, status: "success", ...extra });
+// The authenticate reply, with the workers' action catalogue as a real worker sends it.
+const signedIn = (frame) => ok(frame, { user: { username: "alice" }, actions: CATALOGUE });
 const fail = (frame, code) => ({ uuid: frame.uuid, action: frame.action, status: "error", error_code: code,
                                  error_message: code });
 const msg = (id, text = `m${id}`, room = "r1") => ({ id, user: { username: "bob" }, room, timestamp: 1e9 + id, text });
@@ -60,7 +62,7 @@ const oneRoom = (frame, lastId) => ok(frame, { rooms: [
 // A gateway that authenticates anyone, lists room r1 (its newest message `lastId`) and answers
 // the other actions with `handlers[action](socket, frame)`.
 const gateway = (lastId, handlers) => (socket, frame) => {
-  if (frame.action === "authenticate") socket.reply(ok(frame, { user: { username: "alice" } }));
+  if (frame.action === "authenticate") socket.reply(signedIn(frame));
   else if (frame.action === "list_rooms") socket.reply(oneRoom(frame, lastId));
   else handlers[frame.action]?.(socket, frame);
 };
@@ -89,7 +91,10 @@ const newClient = (options = {}) => new ChatClient({
 
 async def run_in_browser(executable: str, body: str) -> Any:
     """Run `body` (the inside of an async function, which returns a JSON-able value) in a page
-    that has FAKE_SOCKET's names in scope."""
+    that has FAKE_SOCKET's names in scope, and CATALOGUE: the actions the workers' registry declares."""
+    from workers.actions import registry
+
+    catalogue = json.dumps(registry.catalogue()["actions"])
 
     async def serve(route) -> None:
         path = route.request.url[len(ORIGIN):]
@@ -109,7 +114,7 @@ async def run_in_browser(executable: str, body: str) -> Any:
             await page.goto(f"{ORIGIN}/")
             # A scenario that hangs fails after SCENARIO_BOUND_MS instead of at the suite's timeout.
             result = await page.evaluate(f"""async () => {{
-                const scenario = (async () => {{ {FAKE_SOCKET}\n{body} }})();
+                const scenario = (async () => {{ const CATALOGUE = {catalogue}; {FAKE_SOCKET}\n{body} }})();
                 const hang = new Promise((_, reject) => setTimeout(
                     () => reject(new Error("scenario still waiting after {SCENARIO_BOUND_MS} ms")), {SCENARIO_BOUND_MS}));
                 return Promise.race([scenario, hang]);
@@ -140,7 +145,7 @@ def test_a_message_whose_reply_was_lost_is_sent_again_with_its_uuid_then_sync_fr
         let stored = null;
         FakeSocket.server = (socket, frame) => {
           const first = socket === FakeSocket.sockets[0];
-          if (frame.action === "authenticate") socket.reply(ok(frame, { user: { username: "alice" } }));
+          if (frame.action === "authenticate") socket.reply(signedIn(frame));
           else if (frame.action === "list_rooms") socket.reply(oneRoom(frame, 7));
           else if (frame.action === "new_message" && first) socket.close(1006, "");  // no reply
           else if (frame.action === "new_message") {
@@ -294,7 +299,7 @@ def test_a_resync_before_the_room_list_is_ignored_and_one_cut_short_by_a_loss_is
 def test_a_room_being_created_when_the_connection_drops_is_not_sent_again(chromium_executable):
     result = in_browser(chromium_executable, """
         FakeSocket.server = (socket, frame) => {
-          if (frame.action === "authenticate") socket.reply(ok(frame, { user: { username: "alice" } }));
+          if (frame.action === "authenticate") socket.reply(signedIn(frame));
           else if (frame.action === "create_room") socket.close(1006, "");
         };
         const client = newClient();
@@ -309,11 +314,41 @@ def test_a_room_being_created_when_the_connection_drops_is_not_sent_again(chromi
                       "actions": [["authenticate", "create_room"], ["authenticate"]]}
 
 
+def test_what_is_resent_is_what_the_servers_catalogue_says(chromium_executable):
+    # An action the client has never heard of (a host project's own) is resent because the
+    # authenticate reply marks it `retry`; one marked `retry: false` is not; nothing is before
+    # the first authentication (the catalogue is not known yet), but for ping.
+    result = in_browser(chromium_executable, """
+        const catalogue = { approve_order: { retry: true }, cancel_order: { retry: false } };
+        let dropped = 0;
+        FakeSocket.server = (socket, frame) => {
+          if (frame.action === "authenticate") socket.reply(ok(frame, { user: { username: "alice" }, actions: catalogue }));
+          else if (dropped < 2) { dropped += 1; socket.close(1006, ""); }
+          else socket.reply(ok(frame));
+        };
+        const client = newClient();
+        const before = ["approve_order", "ping"].map((action) => client.mayRetry(action));
+        client.start();
+        await nextEvent(client, "ready");
+        const after = ["approve_order", "cancel_order", "new_message", "ping"].map((action) => client.mayRetry(action));
+        const approved = client.request("approve_order", { order: 7 }, { uuid: "a-1" }).then(() => "ok", (e) => e.code);
+        await nextEvent(client, "ready");
+        const cancelled = client.request("cancel_order", { order: 7 }, { uuid: "c-1" }).then(() => "ok", (e) => e.code);
+        return { before, after, approved: await approved, cancelled: await cancelled,
+                 sent: FakeSocket.sockets.map((s) => s.sent.filter((f) => f.action !== "authenticate").map((f) => f.uuid)) };
+    """)
+    assert result["before"] == [False, True]
+    assert result["after"] == [True, False, False, True]
+    assert result["approved"] == "ok"
+    assert result["cancelled"] == "connection_lost"
+    assert result["sent"][:2] == [["a-1"], ["a-1", "c-1"]]
+
+
 def test_a_timeout_error_is_retried_with_the_same_uuid_and_other_errors_are_not(chromium_executable):
     result = in_browser(chromium_executable, """
         let tries = 0;
         FakeSocket.server = (socket, frame) => {
-          if (frame.action === "authenticate") socket.reply(ok(frame, { user: { username: "alice" } }));
+          if (frame.action === "authenticate") socket.reply(signedIn(frame));
           else if (frame.action === "new_message" && frame.text === "slow") {
             tries += 1;
             socket.reply(tries < 3 ? fail(frame, "timeout") : ok(frame, { room: "r1", message: msg(5, "slow") }));
@@ -334,7 +369,7 @@ def test_requests_wait_while_disconnected_up_to_a_bound(chromium_executable):
         let release;
         const token = new Promise((resolve) => { release = resolve; });
         FakeSocket.server = (socket, frame) => {
-          if (frame.action === "authenticate") socket.reply(ok(frame, { user: { username: "alice" } }));
+          if (frame.action === "authenticate") socket.reply(signedIn(frame));
           else if (frame.action === "ping") socket.reply(ok(frame, { server_time: 1e9, connections: 1 }));
         };
         const client = newClient({ getToken: () => token, maxQueued: 3 });
@@ -353,7 +388,7 @@ def test_no_more_than_max_in_flight_requests_are_sent_at_once(chromium_executabl
         const held = [];
         let most = 0;
         FakeSocket.server = (socket, frame) => {
-          if (frame.action === "authenticate") { socket.reply(ok(frame, { user: { username: "alice" } })); return; }
+          if (frame.action === "authenticate") { socket.reply(signedIn(frame)); return; }
           held.push(frame);
           most = Math.max(most, held.length);
           if (held.length === 4) for (const f of held.splice(0)) socket.reply(ok(f, { online: [] }));
@@ -371,7 +406,7 @@ def test_broadcasts_become_events(chromium_executable):
     result = in_browser(chromium_executable, """
         FakeSocket.server = (socket, frame) => {
           if (frame.action !== "authenticate") return;
-          socket.reply(ok(frame, { user: { username: "alice" } }));
+          socket.reply(signedIn(frame));
           const other = { uuid: "theirs", status: "success" };
           socket.reply({ ...other, action: "new_message", room: "r1", message: msg(3) });
           socket.reply({ ...other, action: "new_message", room: "r1", message: msg(3) });  // a retry's copy

@@ -6,15 +6,18 @@ import fakeredis
 import pytest
 
 from websockets_gateway import bus as bus_module
+from websockets_gateway.wire import CATALOGUE_KEY
 
-from .fakes import fake_blocking_pool
+from .fakes import CATALOGUE, fake_blocking_pool
 
 
 @pytest.fixture
 def redis_server(monkeypatch):
     """The fakeredis server behind every `Redis.from_url` client and the publisher's blocking
-    pool (`bus.publisher_client`), so the app and fake workers share it."""
+    pool (`bus.publisher_client`), so the app and fake workers share it. It holds the action
+    catalogue, as after a worker's start."""
     server = fakeredis.FakeServer()
+    fakeredis.FakeRedis(server=server).set(CATALOGUE_KEY, CATALOGUE)
 
     def from_url(url, **kwargs):
         return fakeredis.FakeAsyncRedis(server=server)

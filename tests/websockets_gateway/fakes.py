@@ -27,6 +27,14 @@ WAIT = 2.0
 
 ALLOWED_ORIGIN = "http://chat.example"
 WORKER_TOPIC = "worker_test"
+# The protocol's actions and error codes as the workers publish them (workers.actions): what the
+# gateway's metrics label by. Test data here: the gateway's tests never import the workers.
+PROTOCOL_ACTIONS = ("authenticate", "select_room", "new_message", "list_rooms", "create_room", "add_members",
+                    "leave_room", "direct_message", "load_history", "mark_read", "typing", "who_is_online", "sync")
+PROTOCOL_ERROR_CODES = ("invalid_message_format", "invalid_action", "invalid_token", "authentication_required",
+                        "invalid_room_id", "empty_text", "text_too_long", "invalid_user", "server_error")
+CATALOGUE = json.dumps({"actions": {name: {"retry": True} for name in PROTOCOL_ACTIONS},
+                        "error_codes": list(PROTOCOL_ERROR_CODES)})
 
 
 def run(coro: Coroutine[Any, Any, Any], timeout: float = TEST_TIMEOUT) -> Any:

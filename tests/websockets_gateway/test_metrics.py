@@ -17,14 +17,15 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from websockets_gateway.bus import Bus, BusUnavailable, NoWorkerAvailable
 from websockets_gateway.connection import CLOSE_SLOW_CONSUMER, CLOSE_UNSUPPORTED_DATA
-from websockets_gateway.metrics import GatewayMetrics, action_label, status_label
-from websockets_gateway.protocol import ACTIONS, ERROR_CODES
+from websockets_gateway.catalogue import Catalogue
+from websockets_gateway.metrics import GatewayMetrics
+from websockets_gateway.protocol import GATEWAY_ERROR_CODES
 from websockets_gateway.registry import ConnectionRegistry
 from websockets_gateway.requests import PendingRequests
 from websockets_gateway.router import ReplyRouter
 from websockets_gateway.state import GATEWAY_KEY
 
-from .fakes import WAIT, FakeWebSocket, FakeWorker, RecordingConnection, make_connection, run
+from .fakes import CATALOGUE, PROTOCOL_ACTIONS, PROTOCOL_ERROR_CODES, WAIT, FakeWebSocket, FakeWorker, RecordingConnection, make_connection, run
 from .test_views import authenticating, receive_close, receive_json, request, serving, wait_until
 
 Samples = dict[tuple[str, frozenset], float]
@@ -55,20 +56,48 @@ def sample(metrics: GatewayMetrics, name: str, **labels: str) -> float:
 
 # Labels
 
-def test_action_labels_are_the_protocols_actions_or_unknown():
-    assert {action_label(action) for action in ACTIONS} == ACTIONS
+def published_catalogue() -> Catalogue:
+    catalogue = Catalogue()
+    assert catalogue.load(CATALOGUE)
+    return catalogue
+
+
+def test_action_labels_are_the_catalogues_actions_the_gateways_own_or_unknown():
+    catalogue = published_catalogue()
+    assert {catalogue.action_label(action) for action in PROTOCOL_ACTIONS} == set(PROTOCOL_ACTIONS)
+    assert catalogue.action_label("ping") == "ping"
     for client_sent in ("explode", "", None, 5, ["ping"], "ping " * 100):
-        assert action_label(client_sent) == "unknown"
+        assert catalogue.action_label(client_sent) == "unknown"
+    # Before any worker published its catalogue: the gateway's own names only.
+    assert Catalogue().action_label("new_message") == "unknown"
+    assert Catalogue().action_label("authenticate") == "authenticate"
 
 
-def test_status_labels_are_success_the_protocols_error_codes_or_other():
-    assert status_label({"status": "success"}) == "success"
-    for code in ERROR_CODES:
-        assert status_label({"status": "error", "error_code": code}) == code
-    assert status_label({"status": "error", "error_code": "made_up_by_someone"}) == "other"
-    assert status_label({"status": "error"}) == "other"
-    assert status_label({"status": "weird"}) == "other"
-    assert status_label({}) == "other"
+def test_status_labels_are_success_the_catalogues_error_codes_the_gateways_own_or_other():
+    catalogue = published_catalogue()
+    assert catalogue.status_label({"status": "success"}) == "success"
+    for code in PROTOCOL_ERROR_CODES + tuple(GATEWAY_ERROR_CODES):
+        assert catalogue.status_label({"status": "error", "error_code": code}) == code
+    assert catalogue.status_label({"status": "error", "error_code": "made_up_by_someone"}) == "other"
+    assert catalogue.status_label({"status": "error"}) == "other"
+    assert catalogue.status_label({"status": "weird"}) == "other"
+    assert catalogue.status_label({}) == "other"
+
+
+@pytest.mark.parametrize("raw", [None, b"", b"not json", b"[]", b'{"actions": []}', b'{"actions": {}}',
+                                 b'{"actions": {}, "error_codes": {}}'])
+def test_a_catalogue_that_is_not_one_changes_nothing(raw):
+    catalogue = published_catalogue()
+    assert not catalogue.load(raw)
+    assert catalogue.action_label("new_message") == "new_message"
+
+
+def test_a_catalogue_is_bounded_whatever_it_holds():
+    catalogue = Catalogue()
+    assert catalogue.load(json.dumps({"actions": {f"a{n}": {} for n in range(1000)} | {"x" * 65: {}, "5": 5},
+                                      "error_codes": [f"c{n}" for n in range(1000)] + [7, None]}))
+    assert len(catalogue.actions) <= 256 + 2 and len(catalogue.error_codes) <= 256 + len(GATEWAY_ERROR_CODES)
+    assert catalogue.action_label("x" * 65) == "unknown"
 
 
 # The app, end to end in one process
@@ -209,15 +238,19 @@ def test_client_chosen_actions_make_one_unknown_series(redis_server):
     # A client picks its actions: none of them may become a series of its own.
     async def scenario():
         async with serving() as (client, app):
-            ws = await client.ws_connect("/ws")
-            for number in range(20):
-                await ws.send_str(json.dumps({"uuid": f"u{number}", "action": f"made-up-{number}"}))
-            for _ in range(20):
-                assert (await receive_json(ws))["error_code"] == "invalid_action"
-            samples = await scrape(client)
-            series = [dict(labels) for name, labels in samples if name == "chat_gateway_requests_total"]
-            assert [(s["action"], s["status"]) for s in series] == [("unknown", "invalid_action")]
-            assert value(samples, "chat_gateway_requests_total", action="unknown", status="invalid_action") == 20
+            async with FakeWorker(redis_server, answer=authenticating({"good": 1})):
+                ws = await client.ws_connect("/ws")
+                assert (await request(ws, {"uuid": "a", "action": "authenticate", "token": "good"}))["status"] \
+                    == "success"
+                for number in range(20):
+                    await ws.send_str(json.dumps({"uuid": f"u{number}", "action": f"made-up-{number}"}))
+                for _ in range(20):
+                    assert (await receive_json(ws))["error_code"] == "invalid_action"
+                samples = await scrape(client)
+                series = [dict(labels) for name, labels in samples if name == "chat_gateway_requests_total"]
+                assert sorted((s["action"], s["status"]) for s in series) == [
+                    ("authenticate", "success"), ("unknown", "invalid_action")]
+                assert value(samples, "chat_gateway_requests_total", action="unknown", status="invalid_action") == 20
 
     run(scenario())
 
@@ -275,6 +308,7 @@ def test_a_malformed_reply_envelope_is_counted_as_a_bus_error():
 def test_a_reply_to_a_request_of_this_process_is_counted_once_whoever_gets_it():
     async def scenario():
         metrics = GatewayMetrics("gw-test")
+        metrics.catalogue.load(CATALOGUE)
         registry = ConnectionRegistry()
         pending = PendingRequests("gw-test", 5.0, 4, on_timeout=lambda request: None, metrics=metrics)
         router = ReplyRouter(registry, pending, metrics)

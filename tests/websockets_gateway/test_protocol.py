@@ -79,27 +79,20 @@ def test_check_frame_rejects_a_bad_action(frame):
     _assert_error(check_frame(frame, authenticated=True), "invalid_message_format")
 
 
-def test_check_frame_rejects_an_unknown_action():
-    reply = check_frame({"uuid": "u1", "action": "drop_tables"}, authenticated=True)
-    _assert_error(reply, "invalid_action")
-    assert reply["uuid"] == "u1"
-    assert reply["action"] == "drop_tables"
+# The gateway knows no domain action: it forwards any, and a worker answers an unknown one
+# invalid_action (tests/workers/test_dispatch.py).
+PROTOCOL_ACTIONS = ("select_room", "new_message", "list_rooms", "create_room", "add_members", "leave_room",
+                    "direct_message", "load_history", "mark_read", "typing", "who_is_online", "sync")
 
 
-def test_check_frame_unknown_action_message_is_bounded():
-    reply = check_frame({"uuid": "u1", "action": "a" * 10_000}, authenticated=True)
-    _assert_error(reply, "invalid_action")
-    assert len(reply["error_message"]) < 100
-
-
-@pytest.mark.parametrize("action", sorted(protocol.ACTIONS - protocol.ANONYMOUS_ACTIONS))
+@pytest.mark.parametrize("action", PROTOCOL_ACTIONS + ("drop_tables", "a" * 10_000))
 def test_check_frame_requires_authentication_for_other_actions(action):
     reply = check_frame({"uuid": "u1", "action": action, "room": "r1"}, authenticated=False)
     _assert_error(reply, "authentication_required")
     assert (reply["uuid"], reply["action"], reply["room"]) == ("u1", action, "r1")
 
 
-@pytest.mark.parametrize("action", sorted(protocol.ACTIONS))
+@pytest.mark.parametrize("action", PROTOCOL_ACTIONS + ("authenticate", "ping", "drop_tables", "a" * 10_000))
 def test_check_frame_lets_every_action_through_once_authenticated(action):
     assert check_frame({"uuid": "u1", "action": action}, authenticated=True) is None
 
@@ -111,7 +104,6 @@ def test_check_frame_allows_authenticate_and_ping_anonymously(action):
 
 def test_anonymous_actions_are_exactly_authenticate_and_ping():
     assert protocol.ANONYMOUS_ACTIONS == {"authenticate", "ping"}
-    assert protocol.ANONYMOUS_ACTIONS <= protocol.ACTIONS
 
 
 def test_check_frame_uuid_error_wins_over_unknown_action():

@@ -34,6 +34,9 @@ PROTOCOL_KEYS = ("uuid", "action", "room", "text", "token", "members", "to", "be
                  "message", "name")
 # What the gateway adds on the bus: a client that sends them must not get them through.
 GATEWAY_KEYS = ("session_data", "request_id", "reply_to", "send_to")
+# The protocol's actions (the workers' registry; the gateway knows only `ping` and `authenticate`).
+ACTIONS = ("authenticate", "select_room", "new_message", "list_rooms", "create_room", "add_members", "leave_room",
+           "direct_message", "load_history", "mark_read", "typing", "who_is_online", "sync", "ping")
 ERROR_CODES = frozenset({
     "invalid_message_format", "invalid_action", "invalid_token", "authentication_required", "invalid_room_id",
     "empty_text", "text_too_long", "invalid_user", "rate_limited", "timeout", "server_error",
@@ -87,7 +90,7 @@ uuids = st.one_of(
     st.sampled_from(["", "x" * 64, "x" * 65, " ", "\x00"]),
     json_values,
 )
-actions = st.one_of(st.sampled_from(sorted(protocol.ACTIONS)), st.sampled_from(sorted(protocol.ACTIONS)),
+actions = st.one_of(st.sampled_from(ACTIONS), st.sampled_from(ACTIONS),
                     st.sampled_from(["", "PING", "ping ", "__class__", "server_error", "authenticate\x00"]),
                     json_values)
 usernames = st.one_of(st.sampled_from(["alice", "bob", "carol", "nobody", "", " alice"]), short_text, broken_text,
@@ -194,7 +197,8 @@ def assert_one_outcome(frame: dict[str, Any], text: str, authenticated: bool) ->
     # Forwarded: the worker will answer it, and it must survive the trip through Redis.
     request = assert_wire_safe(result)
     assert isinstance(frame["uuid"], str) and 1 <= len(frame["uuid"]) <= 64
-    assert frame["action"] in protocol.ACTIONS and frame["action"] != "ping"
+    # Any action but the gateway's own: an unknown one is the worker's to refuse (invalid_action).
+    assert isinstance(frame["action"], str) and frame["action"] and frame["action"] != "ping"
     assert authenticated or frame["action"] == "authenticate"
     assert request["session_data"] == ({"user_pk": 7} if authenticated else {})
     assert (request["request_id"], request["reply_to"]) == ("gw-1:1", "gw-1-replies")

@@ -26,7 +26,9 @@ from websockets_gateway.state import GATEWAY_KEY
 
 from tests.raw_websocket import OPCODE_CLOSE, OPCODE_TEXT, RawWebSocket
 
-from .fakes import ALLOWED_ORIGIN, WAIT, FakeWebSocket, FakeWorker, envelope, make_connection, make_settings, run
+from .fakes import (
+    ALLOWED_ORIGIN, PROTOCOL_ACTIONS, WAIT, FakeWebSocket, FakeWorker, envelope, make_connection, make_settings, run,
+)
 
 CLOSE_MESSAGE_TOO_BIG = 1009
 
@@ -66,7 +68,8 @@ async def wait_until(predicate, timeout=WAIT):
 
 
 def authenticating(users):
-    """A worker's answer: authenticate by token ({token: user_pk}); new_message broadcast to user 1 and 2."""
+    """A worker's answer: authenticate by token ({token: user_pk}); new_message broadcast to user 1 and 2;
+    an action that is not the protocol's, invalid_action."""
     def answer(bus_request):
         action = bus_request["action"]
         if action == "authenticate":
@@ -82,6 +85,10 @@ def authenticating(users):
             reply = {"uuid": bus_request["uuid"], "action": action, "room": bus_request["room"],
                      "status": "success", "message": {"id": 1, "text": bus_request["text"]}}
             return "worker_response_test", envelope(bus_request, reply, send_to=[1])
+        if action not in PROTOCOL_ACTIONS:
+            reply = {"uuid": bus_request["uuid"], "action": action, "status": "error",
+                     "error_code": "invalid_action", "error_message": "Unknown action"}
+            return bus_request["reply_to"], envelope(bus_request, reply)
         reply = {"uuid": bus_request["uuid"], "action": action, "status": "success",
                  "session_seen": bus_request["session_data"]}
         return bus_request["reply_to"], envelope(bus_request, reply)
@@ -432,7 +439,8 @@ def test_select_room_before_authenticating_is_refused(redis_server):
         ({"action": "ping"}, "invalid_message_format"),
         ({"uuid": "", "action": "ping"}, "invalid_message_format"),
         ({"uuid": "u1"}, "invalid_message_format"),
-        ({"uuid": "u1", "action": "explode"}, "invalid_action"),
+        # Before authenticating: only authenticate and ping go on, whatever the action is.
+        ({"uuid": "u1", "action": "explode"}, "authentication_required"),
     ],
 )
 def test_a_bad_frame_gets_an_error_reply_and_the_connection_stays_open(redis_server, frame, code):
@@ -448,6 +456,22 @@ def test_a_bad_frame_gets_an_error_reply_and_the_connection_stays_open(redis_ser
 
 
 # Frames that go to a worker
+
+def test_an_unknown_action_goes_to_a_worker_which_answers_invalid_action(redis_server):
+    # The gateway keeps no list of actions: a worker's registry decides.
+    async def scenario():
+        async with serving() as (client, app):
+            async with FakeWorker(redis_server, answer=authenticating({"good": 1})) as worker:
+                ws = await client.ws_connect("/ws")
+                assert (await request(ws, {"uuid": "a1", "action": "authenticate", "token": "good"}))["status"] \
+                    == "success"
+                reply = await request(ws, {"uuid": "x1", "action": "explode", "room": "r"})
+                assert (reply["uuid"], reply["action"], reply["error_code"]) == ("x1", "explode", "invalid_action")
+                assert [r["action"] for r in worker.requests] == ["authenticate", "explode"]
+                assert (await request(ws, {"uuid": "p1", "action": "ping"}))["status"] == "success"
+
+    run(scenario())
+
 
 def test_a_frame_with_no_worker_subscribed_gets_timeout_at_once(redis_server):
     async def scenario():

@@ -20,7 +20,6 @@ from rest_framework.authtoken.models import Token
 from websockets_gateway.logs import JsonFormatter
 from workers import consumer as consumer_module
 from workers.consumer import Consumer
-from workers.handlers import ROUTES, Route
 
 TOPIC = "worker_process_test"
 RESPONSE_TOPIC = "worker_response_test"
@@ -320,7 +319,7 @@ def test_a_request_the_worker_cannot_answer_is_counted(alice_token, running_cons
 
 
 def test_a_handler_that_raises_counts_a_server_error(transactional_db, make_user, make_room, running_consumer,
-                                                      client, listener, monkeypatch):
+                                                      client, listener, replace_handler):
     consumer, _ = running_consumer
     alice = make_user("alice")
     room = make_room(alice)
@@ -328,7 +327,7 @@ def test_a_handler_that_raises_counts_a_server_error(transactional_db, make_user
     def broken(request):
         raise RuntimeError("bug")
 
-    monkeypatch.setitem(ROUTES, "select_room", Route(broken))
+    replace_handler("select_room", broken)
     request = json.loads(bus_request("select_room", room=room.pk.hex))
     request["session_data"] = {"user_pk": alice.pk}
     client.publish(TOPIC, json.dumps(request))

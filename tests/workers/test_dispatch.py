@@ -19,7 +19,7 @@ from chat import tickets
 from chat.models import ChatMessage
 from workers import dispatch
 from workers.dispatch import Outgoing
-from workers.handlers import ROUTES, Route
+from workers.actions import registry
 
 REPLY_TO = "gateway-1-replies"
 RESPONSE_TOPIC = "worker_response_test"
@@ -53,8 +53,10 @@ def assert_error(outgoing: Outgoing, request: dict[str, Any], code: str) -> dict
     assert response["status"] == "error"
     assert response["error_code"] == code
     assert isinstance(response["error_message"], str) and response["error_message"]
-    assert response["uuid"] == request.get("uuid")
-    assert response["action"] == request.get("action")
+    # uuid and action come back as the request had them when they are strings, null otherwise
+    # (websockets_gateway.wire.reply_head, as the gateway's own replies).
+    for key in ("uuid", "action"):
+        assert response[key] == (request.get(key) if isinstance(request.get(key), str) else None)
     if isinstance(request.get("room"), str):
         assert response["room"] == request["room"]
     else:
@@ -73,8 +75,12 @@ class TestAuthenticate:
             "send_to": None,
             "session_data": {"user_pk": alice.pk},
             "response": {"uuid": request["uuid"], "action": "authenticate", "status": "success",
-                         "user": {"username": "alice"}},
+                         "user": {"username": "alice"}, "actions": registry.catalogue()["actions"]},
         }
+        # The catalogue: what the client may send again with the same uuid.
+        actions = outgoing.envelope["response"]["actions"]
+        assert actions["new_message"] == {"retry": True} and actions["create_room"] == {"retry": False}
+        assert set(actions) == {declared.name for declared in registry}
 
     def test_authenticating_again_replaces_the_session(self, alice, bob):
         request = bus_request("authenticate", user=alice, token=Token.objects.get(user=bob).key)
@@ -122,7 +128,8 @@ class TestAuthenticateWithATicket:
         assert outgoing.topic == REPLY_TO
         assert outgoing.envelope["session_data"] == {"user_pk": alice.pk}
         assert outgoing.envelope["response"] == {"uuid": request["uuid"], "action": "authenticate",
-                                                 "status": "success", "user": {"username": "alice"}}
+                                                 "status": "success", "user": {"username": "alice"},
+                                                 "actions": registry.catalogue()["actions"]}
 
     def test_a_ticket_authenticates_again_within_its_lifetime(self, alice, session):
         ticket = self.ticket(session, alice)
@@ -381,11 +388,11 @@ class TestMalformedRequests:
 
 
 class TestUnexpectedErrors:
-    def test_handler_exception_becomes_server_error_and_is_logged(self, alice, room, monkeypatch, caplog):
+    def test_handler_exception_becomes_server_error_and_is_logged(self, alice, room, replace_handler, caplog):
         def broken(request):
             raise RuntimeError("secret detail")
 
-        monkeypatch.setitem(ROUTES, "select_room", Route(broken))
+        replace_handler("select_room", broken)
         request = bus_request("select_room", user=alice, room=room.pk.hex)
         with caplog.at_level(logging.ERROR, logger="workers.dispatch"):
             outgoing = send(request)
@@ -397,8 +404,8 @@ class TestUnexpectedErrors:
         assert record.request_id == "gateway-1:42" and record.action == "select_room"
         assert record.exc_info is not None and isinstance(record.exc_info[1], RuntimeError)
 
-    def test_the_worker_goes_on_after_an_unexpected_error(self, alice, room, monkeypatch):
-        real_handler = ROUTES["select_room"].handler
+    def test_the_worker_goes_on_after_an_unexpected_error(self, alice, room, replace_handler):
+        real_handler = registry.get("select_room").handler
         failures = [RuntimeError("once")]
 
         def fails_once(request):
@@ -406,7 +413,7 @@ class TestUnexpectedErrors:
                 raise failures.pop()
             return real_handler(request)
 
-        monkeypatch.setitem(ROUTES, "select_room", Route(fails_once))
+        replace_handler("select_room", fails_once)
         assert send(bus_request("select_room", user=alice, room=room.pk.hex)).envelope["type"] == "error_response"
         assert send(bus_request("select_room", user=alice, room=room.pk.hex)).envelope["type"] == "success_response"
 

@@ -11,7 +11,7 @@ from django.db import DatabaseError, connection
 from django.test.utils import CaptureQueriesContext
 from rest_framework.authtoken.models import Token
 
-from chat import statements, tickets
+from chat import replies, statements, tickets
 from chat.models import ChatMessage
 from workers import dispatch, handlers
 from workers.dispatch import Outgoing
@@ -166,16 +166,16 @@ def test_messages_in_a_row_whose_batch_fails_are_answered_each_alone_and_stored_
                                                                                       monkeypatch, caplog):
     # After the insert, building a reply fails once: dispatch answers each message again alone,
     # and each finds itself stored (by its uuid) instead of being stored again.
-    real = handlers._message_posted
+    real = replies.message_posted
     failures = []
 
-    def failing_once(request, posted):
+    def failing_once(frame, posted):
         if not failures:
-            failures.append(request)
+            failures.append(frame)
             raise RuntimeError("a bug in the reply")
-        return real(request, posted)
+        return real(frame, posted)
 
-    monkeypatch.setattr(handlers, "_message_posted", failing_once)
+    monkeypatch.setattr(replies, "message_posted", failing_once)
     requests = [bus_request("new_message", user=[alice, bob][n % 2], room=room.pk.hex, text=str(n)) for n in range(4)]
     with caplog.at_level(logging.ERROR, logger="workers.dispatch"):
         answered = dispatch.process_batch([raw(r) for r in requests], RESPONSE_TOPIC)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from websockets_gateway import wire
 from workers import envelopes
 from workers.envelopes import HandlerResult
 
@@ -11,22 +12,24 @@ REQUEST = {"uuid": "u-1", "action": "select_room", "room": "ab" * 16, "request_i
            "session_data": {"user_pk": 3}, "extra": "ignored"}
 
 
-def test_base_reply_echoes_uuid_action_and_a_string_room():
-    assert envelopes.base_reply(REQUEST) == {"uuid": "u-1", "action": "select_room", "room": "ab" * 16}
+# The reply's shape is the wire's, shared with the gateway (websockets_gateway.wire).
+
+def test_reply_head_echoes_uuid_action_and_a_string_room():
+    assert wire.reply_head(REQUEST) == {"uuid": "u-1", "action": "select_room", "room": "ab" * 16}
 
 
-def test_base_reply_leaves_out_a_missing_or_non_string_room():
-    assert envelopes.base_reply({"uuid": "u", "action": "a"}) == {"uuid": "u", "action": "a"}
-    assert envelopes.base_reply({"uuid": "u", "action": "a", "room": 5}) == {"uuid": "u", "action": "a"}
+def test_reply_head_leaves_out_a_missing_or_non_string_room():
+    assert wire.reply_head({"uuid": "u", "action": "a"}) == {"uuid": "u", "action": "a"}
+    assert wire.reply_head({"uuid": "u", "action": "a", "room": 5}) == {"uuid": "u", "action": "a"}
 
 
 def test_success_reply():
-    assert envelopes.success(REQUEST, room_messages=[]) == {
+    assert wire.success_reply(REQUEST, room_messages=[]) == {
         "uuid": "u-1", "action": "select_room", "room": "ab" * 16, "status": "success", "room_messages": []}
 
 
 def test_error_reply():
-    assert envelopes.error({"uuid": "u", "action": "new_message"}, "empty_text", "Message text is empty") == {
+    assert wire.error_reply({"uuid": "u", "action": "new_message"}, "empty_text", "Message text is empty") == {
         "uuid": "u", "action": "new_message", "status": "error",
         "error_code": "empty_text", "error_message": "Message text is empty"}
 

@@ -9,17 +9,20 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from scripts.stack import free_port
 from websockets_gateway import protocol
-from workers.handlers import ROUTES
-from workers.metrics import ERROR_CODES, WorkerMetrics, action_label, serve, status_label
+from workers.actions import registry
+from workers.metrics import WorkerMetrics, action_label, serve, status_label
 
 
-def test_the_error_codes_are_the_gateways():
-    # Both sides count a status by the protocol's error codes; they must be the same set.
-    assert ERROR_CODES == protocol.ERROR_CODES
+def test_the_workers_error_codes_and_the_gateways_are_the_protocols():
+    # The workers count a status by their catalogue's codes; the gateway by those and its own.
+    assert registry.error_codes() | protocol.GATEWAY_ERROR_CODES == {
+        "invalid_message_format", "invalid_action", "invalid_token", "authentication_required", "invalid_room_id",
+        "empty_text", "text_too_long", "invalid_user", "rate_limited", "timeout", "server_error"}
 
 
-def test_action_labels_are_the_routing_tables_actions_or_unknown():
-    assert {action_label(action) for action in ROUTES} == set(ROUTES)
+def test_action_labels_are_the_registrys_actions_or_unknown():
+    names = {declared.name for declared in registry}
+    assert {action_label(action) for action in names} == names
     for sent in ("ping", "explode", "", None, 42):
         assert action_label(sent) == "unknown"
 

@@ -1,15 +1,9 @@
 // chat-client.js: the chat protocol (version 1) over one WebSocket, for any page. No DOM, no
 // dependency: an EventTarget that connects, authenticates, reconnects with backoff and jitter,
 // `sync`s what it missed (after a reconnect, or when the gateway sends `resync`), and retries
-// what is safe to retry with the same uuid.
+// what is safe to retry with the same uuid: the server says which actions those are, in the
+// `actions` catalogue of its authenticate reply, so a new action needs no change here.
 // The API is documented in docs/chat-page.md.
-
-/** Actions that may be sent again with the same uuid without doing anything twice: a message
- * is stored once per uuid, the rest only read, or end in the same state however often they run. */
-export const RETRYABLE_ACTIONS = new Set([
-  "new_message", "direct_message", "list_rooms", "select_room", "load_history", "mark_read",
-  "add_members", "who_is_online", "sync", "ping",
-]);
 
 /** Error codes after which a retryable request is sent again (same uuid) after a pause. */
 export const RETRY_ERROR_CODES = new Set(["timeout", "rate_limited"]);
@@ -101,6 +95,9 @@ export class ChatClient extends EventTarget {
   #resyncTimer = null;      // a catch-up asked for by a `resync` frame, waiting for its jitter
   #catchingUp = false;      // a sync catch-up is running on this connection
   #resyncAgain = null;      // the reason of a `resync` that came during it: another catch-up follows
+  // Actions safe to send again with the same uuid: `ping` (the gateway's own), and those the
+  // authenticate reply's catalogue marks `retry`. Kept across reconnects.
+  #retryable = new Set(["ping"]);
 
   /**
    * @param {object} options
@@ -131,6 +128,9 @@ export class ChatClient extends EventTarget {
   get lastSeenId() { return this.#lastSeenId; }
   /** Requests made and not yet settled. */
   get pendingCount() { return this.#pending.size; }
+  /** Whether `action` may be sent again with the same uuid (after `timeout`, `rate_limited` or a
+   * lost connection), as the server's catalogue says; false before the first authentication. */
+  mayRetry(action) { return this.#retryable.has(action); }
 
   /** Connect (and stay connected until stop()). */
   start() {
@@ -160,9 +160,9 @@ export class ChatClient extends EventTarget {
    * @param {object} [fields] the frame's other keys
    * @param {{uuid?: string, resend?: boolean}} [options] a uuid of the caller's (to show a message
    *   before it is sent); `resend`: send it again on the next connection if this one is lost
-   *   before the reply (default: for the RETRYABLE_ACTIONS)
+   *   before the reply (default: for the actions the server's catalogue marks `retry`)
    */
-  request(action, fields = {}, { uuid = newUuid(), resend = RETRYABLE_ACTIONS.has(action) } = {}) {
+  request(action, fields = {}, { uuid = newUuid(), resend = null } = {}) {
     if (this.#state === "stopped") return Promise.reject(new ChatError("stopped", "The client was stopped"));
     if (this.#pending.size >= this.#options.maxQueued) {
       return Promise.reject(new ChatError("queue_full", "Too many requests waiting"));
@@ -317,7 +317,7 @@ export class ChatClient extends EventTarget {
     for (const request of [...this.#pending.values()]) {
       const sent = request.sentOn !== null;
       request.sentOn = null;
-      if (sent && !request.resend) {
+      if (sent && !(request.resend ?? this.mayRetry(request.action))) {
         // Its outcome is unknown and sending it again could do it twice (a second room).
         this.#settle(request, null, new ChatError("connection_lost", "The connection was lost"));
       }
@@ -376,7 +376,7 @@ export class ChatClient extends EventTarget {
       request.sentOn = null;
       if (reply.status === "success") {
         this.#settle(request, reply, null);
-      } else if (RETRYABLE_ACTIONS.has(request.action) && RETRY_ERROR_CODES.has(reply.error_code)
+      } else if (this.mayRetry(request.action) && RETRY_ERROR_CODES.has(reply.error_code)
                  && request.retries < this.#options.maxRetries) {
         request.retries += 1;
         const delay = backoffDelay(request.retries, this.#options.backoff, this.#options.random);
@@ -406,6 +406,9 @@ export class ChatClient extends EventTarget {
     }
     const lost = this.#lostSignal;
     this.#user = reply.user;
+    if (reply.actions && typeof reply.actions === "object") {
+      this.#retryable = new Set(["ping", ...Object.keys(reply.actions).filter((name) => reply.actions[name]?.retry === true)]);
+    }
     const reconnected = this.#everConnected;
     this.#everConnected = true;
     this.#setState("connected");
