@@ -6,6 +6,8 @@ domain functions), so that a bad field gets the same error code over REST as ove
 
 from rest_framework import serializers
 
+from websockets_gateway import wire
+
 from . import fields
 
 UUID_HELP = ("The client's id for this request, 1..64 characters; echoed as `uuid` in the live event. "
@@ -14,7 +16,7 @@ UUID_HELP = ("The client's id for this request, 1..64 characters; echoed as `uui
 
 
 def _client_uuid() -> serializers.CharField:
-    return serializers.CharField(required=False, min_length=1, max_length=fields.MAX_CLIENT_UUID_LENGTH,
+    return serializers.CharField(required=False, min_length=1, max_length=wire.MAX_UUID_LENGTH,
                                  help_text=UUID_HELP)
 
 

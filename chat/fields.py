@@ -11,6 +11,8 @@ from typing import Any
 
 from django.conf import settings
 
+from websockets_gateway import wire
+
 from . import errors
 
 # A request that names users (create_room, add_members) names at most this many: one frame
@@ -18,22 +20,12 @@ from . import errors
 MAX_USERNAMES = 500
 MAX_USERNAME_LENGTH = 150
 MAX_ROOM_NAME_LENGTH = 200
-# A client's uuid (the frame's `uuid`, the REST body's `uuid`): ChatMessage.client_uuid's length.
-MAX_CLIENT_UUID_LENGTH = 64
 
 
 def storable(value: str) -> bool:
     """Whether the database can hold this string: valid Unicode (JSON lets a client send a lone
     surrogate, "\\ud800", that no UTF-8 encoder takes) and no NUL (PostgreSQL text refuses it)."""
-    if "\x00" in value:
-        return False
-    if value.isascii():
-        return True
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+    return "\x00" not in value and wire.is_unicode(value)
 
 
 def room_id(value: Any) -> uuid.UUID:
@@ -52,8 +44,9 @@ def client_uuid(value: Any) -> str | None:
     """A client's uuid for a request, 1..64 characters; absent (None) stays None."""
     if value is None:
         return None
-    if not isinstance(value, str) or not 1 <= len(value) <= MAX_CLIENT_UUID_LENGTH:
-        raise errors.InvalidMessageFormat(f"uuid must be a string of 1 to {MAX_CLIENT_UUID_LENGTH} characters")
+    uuid_error = wire.uuid_error(value)
+    if uuid_error is not None:
+        raise errors.InvalidMessageFormat(uuid_error)
     if not storable(value):
         raise errors.InvalidMessageFormat("uuid must be valid Unicode without NUL characters")
     return value

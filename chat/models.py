@@ -5,6 +5,8 @@ import uuid
 from django.conf import settings
 from django.db import models
 
+from websockets_gateway import wire
+
 
 class ChatRoom(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -53,7 +55,7 @@ class ChatMessage(models.Model):
     text = models.TextField()
     # The uuid of the client frame that created the message: a retried new_message
     # (same user, same uuid) finds this row instead of storing the text twice.
-    client_uuid = models.CharField(max_length=64, null=True, blank=True)
+    client_uuid = models.CharField(max_length=wire.MAX_UUID_LENGTH, null=True, blank=True)
 
     class Meta:
         ordering = ["id"]

@@ -11,3 +11,7 @@ import os
 os.environ["DEBUG"] = "1"
 
 from project.settings import *  # noqa: E402,F401,F403
+from project.settings import INSTALLED_APPS  # noqa: E402
+
+# A host project's app with actions of its own (tests/example_app/chat_actions.py).
+INSTALLED_APPS = [*INSTALLED_APPS, "tests.example_app"]

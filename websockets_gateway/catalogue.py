@@ -20,8 +20,10 @@ from .protocol import ANONYMOUS_ACTIONS, GATEWAY_ERROR_CODES
 logger = logging.getLogger(__name__)
 
 # How often a gateway process reads the catalogue again: an action a new worker brings is labelled
-# by name within this long (before, as `unknown`).
+# by name within this long (before, as `unknown`). Until a first catalogue is found (the gateway
+# started before any worker), every FIRST_READ_INTERVAL.
 REFRESH_INTERVAL = 30.0
+FIRST_READ_INTERVAL = 1.0
 # The most action names, and error codes, that label a metric.
 MAX_NAMES = 256
 MAX_NAME_LENGTH = 64
@@ -69,13 +71,15 @@ def _names(values: Any) -> frozenset[str]:
 
 
 async def keep_fresh(catalogue: Catalogue, read: Callable[[], Awaitable[bytes | None]],
-                     interval: float = REFRESH_INTERVAL) -> None:
-    """Read the catalogue now and every `interval` seconds; Redis failing only delays the next read."""
+                     interval: float = REFRESH_INTERVAL, first_interval: float = FIRST_READ_INTERVAL) -> None:
+    """Read the catalogue now and every `interval` seconds (`first_interval` until one is found);
+    Redis failing only delays the next read."""
+    found = False
     while True:
         try:
-            catalogue.load(await read())
+            found = catalogue.load(await read()) or found
         except asyncio.CancelledError:
             raise
         except (RedisError, OSError) as exc:
-            logger.debug("action catalogue not read (%s); trying again in %.0fs", exc, interval)
-        await asyncio.sleep(interval)
+            logger.debug("action catalogue not read (%s)", exc)
+        await asyncio.sleep(interval if found else first_interval)

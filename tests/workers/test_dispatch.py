@@ -64,6 +64,7 @@ def assert_error(outgoing: Outgoing, request: dict[str, Any], code: str) -> dict
     return response
 
 
+@pytest.mark.action("authenticate")
 class TestAuthenticate:
     def test_good_token(self, alice):
         request = bus_request("authenticate", token=Token.objects.get(user=alice).key)
@@ -103,6 +104,7 @@ class TestAuthenticate:
 
 
 @pytest.mark.filterwarnings("ignore:No directory at:UserWarning")  # WhiteNoise, before collectstatic
+@pytest.mark.action("authenticate")
 class TestAuthenticateWithATicket:
     """The chat page's credential (chat.tickets): short-lived, bound to the user and its session."""
 
@@ -159,6 +161,7 @@ class TestAuthenticateWithATicket:
         assert_error(send(request), request, "invalid_token")
 
 
+@pytest.mark.action("select_room")
 class TestSelectRoom:
     def test_member_gets_the_last_messages(self, alice, bob, room):
         for n in range(25):
@@ -210,6 +213,7 @@ class TestSelectRoom:
         assert_error(send(request), request, "invalid_message_format")
 
 
+@pytest.mark.action("new_message")
 class TestNewMessage:
     def test_goes_to_every_member_on_the_response_topic(self, alice, bob, carol, make_room):
         room = make_room(alice, bob, carol)

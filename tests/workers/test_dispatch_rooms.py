@@ -46,6 +46,7 @@ def post(user, room, text: str) -> ChatMessage:
     return ChatMessage.objects.create(user=user, room=room, text=text)
 
 
+@pytest.mark.action("list_rooms")
 class TestListRooms:
     def test_rooms_newest_activity_first_with_previews_and_unread(self, alice, bob, carol, make_room):
         quiet = make_room(alice, bob, name="quiet")
@@ -72,6 +73,7 @@ class TestListRooms:
         assert assert_private(send(request), request)["rooms"] == []
 
 
+@pytest.mark.action("create_room")
 class TestCreateRoom:
     def test_creator_and_members_are_members_and_all_hear_of_it(self, alice, bob, carol):
         request = bus_request("create_room", user=alice, name="  Plans  ", members=["bob", "carol", "bob"])
@@ -108,6 +110,7 @@ class TestCreateRoom:
         assert assert_broadcast(send(request), request, [alice.pk])["room"]["name"] == "mine"
 
 
+@pytest.mark.action("add_members")
 class TestAddMembers:
     def test_everyone_old_and_new_hears_and_newcomers_have_nothing_unread(self, alice, bob, carol, room):
         post(bob, room, "before carol")
@@ -139,6 +142,7 @@ class TestAddMembers:
         assert_error(send(request), request, "invalid_message_format")
 
 
+@pytest.mark.action("leave_room")
 class TestLeaveRoom:
     def test_remaining_members_and_the_leaver_hear_of_it(self, alice, bob, carol, make_room):
         group = make_room(alice, bob, carol)
@@ -158,6 +162,7 @@ class TestLeaveRoom:
         assert ChatMessage.objects.filter(room=solo).count() == 1
 
 
+@pytest.mark.action("direct_message")
 class TestDirectMessage:
     def test_both_users_get_it_in_their_one_direct_room(self, alice, bob):
         request = bus_request("direct_message", user=alice, to="bob", text="psst")
@@ -214,6 +219,7 @@ class TestDirectMessage:
         assert assert_broadcast(send(request), request, [alice.pk, bob.pk])["room"] == room_id
 
 
+@pytest.mark.action("load_history")
 class TestLoadHistory:
     @pytest.fixture
     def messages(self, alice, room) -> list[ChatMessage]:
@@ -250,6 +256,7 @@ class TestLoadHistory:
         assert_error(send(request), request, "invalid_room_id")
 
 
+@pytest.mark.action("mark_read")
 class TestMarkRead:
     def test_every_connection_of_the_reader_hears_and_unread_counts_follow(self, alice, bob, room):
         first, second, third = (post(bob, room, t) for t in ("a", "b", "c"))
@@ -285,6 +292,7 @@ class TestMarkRead:
         assert_error(send(request), request, "invalid_room_id")
 
 
+@pytest.mark.action("typing")
 class TestTyping:
     def test_goes_to_the_other_members_only_and_is_not_stored(self, alice, bob, carol, make_room):
         group = make_room(alice, bob, carol)
@@ -310,6 +318,7 @@ class TestTyping:
         assert "requester_reply" not in outgoing.envelope
 
 
+@pytest.mark.action("who_is_online")
 class TestWhoIsOnline:
     def test_online_members_sorted(self, alice, bob, carol, make_room):
         group = make_room(alice, bob, carol)
@@ -338,6 +347,7 @@ class TestWhoIsOnline:
         assert_error(dispatch.process(json.dumps(request), RESPONSE_TOPIC, online), request, "server_error")
 
 
+@pytest.mark.action("sync")
 class TestSync:
     def test_everything_after_the_mark_from_every_room_in_id_order(self, alice, bob, carol, make_room):
         one, two, other = make_room(alice, bob), make_room(alice, carol), make_room(bob, carol)
