@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-# Close codes the README and docs/protocol.md document (the gateway's own, and 1006 for a connection
+# Close codes docs/protocol.md documents (the gateway's own, and 1006 for a connection
 # that ended without a Close frame): a frame sent on a connection that ended so may go unanswered,
 # and is retried on the next one.
 DOCUMENTED_CLOSES = frozenset({1001, 1003, 1006, 1007, 1009, 4001, 4008})

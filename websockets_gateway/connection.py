@@ -16,7 +16,7 @@ from .ratelimit import TokenBucket
 
 logger = logging.getLogger(__name__)
 
-# Close codes this gateway uses beside the WebSocket standard ones (documented in the README).
+# Close codes this gateway uses beside the WebSocket standard ones (documented in docs/protocol.md).
 CLOSE_GOING_AWAY = 1001
 CLOSE_UNSUPPORTED_DATA = 1003
 CLOSE_AUTH_TIMEOUT = 4001

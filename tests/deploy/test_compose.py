@@ -285,9 +285,9 @@ DJANGO_CODE = ["project", "chat", "workers"]
 ENV_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
 
 # Read by the code, deliberately not set in docker-compose.yml: the default is the right value
-# for a deployment, and docs/deployment.md or the README says when to change it.
+# for a deployment, and docs/deployment.md or docs/configuration.md says when to change it.
 SAFE_DEFAULTS = {
-    # gateway: the protocol's documented limits (README settings table, docs/reliability.md's
+    # gateway: the protocol's documented limits (docs/configuration.md's settings, docs/reliability.md's
     # "every buffer has a bound"); a deployment changes them only for a measured reason.
     "REQUEST_TIMEOUT": "10 s: the protocol's documented `timeout`; clients are written against it",
     "AUTH_TIMEOUT": "10 s: the protocol's documented close 4001",
@@ -296,7 +296,7 @@ SAFE_DEFAULTS = {
     "SEND_QUEUE_SIZE": "256 frames: a bound per connection (docs/reliability.md)",
     "RATE_LIMIT": "30/s: a bound per connection (docs/reliability.md)",
     "RATE_LIMIT_BURST": "60: a bound per connection (docs/reliability.md)",
-    "WS_COMPRESSION": "off: memory per connection and compression bombs (README)",
+    "WS_COMPRESSION": "off: memory per connection and compression bombs (docs/configuration.md)",
     "MAX_CONNECTIONS": "10,000 per process: past it the handshake is 503 and the LB tries another gateway",
     "PRESENCE_TTL": "15 s: how late a killed gateway's users stop counting online",
     "TRUSTED_PROXIES": "none: clients reach the gateway directly; behind a proxy, its addresses (docs/deployment.md)",
