@@ -218,25 +218,25 @@ class Stack:
 
     def start_channels(self, port: int | None = None, processes: int = 1, name: str = "channels",
                        layer: str = "core") -> tuple[subprocess.Popen, int]:
-        """The benchmark's Django Channels comparison (scripts/channels_chat.py) under uvicorn, on this
+        """The benchmark's Django Channels comparison (bench/channels_chat.py) under uvicorn, on this
         stack's database and Redis, with channels_redis's `layer` (core or pubsub: see
-        scripts/channels_settings.py); returns once it accepts connections."""
+        bench/channels_settings.py); returns once it accepts connections."""
         port = port or free_port()
-        proc = self.spawn(name, [sys.executable, "-m", "uvicorn", "scripts.channels_chat:application",
+        proc = self.spawn(name, [sys.executable, "-m", "uvicorn", "bench.channels_chat:application",
                                  "--host", "127.0.0.1", "--port", str(port), "--workers", str(processes),
                                  "--lifespan", "off", "--no-access-log", "--log-level", "warning"],
-                          env=dict(self.env, DJANGO_SETTINGS_MODULE="scripts.channels_settings", CHANNEL_LAYER=layer))
+                          env=dict(self.env, DJANGO_SETTINGS_MODULE="bench.channels_settings", CHANNEL_LAYER=layer))
         wait_for(lambda: port_open(port), "uvicorn", 60, proc)
         return proc, port
 
     def start_socketio(self, port: int | None = None, processes: int = 1, name: str = "socketio",
                        channel: str | None = None) -> tuple[subprocess.Popen, int]:
-        """The benchmark's python-socketio comparison (scripts/socketio_chat.py), served like the
+        """The benchmark's python-socketio comparison (bench/socketio_chat.py), served like the
         gateway (gunicorn's aiohttp worker), on this stack's database and Redis, its processes
         joined by the Redis channel `channel` (one of its own by default); returns once it
         accepts connections."""
         port = port or free_port()
-        proc = self.spawn(name, [sys.executable, "-m", "gunicorn", "scripts.socketio_chat:application",
+        proc = self.spawn(name, [sys.executable, "-m", "gunicorn", "bench.socketio_chat:application",
                                  "--worker-class", GATEWAY_WORKER_CLASS, "--bind", f"127.0.0.1:{port}",
                                  "--workers", str(processes), "--graceful-timeout", "5", "--no-control-socket"],
                           env=dict(self.env, SOCKETIO_CHANNEL=channel or f"socketio-{name}"))

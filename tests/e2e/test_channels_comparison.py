@@ -1,7 +1,7 @@
-"""The benchmark's Django Channels comparison (scripts/channels_chat.py), served by uvicorn on the
+"""The benchmark's Django Channels comparison (bench/channels_chat.py), served by uvicorn on the
 end-to-end stack's database and Redis: it must be the same chat as the gateway's for what the
 benchmark sends (the same frames, every member reached once, each message stored once, the same
-refusals), or `python -m scripts.bench --targets channels` would compare two different things."""
+refusals), or `python -m bench --targets channels` would compare two different things."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The randomized fault run (scripts/fault_run.py) at CI size: 200 clients, every kind of fault at
-least once, and every invariant of scripts/fault_invariants.py holds. `FAULT_RUN_DURATION` (seconds
+"""The randomized fault run (bench/fault_run.py) at CI size: 200 clients, every kind of fault at
+least once, and every invariant of bench/fault_invariants.py holds. `FAULT_RUN_DURATION` (seconds
 of faults, 90 by default) and `FAULT_RUN_SEED` make it longer or another schedule; `-m "not
 fault_run"` leaves it out."""
 
@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from scripts.fault_run import FAULT_KINDS, RunConfig, run
+from bench.fault_run import FAULT_KINDS, RunConfig, run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.fault_run, pytest.mark.django_db(transaction=True)]
 

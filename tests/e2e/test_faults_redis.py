@@ -22,7 +22,7 @@ import redis
 from django.core.management import call_command
 
 from chat.models import ChatMessage
-from scripts.bench import raise_fd_limit
+from bench.run import raise_fd_limit
 from scripts.stack import Stack, free_port, wait_for
 from tests.e2e.client import Client, ConnectionClosed
 from tests.e2e.conftest import connect, run

@@ -1,8 +1,8 @@
-"""The benchmark's python-socketio comparison (scripts/socketio_chat.py), served by gunicorn on the
+"""The benchmark's python-socketio comparison (bench/socketio_chat.py), served by gunicorn on the
 end-to-end stack's database and Redis and spoken to by python-socketio's own client: it must be
 the same chat as the gateway's for what the benchmark sends (the same frames, every member
 reached once, across processes too, each message stored once, the same refusals), or `python -m
-scripts.bench --targets socketio` would compare two different things."""
+bench --targets socketio` would compare two different things."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""Settings of the benchmark's Django Channels comparison (`scripts/channels_chat.py`): the
+"""Settings of the benchmark's Django Channels comparison (`bench/channels_chat.py`): the
 project's own, plus the channel layer Channels' documentation deploys with (channels_redis on
 the stack's Redis). `CHANNEL_LAYER=pubsub` picks channels_redis's newer `RedisPubSubChannelLayer`
-instead of `RedisChannelLayer` (`python -m scripts.bench --channels-layer pubsub`)."""
+instead of `RedisChannelLayer` (`python -m bench --channels-layer pubsub`)."""
 
 import os
 
@@ -13,7 +13,7 @@ LAYERS = {
     "pubsub": "channels_redis.pubsub.RedisPubSubChannelLayer",
 }
 
-ASGI_APPLICATION = "scripts.channels_chat.application"
+ASGI_APPLICATION = "bench.channels_chat.application"
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": LAYERS[os.environ.get("CHANNEL_LAYER", "core")],

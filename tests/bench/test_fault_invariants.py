@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from scripts.fault_invariants import (ClientLog, Event, StoredMessage, check_all, check_no_leaks, check_replies,
+from bench.fault_invariants import (ClientLog, Event, StoredMessage, check_all, check_no_leaks, check_replies,
                                       check_stored_once, check_sync_complete, tally)
 
 ROOM_A = "a" * 32

@@ -1,4 +1,4 @@
-"""`python -m scripts.bench_ws_floor`: runs against its own echo server and prints a figure."""
+"""`python -m bench.ws_floor`: runs against its own echo server and prints a figure."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_prints_a_positive_rss_per_connection():
-    done = subprocess.run([sys.executable, "-m", "scripts.bench_ws_floor", "--connections", "500"], cwd=ROOT,
+    done = subprocess.run([sys.executable, "-m", "bench.ws_floor", "--connections", "500"], cwd=ROOT,
                           capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -22,7 +22,7 @@ def test_prints_a_positive_rss_per_connection():
 
 
 def test_a_cookie_header_of_the_asked_size_is_sent():
-    from scripts.bench_ws_floor import cookie_header
+    from bench.ws_floor import cookie_header
 
     assert cookie_header(0) == {}
     header = cookie_header(1000)["Cookie"]

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from scripts.bench_load import NOISY_PCT
+from bench.load import NOISY_PCT
 
 logger = logging.getLogger("bench")
 
@@ -40,10 +40,10 @@ def _p(step: dict[str, Any] | None, kind: str, which: str) -> float | None:
 LABELS = {
     "real": "real: Django workers",
     "baseline": "baseline: bare relay workers (no Django, no database)",
-    "channels": ("channels: the same chat on Django Channels (uvicorn, channels_redis; scripts/channels_chat.py; "
+    "channels": ("channels: the same chat on Django Channels (uvicorn, channels_redis; bench/channels_chat.py; "
                  "gw: its uvicorn processes, which do all the work)"),
     "socketio": ("socketio: the same chat on python-socketio (gunicorn's aiohttp worker, its Redis message "
-                 "queue; scripts/socketio_chat.py; gw: its processes, which do all the work)"),
+                 "queue; bench/socketio_chat.py; gw: its processes, which do all the work)"),
 }
 # The ratios of the real stack to each of the others, as the result names them.
 VERSUS = (("ratios", "real / baseline"), ("versus_channels", "real / channels"),

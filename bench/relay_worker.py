@@ -1,9 +1,9 @@
-"""`python -m scripts.relay_worker --subscribe_topic NAME --fixtures PATH`: the benchmark's bare relay.
+"""`python -m bench.relay_worker --subscribe_topic NAME --fixtures PATH`: the benchmark's bare relay.
 
 A bus worker without Django and without a database: the fixtures' users (token → user) and rooms
 (room → member ids) are held in memory, and `authenticate` and `new_message` are answered with
 the reply shapes, `send_to` members and envelopes of the real worker (`workers/consumer.py`,
-`workers/dispatch.py`, `workers/envelopes.py`). `scripts.bench` runs it in place of the real
+`workers/dispatch.py`, `workers/envelopes.py`). `python -m bench` runs it in place of the real
 workers, on the same gateway and Redis, so that real/baseline ratios show what the Django worker
 costs beyond the relay path itself. Every other action is answered `invalid_action`.
 """

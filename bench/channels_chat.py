@@ -1,5 +1,5 @@
 """The benchmark's Django Channels comparison: the chat's `authenticate` and `new_message` as a
-Django team would serve them with Channels today, measured by `python -m scripts.bench --targets
+Django team would serve them with Channels today, measured by `python -m bench --targets
 channels` with the same load generator, fixtures and database as the real stack.
 
 An ASGI application (served by uvicorn, `--workers` as the gateway's processes) whose consumer
@@ -7,11 +7,11 @@ answers each frame with the project's own handlers (`workers.dispatch.handle`, t
 SQL as the real workers, run by `database_sync_to_async`), and fans a stored message out the way
 Channels' tutorial and documentation do: every connection joins a group per room of its user when
 it authenticates, and a message is one `group_send` to its room's group on the channels_redis
-layer (`scripts/channels_settings.py`). Replies and broadcasts are the real stack's frames. Every
+layer (`bench/channels_settings.py`). Replies and broadcasts are the real stack's frames. Every
 other action is answered to the requester alone: the benchmark sends none.
 
-Run alone: DJANGO_SETTINGS_MODULE=scripts.channels_settings python -m uvicorn
-scripts.channels_chat:application --port 8001 (then ws://127.0.0.1:8001/ws).
+Run alone: DJANGO_SETTINGS_MODULE=bench.channels_settings python -m uvicorn
+bench.channels_chat:application --port 8001 (then ws://127.0.0.1:8001/ws).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import os
 import uuid
 from typing import Any
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "scripts.channels_settings")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.channels_settings")
 
 import django  # noqa: E402
 
@@ -32,7 +32,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import path  # noqa: E402
 
-from scripts.comparison import answer  # noqa: E402
+from bench.comparison import answer  # noqa: E402
 from workers import envelopes  # noqa: E402
 
 

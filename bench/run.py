@@ -1,9 +1,9 @@
-"""`python -m scripts.bench`: how fast the chat is, measured against a bare relay on the same path.
+"""`python -m bench`: how fast the chat is, measured against a bare relay on the same path.
 
 Starts two stacks side by side on embedded defaults (each its own embedded Redis; one fresh SQLite
 file; or --redis-url, --database-url), each a gunicorn gateway with N workers: "real", the Django
-workers, and "baseline", bare relay workers (scripts/relay_worker.py: no Django, no database, the
-same replies and envelopes). An open-loop load generator (scripts/bench_load.py) measures on both,
+workers, and "baseline", bare relay workers (bench/relay_worker.py: no Django, no database, the
+same replies and envelopes). An open-loop load generator (bench/load.py) measures on both,
 their steps interleaved: `new_message` round-trip and fan-out latency at fixed offered loads; the
 highest sustained rate, by a ramp that doubles the load until it breaks, for rooms of 10 members
 and for one room of 200; the RSS of an idle authenticated connection and the handshake +
@@ -11,7 +11,7 @@ authenticate rate of 2,000 connections. It prints a table, real/baseline ratios 
 targets with PASS/FAIL, then one JSON line (also written to --json PATH), and draws a plot
 (docs/images/bench-latency.png; needs matplotlib: requirements-bench.txt). `--targets
 real,baseline,channels,socketio` adds the same chat on Django Channels (uvicorn and channels_redis;
-scripts/channels_chat.py) and on python-socketio (scripts/socketio_chat.py), and real/their ratios. With --gateway URL
+bench/channels_chat.py) and on python-socketio (bench/socketio_chat.py), and real/their ratios. With --gateway URL
 --fixtures PATH it measures a stack that is already running instead. See docs/performance.md.
 """
 
@@ -38,8 +38,8 @@ from typing import Any
 
 import psutil
 
-from scripts.bench_load import LoadGenerator, Scenario, StepResult, Watched
-from scripts.bench_report import compare, plot, ratios_of, table
+from bench.load import LoadGenerator, Scenario, StepResult, Watched
+from bench.report import compare, plot, ratios_of, table
 from scripts.stack import ROOT, Stack, StackError, subscribed, wait_for
 
 logger = logging.getLogger("bench")
@@ -323,7 +323,7 @@ def start_target(kind: str, redis_url: str | None, database_url: str, fixture_pa
     else:
         worker_procs = []
         for n, topic in enumerate(topics):
-            args = [sys.executable, "-m", "scripts.relay_worker", "--subscribe_topic", topic,
+            args = [sys.executable, "-m", "bench.relay_worker", "--subscribe_topic", topic,
                     "--first-message-id", str(n + 1), "--message-id-step", str(workers)]
             for path in fixture_paths:
                 args += ["--fixtures", str(path)]
@@ -342,7 +342,7 @@ def start_target(kind: str, redis_url: str | None, database_url: str, fixture_pa
 
 
 def start_channels(stack: Stack, processes: int, layer: str) -> tuple[Stack, str, Watched]:
-    """The Django Channels comparison (scripts/channels_chat.py) on the stack's Redis and database:
+    """The Django Channels comparison (bench/channels_chat.py) on the stack's Redis and database:
     uvicorn with as many processes as the gateway has; they are its "gateway" (no bus workers)."""
     server, port = stack.start_channels(processes=processes, layer=layer)
     wait_for(lambda: len(psutil.Process(server.pid).children()) >= processes, "uvicorn processes", 30, server)
@@ -352,7 +352,7 @@ def start_channels(stack: Stack, processes: int, layer: str) -> tuple[Stack, str
 
 
 def start_socketio(stack: Stack, processes: int) -> tuple[Stack, str, Watched]:
-    """The python-socketio comparison (scripts/socketio_chat.py) on the stack's Redis and database:
+    """The python-socketio comparison (bench/socketio_chat.py) on the stack's Redis and database:
     gunicorn with as many processes as the gateway has; they are its "gateway" (no bus workers)."""
     server, port = stack.start_socketio(processes=processes)
     wait_for(lambda: len(psutil.Process(server.pid).children()) >= processes, "socketio processes", 30, server)
@@ -420,7 +420,7 @@ def run_remote(args: argparse.Namespace, profile: Profile) -> dict[str, dict[str
 # -- command line ------------------------------------------------------------------------------
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Profile]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0],
                                      epilog="Figures, method and targets: docs/performance.md")
     parser.add_argument("--quick", action="store_true",
                         help="a ~25 s smoke run (the test's): 200 connections, 1 s steps")
@@ -436,8 +436,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Profile]:
                         help="chat_fixtures JSON of the running stack (repeatable: rooms of 10, one big room)")
     parser.add_argument("--targets", default="real,baseline",
                         help="what to measure, in order: real (Django workers), baseline (relay workers), channels "
-                             "(the same chat on Django Channels: scripts/channels_chat.py), socketio (the same chat "
-                             "on python-socketio: scripts/socketio_chat.py); default real,baseline")
+                             "(the same chat on Django Channels: bench/channels_chat.py), socketio (the same chat "
+                             "on python-socketio: bench/socketio_chat.py); default real,baseline")
     parser.add_argument("--channels-layer", choices=("core", "pubsub"), default="core",
                         help="the channels target's channels_redis layer: RedisChannelLayer (core, the default) "
                              "or RedisPubSubChannelLayer (pubsub)")
@@ -490,7 +490,7 @@ def shown_path(path: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     args, profile = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
-    command = shlex.join(["python", "-m", "scripts.bench", *(sys.argv[1:] if argv is None else argv)])
+    command = shlex.join(["python", "-m", "bench", *(sys.argv[1:] if argv is None else argv)])
     fd_limit = raise_fd_limit(len(args.targets) * (profile.users + profile.big_room))
     work_dir = Path(tempfile.mkdtemp(prefix="chat-bench-"))
     started = time.monotonic()

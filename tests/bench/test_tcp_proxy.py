@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from scripts.tcp_proxy import ProxyThread, TcpProxy
+from bench.tcp_proxy import ProxyThread, TcpProxy
 
 # Waits on events; generous, never a measured bound.
 WAIT = 10.0

@@ -1,4 +1,4 @@
-"""`scripts.relay_worker`, the benchmark's baseline, answers as the real worker does: the same
+"""`bench.relay_worker`, the benchmark's baseline, answers as the real worker does: the same
 envelope, topic, `send_to` and reply shape for the same request."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from scripts.relay_worker import Directory, Relay
+from bench.relay_worker import Directory, Relay
 from workers import dispatch
 
 REPLY_TO = "gateway-1-replies"

@@ -1,9 +1,9 @@
-"""`python -m scripts.bench_ws_floor`: what one idle WebSocket costs aiohttp itself.
+"""`python -m bench.ws_floor`: what one idle WebSocket costs aiohttp itself.
 
 A bare aiohttp server in a process of its own (uvloop when installed; no aiohttp heartbeat, as
 the gateway, whose own heartbeat costs a set entry per connection), whose handler does nothing
 but echo; N clients connect, each sends one frame of an authenticate's size and reads the echo,
-then all stay open. Prints the server's RSS per idle connection, measured as `scripts.bench`
+then all stay open. Prints the server's RSS per idle connection, measured as `python -m bench`
 measures the gateway's (RSS after minus RSS before, divided by N): the floor under the
 gateway's own figure, whatever the gateway keeps per connection comes on top of it. A line of
 text, then one JSON line.
@@ -82,7 +82,7 @@ def free_port() -> int:
 
 async def measure(count: int, heartbeat: float, concurrency: int, cookie_bytes: int = 0) -> dict[str, float]:
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "scripts.bench_ws_floor", "--serve", str(port),
+    server = subprocess.Popen([sys.executable, "-m", "bench.ws_floor", "--serve", str(port),
                                "--heartbeat", str(heartbeat)])
     try:
         deadline = time.monotonic() + 30
@@ -100,7 +100,7 @@ async def measure(count: int, heartbeat: float, concurrency: int, cookie_bytes: 
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
             clients = await connect_all(session, f"http://127.0.0.1:{port}/ws", count, concurrency,
                                         cookie_header(cookie_bytes))
-            await asyncio.sleep(1.0)  # as scripts.bench: 1 s after the last reply
+            await asyncio.sleep(1.0)  # as python -m bench: 1 s after the last reply
             after = process.memory_info().rss
             for ws in clients:
                 await ws.close()

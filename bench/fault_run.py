@@ -1,10 +1,10 @@
 """A randomized fault run: 200 chatting clients against the real stack while a seeded schedule
 kills workers, restarts gateways, restarts Redis, freezes it and severs its connections, then the invariants of
-scripts/fault_invariants.py are checked over the clients' logs and the database.
+bench/fault_invariants.py are checked over the clients' logs and the database.
 
-    python -m scripts.fault_run --seed 1 --duration 120 --clients 200
+    python -m bench.fault_run --seed 1 --duration 120 --clients 200
 
-Every part reaches Redis through scripts/tcp_proxy.py, so that a freeze is a hang (bytes stop,
+Every part reaches Redis through bench/tcp_proxy.py, so that a freeze is a hang (bytes stop,
 connections stay open), not a refusal. Clients behave as the chat page does (chat-client.js):
 reconnect with backoff and jitter, retry a request left without a success with the same uuid,
 `sync` from their newest message id after each reconnect and on a `resync` frame. Exits 1 on a
@@ -33,9 +33,9 @@ from typing import Any
 
 import aiohttp
 
-from scripts import fault_invariants as inv
+from bench import fault_invariants as inv
 from scripts.stack import ROOT, Stack, StackError, http_ok, subscribed, wait_for
-from scripts.tcp_proxy import ProxyThread
+from bench.tcp_proxy import ProxyThread
 
 logger = logging.getLogger("fault_run")
 

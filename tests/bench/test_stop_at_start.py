@@ -1,4 +1,4 @@
-"""`python -m scripts.stop_at_start`: stops a starting gateway and prints how long it took."""
+"""`python -m bench.stop_at_start`: stops a starting gateway and prints how long it took."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_prints_the_stop_times_of_each_run():
-    done = subprocess.run([sys.executable, "-m", "scripts.stop_at_start", "--runs", "2"], cwd=ROOT,
+    done = subprocess.run([sys.executable, "-m", "bench.stop_at_start", "--runs", "2"], cwd=ROOT,
                           capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     line, summary = done.stdout.strip().splitlines()[-2:]

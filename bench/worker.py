@@ -1,4 +1,4 @@
-"""`python -m scripts.bench_worker`: what a `new_message` costs a worker, without Redis or a gateway.
+"""`python -m bench.worker`: what a `new_message` costs a worker, without Redis or a gateway.
 
 Runs the worker's own `process_batch` on bus requests as the gateway sends them (10 members in
 the room, batches as the consumer gathers them), with DEBUG off as deployed, on a fresh SQLite

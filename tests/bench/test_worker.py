@@ -1,4 +1,4 @@
-"""`scripts.bench_worker` answers real new_message requests on a fresh SQLite file and prints its figures."""
+"""`bench.worker` answers real new_message requests on a fresh SQLite file and prints its figures."""
 
 import json
 import subprocess
@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_prints_the_cost_of_a_message_in_two_statements():
-    done = subprocess.run([sys.executable, "-m", "scripts.bench_worker", "--messages", "64", "--batch", "8"],
+    done = subprocess.run([sys.executable, "-m", "bench.worker", "--messages", "64", "--batch", "8"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
     figures = json.loads(done.stdout.strip().splitlines()[-1])
     assert (figures["database"], figures["messages"], figures["batch"]) == ("sqlite", 64, 8)

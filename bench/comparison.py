@@ -1,5 +1,5 @@
-"""What the benchmark's comparisons share (scripts/channels_chat.py on Django Channels,
-scripts/socketio_chat.py on python-socketio): a frame answered by the project's own handlers,
+"""What the benchmark's comparisons share (bench/channels_chat.py on Django Channels,
+bench/socketio_chat.py on python-socketio): a frame answered by the project's own handlers,
 the same code and SQL as the real workers, with the rooms of the user it authenticated, for the
 server to put the connection in. Import it once Django is set up."""
 

@@ -1,4 +1,4 @@
-"""The invariants of a fault run (scripts/fault_run.py), as pure functions over what the clients
+"""The invariants of a fault run (bench/fault_run.py), as pure functions over what the clients
 logged and what the database stored: no I/O, so that each one is tested on hand-made logs.
 
 - Stored exactly once: every acknowledged message (a success reply to its sender's

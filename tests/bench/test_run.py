@@ -1,4 +1,4 @@
-"""`python -m scripts.bench --quick`: a short run of the whole benchmark against real processes
+"""`python -m bench --quick`: a short run of the whole benchmark against real processes
 (gunicorn gateway, Django workers, the relay baseline, the Django Channels and the python-socketio
 comparisons, embedded Redis), whose JSON must have every section with figures that agree with each other. No figure is asserted against a speed:
 the figures are the benchmark's to print (docs/performance.md), not a test's to time."""
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts.bench_report import KIB, TARGET_RTT_FACTOR, TARGET_RTT_SLACK_MS
+from bench.report import KIB, TARGET_RTT_FACTOR, TARGET_RTT_SLACK_MS
 
 ROOT = Path(__file__).resolve().parents[2]
 SECTIONS = ("connect", "connect_big_room", "rooms", "big_room", "lost_connections", "stray_frames")
@@ -23,7 +23,7 @@ RATIOS = ("rooms_sustained_deliveries_per_s", "big_room_sustained_deliveries_per
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> tuple[dict, dict, str]:
     out = tmp_path_factory.mktemp("bench")
-    done = subprocess.run([sys.executable, "-m", "scripts.bench", "--quick", "--targets",
+    done = subprocess.run([sys.executable, "-m", "bench", "--quick", "--targets",
                            "real,baseline,channels,socketio",
                            "--json", str(out / "bench.json"), "--plot", str(out / "bench.png")],
                           cwd=ROOT, capture_output=True, text=True, timeout=180, check=False)
@@ -154,7 +154,7 @@ def test_table_and_plot(run):
 
 def test_the_plot_is_named_from_the_project_root_however_it_was_given(tmp_path, monkeypatch):
     # A relative --plot used to fail the run at its very end, after the measurements.
-    from scripts.bench import shown_path
+    from bench.run import shown_path
 
     monkeypatch.chdir(ROOT)
     assert shown_path(Path("docs/images/x.png")) == "docs/images/x.png"

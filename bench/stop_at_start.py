@@ -1,6 +1,6 @@
 """How long a gateway takes to stop when SIGTERM comes while it is still starting.
 
-`python -m scripts.stop_at_start [--runs N]` starts a gunicorn gateway of two processes (the
+`python -m bench.stop_at_start [--runs N]` starts a gunicorn gateway of two processes (the
 stack's worker class: uvloop's where installed) on an embedded Redis (or REDIS_URL), sends it
 SIGTERM at a random moment 0.15-0.9 s after launch, and times its exit; N times. It prints a
 line for people and one JSON line. A process that missed the stop is killed at gunicorn's

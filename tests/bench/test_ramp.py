@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from scripts.bench import Ramp
-from scripts.bench_load import StepResult
+from bench.run import Ramp
+from bench.load import StepResult
 
 
 def walk(ramp: Ramp, capacity: float) -> list[float]:

@@ -1,6 +1,6 @@
 """The benchmark's python-socketio comparison: the chat's `authenticate` and `new_message` as a
-Django team would serve them with python-socketio, measured by `python -m scripts.bench --targets
-socketio` with the same load generator (speaking Socket.IO: scripts/bench_load.py), fixtures and
+Django team would serve them with python-socketio, measured by `python -m bench --targets
+socketio` with the same load generator (speaking Socket.IO: bench/load.py), fixtures and
 database as the real stack.
 
 A python-socketio `AsyncServer` on aiohttp, served like the gateway (gunicorn's aiohttp worker, as
@@ -14,7 +14,7 @@ to its room (the sender is in it), anything else to the requester alone, directl
 through the queue (`ignore_queue`: the requester is on this process). A connection enters a room
 per room of its user when it authenticates. Replies and broadcasts are the real stack's frames.
 
-Run alone: python -m gunicorn scripts.socketio_chat:application --worker-class
+Run alone: python -m gunicorn bench.socketio_chat:application --worker-class
 aiohttp.GunicornWebWorker --bind 127.0.0.1:8002 (then ws://127.0.0.1:8002/socket.io/?EIO=4&transport=websocket).
 """
 
@@ -35,7 +35,7 @@ from aiohttp import web  # noqa: E402
 from asgiref.sync import sync_to_async  # noqa: E402
 from django.conf import settings  # noqa: E402
 
-from scripts.comparison import answer  # noqa: E402
+from bench.comparison import answer  # noqa: E402
 
 # The event every chat frame travels in, both ways.
 EVENT = "frame"

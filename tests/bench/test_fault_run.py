@@ -14,8 +14,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from scripts import fault_run
-from scripts.fault_invariants import check_no_leaks, check_replies
+from bench import fault_run
+from bench.fault_invariants import check_no_leaks, check_replies
 
 ROOM = "a" * 32
 USER = {"id": 1, "username": "alice", "token": "t"}

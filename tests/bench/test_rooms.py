@@ -1,4 +1,4 @@
-"""`scripts.bench_rooms` runs on a fresh SQLite file and prints its figures as a JSON line."""
+"""`bench.rooms` runs on a fresh SQLite file and prints its figures as a JSON line."""
 
 import json
 import subprocess
@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_prints_the_figures_with_a_fixed_query_count():
-    done = subprocess.run([sys.executable, "-m", "scripts.bench_rooms", "--repeat", "1", "--messages-per-room", "2"],
+    done = subprocess.run([sys.executable, "-m", "bench.rooms", "--repeat", "1", "--messages-per-room", "2"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
     figures = json.loads(done.stdout.strip().splitlines()[-1])
     assert figures["database"] == "sqlite"

@@ -1,4 +1,4 @@
-"""`python -m scripts.bench_rooms`: what the read side of the chat costs in the database.
+"""`python -m bench.rooms`: what the read side of the chat costs in the database.
 
 Runs the domain functions the workers and the REST API call (no gateway, no Redis) on a fresh
 SQLite file, or on an empty database given with --database-url, and prints, for a user in 20

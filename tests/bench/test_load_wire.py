@@ -1,12 +1,12 @@
-"""The load generator's wires (scripts/bench_load.py): the chat's frames as they are, or in Socket.IO
-events for the python-socketio comparison (the quick run of tests/scripts/test_bench.py drives both
+"""The load generator's wires (bench/load.py): the chat's frames as they are, or in Socket.IO
+events for the python-socketio comparison (the quick run of tests/bench/test_run.py drives both
 against real servers)."""
 
 from __future__ import annotations
 
 import json
 
-from scripts.bench_load import SocketIOWire, Wire, wire_for
+from bench.load import SocketIOWire, Wire, wire_for
 
 
 def test_the_wire_is_chosen_by_the_endpoints_path():
