@@ -26,12 +26,15 @@ from typing import Any
 
 import redis
 
+from websockets_gateway import wire
+
 logger = logging.getLogger("relay_worker")
 
 # As in workers/consumer.py: how often the loop wakes with no message, to notice a stop request.
 POLL_INTERVAL = 0.5
 # As in chat/fields.py and project/settings.py (MAX_MESSAGE_LENGTH's default).
-MAX_UUID_LENGTH = 64
+# The actions it answers, as the real worker's catalogue gives them in the authenticate reply.
+CATALOGUE = {"authenticate": {"retry": True}, "new_message": {"retry": True}}
 MAX_MESSAGE_LENGTH = 4000
 
 
@@ -85,17 +88,15 @@ class Relay:
         try:
             envelope = self._answer(data)
         except Refused as refused:
-            envelope = _envelope(data, _reply(data, status="error", error_code=refused.code,
-                                              error_message=refused.message), ok=False)
+            envelope = _envelope(data, wire.error_reply(data, refused.code, refused.message), ok=False)
         topic = data["reply_to"] if envelope["send_to"] is None else self.response_topic
         return topic, json.dumps(envelope, separators=(",", ":"), ensure_ascii=False)
 
     def _answer(self, data: dict[str, Any]) -> dict[str, Any]:
-        request_uuid, action = data.get("uuid"), data.get("action")
-        if not isinstance(request_uuid, str) or not 1 <= len(request_uuid) <= MAX_UUID_LENGTH:
-            raise Refused("invalid_message_format", "uuid must be a string of 1 to 64 characters")
-        if not isinstance(action, str) or not action:
-            raise Refused("invalid_message_format", "action must be a non-empty string")
+        request_error = wire.request_error(data)
+        if request_error is not None:
+            raise Refused("invalid_message_format", request_error)
+        action = data["action"]
         route = self._routes.get(action)
         if route is None:
             raise Refused("invalid_action", f"Unknown action {action[:40]!r} (the relay baseline answers "
@@ -107,7 +108,7 @@ class Relay:
         if found is None:
             raise Refused("invalid_token", "Invalid token")
         user_pk, username = found
-        return _envelope(data, _reply(data, status="success", user={"username": username}),
+        return _envelope(data, wire.success_reply(data, user={"username": username}, actions=CATALOGUE),
                          session_data={"user_pk": user_pk})
 
     def _new_message(self, data: dict[str, Any]) -> dict[str, Any]:
@@ -134,16 +135,7 @@ class Relay:
             raise Refused("text_too_long", f"Message text is longer than {MAX_MESSAGE_LENGTH} characters")
         message = {"id": next(self._message_ids), "user": {"username": self.directory.usernames[user_pk]},
                    "room": room_uuid.hex, "timestamp": time.time(), "text": text}
-        return _envelope(data, _reply(data, status="success", message=message), send_to=list(members))
-
-
-def _reply(request: dict[str, Any], **fields: Any) -> dict[str, Any]:
-    # workers/envelopes.py base_reply: uuid, action, and the room when the request named one.
-    reply: dict[str, Any] = {"uuid": request.get("uuid"), "action": request.get("action")}
-    if isinstance(request.get("room"), str):
-        reply["room"] = request["room"]
-    reply.update(fields)
-    return reply
+        return _envelope(data, wire.success_reply(data, message=message), send_to=list(members))
 
 
 def _envelope(request: dict[str, Any], response: dict[str, Any], ok: bool = True,

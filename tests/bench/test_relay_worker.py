@@ -54,6 +54,9 @@ def test_authenticate_and_new_message_envelopes_match_the_real_worker(fixtures):
 
     (real_topic, real), (relay_topic, relayed) = both(relay, request("authenticate", token=alice.auth_token.key))
     assert real_topic == relay_topic == REPLY_TO
+    # The relay's catalogue names the two actions it answers, as the real one marks them.
+    real_actions, relayed_actions = real["response"].pop("actions"), relayed["response"].pop("actions")
+    assert relayed_actions == {name: real_actions[name] for name in ("authenticate", "new_message")}
     assert relayed == real
     assert relayed["session_data"] == {"user_pk": alice.pk}
 
