@@ -147,8 +147,9 @@ def test_the_gateway_metrics_moved_by_exactly_the_traffic(traffic):
         labels(action="list_rooms", status="invalid_message_format"): 1,
         labels(action="unknown", status="invalid_action"): 1,
     }
+    # The unknown action went to the worker (the gateway knows no domain action): a round trip too.
     assert delta(before, after, "chat_gateway_request_duration_seconds_count") == {
-        labels(action="authenticate"): 2, labels(action="new_message"): 1}
+        labels(action="authenticate"): 2, labels(action="new_message"): 1, labels(action="unknown"): 1}
     assert delta(before, after, "chat_gateway_closes_total") == {labels(code="1003"): 1}
     for name in ("chat_gateway_request_timeouts_total", "chat_gateway_slow_client_disconnects_total",
                  "chat_gateway_redis_reconnects_total", "chat_gateway_bus_errors_total"):
@@ -163,9 +164,10 @@ def test_the_worker_metrics_moved_by_exactly_the_requests_it_answered(traffic):
         labels(action="authenticate", status="invalid_token"): 1,
         labels(action="authenticate", status="success"): 1,
         labels(action="new_message", status="success"): 1,
+        labels(action="unknown", status="invalid_action"): 1,
     }
     assert delta(before, after, "chat_worker_request_duration_seconds_count") == {
-        labels(action="authenticate"): 2, labels(action="new_message"): 1}
+        labels(action="authenticate"): 2, labels(action="new_message"): 1, labels(action="unknown"): 1}
     assert delta(before, after, "chat_worker_errors_total") == {}
     assert delta(before, after, "chat_worker_redis_reconnects_total") == {}
 
@@ -178,8 +180,9 @@ def test_a_request_is_followed_by_its_request_id_from_gateway_to_worker(traffic)
     answered = [e for e in gateway_entries if e["message"] == "request answered"]
     handled = [e for e in worker_entries if e["message"] == "request handled"]
     assert [(e["action"], e["status"]) for e in answered] == [
-        ("authenticate", "invalid_token"), ("authenticate", "success"), ("new_message", "success")]
-    # The same three requests, by the same ids, on both sides.
+        ("authenticate", "invalid_token"), ("authenticate", "success"), ("new_message", "success"),
+        ("unknown", "invalid_action")]
+    # The same four requests, by the same ids, on both sides.
     assert [e["request_id"] for e in handled] == [e["request_id"] for e in answered]
     # `<gateway id>.<token of the process's start>:<n>`: a process that takes the id later never
     # mistakes these for its own.

@@ -18,6 +18,7 @@ from chat.models import ChatMessage, ChatRoom
 from scripts.stack import ROOT
 from tests.e2e.client import Client
 from tests.e2e.conftest import connect, run
+from workers.actions import registry
 
 # The processes share the test database, so the tests commit for real (and are flushed after).
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -37,7 +38,7 @@ def test_authenticate_good_and_bad_token(e2e):
         assert bad["status"] == "error" and bad["error_code"] == "invalid_token"
         good = await client.request("authenticate", token=user["token"])
         assert good == {"uuid": good["uuid"], "action": "authenticate", "status": "success",
-                        "user": {"username": user["username"]}}
+                        "user": {"username": user["username"]}, "actions": registry.catalogue()["actions"]}
         # The connection is now the user's: a room action is accepted (and checked for membership).
         reply = await client.request("select_room", room=uuid.uuid4().hex)
         assert reply["error_code"] == "invalid_room_id"
