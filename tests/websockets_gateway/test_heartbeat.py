@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from aiohttp import WSMsgType
 
-from websockets_gateway.connection import _PING, Connection
+from websockets_gateway.connection import Connection
 from websockets_gateway.heartbeat import BUCKETS, MIN_TICK, VISITS_PER_INTERVAL, Heartbeat
 from websockets_gateway.ratelimit import TokenBucket
 from websockets_gateway.state import GATEWAY_KEY
@@ -29,7 +29,8 @@ class Watched:
 
     @property
     def pings(self) -> int:
-        return sum(1 for frame in self.conn._outgoing or () if frame is _PING)
+        """The pings queued: nothing else is sent to it, and it is never started, so they stay queued."""
+        return len(self.conn.outbox)
 
 
 def turn(heartbeat: Heartbeat, times: int = 1) -> None:
