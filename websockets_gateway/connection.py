@@ -35,7 +35,7 @@ class Connection:
     client that reads slowly only ever fills its own outbox (bounded: full, it is closed, 4008)."""
 
     __slots__ = ("conn_id", "metrics", "ws", "session_data", "bucket", "closed", "outbox", "_abort",
-                 "_close_timeout", "_closer", "_auth_deadline", "heard", "unheard_visits",
+                 "_close_timeout", "_closer", "heard", "unheard_visits",
                  "heartbeat_bucket", "reader", "_read_interrupted", "__weakref__")
 
     def __init__(self, conn_id: str, ws: web.WebSocketResponse, send_queue_size: int, bucket: TokenBucket,
@@ -52,9 +52,6 @@ class Connection:
         self._close_timeout = close_timeout
         # The close handshake's task, once `close` started it.
         self._closer: asyncio.Task[None] | None = None
-        # The timer that closes the connection if it has not authenticated in time; dropped as
-        # soon as it has (a pending timer per idle connection costs half a KiB and a heap entry).
-        self._auth_deadline: asyncio.TimerHandle | None = None
         # The heartbeat's (heartbeat.py): a frame came since its last visit, its visits in a row
         # without one, and the bucket it is in (None when not watched).
         self.heard = True
@@ -73,21 +70,6 @@ class Connection:
     def log_context(self) -> dict[str, Any]:
         """What every log line about this connection carries (`extra=`)."""
         return {"conn_id": self.conn_id}
-
-    def set_auth_deadline(self, deadline: asyncio.TimerHandle) -> None:
-        """The timer that closes this connection unless it authenticates first."""
-        self.cancel_auth_deadline()
-        self._auth_deadline = deadline
-
-    def cancel_auth_deadline(self) -> None:
-        if self._auth_deadline is not None:
-            self._auth_deadline.cancel()
-            self._auth_deadline = None
-
-    @property
-    def awaits_authentication(self) -> bool:
-        """Whether the authentication deadline is still running."""
-        return self._auth_deadline is not None
 
     def start(self) -> None:
         """The socket is ready: frames queued so far, and every later one, are written."""

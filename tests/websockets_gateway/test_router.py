@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from websockets_gateway.auth_deadline import AuthDeadlines
 from websockets_gateway.registry import ConnectionRegistry
 from websockets_gateway.requests import PendingRequests
 from websockets_gateway.router import ReplyRouter, send_timeout_reply
@@ -210,20 +211,22 @@ def test_session_data_updates_the_requester_and_the_user_index():
 
 def test_authenticating_drops_the_authentication_deadline_and_a_failed_attempt_keeps_it():
     async def scenario():
-        registry, pending, router = _router()
+        registry = ConnectionRegistry()
+        pending = PendingRequests(GATEWAY_ID, 60.0, max_in_flight=8, on_timeout=send_timeout_reply)
+        deadlines = AuthDeadlines(60.0)
+        router = ReplyRouter(registry, pending, auth_deadlines=deadlines)
         requester = connected(registry, "c1")
-        deadline = asyncio.get_running_loop().call_later(60, lambda: None)
-        requester.set_auth_deadline(deadline)
+        deadlines.start(requester)
 
         # A refused token changes no session: the deadline still runs.
         refused = pending.start(requester, {"uuid": "u0", "action": "authenticate"})
         router.route(_envelope(refused.request_id, {"uuid": "u0", "action": "authenticate", "status": "error",
                                                      "error_code": "invalid_token", "error_message": "x"}))
-        assert requester.awaits_authentication and not deadline.cancelled()
+        assert requester in deadlines and len(deadlines) == 1
 
         accepted = pending.start(requester, {"uuid": "u1", "action": "authenticate"})
         router.route(_envelope(accepted.request_id, RESPONSE, session_data={"user_pk": 1}))
-        assert deadline.cancelled() and not requester.awaits_authentication
+        assert requester not in deadlines and len(deadlines) == 0
 
     run(scenario())
 

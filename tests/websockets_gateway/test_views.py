@@ -16,7 +16,7 @@ from aiohttp import WSMsgType, WSServerHandshakeError
 from aiohttp.test_utils import TestClient, TestServer
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from websockets_gateway import identity, views
+from websockets_gateway import identity
 from websockets_gateway.app import close_connections, create_app
 from websockets_gateway.bus import NoWorkerAvailable
 from websockets_gateway.connection import (
@@ -26,7 +26,7 @@ from websockets_gateway.state import GATEWAY_KEY
 
 from tests.raw_websocket import OPCODE_CLOSE, OPCODE_TEXT, RawWebSocket
 
-from .fakes import ALLOWED_ORIGIN, WAIT, FakeWebSocket, FakeWorker, envelope, make_connection, make_settings, run
+from .fakes import ALLOWED_ORIGIN, WAIT, FakeWorker, envelope, make_settings, run
 
 CLOSE_MESSAGE_TOO_BIG = 1009
 
@@ -306,18 +306,18 @@ def test_a_connection_that_does_not_authenticate_in_time_is_closed_with_4001(red
     run(scenario())
 
 
-def test_the_auth_check_closes_only_unauthenticated_connections():
+def test_the_auth_deadline_closes_only_unauthenticated_connections(redis_server):
     async def scenario():
-        anonymous_ws, authenticated_ws = FakeWebSocket(), FakeWebSocket()
-        anonymous = make_connection("c1", anonymous_ws)
-        authenticated = make_connection("c2", authenticated_ws)
-        authenticated.session_data = {"user_pk": 1}
-        views._check_authenticated(anonymous)
-        views._check_authenticated(authenticated)
-        await anonymous.stop()
-        await authenticated.stop()
-        assert anonymous_ws.close_calls == [(CLOSE_AUTH_TIMEOUT, b"Authentication timeout")]
-        assert authenticated_ws.close_calls == []
+        async with serving(auth_timeout=0.3) as (client, app):
+            async with FakeWorker(redis_server, answer=authenticating({"alice-token": 1})):
+                anonymous = await client.ws_connect("/ws")
+                authenticated = await client.ws_connect("/ws")
+                reply = await request(authenticated, {"uuid": "a1", "action": "authenticate", "token": "alice-token"})
+                assert reply["status"] == "success"
+                assert await receive_close(anonymous) == (CLOSE_AUTH_TIMEOUT, "Authentication timeout")
+                # Past its own deadline too (both opened together): still served.
+                assert (await request(authenticated, {"uuid": "p1", "action": "ping"}))["status"] == "success"
+                assert len(app[GATEWAY_KEY].registry) == 1 and len(app[GATEWAY_KEY].auth_deadlines) == 0
 
     run(scenario())
 
