@@ -35,8 +35,7 @@ class Connection:
     client that reads slowly only ever fills its own outbox (bounded: full, it is closed, 4008)."""
 
     __slots__ = ("conn_id", "metrics", "ws", "session_data", "bucket", "closed", "outbox", "_abort",
-                 "_close_timeout", "_closer", "heard", "unheard_visits",
-                 "heartbeat_bucket", "reader", "_read_interrupted", "__weakref__")
+                 "_close_timeout", "_closer", "heard", "reader", "_read_interrupted", "__weakref__")
 
     def __init__(self, conn_id: str, ws: web.WebSocketResponse, send_queue_size: int, bucket: TokenBucket,
                  abort: Callable[[], None] | None = None, close_timeout: float = CLOSE_TIMEOUT,
@@ -52,11 +51,8 @@ class Connection:
         self._close_timeout = close_timeout
         # The close handshake's task, once `close` started it.
         self._closer: asyncio.Task[None] | None = None
-        # The heartbeat's (heartbeat.py): a frame came since its last visit, its visits in a row
-        # without one, and the bucket it is in (None when not watched).
+        # A frame came since the heartbeat's last visit (heartbeat.py): the handler sets it on every frame.
         self.heard = True
-        self.unheard_visits = 0
-        self.heartbeat_bucket: int | None = None
         # The handler's task while its read loop waits for a frame (None otherwise: the loop sets
         # it), and whether a close cancelled that wait (see `close`).
         self.reader: asyncio.Task[Any] | None = None
