@@ -327,9 +327,12 @@ def test_shutdown_closes_client_connections_with_1001(redis_server):
         async with serving() as (client, app):
             ws = await client.ws_connect("/ws")
             await request(ws, {"uuid": "p1", "action": "ping"})
-            await close_connections(app)
+            # Read while the shutdown waits: the client's Close reply ends the handshake (unread,
+            # the close would wait its whole CLOSE_TIMEOUT and then abort the socket).
+            closing = asyncio.create_task(close_connections(app))
             code, _ = await receive_close(ws)
             assert code == CLOSE_GOING_AWAY
+            await asyncio.wait_for(closing, WAIT)
 
     run(scenario())
 
