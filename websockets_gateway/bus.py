@@ -75,6 +75,11 @@ class WorkerTopics:
         self._rng.shuffle(dead)
         return due + live + dead
 
+    @property
+    def dead(self) -> frozenset[str]:
+        """The topics tried last: no subscriber took the last publish to them."""
+        return frozenset(self._dead_until)
+
     def mark_dead(self, topic: str) -> None:
         self._dead_until[topic] = self._clock() + self.retry_after
 

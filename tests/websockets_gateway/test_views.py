@@ -14,7 +14,6 @@ import json
 import pytest
 from aiohttp import WSMsgType, WSServerHandshakeError
 from aiohttp.test_utils import TestClient, TestServer
-from redis.exceptions import ConnectionError as RedisConnectionError
 
 from websockets_gateway import identity
 from websockets_gateway.app import close_connections, create_app
@@ -597,18 +596,15 @@ def test_a_frame_that_redis_cannot_take_gets_timeout_at_once(redis_server):
     async def scenario():
         async with serving(request_timeout=60.0) as (client, app):
             gateway = app[GATEWAY_KEY]
-
-            async def refused(channel, payload):
-                raise RedisConnectionError("Connection refused")
-
-            gateway.bus._publisher.publish = refused
             ws = await client.ws_connect("/ws")
+            redis_server.connected = False  # every command to Redis now fails with a connection error
             reply = await request(ws, {"uuid": "a1", "action": "authenticate", "token": "t"})
             assert (reply["uuid"], reply["error_code"]) == ("a1", "timeout")
             assert reply["error_message"] == "Message bus unavailable"
             assert len(gateway.pending) == 0
             # The connection stays usable.
             assert (await request(ws, {"uuid": "p1", "action": "ping"}))["status"] == "success"
+            redis_server.connected = True
 
     run(scenario())
 
@@ -634,19 +630,19 @@ def test_a_frame_whose_deadline_passes_during_a_failed_publish_gets_one_reply(re
     run(scenario())
 
 
-async def _hold_every_publisher_connection(gateway):
+async def _hold_every_publisher_connection(publisher_pools):
     """Take every connection of the publisher's pool, as a burst of publishes stuck on Redis would."""
-    pool = gateway.bus._publisher.connection_pool
+    [pool] = publisher_pools
     return pool, [await pool.get_connection() for _ in range(pool.max_connections)]
 
 
-def test_requests_past_the_publishers_connections_queue_and_are_answered(redis_server):
+def test_requests_past_the_publishers_connections_queue_and_are_answered(redis_server, publisher_pools):
     async def scenario():
         async with serving(request_timeout=5.0) as (client, app):
             gateway = app[GATEWAY_KEY]
             async with FakeWorker(redis_server, answer=authenticating({"alice-token": 1})) as worker:
                 ws = await client.ws_connect("/ws")
-                pool, held = await _hold_every_publisher_connection(gateway)
+                pool, held = await _hold_every_publisher_connection(publisher_pools)
                 await ws.send_str(json.dumps({"uuid": "a1", "action": "authenticate", "token": "alice-token"}))
                 await wait_until(lambda: len(gateway.pending) == 1)
                 await asyncio.sleep(0.1)
@@ -659,12 +655,12 @@ def test_requests_past_the_publishers_connections_queue_and_are_answered(redis_s
     run(scenario())
 
 
-def test_a_request_waiting_for_a_connection_past_its_deadline_gets_one_timeout(redis_server):
+def test_a_request_waiting_for_a_connection_past_its_deadline_gets_one_timeout(redis_server, publisher_pools):
     async def scenario():
         async with serving(request_timeout=0.2) as (client, app):
             gateway = app[GATEWAY_KEY]
             ws = await client.ws_connect("/ws")
-            pool, held = await _hold_every_publisher_connection(gateway)
+            pool, held = await _hold_every_publisher_connection(publisher_pools)
             reply = await request(ws, {"uuid": "a1", "action": "authenticate", "token": "t"})
             # The deadline and the pool's wait (min(REQUEST_TIMEOUT, 5 s)) end together: whichever
             # answers first, the client hears it once.
