@@ -7,6 +7,7 @@ import asyncio
 import base64
 import json
 import os
+import socket
 import struct
 from typing import Any
 
@@ -32,8 +33,19 @@ class RawWebSocket:
         self.reader, self.writer, self.timeout = reader, writer, timeout
 
     @classmethod
-    async def connect(cls, host: str, port: int, timeout: float = 15.0) -> RawWebSocket:
-        reader, writer = await asyncio.open_connection(host, port)
+    async def connect(cls, host: str, port: int, timeout: float = 15.0,
+                      receive_buffer: int | None = None) -> RawWebSocket:
+        """Connect and handshake. With `receive_buffer` (bytes), the socket's receive buffer and the
+        stream's are that small: a client that does not read stalls the server's writes at once."""
+        if receive_buffer is None:
+            reader, writer = await asyncio.open_connection(host, port)
+        else:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            # Before connecting, so that the TCP window stays this small (no autotuning).
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+            sock.setblocking(False)
+            await asyncio.get_running_loop().sock_connect(sock, (host, port))
+            reader, writer = await asyncio.open_connection(sock=sock, limit=receive_buffer)
         key = base64.b64encode(os.urandom(16)).decode()
         writer.write(f"GET /ws HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                      f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())

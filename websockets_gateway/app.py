@@ -11,6 +11,7 @@ from typing import AsyncIterator
 from aiohttp import web
 
 from . import logs, protocol
+from .auth_deadline import AuthDeadlines
 from .bus import Bus
 from .catalogue import keep_fresh
 from .clients import ConnectionsPerAddress
@@ -47,7 +48,8 @@ async def gateway_context(app: web.Application) -> AsyncIterator[None]:
     registry.on_presence_change = presence.mark_dirty
     pending = PendingRequests(run_id, settings.request_timeout, settings.max_in_flight,
                               on_timeout=send_timeout_reply, metrics=metrics)
-    router = ReplyRouter(registry, pending, metrics)
+    auth_deadlines = AuthDeadlines(settings.auth_timeout)
+    router = ReplyRouter(registry, pending, metrics, auth_deadlines)
     bus = Bus(settings.redis_url, settings.worker_topics, settings.response_topic,
               reply_topic=f"gateway_reply:{gateway_id}", on_reply=router.route,
               publish_timeout=min(settings.request_timeout, 5.0),
@@ -59,8 +61,8 @@ async def gateway_context(app: web.Application) -> AsyncIterator[None]:
         # requests in flight; past this, a client that bursts can overflow its own queue (4008).
         logger.warning("MAX_IN_FLIGHT=%d is over half of SEND_QUEUE_SIZE=%d: a client's own replies can fill "
                        "its queue", settings.max_in_flight, settings.send_queue_size)
-    app[GATEWAY_KEY] = Gateway(gateway_id, settings, registry, pending, router, bus, presence, metrics, heartbeat,
-                               ConnectionsPerAddress(settings.max_connections_per_ip))
+    app[GATEWAY_KEY] = Gateway(gateway_id, settings, registry, pending, router, bus, presence, metrics,
+                               auth_deadlines, heartbeat, ConnectionsPerAddress(settings.max_connections_per_ip))
     tasks = {asyncio.create_task(bus.run_subscriber(), name="reply-subscriber"),
              asyncio.create_task(presence.run(), name="presence-writer"),
              asyncio.create_task(keep_fresh(metrics.catalogue, bus.read_catalogue), name="action-catalogue")}

@@ -14,15 +14,16 @@ from redis.exceptions import RedisError
 from . import metrics as metrics_module
 from . import protocol, wire
 from .metrics import GatewayMetrics
+from .reconnect import (
+    PROBE_INTERVAL, PROBE_MESSAGE, PROBE_TIMEOUT, RECONNECT_BACKOFF_FIRST, RECONNECT_BACKOFF_MAX, Backoff,
+    SubscriptionProbe, closing_quietly, raise_if_cancel_requested,
+)
 
 logger = logging.getLogger(__name__)
 
 # A topic that had no subscriber is tried last for this long; after it, one request tries it
 # first (a probe, once per period), so a worker that comes back is found without any restart.
 DEAD_TOPIC_RETRY_AFTER = 1.0
-# Reconnect backoff of the subscriber: doubles from the first value up to the cap.
-RECONNECT_BACKOFF_FIRST = 0.1
-RECONNECT_BACKOFF_MAX = 2.0
 # Redis connections the publisher may open. Past them a publish waits for a connection to be
 # free, for at most its publish timeout (never beyond the request's deadline), and only then
 # fails (`timeout`, "Message bus unavailable"): a burst of requests queues instead of being
@@ -30,14 +31,6 @@ RECONNECT_BACKOFF_MAX = 2.0
 # holds its connection for one round trip, so 50 carry thousands of publishes a second; each
 # connection costs this process memory and Redis a client.
 PUBLISH_CONNECTIONS = 50
-# A subscription that has heard nothing for PROBE_INTERVAL seconds is sent a PING; one that has
-# not answered it PROBE_TIMEOUT seconds later is on a dead connection (a partition that outlived
-# it: neither end was told) and is made again. redis-py's own health check sends a PING but
-# waits for no answer, and a subscription has no read timeout: without this, such a gateway
-# would never hear a reply again and never say so.
-PROBE_INTERVAL = 5.0
-PROBE_TIMEOUT = 5.0
-PROBE_MESSAGE = b"chat-subscription-probe"
 
 
 class BusError(Exception):
@@ -50,10 +43,6 @@ class NoWorkerAvailable(BusError):
 
 class BusUnavailable(BusError):
     pass
-
-
-class SubscriptionDead(ConnectionError):
-    """A subscription's connection did not answer its probe in time (see PROBE_INTERVAL)."""
 
 
 class WorkerTopics:
@@ -85,6 +74,11 @@ class WorkerTopics:
         self._rng.shuffle(live)
         self._rng.shuffle(dead)
         return due + live + dead
+
+    @property
+    def dead(self) -> frozenset[str]:
+        """The topics tried last: no subscriber took the last publish to them."""
+        return frozenset(self._dead_until)
 
     def mark_dead(self, topic: str) -> None:
         self._dead_until[topic] = self._clock() + self.retry_after
@@ -162,7 +156,7 @@ class Bus:
         bug, a client library's surprise), is logged and the subscription is made again, so that
         the process never goes on serving without its replies. Only cancellation ends it.
         """
-        backoff = RECONNECT_BACKOFF_FIRST
+        backoff = Backoff(RECONNECT_BACKOFF_FIRST, RECONNECT_BACKOFF_MAX)
         while True:
             pubsub = self._subscriber.pubsub(ignore_subscribe_messages=True)
             try:
@@ -173,38 +167,35 @@ class Bus:
                     self._resubscribed()
                 self._was_subscribed = True
                 loop = asyncio.get_running_loop()
-                heard, probed = loop.time(), None
+                probe = SubscriptionProbe(loop.time(), self.probe_interval, self.probe_timeout)
                 while True:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    raise_if_cancel_requested()
                     # Reset once the subscription has worked, not merely been made: one that
                     # fails at its first read every time still backs off.
-                    backoff = RECONNECT_BACKOFF_FIRST
-                    now = loop.time()
+                    backoff.reset()
                     if message is not None:  # a reply, or the answer to a probe (a pong)
-                        heard, probed = now, None
+                        probe.heard(loop.time())
                         if message["type"] == "message":
                             self._deliver(message["data"])
-                    elif probed is not None and now - probed > self.probe_timeout:
-                        raise SubscriptionDead(f"no answer to a PING in {self.probe_timeout:.0f}s")
-                    elif probed is None and now - heard >= self.probe_interval:
+                    elif probe.ping_due(loop.time()):  # raises SubscriptionDead when one went unanswered
                         await pubsub.ping(PROBE_MESSAGE)
-                        probed = now
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
                 self.reconnects += 1
                 self.metrics.redis_reconnects.inc()
-                logger.warning("reply subscription lost (%s); reconnecting in %.1fs", exc, backoff)
+                logger.warning("reply subscription lost (%s); reconnecting in %.1fs", exc, backoff.current)
             except Exception:
                 self.reconnects += 1
                 self.metrics.redis_reconnects.inc()
                 self.metrics.bus_error("subscriber_failed")
-                logger.exception("reply subscriber failed unexpectedly; subscribing again in %.1fs", backoff)
+                logger.exception("reply subscriber failed unexpectedly; subscribing again in %.1fs", backoff.current)
             finally:
                 self.subscribed.clear()
-                await _close_quietly(pubsub)
-            await asyncio.sleep(backoff * (0.5 + random.random()))
-            backoff = min(backoff * 2, RECONNECT_BACKOFF_MAX)
+                with closing_quietly(logger, "closing a broken subscription"):
+                    await pubsub.aclose()
+            await asyncio.sleep(backoff.next_delay())
 
     def _resubscribed(self) -> None:
         if self._on_resubscribed is None:
@@ -226,14 +217,3 @@ class Bus:
         await self._publisher.aclose()
         await self._subscriber.aclose()
 
-
-async def _close_quietly(pubsub: aioredis.client.PubSub) -> None:
-    try:
-        await pubsub.aclose()
-    except asyncio.CancelledError:
-        raise
-    except (RedisError, OSError) as exc:
-        logger.debug("closing a broken subscription: %s", exc)
-    except Exception:
-        # Inside the subscriber's `finally`: raising here would end the task for good.
-        logger.exception("closing a broken subscription failed")

@@ -16,6 +16,7 @@ from typing import Any, Awaitable, Callable
 from redis.exceptions import RedisError
 
 from .protocol import ANONYMOUS_ACTIONS, GATEWAY_ERROR_CODES
+from .reconnect import raise_if_cancel_requested
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +78,9 @@ async def keep_fresh(catalogue: Catalogue, read: Callable[[], Awaitable[bytes | 
     found = False
     while True:
         try:
-            found = catalogue.load(await read()) or found
+            raw = await read()
+            raise_if_cancel_requested()
+            found = catalogue.load(raw) or found
         except asyncio.CancelledError:
             raise
         except (RedisError, OSError) as exc:

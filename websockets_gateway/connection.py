@@ -1,17 +1,18 @@
-"""One client connection: its session data and its bounded, writer-drained outgoing queue."""
+"""One client connection: who it is, and its life: its frames go out through its `Outbox`
+(outbox.py), and it ends with a bounded close handshake (closing.py) or an abort."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
-from collections.abc import Set as AbstractSet
 from typing import Any, Callable
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from . import metrics as metrics_module
+from .closing import close_handshake
 from .metrics import GatewayMetrics
+from .outbox import PING, Outbox
 from .ratelimit import TokenBucket
 
 logger = logging.getLogger(__name__)
@@ -28,36 +29,13 @@ CLOSE_ABNORMAL = 1006
 # frame either; past this its socket is aborted, so it never holds a handler or memory.
 CLOSE_TIMEOUT = 5.0
 
-_NONE_IN_FLIGHT: frozenset[str] = frozenset()
-# Queued like a frame: the writer sends a WebSocket ping in its place (see `ping`).
-_PING = object()
-
-
-class _Outgoing(deque):
-    """The frames waiting for the writer, and, while the read loop is paused on them (see
-    `Connection.read_pause`), the future that the writer resolves once fewer are waiting. The
-    future lives here, not on the connection: an idle connection has no queue and pays nothing."""
-
-    __slots__ = ("drained",)
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.drained: asyncio.Future[None] | None = None
-
 
 class Connection:
-    """A client WebSocket. Frames to it go through `send`, never straight to the socket,
-    so a client that reads slowly only ever fills its own queue.
+    """A client WebSocket. Frames to it go through `send`, never straight to the socket, so a
+    client that reads slowly only ever fills its own outbox (bounded: full, it is closed, 4008)."""
 
-    An idle connection holds no queue and no task: the writer task starts when a frame is
-    queued and ends when the queue is empty (an idle authenticated connection is the common
-    case, and a queue with its locks and a waiting task cost about 4.5 KiB of it).
-    """
-
-    __slots__ = ("conn_id", "metrics", "ws", "session_data", "bucket", "closed", "_abort", "_close_timeout",
-                 "_in_flight", "_send_queue_size", "_outgoing", "_started", "_writer", "_sending", "_closer",
-                 "_auth_deadline", "heard", "unheard_visits", "heartbeat_bucket", "reader", "_read_interrupted",
-                 "__weakref__")
+    __slots__ = ("conn_id", "metrics", "ws", "session_data", "bucket", "closed", "outbox", "_abort",
+                 "_close_timeout", "_closer", "heard", "reader", "_read_interrupted", "__weakref__")
 
     def __init__(self, conn_id: str, ws: web.WebSocketResponse, send_queue_size: int, bucket: TokenBucket,
                  abort: Callable[[], None] | None = None, close_timeout: float = CLOSE_TIMEOUT,
@@ -65,38 +43,20 @@ class Connection:
         self.conn_id = conn_id
         self.metrics = metrics if metrics is not None else metrics_module.detached()
         self.ws = ws
-        self._abort = abort
-        self._close_timeout = close_timeout
         self.session_data: dict[str, Any] = {}
         self.bucket = bucket
-        # Gateway request ids of this connection's requests still waiting for a worker; a set
-        # only while there are some (see `in_flight`).
-        self._in_flight: set[str] | None = None
         self.closed = False
-        # Frames not yet taken by the writer: at most `send_queue_size`; None when empty.
-        self._send_queue_size = send_queue_size
-        self._outgoing: _Outgoing | None = None
-        # Frames are written once `start` was called (the handler's socket is ready), by a
-        # writer task that exists while there are frames to write (None otherwise). One that
-        # ended for good, because the socket failed or the connection is closing, stays here
-        # done, and no other is started.
-        self._started = False
-        self._writer: asyncio.Task[None] | None = None
-        # Whether the writer is inside a send (see `close`).
-        self._sending = False
+        self.outbox = Outbox(ws, send_queue_size, conn_id, self.metrics)
+        self._abort = abort
+        self._close_timeout = close_timeout
+        # The close handshake's task, once `close` started it.
         self._closer: asyncio.Task[None] | None = None
+        # A frame came since the heartbeat's last visit (heartbeat.py): the handler sets it on every frame.
+        self.heard = True
         # The handler's task while its read loop waits for a frame (None otherwise: the loop sets
         # it), and whether a close cancelled that wait (see `close`).
         self.reader: asyncio.Task[Any] | None = None
         self._read_interrupted = False
-        # The timer that closes the connection if it has not authenticated in time; dropped as
-        # soon as it has (a pending timer per idle connection costs half a KiB and a heap entry).
-        self._auth_deadline: asyncio.TimerHandle | None = None
-        # The heartbeat's (heartbeat.py): a frame came since its last visit, its visits in a row
-        # without one, and the bucket it is in (None when not watched).
-        self.heard = True
-        self.unheard_visits = 0
-        self.heartbeat_bucket: int | None = None
 
     @property
     def user_pk(self) -> int | None:
@@ -107,102 +67,33 @@ class Connection:
         """What every log line about this connection carries (`extra=`)."""
         return {"conn_id": self.conn_id}
 
-    @property
-    def in_flight(self) -> AbstractSet[str]:
-        """The ids of this connection's requests waiting for a worker (read-only: see `track`)."""
-        return self._in_flight if self._in_flight is not None else _NONE_IN_FLIGHT
-
-    def track(self, request_id: str) -> None:
-        """Count a request as in flight (`requests.PendingRequests` keeps these)."""
-        if self._in_flight is None:
-            self._in_flight = set()
-        self._in_flight.add(request_id)
-
-    def untrack(self, request_id: str) -> None:
-        if self._in_flight is not None:
-            self._in_flight.discard(request_id)
-            if not self._in_flight:
-                self._in_flight = None
-
-    def set_auth_deadline(self, deadline: asyncio.TimerHandle) -> None:
-        """The timer that closes this connection unless it authenticates first."""
-        self.cancel_auth_deadline()
-        self._auth_deadline = deadline
-
-    def cancel_auth_deadline(self) -> None:
-        if self._auth_deadline is not None:
-            self._auth_deadline.cancel()
-            self._auth_deadline = None
-
-    @property
-    def awaits_authentication(self) -> bool:
-        """Whether the authentication deadline is still running."""
-        return self._auth_deadline is not None
-
     def start(self) -> None:
         """The socket is ready: frames queued so far, and every later one, are written."""
-        self._started = True
-        if self._outgoing:
-            self._start_writer()
+        self.outbox.start()
 
     def send(self, frame: bytes | str) -> None:
         """Queue one text frame: its UTF-8 payload (`protocol.encode_frame`; one bytes object for
-        every recipient of a broadcast), or a str. If the queue is full the client is too slow
+        every recipient of a broadcast), or a str. If the outbox is full the client is too slow
         and is disconnected."""
         self._queue(frame)
 
     def ping(self) -> None:
         """Queue a WebSocket ping (the heartbeat's): written in turn with the frames, by the writer."""
-        self._queue(_PING)
+        self._queue(PING)
 
     def _queue(self, frame: bytes | str | object) -> None:
         if self.closed:
             return
-        outgoing = self._outgoing
-        if outgoing is None:
-            outgoing = self._outgoing = _Outgoing()
-        elif len(outgoing) >= self._send_queue_size:
+        if not self.outbox.put(frame):
             logger.warning("user=%s outgoing queue full (%d frames): disconnecting slow client",
-                           self.user_pk, self._send_queue_size, extra=self.log_context)
+                           self.user_pk, self.outbox.capacity, extra=self.log_context)
             self.metrics.slow_client_disconnects.inc()
             self.close(CLOSE_SLOW_CONSUMER, "Outgoing queue full")
-            return
-        outgoing.append(frame)
-        if self._writer is None and self._started:
-            self._start_writer()
 
     def read_pause(self) -> asyncio.Future[None] | None:
-        """What the read loop awaits before it reads the client's next frame: None to read now, or
-        a future that the writer resolves once fewer than half the queue's frames are waiting.
-
-        Each frame read may queue a reply at once (`rate_limited`, `ping`, a refusal): a client
-        that sends a burst in one write would otherwise have its frames read, and answered, faster
-        than the writer sends the answers, and overflow its own queue (4008). Paused, the loop
-        leaves the frames in the socket and TCP slows the client down. The replies of its own
-        frames in the queue are then at most half of it plus the ones that workers still owe
-        (at most `MAX_IN_FLIGHT`): within the queue while MAX_IN_FLIGHT is at most half of
-        SEND_QUEUE_SIZE. A client that does not read what others send it still fills its queue,
-        and is closed with 4008. No pause once the writer ended for good: nothing will drain.
-        """
-        outgoing = self._outgoing
-        if outgoing is None or len(outgoing) < self._read_pause_at() or self._writer is None or self._writer.done():
-            return None
-        if outgoing.drained is None or outgoing.drained.done():
-            outgoing.drained = asyncio.get_running_loop().create_future()
-        return outgoing.drained
-
-    def _read_pause_at(self) -> int:
-        return max(1, self._send_queue_size // 2)
-
-    def _resume_reading(self, outgoing: _Outgoing | None) -> None:
-        """End a pause of the read loop (`read_pause`) on this queue, if there is one."""
-        if outgoing is not None and outgoing.drained is not None:
-            if not outgoing.drained.done():
-                outgoing.drained.set_result(None)
-            outgoing.drained = None
-
-    def _start_writer(self) -> None:
-        self._writer = asyncio.get_running_loop().create_task(self._write_loop(), name=f"writer-{self.conn_id}")
+        """What the read loop awaits before it reads the client's next frame (`Outbox.read_pause`):
+        None to read now, or a future resolved once the writer has drained half the outbox."""
+        return self.outbox.read_pause()
 
     def read_interrupted(self) -> bool:
         """In the read loop, on a CancelledError out of its wait for a frame: whether that was
@@ -226,7 +117,9 @@ class Connection:
         if self.reader is not None:
             self._read_interrupted = True
             self.reader.cancel()
-        self._closer = asyncio.create_task(self._close(code, reason), name=f"close-{self.conn_id}")
+        self._closer = asyncio.create_task(
+            close_handshake(self.ws, code, reason, self._close_timeout, self._abort, self.log_context),
+            name=f"close-{self.conn_id}")
 
     def drop(self) -> None:
         """Abort the socket with no close handshake (the heartbeat's, for a peer that stopped
@@ -242,86 +135,17 @@ class Connection:
     def _stop_writing(self, code: int) -> None:
         self.closed = True
         self.metrics.closed(code)
-        # A writer not yet started, or between two frames, is cancelled: nothing more is written.
-        # One in the middle of a send is left to finish it and then stops: it may be waiting for
-        # the client to read, on the drain future that aiohttp shares among every writer of the
-        # socket, the close frame included, and a task cancelled while awaiting that future
-        # cancels it for all of them. The close handshake would then die at once, and the socket
-        # stay open for as long as the client does not read: forever, for a client that never does.
-        if self._writer is not None and not self._sending:
-            self._writer.cancel()
-        self._resume_reading(self._outgoing)
-        self._outgoing = None
-
-    async def _close(self, code: int, reason: str) -> None:
-        """The close handshake, bounded: on any outcome but a clean close, the socket is aborted."""
-        try:
-            await asyncio.wait_for(self.ws.close(code=code, message=reason.encode()), self._close_timeout)
-            return
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if current is not None and current.cancelling():
-                raise
-            # Not this task's cancellation: a waiter on aiohttp's shared drain future was
-            # cancelled elsewhere (a handler cancelled in a pong, say), and the handshake with it.
-            logger.warning("close handshake (%d) interrupted: aborting the socket", code, extra=self.log_context)
-        except TimeoutError:
-            logger.warning("close handshake (%d) took over %.0fs: aborting the socket",
-                           code, self._close_timeout, extra=self.log_context)
-        except Exception:
-            logger.exception("error while closing with %d: aborting the socket", code, extra=self.log_context)
-        if self._abort is not None:
-            self._abort()
-
-    async def _write_loop(self) -> None:
-        """Write the queued frames in order; end once the queue is empty, or for good on a closed
-        connection or a failed socket."""
-        try:
-            while not self.closed:
-                outgoing = self._outgoing
-                if not outgoing:
-                    # Drained: no frame can be queued between this check and the task's end (no
-                    # await in between), so the next `send` starts a new writer.
-                    self._outgoing = None
-                    self._writer = None
-                    return
-                frame = outgoing.popleft()
-                if outgoing.drained is not None and len(outgoing) < self._read_pause_at():
-                    self._resume_reading(outgoing)
-                self._sending = True
-                try:
-                    if type(frame) is bytes:
-                        await self.ws.send_frame(frame, WSMsgType.TEXT)
-                    elif frame is _PING:
-                        await self.ws.ping()
-                        continue
-                    else:
-                        await self.ws.send_str(frame)
-                finally:
-                    self._sending = False
-                self.metrics.frames_sent.inc()
-        except asyncio.CancelledError:
-            raise
-        except ConnectionError as exc:
-            logger.info("write failed, connection gone: %s", exc, extra=self.log_context)
-        except Exception:
-            logger.exception("writer stopped", extra=self.log_context)
-        finally:
-            # Ended for good or cancelled: a read loop paused on this writer must not wait forever.
-            self._resume_reading(self._outgoing)
+        self.outbox.close()
 
     async def stop(self) -> None:
-        """Stop the writer once the socket is done; frames still queued are dropped.
+        """Once the socket is done: stop the writer; frames still queued are dropped.
 
         The close handshake, if one is under way, ends first (it is bounded by the close timeout):
-        the writer may be in a send that waits on the same drain future (see `close`).
+        the writer may be in a send that waits on the same drain future (`Outbox.close`).
         """
         self.closed = True
-        self._resume_reading(self._outgoing)
-        self._outgoing = None
-        # wait() does not raise the tasks' CancelledError, but does raise our own.
+        self.outbox.close()
+        # wait() does not raise the handshake's CancelledError, but does raise our own.
         if self._closer is not None and not self._closer.done():
             await asyncio.wait({self._closer})
-        if self._writer is not None and not self._writer.done():
-            self._writer.cancel()
-            await asyncio.wait({self._writer})
+        await self.outbox.stop()

@@ -5,7 +5,8 @@ waits for its pong a second one, for every connection: about 0.8 KiB of an idle 
 memory, and one entry per connection in the event loop's timer heap. Here every connection sits
 in one of `BUCKETS` sets, visited in turn, one bucket each `interval / 4 / BUCKETS` seconds, so
 each connection is visited every quarter interval, and a visit costs a few attribute reads. A
-connection costs a set entry and three slots of its own.
+connection costs an entry in its bucket (which also counts its visits without a frame) and the
+one flag of its own that the handler sets on every frame, `Connection.heard`.
 
 The rules, per connection (as aiohttp's, to a quarter interval):
 - any frame it sends (a pong included) counts as hearing from it (`Connection.heard`);
@@ -40,7 +41,8 @@ class Heartbeat:
         # Not below MIN_TICK: a heartbeat of a fraction of a second (a test's) would wake the loop
         # thousands of times a second; its visits then come a little later than a quarter interval.
         self.tick = max(interval / VISITS_PER_INTERVAL / BUCKETS, MIN_TICK)
-        self._buckets: list[set[Connection]] = [set() for _ in range(BUCKETS)]
+        # Each bucket maps its connections to their visits in a row without a frame.
+        self._buckets: list[dict[Connection, int]] = [{} for _ in range(BUCKETS)]
         self._next = 0  # the bucket the next tick visits
 
     def __len__(self) -> int:
@@ -48,35 +50,41 @@ class Heartbeat:
 
     def add(self, conn: Connection) -> None:
         """Watch a connection: its first visit is a quarter interval away (a full turn of the buckets)."""
-        bucket = (self._next - 1) % BUCKETS
-        conn.heartbeat_bucket = bucket
         conn.heard = True
-        conn.unheard_visits = 0
-        self._buckets[bucket].add(conn)
+        self._buckets[(self._next - 1) % BUCKETS][conn] = 0
+
+    def bucket_of(self, conn: Connection) -> int | None:
+        """The bucket that watches `conn` (None: not watched); a look in each of the BUCKETS."""
+        for index, bucket in enumerate(self._buckets):
+            if conn in bucket:
+                return index
+        return None
 
     def discard(self, conn: Connection) -> None:
-        if conn.heartbeat_bucket is not None:
-            self._buckets[conn.heartbeat_bucket].discard(conn)
-            conn.heartbeat_bucket = None
+        index = self.bucket_of(conn)
+        if index is not None:
+            del self._buckets[index][conn]
 
     def visit_next_bucket(self) -> None:
         """One tick: visit the connections of the next bucket."""
         bucket = self._buckets[self._next]
         self._next = (self._next + 1) % BUCKETS
-        for conn in list(bucket) if bucket else ():
+        for conn, unheard_visits in list(bucket.items()) if bucket else ():
             if conn.closed:
                 continue  # closing: its handler ends and discards it
             if conn.heard:
                 conn.heard = False
-                conn.unheard_visits = 0
+                bucket[conn] = 0
                 continue
-            conn.unheard_visits += 1
-            if conn.unheard_visits >= DROP_AFTER_VISITS:
+            unheard_visits += 1
+            if unheard_visits >= DROP_AFTER_VISITS:
                 logger.info("no frame within %.3g s of a ping: dropping the connection", self.interval / 2,
                             extra=conn.log_context)
-                self.discard(conn)
+                del bucket[conn]
                 conn.drop()
-            elif conn.unheard_visits == PING_AFTER_VISITS:
+                continue
+            bucket[conn] = unheard_visits
+            if unheard_visits == PING_AFTER_VISITS:
                 conn.ping()
 
     async def run(self) -> None:

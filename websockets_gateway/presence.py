@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import random
 import socket
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -38,6 +37,7 @@ from redis.exceptions import RedisError
 
 from . import metrics as metrics_module
 from .metrics import GatewayMetrics
+from .reconnect import RECONNECT_BACKOFF_FIRST, RECONNECT_BACKOFF_MAX, Backoff, raise_if_cancel_requested
 from .registry import ConnectionRegistry
 
 logger = logging.getLogger(__name__)
@@ -48,9 +48,6 @@ USER_KEY_FORMAT = "chat:presence:user:{user_pk}"
 # Users written by one pipeline. A larger dirty set (a recovery, a burst of connections)
 # takes several pipelines, one after the other, so no single command batch grows with traffic.
 BATCH_SIZE = 1000
-# Backoff between attempts while Redis fails: doubles from the first value up to the cap.
-BACKOFF_FIRST = 0.1
-BACKOFF_MAX = 2.0
 # How long the graceful-shutdown clean-up may take; past it the keys are left to their TTL.
 WITHDRAW_TIMEOUT = 2.0
 # The least time between two writes of users who came or went: the changes of that time go in
@@ -70,15 +67,6 @@ def user_key(user_pk: int) -> str:
 def _chunks(items: Sequence[int], size: int) -> Iterable[Sequence[int]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
-
-
-def _raise_if_cancel_requested() -> None:
-    # On Python 3.11 an asyncio.wait_for inside a Redis client can swallow a cancellation that
-    # lands just as its wait completes; the request is still counted on the task, so a loop
-    # that checks it ends anyway instead of writing heartbeats after its shutdown.
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError()
 
 
 class PresenceWriter:
@@ -130,9 +118,9 @@ class PresenceWriter:
 
     async def run(self) -> None:
         """Write presence forever: at once when a user is dirty, else every heartbeat interval."""
-        backoff = BACKOFF_FIRST
+        backoff = Backoff(RECONNECT_BACKOFF_FIRST, RECONNECT_BACKOFF_MAX)
         while True:
-            _raise_if_cancel_requested()
+            raise_if_cancel_requested()
             try:
                 await self.sync_once()
             except asyncio.CancelledError:
@@ -140,20 +128,18 @@ class PresenceWriter:
             except (RedisError, OSError) as exc:
                 self.metrics.presence_errors.inc()
                 logger.warning("presence %s: write failed (%s: %s); %d users waiting; retrying in %.1fs",
-                               self.presence_id, type(exc).__name__, exc, len(self._dirty), backoff)
-                await asyncio.sleep(backoff * (0.5 + random.random()))
-                backoff = min(backoff * 2, BACKOFF_MAX)
+                               self.presence_id, type(exc).__name__, exc, len(self._dirty), backoff.current)
+                await asyncio.sleep(backoff.next_delay())
                 continue
             except Exception:
                 # A bug, not Redis: logged, and retried like a failed write, so that presence
                 # does not silently stop (and every user here turn offline with the heartbeat).
                 self.metrics.presence_errors.inc()
-                logger.exception("presence %s: unexpected error; retrying in %.1fs", self.presence_id, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX)
+                logger.exception("presence %s: unexpected error; retrying in %.1fs", self.presence_id, backoff.current)
+                await asyncio.sleep(backoff.next_delay(jittered=False))
                 continue
-            _raise_if_cancel_requested()
-            backoff = BACKOFF_FIRST
+            raise_if_cancel_requested()
+            backoff.reset()
             if self._registered and not self._dirty:
                 self.synced.set()
                 await self._wait_for_work()

@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import logging
 import time
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -14,6 +15,9 @@ from .connection import Connection
 from .metrics import GatewayMetrics
 
 logger = logging.getLogger(__name__)
+
+
+_NONE_IN_FLIGHT: frozenset[str] = frozenset()
 
 
 class TooManyInFlight(Exception):
@@ -56,22 +60,37 @@ class PendingRequests:
         self._on_timeout = on_timeout
         self._sequence = itertools.count(1)
         self._pending: dict[str, PendingRequest] = {}
+        # The ids of each connection's requests, for the connections that have some: an idle
+        # connection has no entry (most connections, most of the time).
+        self._by_conn: dict[Connection, set[str]] = {}
 
     def __len__(self) -> int:
         return len(self._pending)
+
+    def in_flight(self, conn: Connection) -> AbstractSet[str]:
+        """The ids of `conn`'s requests waiting for a worker (read-only)."""
+        return self._by_conn.get(conn, _NONE_IN_FLIGHT)
+
+    @property
+    def busy_connections(self) -> int:
+        """How many connections have requests in flight (each holds a set of their ids)."""
+        return len(self._by_conn)
 
     def owns(self, request_id: Any) -> bool:
         return isinstance(request_id, str) and request_id.startswith(self.gateway_id + ":")
 
     def start(self, conn: Connection, frame_echo: dict[str, Any]) -> PendingRequest:
         """Register a request of `conn`; its deadline starts now."""
-        if len(conn.in_flight) >= self.max_in_flight:
-            raise TooManyInFlight(f"{len(conn.in_flight)} requests already in flight")
+        ids = self._by_conn.get(conn)
+        if ids is not None and len(ids) >= self.max_in_flight:
+            raise TooManyInFlight(f"{len(ids)} requests already in flight")
         request_id = f"{self.gateway_id}:{next(self._sequence)}"
         pending = PendingRequest(request_id, conn, frame_echo)
         pending.timer = asyncio.get_running_loop().call_later(self.timeout, self._expire, request_id)
         self._pending[request_id] = pending
-        conn.track(request_id)
+        if ids is None:
+            ids = self._by_conn[conn] = set()
+        ids.add(request_id)
         return pending
 
     def complete(self, request_id: Any) -> PendingRequest | None:
@@ -85,11 +104,10 @@ class PendingRequests:
 
     def drop_connection(self, conn: Connection) -> None:
         """Forget every request of a closed connection; their late replies will be dropped."""
-        for request_id in list(conn.in_flight):
+        for request_id in self._by_conn.pop(conn, ()):
             pending = self._pending.pop(request_id, None)
-            if pending is not None:
-                self._forget(pending)
-            conn.untrack(request_id)
+            if pending is not None and pending.timer is not None:
+                pending.timer.cancel()
 
     def _expire(self, request_id: str) -> None:
         pending = self._pending.pop(request_id, None)
@@ -103,8 +121,11 @@ class PendingRequests:
             duration_ms=round(pending.elapsed() * 1000, 2)))
         self._on_timeout(pending)
 
-    @staticmethod
-    def _forget(pending: PendingRequest) -> None:
+    def _forget(self, pending: PendingRequest) -> None:
         if pending.timer is not None:
             pending.timer.cancel()
-        pending.conn.untrack(pending.request_id)
+        ids = self._by_conn.get(pending.conn)
+        if ids is not None:
+            ids.discard(pending.request_id)
+            if not ids:
+                del self._by_conn[pending.conn]

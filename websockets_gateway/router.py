@@ -6,6 +6,7 @@ import logging
 
 from . import metrics as metrics_module
 from . import protocol
+from .auth_deadline import AuthDeadlines
 from .metrics import GatewayMetrics
 from .registry import ConnectionRegistry
 from .requests import PendingRequest, PendingRequests
@@ -15,10 +16,12 @@ logger = logging.getLogger(__name__)
 
 class ReplyRouter:
     def __init__(self, registry: ConnectionRegistry, pending: PendingRequests,
-                 metrics: GatewayMetrics | None = None) -> None:
+                 metrics: GatewayMetrics | None = None, auth_deadlines: AuthDeadlines | None = None) -> None:
         self.registry = registry
         self.pending = pending
         self.metrics = metrics if metrics is not None else metrics_module.detached()
+        # Whose deadline a successful authentication ends (None: no deadlines to end).
+        self.auth_deadlines = auth_deadlines
 
     def route(self, data: bytes | str) -> None:
         try:
@@ -40,8 +43,8 @@ class ReplyRouter:
         session_data = envelope.get("session_data")
         if request is not None and isinstance(session_data, dict) and not request.conn.closed:
             self.registry.set_session(request.conn, session_data)
-            if request.conn.user_pk is not None:
-                request.conn.cancel_auth_deadline()
+            if request.conn.user_pk is not None and self.auth_deadlines is not None:
+                self.auth_deadlines.cancel(request.conn)
 
         # Encoded once, whatever the number of recipients: every connection sends these bytes.
         text = protocol.encode_frame(envelope["response"])

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from .auth_deadline import AuthDeadlines
 from .bus import Bus
 from .clients import ConnectionsPerAddress
 from .heartbeat import Heartbeat
@@ -27,6 +28,8 @@ class Gateway:
     bus: Bus
     presence: PresenceWriter
     metrics: GatewayMetrics
+    # Closes the connections that do not authenticate within AUTH_TIMEOUT.
+    auth_deadlines: AuthDeadlines
     # Pings idle connections (None with WS_HEARTBEAT=0).
     heartbeat: Heartbeat | None = None
     # Open connections by client address (MAX_CONNECTIONS_PER_IP; counts nothing without a limit).

@@ -12,7 +12,7 @@ from prometheus_client.exposition import choose_encoder
 from . import protocol
 from .bus import BusError, NoWorkerAvailable
 from .clients import client_address
-from .connection import CLOSE_AUTH_TIMEOUT, CLOSE_UNSUPPORTED_DATA, Connection
+from .connection import CLOSE_UNSUPPORTED_DATA, Connection
 from .ratelimit import TokenBucket
 from .requests import TooManyInFlight
 from .state import GATEWAY_KEY, Gateway
@@ -84,7 +84,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     if gateway.heartbeat is not None:
         gateway.heartbeat.add(conn)
     conn.start()
-    conn.set_auth_deadline(asyncio.get_running_loop().call_later(settings.auth_timeout, _check_authenticated, conn))
+    gateway.auth_deadlines.start(conn)
     if address == request.remote:
         logger.info("opened from %s", address, extra=conn.log_context)
     else:
@@ -130,7 +130,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
                 logger.info("protocol error: %s", ws.exception(), extra=conn.log_context)
                 break
     finally:
-        conn.cancel_auth_deadline()
+        gateway.auth_deadlines.cancel(conn)
         if gateway.heartbeat is not None:
             gateway.heartbeat.discard(conn)
         gateway.registry.remove(conn)
@@ -139,13 +139,6 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         await conn.stop()
         logger.info("closed (code %s)", ws.close_code, extra=conn.log_context)
     return ws
-
-
-def _check_authenticated(conn: Connection) -> None:
-    conn.cancel_auth_deadline()  # this is it firing: nothing is left to cancel
-    if conn.user_pk is None:
-        logger.info("did not authenticate in time", extra=conn.log_context)
-        conn.close(CLOSE_AUTH_TIMEOUT, "Authentication timeout")
 
 
 async def _handle_text(gateway: Gateway, conn: Connection, text: str) -> bool:

@@ -7,7 +7,6 @@ unsubscribes and returns.
 from __future__ import annotations
 
 import logging
-import random
 import signal
 import time
 from functools import partial
@@ -16,6 +15,10 @@ from types import FrameType
 import redis
 from redis.exceptions import RedisError
 
+from websockets_gateway.reconnect import (
+    PROBE_INTERVAL, PROBE_MESSAGE, PROBE_TIMEOUT, RECONNECT_BACKOFF_FIRST, RECONNECT_BACKOFF_MAX, Backoff,
+    SubscriptionProbe, closing_quietly,
+)
 from websockets_gateway.wire import CATALOGUE_KEY
 
 from .actions import registry
@@ -25,8 +28,6 @@ from .presence import online_user_ids
 
 logger = logging.getLogger(__name__)
 
-RECONNECT_BACKOFF_FIRST = 0.1
-RECONNECT_BACKOFF_MAX = 2.0
 # How often the loop wakes with no message, to notice a stop request.
 POLL_INTERVAL = 0.5
 # The most requests answered together, in one transaction, when several are waiting. Bounds the
@@ -34,17 +35,6 @@ POLL_INTERVAL = 0.5
 BATCH_MAX = 32
 # How long a broken subscription is read, after its UNSUBSCRIBE, for requests it accepted.
 STRAGGLER_WAIT = 1.0
-# A subscription that has heard nothing for PROBE_INTERVAL seconds is sent a PING; one that has not
-# answered it PROBE_TIMEOUT seconds later is on a dead connection (a partition that outlived it,
-# neither end told) and is made again. redis-py's health check waits for no answer, and Redis would
-# go on counting the dead subscriber, so every request published to this topic would time out.
-PROBE_INTERVAL = 5.0
-PROBE_TIMEOUT = 5.0
-PROBE_MESSAGE = b"chat-subscription-probe"
-
-
-class SubscriptionDead(redis.exceptions.ConnectionError):
-    """The subscription's connection did not answer its probe in time (see PROBE_INTERVAL)."""
 
 
 class Consumer:
@@ -72,7 +62,7 @@ class Consumer:
         signal.signal(signal.SIGINT, self.request_stop)
 
     def run(self) -> None:
-        backoff = RECONNECT_BACKOFF_FIRST
+        backoff = Backoff(RECONNECT_BACKOFF_FIRST, RECONNECT_BACKOFF_MAX)
         while not self._stopping:
             pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
             lost: RedisError | OSError | None = None
@@ -81,7 +71,7 @@ class Consumer:
                 logger.info("worker subscribed to %s", self.topic)
                 self._warn_if_shared()
                 self._publish_catalogue()
-                backoff = RECONNECT_BACKOFF_FIRST
+                backoff.reset()
                 self._serve(pubsub)
                 pubsub.unsubscribe(self.topic)
                 logger.info("worker %s unsubscribed after %d requests", self.topic, self.handled)
@@ -98,9 +88,8 @@ class Consumer:
             if lost is None or self._stopping:
                 continue
             self.metrics.redis_reconnects.inc()
-            logger.warning("worker %s lost Redis (%s); reconnecting in %.1fs", self.topic, lost, backoff)
-            time.sleep(backoff * (0.5 + random.random()))
-            backoff = min(backoff * 2, RECONNECT_BACKOFF_MAX)
+            logger.warning("worker %s lost Redis (%s); reconnecting in %.1fs", self.topic, lost, backoff.current)
+            time.sleep(backoff.next_delay())
         self._redis.close()
 
     def _publish(self, replies: list[Outgoing]) -> None:
@@ -145,10 +134,8 @@ class Consumer:
                            self.topic, len(replies), exc)
 
     def _close_quietly(self, pubsub: redis.client.PubSub) -> None:
-        try:
+        with closing_quietly(logger, f"worker {self.topic}: closing a broken subscription"):
             pubsub.close()
-        except (RedisError, OSError) as exc:
-            logger.debug("worker %s: closing a broken subscription: %s", self.topic, exc)
 
     def _warn_if_shared(self) -> None:
         # Pub/sub hands every message to every subscriber: two workers on one topic would each
@@ -175,17 +162,13 @@ class Consumer:
             logger.warning("worker %s: action catalogue not published (%s)", self.topic, exc)
 
     def _serve(self, pubsub: redis.client.PubSub) -> None:
-        heard, probed = time.monotonic(), None
+        probe = SubscriptionProbe(time.monotonic(), PROBE_INTERVAL, PROBE_TIMEOUT)
         while not self._stopping:
             message = pubsub.get_message(timeout=POLL_INTERVAL)
-            now = time.monotonic()
             if message is not None:  # a request, or the answer to a probe (a pong)
-                heard, probed = now, None
-            elif probed is not None and now - probed > PROBE_TIMEOUT:
-                raise SubscriptionDead(f"no answer to a PING in {PROBE_TIMEOUT:.0f}s")
-            elif probed is None and now - heard >= PROBE_INTERVAL:
+                probe.heard(time.monotonic())
+            elif probe.ping_due(time.monotonic()):  # raises SubscriptionDead when one went unanswered
                 pubsub.ping(PROBE_MESSAGE)
-                probed = now
             if message is None or message.get("type") != "message":
                 continue
             batch = [message["data"]]

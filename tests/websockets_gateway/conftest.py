@@ -28,3 +28,18 @@ def redis_server(monkeypatch):
     monkeypatch.setattr(bus_module.aioredis.Redis, "from_url", from_url)
     monkeypatch.setattr(bus_module.aioredis.BlockingConnectionPool, "from_url", pool_from_url)
     return server
+
+
+@pytest.fixture
+def publisher_pools(redis_server, monkeypatch):
+    """The connection pools the gateway's publishers make (`bus.publisher_client`), on the fake
+    Redis of `redis_server`, in the order they are made: one per app started."""
+    pools = []
+
+    def pool_from_url(url, max_connections, timeout, **kwargs):
+        pool = fake_blocking_pool(redis_server, max_connections, timeout)
+        pools.append(pool)
+        return pool
+
+    monkeypatch.setattr(bus_module.aioredis.BlockingConnectionPool, "from_url", pool_from_url)
+    return pools

@@ -16,6 +16,7 @@ from aiohttp import WSMessage, WSMsgType
 from fakeredis.aioredis import FakeAsyncRedisConnection
 
 from websockets_gateway.connection import Connection
+from websockets_gateway.metrics import GatewayMetrics
 from websockets_gateway.ratelimit import TokenBucket
 from websockets_gateway.registry import ConnectionRegistry
 from websockets_gateway.settings import GatewaySettings
@@ -67,6 +68,9 @@ class FakeWebSocket:
 
     def __init__(self, send_gate: asyncio.Event | None = None) -> None:
         self.sent: list[str] = []
+        # The task of each send, as it begins (the writer that sends it).
+        self.senders: list[asyncio.Task[Any] | None] = []
+        self.pings = 0
         self.close_calls: list[tuple[int, bytes]] = []
         self.send_gate = send_gate
         self.incoming: asyncio.Queue[WSMessage] = asyncio.Queue()
@@ -76,6 +80,7 @@ class FakeWebSocket:
         self._activity = asyncio.Event()
 
     async def send_str(self, text: str) -> None:
+        self.senders.append(asyncio.current_task())
         if self.send_gate is not None:
             await self.send_gate.wait()
         self.sent.append(text)
@@ -85,6 +90,10 @@ class FakeWebSocket:
         """A text frame from its UTF-8 payload (what the gateway sends), recorded as its text."""
         assert opcode == WSMsgType.TEXT, opcode
         await self.send_str(message.decode("utf-8"))
+
+    async def ping(self, message: bytes = b"") -> None:
+        self.pings += 1
+        self._activity.set()
 
     async def receive(self) -> WSMessage:
         """The client's next frame: `incoming`'s next, waited for. `receiving` says a read waits."""
@@ -118,8 +127,10 @@ def fake_blocking_pool(server: fakeredis.FakeServer, max_connections: int,
                                            version="7.4", server_type="redis")
 
 
-def make_connection(conn_id: str, ws: Any = None, send_queue_size: int = 16) -> Connection:
-    return Connection(conn_id, ws if ws is not None else FakeWebSocket(), send_queue_size, TokenBucket(100.0, 100))
+def make_connection(conn_id: str, ws: Any = None, send_queue_size: int = 16,
+                    metrics: GatewayMetrics | None = None) -> Connection:
+    return Connection(conn_id, ws if ws is not None else FakeWebSocket(), send_queue_size, TokenBucket(100.0, 100),
+                      metrics=metrics)
 
 
 class RecordingConnection(Connection):

@@ -121,7 +121,7 @@ def test_every_topic_dead_still_yields_every_topic():
 # Bus with fakeredis
 
 def _bus(server, topics=("w1", "w2"), on_reply=lambda data: None, publisher=None, subscriber=None,
-         on_resubscribed=None):
+         on_resubscribed=None, clock=None):
     bus = Bus(
         "redis://unused:6379/0",
         topics,
@@ -133,7 +133,7 @@ def _bus(server, topics=("w1", "w2"), on_reply=lambda data: None, publisher=None
         publisher=publisher or fakeredis.FakeAsyncRedis(server=server),
         subscriber=subscriber or fakeredis.FakeAsyncRedis(server=server),
     )
-    bus.topics = WorkerTopics(topics, rng=InOrder(), clock=FakeClock())
+    bus.topics = WorkerTopics(topics, rng=InOrder(), clock=clock or FakeClock())
     return bus
 
 
@@ -173,7 +173,7 @@ def test_no_worker_available_when_no_topic_has_a_subscriber():
         bus = _bus(server, topics=("w1", "w2"))
         with pytest.raises(NoWorkerAvailable):
             await bus.publish_request({"uuid": "u1"})
-        assert bus.topics._dead_until.keys() == {"w1", "w2"}
+        assert bus.topics.dead == {"w1", "w2"}
         await bus.close()
 
     run(scenario())
@@ -187,7 +187,7 @@ def test_a_worker_that_comes_back_is_found_again():
             await bus.publish_request({"uuid": "u1"})
         async with FakeWorker(server, topic="w1"):
             assert await bus.publish_request({"uuid": "u2"}) == "w1"
-        assert "w1" not in bus.topics._dead_until
+        assert "w1" not in bus.topics.dead
         await bus.close()
 
     run(scenario())
@@ -219,8 +219,8 @@ def test_requests_publishing_while_a_dead_topic_is_probed_do_not_probe_it_too():
     async def scenario():
         server = fakeredis.FakeServer()
         publisher = GatedPublisher(server, gated_topic="w1")
-        bus = _bus(server, topics=("w1", "w2"), publisher=publisher)
-        clock = bus.topics._clock
+        clock = FakeClock()
+        bus = _bus(server, topics=("w1", "w2"), publisher=publisher, clock=clock)
         async with FakeWorker(server, topic="w2") as worker:
             bus.topics.mark_dead("w1")
             clock.advance(bus.topics.retry_after)

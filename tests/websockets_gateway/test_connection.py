@@ -1,12 +1,26 @@
-"""One client connection: its writer drains the bounded queue in order; a full queue closes it with 4008."""
+"""One client connection: its writer drains the bounded queue in order; a full queue closes it with 4008.
+
+Most tests drive a Connection over a recording socket (fakes.FakeWebSocket); the ones about a
+client that stops reading run it over a real aiohttp WebSocket whose raw client reads only when
+told, so that aiohttp's own flow control is what the close has to get through.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import socket
+import struct
+from typing import AsyncIterator
 
-from aiohttp import WSMessage, WSMsgType
+from aiohttp import WSMessage, WSMsgType, web
+from aiohttp.test_utils import TestServer
 
+from tests.raw_websocket import OPCODE_CLOSE, OPCODE_TEXT, RawWebSocket
+from websockets_gateway.closing import close_handshake
 from websockets_gateway.connection import CLOSE_SLOW_CONSUMER, Connection
+from websockets_gateway.metrics import GatewayMetrics
 from websockets_gateway.ratelimit import TokenBucket
 
 from .fakes import WAIT, FakeWebSocket, make_connection, run
@@ -66,9 +80,10 @@ def test_a_client_that_stops_reading_is_disconnected_and_nothing_more_is_written
         for text in ("queued-1", "queued-2", "overflow", "after-close"):
             conn.send(text)
         await ws.wait_until(lambda: ws.close_calls)
-        reading.set()  # the client reads again: the send under way ends, and the writer with it
-        await asyncio.wait_for(asyncio.shield(conn._writer), WAIT)
-        assert not conn._writer.cancelled()
+        # The client reads again: the send under way completes (a send cancelled at the close
+        # would have written nothing), and the writer stops there.
+        reading.set()
+        await ws.wait_until(lambda: ws.sent == ["taken-by-writer"])
         await conn.stop()
         assert ws.close_calls == [(CLOSE_SLOW_CONSUMER, b"Outgoing queue full")]
         # The frame the writer had in hand was on its way (aiohttp writes a frame before it waits
@@ -78,38 +93,60 @@ def test_a_client_that_stops_reading_is_disconnected_and_nothing_more_is_written
     run(scenario())
 
 
-class SharedDrainWebSocket(FakeWebSocket):
-    """A socket whose client has stopped reading, as aiohttp has it: every send and the close
-    frame, once written, wait on one drain future shared by all who wait, not shielded, so a
-    task cancelled while it waits cancels the future for the others too."""
+# A frame larger than every buffer between the server and a client that does not read (the
+# client's socket and stream buffers, the server's socket buffer, the transport's 64 KiB before it
+# pauses): the writer that sends it waits for the client to read, on aiohttp's drain future.
+BIG_FRAME = "x" * (1 << 20)
+SMALL_BUFFER = 4096
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._drain: asyncio.Future[None] | None = None
-        self.paused = True
 
-    async def _drain_helper(self) -> None:
-        if not self.paused:
-            return
-        if self._drain is None:
-            self._drain = asyncio.get_running_loop().create_future()
-        await self._drain
+class StalledClient:
+    """A Connection on a real aiohttp WebSocket, and the raw client at its other end, whose socket
+    buffers are small and which reads only when the test calls `client.receive`."""
 
-    async def send_str(self, text: str) -> None:
-        self.sent.append(text)
-        await self._drain_helper()
+    def __init__(self, conn: Connection, client: RawWebSocket, aborted: asyncio.Event, metrics: GatewayMetrics):
+        self.conn, self.client, self.aborted, self.metrics = conn, client, aborted, metrics
 
-    async def close(self, *, code: int, message: bytes = b"") -> bool:
-        self.close_calls.append((code, message))
-        self._activity.set()
-        await self._drain_helper()
-        return True
+    def closes(self, code: int) -> float:
+        return self.metrics.registry.get_sample_value(
+            "chat_gateway_closes_total", {"gateway_id": "gw-test", "code": str(code)}) or 0.0
 
-    def resume_reading(self) -> None:
-        self.paused = False
-        drain, self._drain = self._drain, None
-        if drain is not None and not drain.done():
-            drain.set_result(None)
+
+@contextlib.asynccontextmanager
+async def stalled_client(send_queue_size: int, close_timeout: float) -> AsyncIterator[StalledClient]:
+    opened: asyncio.Future[StalledClient] = asyncio.get_running_loop().create_future()
+    release = asyncio.Event()
+    metrics = GatewayMetrics("gw-test")
+
+    async def handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        request.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SMALL_BUFFER)
+        aborted = asyncio.Event()
+
+        def abort() -> None:
+            aborted.set()
+            request.transport.abort()
+
+        conn = Connection("c1", ws, send_queue_size, TokenBucket(1.0, 1), abort=abort,
+                          close_timeout=close_timeout, metrics=metrics)
+        conn.start()
+        opened.set_result(StalledClient(conn, None, aborted, metrics))
+        await release.wait()  # the handler reads nothing: the close handshake reads the Close reply
+        await conn.stop()
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/ws", handler)
+    async with TestServer(app) as server:
+        client = await RawWebSocket.connect(server.host, server.port, timeout=WAIT, receive_buffer=SMALL_BUFFER)
+        stalled = await asyncio.wait_for(opened, WAIT)
+        stalled.client = client
+        try:
+            yield stalled
+        finally:
+            release.set()
+            client.close()
 
 
 def _fill_until_closed(conn: Connection) -> None:
@@ -119,44 +156,48 @@ def _fill_until_closed(conn: Connection) -> None:
         n += 1
 
 
-def test_a_client_that_never_reads_is_aborted_after_the_close_timeout():
+def test_a_client_that_never_reads_is_aborted_after_the_close_timeout(caplog):
     async def scenario():
-        aborted = asyncio.Event()
-        ws = SharedDrainWebSocket()
-        conn = Connection("c1", ws, send_queue_size=2, bucket=TokenBucket(1.0, 1), abort=aborted.set,
-                          close_timeout=0.05)
-        conn.start()
-        conn.send("frame-first")
-        await asyncio.sleep(0)  # the writer is now waiting for the client to read
-        _fill_until_closed(conn)
-        # Before the fix the writer's cancellation cancelled the shared drain future: the close
-        # handshake died at once with a CancelledError, and the socket was never aborted.
-        await asyncio.wait_for(aborted.wait(), WAIT)
-        assert ws.close_calls == [(CLOSE_SLOW_CONSUMER, b"Outgoing queue full")]
-        await asyncio.wait_for(conn.stop(), WAIT)
+        async with stalled_client(send_queue_size=2, close_timeout=0.05) as stalled:
+            conn = stalled.conn
+            conn.send(BIG_FRAME)
+            await asyncio.sleep(0)  # the writer is now waiting for the client to read
+            _fill_until_closed(conn)
+            # The writer's send is left alone (Outbox.close): cancelled, it would cancel aiohttp's
+            # drain future under the close handshake too. Either way the socket must not stay open.
+            await asyncio.wait_for(stalled.aborted.wait(), WAIT)
+            assert stalled.closes(CLOSE_SLOW_CONSUMER) == 1
+            await asyncio.wait_for(conn.stop(), WAIT)
 
     run(scenario())
+    assert "close handshake (4008)" in caplog.text and "aborting the socket" in caplog.text
 
 
 def test_a_slow_client_that_reads_again_in_time_gets_the_close_frame_and_no_abort():
     async def scenario():
-        aborted = asyncio.Event()
-        ws = SharedDrainWebSocket()
-        conn = Connection("c1", ws, send_queue_size=2, bucket=TokenBucket(1.0, 1), abort=aborted.set,
-                          close_timeout=WAIT)
-        conn.start()
-        conn.send("frame-first")
-        await asyncio.sleep(0)
-        _fill_until_closed(conn)
-        await ws.wait_until(lambda: ws.close_calls)
-        ws.resume_reading()
-        await asyncio.wait_for(conn.stop(), WAIT)
-        # The handshake completed: not cancelled under the closer, no abort.
-        assert conn._closer.done() and not conn._closer.cancelled() and conn._closer.exception() is None
-        assert not aborted.is_set()
-        assert ws.sent == ["frame-first"]
+        async with stalled_client(send_queue_size=2, close_timeout=WAIT) as stalled:
+            conn, client = stalled.conn, stalled.client
+            conn.send(BIG_FRAME)
+            await asyncio.sleep(0)
+            _fill_until_closed(conn)
+            # The client reads again: the frame the writer had in hand, then the Close frame, and
+            # nothing that was queued behind it.
+            assert await client.receive() == (OPCODE_TEXT, BIG_FRAME.encode())
+            opcode, payload = await client.receive()
+            assert opcode == OPCODE_CLOSE
+            assert (struct.unpack("!H", payload[:2])[0], payload[2:]) == (CLOSE_SLOW_CONSUMER, b"Outgoing queue full")
+            client.send(OPCODE_CLOSE, payload[:2])  # its Close reply: the handshake completes
+            assert await asyncio.wait_for(client.reader.read(), WAIT) == b""  # then the server ends the TCP connection
+            await asyncio.wait_for(conn.stop(), WAIT)
+            assert not stalled.aborted.is_set()
 
     run(scenario())
+
+
+# The close handshake alone (closing.py)
+
+def _handshake(ws: FakeWebSocket, aborted: list[int], timeout: float = WAIT, code: int = CLOSE_SLOW_CONSUMER):
+    return close_handshake(ws, code, "Outgoing queue full", timeout, lambda: aborted.append(1), {"conn_id": "c1"})
 
 
 def test_a_close_interrupted_by_a_cancellation_not_its_own_aborts_the_socket(caplog):
@@ -166,19 +207,17 @@ def test_a_close_interrupted_by_a_cancellation_not_its_own_aborts_the_socket(cap
             raise asyncio.CancelledError  # a shared future cancelled by another task
 
     async def scenario():
-        aborted = asyncio.Event()
-        conn = Connection("c1", InterruptedClose(), send_queue_size=1, bucket=TokenBucket(1.0, 1),
-                          abort=aborted.set)
-        conn.close(CLOSE_SLOW_CONSUMER, "Outgoing queue full")
-        await asyncio.wait_for(aborted.wait(), WAIT)
-        await conn.stop()
-        assert not conn._closer.cancelled()
+        aborted: list[int] = []
+        handshake = asyncio.create_task(_handshake(InterruptedClose(), aborted))
+        await asyncio.wait({handshake}, timeout=WAIT)
+        assert handshake.done() and not handshake.cancelled() and handshake.exception() is None
+        assert aborted == [1]
 
     run(scenario())
     assert "close handshake (4008) interrupted" in caplog.text
 
 
-def test_cancelling_the_closer_itself_is_not_swallowed():
+def test_cancelling_the_close_handshake_itself_is_not_swallowed():
     class HangingClose(FakeWebSocket):
         async def close(self, *, code: int, message: bytes = b"") -> bool:
             self.close_calls.append((code, message))
@@ -187,16 +226,14 @@ def test_cancelling_the_closer_itself_is_not_swallowed():
             return True
 
     async def scenario():
-        aborted = asyncio.Event()
+        aborted: list[int] = []
         ws = HangingClose()
-        conn = Connection("c1", ws, send_queue_size=1, bucket=TokenBucket(1.0, 1), abort=aborted.set,
-                          close_timeout=WAIT)
-        conn.close(4001, "Authentication timeout")
+        handshake = asyncio.create_task(_handshake(ws, aborted, code=4001))
         await ws.wait_until(lambda: ws.close_calls)
-        conn._closer.cancel()
-        await asyncio.wait({conn._closer})
-        assert conn._closer.cancelled()
-        assert not aborted.is_set()
+        handshake.cancel()
+        await asyncio.wait({handshake})
+        assert handshake.cancelled()
+        assert aborted == []
 
     run(scenario())
 
@@ -297,7 +334,7 @@ def test_stop_ends_the_writer_and_later_sends_are_ignored():
         await conn.stop()
         assert conn.closed
         # The writer ended when the queue was empty (an idle connection has none), or here.
-        assert conn._writer is None or conn._writer.done()
+        assert not conn.outbox.writing
         conn.send("after")
         assert ws.sent == ["before"]
         assert ws.close_calls == []  # stop() is for a socket already done; it does not close it
@@ -305,20 +342,30 @@ def test_stop_ends_the_writer_and_later_sends_are_ignored():
     run(scenario())
 
 
-def test_a_write_error_stops_the_writer_quietly():
+def test_a_write_error_stops_the_writer_quietly(caplog):
     class BrokenWebSocket(FakeWebSocket):
         async def send_str(self, text):
+            self.sent.append(text)
+            self._activity.set()
             raise ConnectionResetError("peer went away")
 
     async def scenario():
-        conn = make_connection("c1", BrokenWebSocket())
+        ws = BrokenWebSocket()
+        conn = make_connection("c1", ws)
         conn.start()
         conn.send("lost")
-        await asyncio.wait_for(asyncio.shield(conn._writer), 2.0)
-        assert conn._writer.exception() is None
+        await ws.wait_until(lambda: ws.sent)
+        await asyncio.sleep(0)  # the writer, woken first, has handled the error and ended
+        assert not conn.outbox.writing
+        conn.send("after")  # a writer that failed for good starts no other
+        await asyncio.sleep(0)
+        assert ws.sent == ["lost"] and not conn.outbox.writing
         await conn.stop()
 
-    run(scenario())
+    with caplog.at_level(logging.INFO, logger="websockets_gateway"):
+        run(scenario())
+    assert "write failed, connection gone: peer went away" in caplog.text
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
 
 
 def test_an_error_while_closing_is_logged_not_raised(caplog):
@@ -329,8 +376,10 @@ def test_an_error_while_closing_is_logged_not_raised(caplog):
     async def scenario():
         conn = make_connection("c1", FailingCloseWebSocket())
         conn.close(4008, "Outgoing queue full")
-        await conn.stop()  # waits for the closer; must not raise
-        assert conn._closer.done() and conn._closer.exception() is None
+        await conn.stop()  # waits for the close handshake; must not raise
+        aborted: list[int] = []
+        assert await _handshake(FailingCloseWebSocket(), aborted) is None  # logged, not raised
+        assert aborted == [1]
 
     run(scenario())
     assert "error while closing with 4008" in caplog.text
@@ -362,18 +411,19 @@ def test_an_idle_connection_holds_no_writer_and_no_queue():
         ws = FakeWebSocket()
         conn = make_connection("c1", ws)
         conn.start()
-        assert (conn._writer, conn._outgoing) == (None, None)
+        assert conn.outbox.idle
         conn.send("one")
         conn.send("two")
-        first_writer = conn._writer
-        assert first_writer is not None
+        assert not conn.outbox.idle and conn.outbox.writing
         await ws.wait_until(lambda: ws.sent == ["one", "two"])
-        await asyncio.wait({first_writer})
+        await asyncio.sleep(0)  # the writer finds the queue empty
         # Drained: the task ended and the queue is gone, until the next frame.
-        assert (conn._writer, conn._outgoing) == (None, None)
+        assert conn.outbox.idle
         conn.send("three")
-        assert conn._writer is not None and conn._writer is not first_writer
+        assert conn.outbox.writing
         await ws.wait_until(lambda: ws.sent == ["one", "two", "three"])
+        first_writer = ws.senders[0]
+        assert ws.senders == [first_writer, first_writer, ws.senders[2]] and ws.senders[2] is not first_writer
         await conn.stop()
         assert ws.close_calls == []
 
@@ -387,14 +437,14 @@ def test_frames_queued_during_a_send_are_written_in_order_by_the_same_writer():
         conn = make_connection("c1", ws)
         conn.start()
         conn.send("first")
-        writer = conn._writer
         await asyncio.sleep(0)  # the writer is in its send, waiting for the client to read
         for text in ("second", "third"):
             conn.send(text)
-            assert conn._writer is writer
         reading.set()
         await ws.wait_until(lambda: len(ws.sent) == 3)
         assert ws.sent == ["first", "second", "third"]
+        writer = ws.senders[0]
+        assert ws.senders == [writer, writer, writer]
         await conn.stop()
 
     run(scenario())
@@ -407,11 +457,11 @@ def test_stop_cancels_a_writer_stuck_in_a_send():
         conn.start()
         conn.send("stuck")
         await asyncio.sleep(0)
-        writer = conn._writer
+        [writer] = ws.senders
         await asyncio.wait_for(conn.stop(), WAIT)
         assert writer.cancelled()
         conn.send("after")
-        assert conn._outgoing is None and ws.sent == []
+        assert len(conn.outbox) == 0 and ws.sent == []
 
     run(scenario())
 
@@ -440,21 +490,10 @@ def test_bytes_are_sent_as_a_text_frame_as_they_are():
     run(scenario())
 
 
-def test_in_flight_holds_a_set_only_while_requests_wait():
-    conn = make_connection("c1")
-    assert conn.in_flight == set() and conn._in_flight is None
-    conn.track("r1")
-    conn.track("r2")
-    assert conn.in_flight == {"r1", "r2"}
-    conn.untrack("r1")
-    conn.untrack("r2")
-    conn.untrack("r3")  # unknown: nothing happens
-    assert conn.in_flight == set() and conn._in_flight is None
-
-
 def test_a_connection_has_no_instance_dict():
     # __slots__: an idle connection is one of thousands.
-    assert not hasattr(make_connection("c1"), "__dict__")
+    conn = make_connection("c1")
+    assert not hasattr(conn, "__dict__") and not hasattr(conn.outbox, "__dict__")
 
 
 # The read loop does not outrun the writer (Connection.read_pause)
@@ -578,7 +617,7 @@ def test_an_idle_connection_holds_no_queue_and_no_pause():
         await ws.wait_until(lambda: len(ws.sent) == 2)
         await asyncio.sleep(0)
         assert conn.read_pause() is None
-        assert conn._outgoing is None and conn._writer is None
+        assert conn.outbox.idle
         await conn.stop()
 
     run(scenario())

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from aiohttp import WSMsgType
 
-from websockets_gateway.connection import _PING, Connection
+from websockets_gateway.connection import Connection
 from websockets_gateway.heartbeat import BUCKETS, MIN_TICK, VISITS_PER_INTERVAL, Heartbeat
 from websockets_gateway.ratelimit import TokenBucket
 from websockets_gateway.state import GATEWAY_KEY
@@ -29,7 +29,8 @@ class Watched:
 
     @property
     def pings(self) -> int:
-        return sum(1 for frame in self.conn._outgoing or () if frame is _PING)
+        """The pings queued: nothing else is sent to it, and it is never started, so they stay queued."""
+        return len(self.conn.outbox)
 
 
 def turn(heartbeat: Heartbeat, times: int = 1) -> None:
@@ -51,7 +52,7 @@ def test_a_silent_connection_is_pinged_after_an_interval_and_dropped_half_an_int
     assert watched.aborted == 0 and not watched.conn.closed
     turn(heartbeat)  # the ping unanswered for half an interval: dropped
     assert watched.aborted == 1 and watched.conn.closed
-    assert len(heartbeat) == 0 and watched.conn.heartbeat_bucket is None
+    assert len(heartbeat) == 0 and heartbeat.bucket_of(watched.conn) is None
 
 
 def test_a_connection_that_sends_frames_is_never_pinged():
@@ -81,7 +82,7 @@ def test_each_tick_visits_one_bucket_and_a_new_connection_waits_a_full_turn():
     first = Watched(heartbeat, "first")
     heartbeat.visit_next_bucket()
     second = Watched(heartbeat, "second")
-    assert first.conn.heartbeat_bucket != second.conn.heartbeat_bucket
+    assert heartbeat.bucket_of(first.conn) != heartbeat.bucket_of(second.conn)
     # `first` was added just before the first tick: it is visited last of this turn.
     for _ in range(BUCKETS - 1):
         assert first.conn.heard

@@ -261,8 +261,7 @@ def test_a_slow_client_disconnect_is_counted():
     async def scenario():
         metrics = GatewayMetrics("gw-test")
         ws = FakeWebSocket(send_gate=asyncio.Event())  # never reads
-        conn = make_connection("c1", ws, send_queue_size=2)
-        conn.metrics = metrics
+        conn = make_connection("c1", ws, send_queue_size=2, metrics=metrics)
         conn.start()
         for number in range(5):  # one in the writer's hands, two queued, then full
             conn.send(f"frame {number}")
@@ -280,8 +279,7 @@ def test_frames_sent_are_counted_when_written():
     async def scenario():
         metrics = GatewayMetrics("gw-test")
         ws = FakeWebSocket()
-        conn = make_connection("c1", ws)
-        conn.metrics = metrics
+        conn = make_connection("c1", ws, metrics=metrics)
         conn.start()
         for number in range(3):
             conn.send(f"frame {number}")

@@ -455,8 +455,8 @@ def test_the_background_task_refreshes_the_heartbeat_on_its_timer():
 
 
 def test_the_background_task_recovers_from_a_redis_outage(monkeypatch, caplog):
-    monkeypatch.setattr(presence_module, "BACKOFF_FIRST", 0.01)
-    monkeypatch.setattr(presence_module, "BACKOFF_MAX", 0.02)
+    monkeypatch.setattr(presence_module, "RECONNECT_BACKOFF_FIRST", 0.01)
+    monkeypatch.setattr(presence_module, "RECONNECT_BACKOFF_MAX", 0.02)
 
     async def scenario():
         server = fakeredis.FakeServer()

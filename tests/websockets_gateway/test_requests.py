@@ -47,7 +47,7 @@ def test_the_same_client_uuid_twice_gets_two_request_ids():
         first = requests.start(conn, {"uuid": "same"})
         second = requests.start(conn, {"uuid": "same"})
         assert first.request_id != second.request_id
-        assert conn.in_flight == {first.request_id, second.request_id}
+        assert requests.in_flight(conn) == {first.request_id, second.request_id}
 
     run(scenario())
 
@@ -80,14 +80,14 @@ def test_max_in_flight_is_a_per_connection_bound():
         requests.start(busy, {"uuid": "2"})
         with pytest.raises(TooManyInFlight):
             requests.start(busy, {"uuid": "3"})
-        assert len(busy.in_flight) == 2
+        assert len(requests.in_flight(busy)) == 2
         assert len(requests) == 2
         # Another connection has its own allowance.
         requests.start(other, {"uuid": "1"})
         # A reply frees a slot.
         requests.complete(first.request_id)
         requests.start(busy, {"uuid": "3"})
-        assert len(busy.in_flight) == 2
+        assert len(requests.in_flight(busy)) == 2
 
     run(scenario())
 
@@ -103,7 +103,7 @@ def test_complete_returns_the_request_once_and_cancels_its_timer():
         assert completed.conn is conn
         assert completed.frame_echo == {"uuid": "u1", "action": "select_room", "room": "r"}
         assert pending.timer.cancelled()
-        assert conn.in_flight == set()
+        assert requests.in_flight(conn) == set()
         assert len(requests) == 0
         assert requests.complete(pending.request_id) is None
 
@@ -148,7 +148,7 @@ def test_timeout_calls_on_timeout_once_and_forgets_the_request():
 
         assert timed_out == [pending]
         assert len(requests) == 0
-        assert conn.in_flight == set()
+        assert requests.in_flight(conn) == set()
         # The reply that comes after the deadline finds nothing to complete.
         assert requests.complete(pending.request_id) is None
         # A second expiry of the same id (the timer firing twice) is a no-op.
@@ -181,13 +181,30 @@ def test_drop_connection_forgets_all_of_its_requests_and_only_its_own():
 
         requests.drop_connection(gone)
 
-        assert gone.in_flight == set()
+        assert requests.in_flight(gone) == set()
         assert len(requests) == 1
         for pending in gone_requests:
             assert pending.timer.cancelled()
             assert requests.complete(pending.request_id) is None
-        assert staying.in_flight == {staying_request.request_id}
+        assert requests.in_flight(staying) == {staying_request.request_id}
         assert requests.complete(staying_request.request_id) is staying_request
+
+    run(scenario())
+
+
+def test_a_connection_holds_a_set_of_ids_only_while_requests_wait():
+    async def scenario():
+        requests = PendingRequests("gw", timeout=60, max_in_flight=4, on_timeout=_never)
+        conn = make_connection("c1")
+        assert requests.in_flight(conn) == set() and requests.busy_connections == 0
+        first = requests.start(conn, {"uuid": "1"})
+        second = requests.start(conn, {"uuid": "2"})
+        assert requests.in_flight(conn) == {first.request_id, second.request_id}
+        assert requests.busy_connections == 1
+        requests.complete(first.request_id)
+        requests.complete(second.request_id)
+        requests.complete("gw:999")  # unknown: nothing happens
+        assert requests.in_flight(conn) == set() and requests.busy_connections == 0
 
     run(scenario())
 

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from websockets_gateway.auth_deadline import AuthDeadlines
 from websockets_gateway.registry import ConnectionRegistry
 from websockets_gateway.requests import PendingRequests
 from websockets_gateway.router import ReplyRouter, send_timeout_reply
@@ -138,7 +139,7 @@ def test_requester_reply_false_keeps_the_reply_from_a_requester_not_in_send_to()
         assert typist_other_tab.received == []
         # Completed all the same: its deadline is cancelled, so no timeout reply follows.
         assert len(pending) == 0
-        assert typist.in_flight == set()
+        assert pending.in_flight(typist) == set()
         assert request.timer.cancelled()
 
     run(scenario())
@@ -210,20 +211,22 @@ def test_session_data_updates_the_requester_and_the_user_index():
 
 def test_authenticating_drops_the_authentication_deadline_and_a_failed_attempt_keeps_it():
     async def scenario():
-        registry, pending, router = _router()
+        registry = ConnectionRegistry()
+        pending = PendingRequests(GATEWAY_ID, 60.0, max_in_flight=8, on_timeout=send_timeout_reply)
+        deadlines = AuthDeadlines(60.0)
+        router = ReplyRouter(registry, pending, auth_deadlines=deadlines)
         requester = connected(registry, "c1")
-        deadline = asyncio.get_running_loop().call_later(60, lambda: None)
-        requester.set_auth_deadline(deadline)
+        deadlines.start(requester)
 
         # A refused token changes no session: the deadline still runs.
         refused = pending.start(requester, {"uuid": "u0", "action": "authenticate"})
         router.route(_envelope(refused.request_id, {"uuid": "u0", "action": "authenticate", "status": "error",
                                                      "error_code": "invalid_token", "error_message": "x"}))
-        assert requester.awaits_authentication and not deadline.cancelled()
+        assert requester in deadlines and len(deadlines) == 1
 
         accepted = pending.start(requester, {"uuid": "u1", "action": "authenticate"})
         router.route(_envelope(accepted.request_id, RESPONSE, session_data={"user_pk": 1}))
-        assert deadline.cancelled() and not requester.awaits_authentication
+        assert requester not in deadlines and len(deadlines) == 0
 
     run(scenario())
 
@@ -349,7 +352,7 @@ def test_another_gateways_request_id_is_not_completed_here():
 
         assert requester.received == []
         assert len(pending) == 1
-        assert requester.in_flight == {request.request_id}
+        assert pending.in_flight(requester) == {request.request_id}
         assert pending.complete(request.request_id) is request
 
     run(scenario())

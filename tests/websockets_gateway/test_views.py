@@ -14,9 +14,8 @@ import json
 import pytest
 from aiohttp import WSMsgType, WSServerHandshakeError
 from aiohttp.test_utils import TestClient, TestServer
-from redis.exceptions import ConnectionError as RedisConnectionError
 
-from websockets_gateway import identity, views
+from websockets_gateway import identity
 from websockets_gateway.app import close_connections, create_app
 from websockets_gateway.bus import NoWorkerAvailable
 from websockets_gateway.connection import (
@@ -26,9 +25,7 @@ from websockets_gateway.state import GATEWAY_KEY
 
 from tests.raw_websocket import OPCODE_CLOSE, OPCODE_TEXT, RawWebSocket
 
-from .fakes import (
-    ALLOWED_ORIGIN, PROTOCOL_ACTIONS, WAIT, FakeWebSocket, FakeWorker, envelope, make_connection, make_settings, run,
-)
+from .fakes import ALLOWED_ORIGIN, PROTOCOL_ACTIONS, WAIT, FakeWorker, envelope, make_settings, run
 
 CLOSE_MESSAGE_TOO_BIG = 1009
 
@@ -313,18 +310,18 @@ def test_a_connection_that_does_not_authenticate_in_time_is_closed_with_4001(red
     run(scenario())
 
 
-def test_the_auth_check_closes_only_unauthenticated_connections():
+def test_the_auth_deadline_closes_only_unauthenticated_connections(redis_server):
     async def scenario():
-        anonymous_ws, authenticated_ws = FakeWebSocket(), FakeWebSocket()
-        anonymous = make_connection("c1", anonymous_ws)
-        authenticated = make_connection("c2", authenticated_ws)
-        authenticated.session_data = {"user_pk": 1}
-        views._check_authenticated(anonymous)
-        views._check_authenticated(authenticated)
-        await anonymous.stop()
-        await authenticated.stop()
-        assert anonymous_ws.close_calls == [(CLOSE_AUTH_TIMEOUT, b"Authentication timeout")]
-        assert authenticated_ws.close_calls == []
+        async with serving(auth_timeout=0.3) as (client, app):
+            async with FakeWorker(redis_server, answer=authenticating({"alice-token": 1})):
+                anonymous = await client.ws_connect("/ws")
+                authenticated = await client.ws_connect("/ws")
+                reply = await request(authenticated, {"uuid": "a1", "action": "authenticate", "token": "alice-token"})
+                assert reply["status"] == "success"
+                assert await receive_close(anonymous) == (CLOSE_AUTH_TIMEOUT, "Authentication timeout")
+                # Past its own deadline too (both opened together): still served.
+                assert (await request(authenticated, {"uuid": "p1", "action": "ping"}))["status"] == "success"
+                assert len(app[GATEWAY_KEY].registry) == 1 and len(app[GATEWAY_KEY].auth_deadlines) == 0
 
     run(scenario())
 
@@ -334,9 +331,12 @@ def test_shutdown_closes_client_connections_with_1001(redis_server):
         async with serving() as (client, app):
             ws = await client.ws_connect("/ws")
             await request(ws, {"uuid": "p1", "action": "ping"})
-            await close_connections(app)
+            # Read while the shutdown waits: the client's Close reply ends the handshake (unread,
+            # the close would wait its whole CLOSE_TIMEOUT and then abort the socket).
+            closing = asyncio.create_task(close_connections(app))
             code, _ = await receive_close(ws)
             assert code == CLOSE_GOING_AWAY
+            await asyncio.wait_for(closing, WAIT)
 
     run(scenario())
 
@@ -618,18 +618,15 @@ def test_a_frame_that_redis_cannot_take_gets_timeout_at_once(redis_server):
     async def scenario():
         async with serving(request_timeout=60.0) as (client, app):
             gateway = app[GATEWAY_KEY]
-
-            async def refused(channel, payload):
-                raise RedisConnectionError("Connection refused")
-
-            gateway.bus._publisher.publish = refused
             ws = await client.ws_connect("/ws")
+            redis_server.connected = False  # every command to Redis now fails with a connection error
             reply = await request(ws, {"uuid": "a1", "action": "authenticate", "token": "t"})
             assert (reply["uuid"], reply["error_code"]) == ("a1", "timeout")
             assert reply["error_message"] == "Message bus unavailable"
             assert len(gateway.pending) == 0
             # The connection stays usable.
             assert (await request(ws, {"uuid": "p1", "action": "ping"}))["status"] == "success"
+            redis_server.connected = True
 
     run(scenario())
 
@@ -655,19 +652,19 @@ def test_a_frame_whose_deadline_passes_during_a_failed_publish_gets_one_reply(re
     run(scenario())
 
 
-async def _hold_every_publisher_connection(gateway):
+async def _hold_every_publisher_connection(publisher_pools):
     """Take every connection of the publisher's pool, as a burst of publishes stuck on Redis would."""
-    pool = gateway.bus._publisher.connection_pool
+    [pool] = publisher_pools
     return pool, [await pool.get_connection() for _ in range(pool.max_connections)]
 
 
-def test_requests_past_the_publishers_connections_queue_and_are_answered(redis_server):
+def test_requests_past_the_publishers_connections_queue_and_are_answered(redis_server, publisher_pools):
     async def scenario():
         async with serving(request_timeout=5.0) as (client, app):
             gateway = app[GATEWAY_KEY]
             async with FakeWorker(redis_server, answer=authenticating({"alice-token": 1})) as worker:
                 ws = await client.ws_connect("/ws")
-                pool, held = await _hold_every_publisher_connection(gateway)
+                pool, held = await _hold_every_publisher_connection(publisher_pools)
                 await ws.send_str(json.dumps({"uuid": "a1", "action": "authenticate", "token": "alice-token"}))
                 await wait_until(lambda: len(gateway.pending) == 1)
                 await asyncio.sleep(0.1)
@@ -680,12 +677,12 @@ def test_requests_past_the_publishers_connections_queue_and_are_answered(redis_s
     run(scenario())
 
 
-def test_a_request_waiting_for_a_connection_past_its_deadline_gets_one_timeout(redis_server):
+def test_a_request_waiting_for_a_connection_past_its_deadline_gets_one_timeout(redis_server, publisher_pools):
     async def scenario():
         async with serving(request_timeout=0.2) as (client, app):
             gateway = app[GATEWAY_KEY]
             ws = await client.ws_connect("/ws")
-            pool, held = await _hold_every_publisher_connection(gateway)
+            pool, held = await _hold_every_publisher_connection(publisher_pools)
             reply = await request(ws, {"uuid": "a1", "action": "authenticate", "token": "t"})
             # The deadline and the pool's wait (min(REQUEST_TIMEOUT, 5 s)) end together: whichever
             # answers first, the client hears it once.

@@ -17,6 +17,7 @@ from django.db import connections
 from redis.exceptions import ConnectionError as RedisConnectionError
 from rest_framework.authtoken.models import Token
 
+from websockets_gateway import reconnect as reconnect_module
 from websockets_gateway.logs import JsonFormatter
 from workers import consumer as consumer_module
 from workers.consumer import Consumer
@@ -275,7 +276,7 @@ def test_the_reconnect_backoff_doubles_up_to_its_cap(redis_server, monkeypatch):
 
     monkeypatch.setattr(consumer._redis, "pubsub", refusing)
     monkeypatch.setattr(consumer_module.time, "sleep", sleep)
-    monkeypatch.setattr(consumer_module.random, "random", lambda: 0.5)  # no jitter: the bare delays
+    monkeypatch.setattr(reconnect_module.random, "random", lambda: 0.5)  # no jitter: the bare delays
     consumer.run()
     first, cap = consumer_module.RECONNECT_BACKOFF_FIRST, consumer_module.RECONNECT_BACKOFF_MAX
     expected = [min(first * 2 ** n, cap) for n in range(10)]

@@ -13,7 +13,7 @@ from rest_framework.authtoken.models import Token
 
 from chat import replies, statements, tickets
 from chat.models import ChatMessage
-from workers import dispatch, handlers
+from workers import dispatch
 from workers.dispatch import Outgoing
 
 from .test_dispatch import REPLY_TO, RESPONSE_TOPIC, assert_error, bus_request
