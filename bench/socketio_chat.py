@@ -33,7 +33,7 @@ django.setup()
 import socketio  # noqa: E402
 from aiohttp import web  # noqa: E402
 from asgiref.sync import sync_to_async  # noqa: E402
-from django.conf import settings  # noqa: E402
+from chat.conf import chat_settings  # noqa: E402
 
 from bench.comparison import answer  # noqa: E402
 
@@ -42,7 +42,7 @@ EVENT = "frame"
 
 sio = socketio.AsyncServer(
     async_mode="aiohttp", transports=["websocket"],
-    client_manager=socketio.AsyncRedisManager(settings.REDIS_URL, channel=os.environ.get("SOCKETIO_CHANNEL",
+    client_manager=socketio.AsyncRedisManager(chat_settings.REDIS_URL, channel=os.environ.get("SOCKETIO_CHANNEL",
                                                                                          "socketio")),
 )
 # Each connection's session data (the workers' `session_data`), by Socket.IO session id.

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings
 from django.utils.decorators import method_decorator
 from django.views.decorators.cache import never_cache
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -28,6 +27,7 @@ from rest_framework.views import APIView
 
 from . import api_schema, errors, events, fields, reading, rooms, services, throttles, tickets
 from .api_errors import ChatErrorResponses
+from .conf import chat_settings
 from .pagination import MessageCursorPagination
 from .serializers import MessageSerializer, RoomSerializer
 
@@ -82,7 +82,7 @@ class WebSocketTicket(APIView):
                    summary="A WebSocket ticket for the session's user (session and CSRF token only)")
     def post(self, request: Request) -> Response:
         ticket = tickets.issue(request.user, request.session.session_key)
-        return Response({"ticket": ticket, "expires_in": settings.TICKET_MAX_AGE})
+        return Response({"ticket": ticket, "expires_in": chat_settings.TICKET_MAX_AGE})
 
 
 class ChatView(ChatErrorResponses, GenericAPIView):

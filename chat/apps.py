@@ -9,6 +9,10 @@ class ChatConfig(AppConfig):
         from django.contrib.auth.signals import user_logged_out
 
         from . import tickets
+        from .conf import chat_settings
+
+        # CHAT checked at start: a wrong key or value stops it here, naming the key.
+        chat_settings.values()
 
         # A logout refuses its session's WebSocket tickets from then on.
         user_logged_out.connect(tickets.on_logout, dispatch_uid="chat.tickets.on_logout")

@@ -9,11 +9,10 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from django.conf import settings
-
 from websockets_gateway import wire
 
 from . import errors
+from .conf import chat_settings
 
 # A request that names users (create_room, add_members) names at most this many: one frame
 # of 64 KiB holds about this many short usernames, and the worker checks them in one query.
@@ -59,8 +58,8 @@ def text(value: Any) -> str:
         raise errors.InvalidMessageFormat("text must be valid Unicode without NUL characters")
     if not value.strip():
         raise errors.EmptyText()
-    if len(value) > settings.MAX_MESSAGE_LENGTH:
-        raise errors.TextTooLong(f"Message text is longer than {settings.MAX_MESSAGE_LENGTH} characters")
+    if len(value) > chat_settings.MAX_MESSAGE_LENGTH:
+        raise errors.TextTooLong(f"Message text is longer than {chat_settings.MAX_MESSAGE_LENGTH} characters")
     return value
 
 

@@ -20,13 +20,13 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any, NamedTuple, Sequence
 
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core import signing
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare, salted_hmac
 
 from . import errors
+from .conf import chat_settings
 from .models import EndedSession
 
 User = get_user_model()
@@ -70,7 +70,7 @@ def claims(ticket: Any) -> Claims | None:
     if not isinstance(ticket, str) or not ticket or len(ticket) > MAX_TICKET_LENGTH:
         return None
     try:
-        data = signing.loads(ticket, salt=TICKET_SALT, max_age=settings.TICKET_MAX_AGE)
+        data = signing.loads(ticket, salt=TICKET_SALT, max_age=chat_settings.TICKET_MAX_AGE)
     except signing.BadSignature:  # SignatureExpired included
         return None
     if not isinstance(data, dict):
@@ -107,7 +107,7 @@ def session_ended(session_key: str | None) -> None:
     if not session_key:
         return
     now = timezone.now()
-    EndedSession.objects.filter(ended_at__lt=now - timedelta(seconds=settings.TICKET_MAX_AGE) - CLOCK_SKEW).delete()
+    EndedSession.objects.filter(ended_at__lt=now - timedelta(seconds=chat_settings.TICKET_MAX_AGE) - CLOCK_SKEW).delete()
     EndedSession.objects.update_or_create(session_hash=session_hash(session_key), defaults={"ended_at": now})
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from django.conf import settings
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
@@ -17,6 +16,7 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
 
+from .conf import chat_settings
 from .throttles import LoginRateThrottle, retry_after
 
 # Where the page connects when GATEWAY_URL is not set: the page's own host, this port.
@@ -45,8 +45,8 @@ HEADER_ONLY_DIRECTIVES = {"frame-ancestors"}
 
 def gateway_url(request: HttpRequest) -> str:
     """GATEWAY_URL, else the page's host on port 8080 (`wss:` when the page came over HTTPS)."""
-    if settings.GATEWAY_URL:
-        return settings.GATEWAY_URL
+    if chat_settings.GATEWAY_URL:
+        return chat_settings.GATEWAY_URL
     hostname = urlsplit(f"//{request.get_host()}").hostname or "localhost"
     if ":" in hostname:  # an IPv6 address
         hostname = f"[{hostname}]"

@@ -154,17 +154,19 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_SETTINGS": {"validatorUrl": None},
 }
 
-# Chat settings shared by the workers and the REST API.
-MAX_MESSAGE_LENGTH = env_int("MAX_MESSAGE_LENGTH", 4000, minimum=1)
-REDIS_URL = env_url("REDIS_URL", "redis://127.0.0.1:6379/0", ("redis", "rediss", "unix"))
-WORKER_RESPONSE_TOPIC = env_str("WORKER_RESPONSE_TOPIC", "worker_response")
+# The chat's settings (chat/conf.py: every key, its default and its check), from the environment.
+CHAT = {
+    "MAX_MESSAGE_LENGTH": env_int("MAX_MESSAGE_LENGTH", 4000, minimum=1),
+    "REDIS_URL": env_url("REDIS_URL", "redis://127.0.0.1:6379/0", ("redis", "rediss", "unix")),
+    "WORKER_RESPONSE_TOPIC": env_str("WORKER_RESPONSE_TOPIC", "worker_response"),
+    # How long a WebSocket ticket (chat.tickets), which the chat page authenticates with, is good for.
+    "TICKET_MAX_AGE": env_int("TICKET_MAX_AGE", 60, minimum=1),
+    # Where the chat page opens its WebSocket; empty means "the page's host, port 8080".
+    "GATEWAY_URL": env_url("GATEWAY_URL", "", ("ws", "wss")),
+}
 # What publishes the REST API's changes to the WebSocket clients (chat.events): a dotted path to
 # publish(response, send_to), so that the chat app needs no Redis of its own.
 CHAT_EVENT_PUBLISHER = "workers.broadcast.publish"
-# How long a WebSocket ticket (chat.tickets), which the chat page authenticates with, is good for.
-TICKET_MAX_AGE = env_int("TICKET_MAX_AGE", 60, minimum=1)
-# Where the chat page opens its WebSocket; empty means "the page's host, port 8080".
-GATEWAY_URL = env_url("GATEWAY_URL", "", ("ws", "wss"))
 
 if not DEBUG:
     SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", True)

@@ -11,9 +11,9 @@ import threading
 from typing import Any
 
 import redis
-from django.conf import settings
 from redis.exceptions import RedisError
 
+from chat.conf import chat_settings
 from chat.events import PublishError
 
 from . import envelopes
@@ -33,7 +33,7 @@ def _redis() -> redis.Redis:
     if _client is None:
         with _client_lock:
             if _client is None:
-                _client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=CONNECT_TIMEOUT,
+                _client = redis.Redis.from_url(chat_settings.REDIS_URL, socket_connect_timeout=CONNECT_TIMEOUT,
                                                socket_timeout=SOCKET_TIMEOUT)
     return _client
 
@@ -47,6 +47,6 @@ def publish(response: dict[str, Any], send_to: list[int]) -> None:
     """Publish `response` to every connection of the users `send_to`; raises PublishError."""
     encoded = envelopes.encode(envelope(response, send_to))
     try:
-        _redis().publish(settings.WORKER_RESPONSE_TOPIC, encoded)
+        _redis().publish(chat_settings.WORKER_RESPONSE_TOPIC, encoded)
     except (RedisError, OSError) as exc:
         raise PublishError(f"{type(exc).__name__}: {exc}") from exc

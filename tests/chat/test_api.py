@@ -351,7 +351,7 @@ def test_post_message_refused(as_alice, room, body, code, published):
 
 
 def test_message_length_limit(as_alice, room, settings):
-    settings.MAX_MESSAGE_LENGTH = 10
+    settings.CHAT = {**settings.CHAT, "MAX_MESSAGE_LENGTH": 10}
     url = room_url(room, "messages/")
     assert_refused(post(as_alice, url, {"text": "x" * 11}), "text_too_long")
     assert post(as_alice, url, {"text": "x" * 10, "uuid": "u" * 64}).status_code == 201

@@ -97,7 +97,7 @@ def ticket_of(response) -> str:
 
 
 def test_a_logged_in_session_gets_a_short_lived_ticket_not_its_token(client, alice, settings):
-    settings.TICKET_MAX_AGE = 45
+    settings.CHAT = {**settings.CHAT, "TICKET_MAX_AGE": 45}
     token = Token.objects.create(user=alice).key
     client.force_login(alice)
     response = client.post(TICKET_URL)

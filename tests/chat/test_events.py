@@ -128,7 +128,7 @@ def test_reads_publish_nothing(as_alice, room, published):
 def bus(settings, monkeypatch):
     """workers.broadcast on fakeredis, and a subscriber to the response topic."""
     settings.CHAT_EVENT_PUBLISHER = "workers.broadcast.publish"
-    settings.WORKER_RESPONSE_TOPIC = TOPIC
+    settings.CHAT = {**settings.CHAT, "WORKER_RESPONSE_TOPIC": TOPIC}
     server = fakeredis.FakeServer()
     monkeypatch.setattr(broadcast, "_client", fakeredis.FakeRedis(server=server))
     subscriber = fakeredis.FakeRedis(server=server).pubsub()
@@ -189,7 +189,7 @@ SECRET_TEXT = "the text never goes to the log"
 def test_with_redis_down_the_message_is_stored_and_the_call_succeeds(settings, monkeypatch, caplog, as_alice,
                                                                       room):
     settings.CHAT_EVENT_PUBLISHER = "workers.broadcast.publish"
-    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens on port 1
+    settings.CHAT = {**settings.CHAT, "REDIS_URL": "redis://127.0.0.1:1/0"}  # nothing listens on port 1
     monkeypatch.setattr(broadcast, "_client", None)
     url = f"/api/rooms/{room.pk.hex}/messages/"
     with caplog.at_level(logging.WARNING, logger="chat.events"):

@@ -155,7 +155,7 @@ class TestCleanText:
             services.clean_text(text)
 
     def test_length_limit_follows_the_setting(self, settings):
-        settings.MAX_MESSAGE_LENGTH = 10
+        settings.CHAT = {**settings.CHAT, "MAX_MESSAGE_LENGTH": 10}
         assert services.clean_text("x" * 10) == "x" * 10
         with pytest.raises(errors.TextTooLong):
             services.clean_text("x" * 11)

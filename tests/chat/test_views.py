@@ -94,7 +94,7 @@ def test_logging_in_leads_to_the_page(client, alice):
 
 
 def test_the_page_is_sent_with_a_policy_that_allows_no_inline_script(logged_in, settings):
-    settings.GATEWAY_URL = "wss://chat.example.com:8443/ws"
+    settings.CHAT = {**settings.CHAT, "GATEWAY_URL": "wss://chat.example.com:8443/ws"}
     response = logged_in.get("/")
     assert response.status_code == 200
     policy = directives(response["Content-Security-Policy"])
@@ -125,7 +125,7 @@ def test_the_page_has_no_inline_script_no_handler_and_no_style_attribute(logged_
 
 
 def test_the_settings_reach_the_script_as_json(logged_in, settings):
-    settings.GATEWAY_URL = "ws://gateway.test:9000/ws"
+    settings.CHAT = {**settings.CHAT, "GATEWAY_URL": "ws://gateway.test:9000/ws"}
     markup = parse(logged_in.get("/").content.decode())
     (config_text,) = [text for attrs, text in markup.scripts if attrs.get("id") == "chat-config"]
     assert json.loads(config_text) == {
@@ -154,7 +154,7 @@ def test_a_username_with_markup_is_escaped_in_the_page_and_its_json(client, db, 
     ("[::1]:8000", False, "ws://[::1]:8080/ws"),
 ])
 def test_without_gateway_url_the_page_connects_to_its_own_host_on_8080(logged_in, settings, host, secure, expected):
-    settings.GATEWAY_URL = ""
+    settings.CHAT = {**settings.CHAT, "GATEWAY_URL": ""}
     settings.ALLOWED_HOSTS = ["*"]
     response = logged_in.get("/", HTTP_HOST=host, **({"wsgi.url_scheme": "https"} if secure else {}))
     markup = parse(response.content.decode())

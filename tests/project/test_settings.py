@@ -16,8 +16,8 @@ PRINT_SETTINGS = (
     "import json, django; django.setup(); from django.conf import settings as s; "
     "db = s.DATABASES['default']; "
     "print(json.dumps({'engine': db['ENGINE'], 'name': str(db['NAME']), 'host': db.get('HOST'), "
-    "'debug': s.DEBUG, 'redis': s.REDIS_URL, 'topic': s.WORKER_RESPONSE_TOPIC, "
-    "'max_length': s.MAX_MESSAGE_LENGTH, 'options': db.get('OPTIONS', {})}))"
+    "'debug': s.DEBUG, 'redis': s.CHAT['REDIS_URL'], 'topic': s.CHAT['WORKER_RESPONSE_TOPIC'], "
+    "'max_length': s.CHAT['MAX_MESSAGE_LENGTH'], 'options': db.get('OPTIONS', {})}))"
 )
 
 

@@ -23,7 +23,7 @@ def server(monkeypatch) -> fakeredis.FakeServer:
 
 
 def test_publish_sends_a_worker_envelope_for_several_users_on_the_response_topic(server, settings):
-    settings.WORKER_RESPONSE_TOPIC = "replies"
+    settings.CHAT = {**settings.CHAT, "WORKER_RESPONSE_TOPIC": "replies"}
     subscriber = fakeredis.FakeRedis(server=server).pubsub()
     subscriber.subscribe("replies")
     assert subscriber.get_message(timeout=1)["type"] == "subscribe"
@@ -48,7 +48,7 @@ def test_a_redis_error_becomes_a_publish_error(monkeypatch):
 
 
 def test_the_client_is_made_once_on_first_use_with_short_timeouts(monkeypatch, settings):
-    settings.REDIS_URL = "redis://bus.example:6380/2"
+    settings.CHAT = {**settings.CHAT, "REDIS_URL": "redis://bus.example:6380/2"}
     made: list[tuple[str, dict]] = []
 
     def from_url(url: str, **options) -> fakeredis.FakeRedis:

@@ -33,8 +33,8 @@ def test_blank_subscribe_topic_is_refused(no_consumer):
 
 
 def test_runs_a_consumer_on_the_topic_with_the_settings(monkeypatch, settings):
-    settings.REDIS_URL = "redis://example:6379/5"
-    settings.WORKER_RESPONSE_TOPIC = "responses"
+    settings.CHAT = {**settings.CHAT, "REDIS_URL": "redis://example:6379/5"}
+    settings.CHAT = {**settings.CHAT, "WORKER_RESPONSE_TOPIC": "responses"}
     started = []
 
     class FakeConsumer:

@@ -148,7 +148,7 @@ class TestAuthenticateWithATicket:
         assert_error(send(request), request, "invalid_token")
 
     def test_expired_ticket(self, alice, session, clock, settings):
-        settings.TICKET_MAX_AGE = 60
+        settings.CHAT = {**settings.CHAT, "TICKET_MAX_AGE": 60}
         ticket = self.ticket(session, alice)
         clock.now += 61
         request = bus_request("authenticate", ticket=ticket)
@@ -292,7 +292,7 @@ class TestNewMessage:
         assert not ChatMessage.objects.exists()
 
     def test_text_too_long(self, alice, room, settings):
-        settings.MAX_MESSAGE_LENGTH = 5
+        settings.CHAT = {**settings.CHAT, "MAX_MESSAGE_LENGTH": 5}
         request = bus_request("new_message", user=alice, room=room.pk.hex, text="toolong")
         assert_error(send(request), request, "text_too_long")
         assert not ChatMessage.objects.exists()

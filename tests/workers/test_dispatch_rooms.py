@@ -208,7 +208,7 @@ class TestDirectMessage:
         assert not ChatRoom.objects.exists()
 
     def test_text_too_long(self, alice, bob, settings):
-        settings.MAX_MESSAGE_LENGTH = 5
+        settings.CHAT = {**settings.CHAT, "MAX_MESSAGE_LENGTH": 5}
         request = bus_request("direct_message", user=alice, to="bob", text="toolong")
         assert_error(send(request), request, "text_too_long")
 

@@ -1,8 +1,8 @@
 """`manage.py message_process_worker --subscribe_topic NAME [--metrics-port PORT]`: run one bus worker."""
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from chat.conf import chat_settings
 from workers import metrics
 from workers.consumer import Consumer
 
@@ -22,7 +22,7 @@ class Command(BaseCommand):
             raise CommandError("--subscribe_topic must name a topic")
         if not 0 <= metrics_port <= 65535:
             raise CommandError(f"--metrics-port {metrics_port} is not a port number (0: no metrics)")
-        consumer = Consumer(settings.REDIS_URL, subscribe_topic, settings.WORKER_RESPONSE_TOPIC)
+        consumer = Consumer(chat_settings.REDIS_URL, subscribe_topic, chat_settings.WORKER_RESPONSE_TOPIC)
         server = None
         if metrics_port:
             try:

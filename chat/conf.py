@@ -1,0 +1,112 @@
+"""The chat's settings: one dict in the host project's settings, `CHAT`, every key optional.
+
+    CHAT = {"REDIS_URL": "redis://127.0.0.1:6379/0"}
+
+`chat_settings.KEY` reads a key, or its default below. The dict is checked when the app starts
+(`chat.apps.ChatConfig.ready`): an unknown key, or a value of the wrong kind, stops the start with
+an `ImproperlyConfigured` naming the key. This repository's `project/settings.py` fills it from the
+environment. The gateway never reads it: it is configured by environment (its own settings.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+
+def _url(schemes: tuple[str, ...], empty: bool = False) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        if not isinstance(value, str):
+            return "a URL string"
+        if empty and value == "":
+            return None
+        if urlsplit(value).scheme not in schemes:
+            return f"a URL of scheme {', '.join(schemes)}{' (or empty)' if empty else ''}"
+        return None
+
+    return check
+
+
+def _positive_int(value: Any) -> str | None:
+    return None if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else "an integer >= 1"
+
+
+def _name(value: Any) -> str | None:
+    return None if isinstance(value, str) and value else "a non-empty string"
+
+
+def _dotted_or_callable(value: Any) -> str | None:
+    return None if value is None or callable(value) or (isinstance(value, str) and "." in value) else \
+        "a dotted path (module.name), a callable or None"
+
+
+@dataclass(frozen=True)
+class Key:
+    default: Any
+    check: Callable[[Any], str | None]
+    doc: str
+
+
+KEYS: dict[str, Key] = {
+    "REDIS_URL": Key("redis://127.0.0.1:6379/0", _url(("redis", "rediss", "unix")),
+                     "the Redis the workers and the REST API's live events use"),
+    "WORKER_RESPONSE_TOPIC": Key("worker_response", _name,
+                                 "the topic replies for several users go on (the gateway's setting of that name)"),
+    "MAX_MESSAGE_LENGTH": Key(4000, _positive_int, "the longest message text, in characters"),
+    "TICKET_MAX_AGE": Key(60, _positive_int, "seconds a WebSocket ticket of the chat page is good for"),
+    "GATEWAY_URL": Key("", _url(("ws", "wss"), empty=True),
+                       "where the chat page opens its WebSocket; empty: the page's host, port 8080"),
+}
+
+
+class ChatSettings:
+    """`settings.CHAT` with its defaults; read again after a test changes the setting."""
+
+    def __init__(self) -> None:
+        self._values: dict[str, Any] | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if name not in KEYS:
+            raise AttributeError(f"CHAT has no key {name!r}")
+        return self.values()[name]
+
+    def values(self) -> dict[str, Any]:
+        if self._values is None:
+            self._values = check(getattr(settings, "CHAT", {}))
+        return self._values
+
+    def reload(self) -> None:
+        self._values = None
+
+
+def check(configured: Any) -> dict[str, Any]:
+    """The full settings from a `CHAT` dict, or ImproperlyConfigured naming what is wrong."""
+    if not isinstance(configured, dict):
+        raise ImproperlyConfigured(f"CHAT must be a dict, not {type(configured).__name__}")
+    unknown = sorted(set(configured) - set(KEYS))
+    if unknown:
+        raise ImproperlyConfigured(f"CHAT has unknown keys {unknown}; its keys are {sorted(KEYS)}")
+    values = {name: key.default for name, key in KEYS.items()}
+    for name, value in configured.items():
+        problem = KEYS[name].check(value)
+        if problem is not None:
+            raise ImproperlyConfigured(f"CHAT[{name!r}] must be {problem}, not {value!r}")
+        values[name] = value
+    return values
+
+
+chat_settings = ChatSettings()
+
+
+@receiver(setting_changed)
+def _reload(setting: str, **kwargs: Any) -> None:
+    if setting == "CHAT":
+        chat_settings.reload()

@@ -1,0 +1,66 @@
+"""`chat.conf`: the one CHAT dict, its defaults, and the clear error a wrong key or value gets."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from chat.conf import KEYS, chat_settings, check
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_every_key_is_optional_with_its_default():
+    assert check({}) == {name: key.default for name, key in KEYS.items()}
+    assert check({"MAX_MESSAGE_LENGTH": 10})["MAX_MESSAGE_LENGTH"] == 10
+
+
+@pytest.mark.parametrize("configured, named", [
+    ({"REDIS": "redis://x"}, "unknown keys ['REDIS']"),
+    ({"MAX_MESSAGE_LENGTH": 0}, "CHAT['MAX_MESSAGE_LENGTH'] must be an integer >= 1"),
+    ({"MAX_MESSAGE_LENGTH": "4000"}, "CHAT['MAX_MESSAGE_LENGTH'] must be an integer >= 1"),
+    ({"TICKET_MAX_AGE": True}, "CHAT['TICKET_MAX_AGE'] must be an integer >= 1"),
+    ({"REDIS_URL": "http://bus:6379/0"}, "CHAT['REDIS_URL'] must be a URL of scheme redis, rediss, unix"),
+    ({"GATEWAY_URL": "http://chat.example/ws"}, "CHAT['GATEWAY_URL'] must be a URL of scheme ws, wss"),
+    ({"WORKER_RESPONSE_TOPIC": ""}, "CHAT['WORKER_RESPONSE_TOPIC'] must be a non-empty string"),
+    (["REDIS_URL"], "CHAT must be a dict"),
+])
+def test_a_wrong_key_or_value_is_named(configured, named):
+    with pytest.raises(ImproperlyConfigured, match=named.replace("[", r"\[").replace("]", r"\]")):
+        check(configured)
+
+
+def test_an_empty_gateway_url_means_the_pages_host():
+    assert check({"GATEWAY_URL": ""})["GATEWAY_URL"] == ""
+
+
+def test_the_settings_are_read_again_when_changed(settings):
+    settings.CHAT = {**settings.CHAT, "MAX_MESSAGE_LENGTH": 7}
+    assert chat_settings.MAX_MESSAGE_LENGTH == 7
+    settings.CHAT = {}
+    assert chat_settings.MAX_MESSAGE_LENGTH == 4000
+    with pytest.raises(AttributeError):
+        chat_settings.NO_SUCH_KEY
+
+
+def test_a_project_with_a_wrong_chat_setting_does_not_start(tmp_path):
+    # The check runs when the app starts (ChatConfig.ready), in a fresh interpreter.
+    (tmp_path / "bad_settings.py").write_text("from tests.settings import *  # noqa\nCHAT = {'MAX_LENGTH': 5}\n")
+    result = subprocess.run([sys.executable, "-c", "import django; django.setup()"], capture_output=True, text=True,
+                            env={"PATH": "", "PYTHONPATH": f"{tmp_path}:{ROOT}",
+                                 "DJANGO_SETTINGS_MODULE": "bad_settings"}, timeout=60)
+    assert result.returncode != 0
+    assert "CHAT has unknown keys ['MAX_LENGTH']" in result.stderr
+
+
+def test_docs_configuration_lists_every_key_with_its_default():
+    text = (ROOT / "docs" / "configuration.md").read_text()
+    section = text[text.index("## The `CHAT` dict"):]
+    rows = {name: default for name, default in re.findall(r"^\| `([A-Z_]+)` \| `(.*?)` \|", section, re.M)}
+    assert rows == {name: json.dumps(key.default) for name, key in KEYS.items()}
