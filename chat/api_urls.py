@@ -19,5 +19,5 @@ urlpatterns = [
     path("rooms/<str:room_id>/read/", api.RoomRead.as_view(), name="api-room-read"),
     path("direct-messages/", api.DirectMessages.as_view(), name="api-direct-messages"),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="chat:api-schema"), name="api-docs"),
 ]

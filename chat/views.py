@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import render, resolve_url
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
 
@@ -81,8 +82,8 @@ def index(request: HttpRequest) -> HttpResponse:
     config = {
         "gatewayUrl": gateway,
         "username": request.user.get_username(),
-        "ticketUrl": reverse("api-ticket"),
-        "loginUrl": reverse("login"),
+        "ticketUrl": reverse("chat:api-ticket"),
+        "loginUrl": resolve_url(settings.LOGIN_URL),
     }
     response = render(request, "chat/index.html", {"config": config})
     response["Content-Security-Policy"] = policy

@@ -11,6 +11,6 @@ urlpatterns = [
                                      extra_context={"csp_meta": content_security_policy(meta=True)}),
          name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("api/", include("chat.api_urls")),
+    # The chat page at /, its REST API at /api/.
     path("", include("chat.urls")),
 ]
