@@ -1,42 +1,27 @@
 """Live delivery of what the REST API changes: the WebSocket protocol's success replies, published
 to the connections of the users they concern, exactly as a worker publishes them.
 
-The `chat` app does not import the workers, so the publisher that puts a reply on the
-bus is found by its dotted path, `settings.CHAT_EVENT_PUBLISHER` (`workers.broadcast.publish`).
-Live delivery is best effort: the database is the source of truth, and a client that missed an
-event catches up with `sync`. A publisher that fails never fails the request that stored the data.
+Each goes out through `chat.bus.publish` as one envelope on `WORKER_RESPONSE_TOPIC`. Live delivery
+is best effort: the database is the source of truth, and a client that missed an event catches up
+with `sync`. A publish that fails never fails the request that stored the data.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import uuid
-from collections.abc import Callable
 from typing import Any
 
-from django.conf import settings
-from django.utils.module_loading import import_string
-
-from . import replies
+from . import bus, replies
+from .bus import PublishError
 from .reading import ReadMark
 from .rooms import Departure, RoomSummary
 from .services import PostedMessage
 
 logger = logging.getLogger(__name__)
 
-# publish(response, send_to): put one success reply on the bus for every connection of these users.
-Publisher = Callable[[dict[str, Any], list[int]], None]
-
-
-class PublishError(Exception):
-    """A publisher could not hand a reply to the bus (Redis down or too slow)."""
-
-
-@functools.lru_cache(maxsize=4)
-def _publisher(path: str) -> Publisher:
-    # Keyed by the path, so that a test overriding the setting gets its own publisher.
-    return import_string(path)
+# chat.bus's error, named here too for the callers of these functions.
+__all__ = ["PublishError", "message_posted", "room_changed", "room_left", "read_marked", "publish"]
 
 
 # What the REST API calls once the change is stored. `origin` (the request's path) is for the log.
@@ -66,12 +51,12 @@ def read_marked(user: Any, room_uuid: uuid.UUID, message: int, mark: ReadMark, c
 
 
 def publish(response: dict[str, Any], send_to: list[int], *, room_id: uuid.UUID, origin: str) -> None:
-    """Hand one reply to the configured publisher; a failure is logged (never the reply's content)."""
+    """Hand one reply to the bus; a failure is logged (never the reply's content)."""
     try:
-        _publisher(settings.CHAT_EVENT_PUBLISHER)(response, send_to)
+        bus.publish(response, send_to)
     except PublishError as exc:
         logger.warning("%s for room %s (%s) not delivered live: %s; clients catch up with sync",
                        response.get("action"), room_id.hex, origin, exc)
     except Exception:
-        # A bug in the publisher, not an outage; still not the client's problem: the data is stored.
-        logger.exception("%s for room %s (%s): the publisher failed", response.get("action"), room_id.hex, origin)
+        # A bug, not an outage; still not the client's problem: the data is stored.
+        logger.exception("%s for room %s (%s): publishing failed", response.get("action"), room_id.hex, origin)

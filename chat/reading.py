@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from . import errors, fields
-from .models import ChatMessage, Membership
+from . import errors, fields, signals
+from .models import ChatMessage, ChatRoom, Membership
 from .services import member_room
 
 HISTORY_LIMIT_DEFAULT = 20
@@ -63,9 +63,12 @@ def mark_read(user: Any, room_id: Any, message: Any) -> ReadMark:
     room = member_room(user, room_id)
     newest = room.messages.order_by("-id").values_list("id", flat=True).first() or 0
     up_to = min(up_to, newest)
-    Membership.objects.filter(room=room, user=user, last_read_id__lt=up_to).update(last_read_id=up_to)
+    moved = Membership.objects.filter(room=room, user=user, last_read_id__lt=up_to).update(last_read_id=up_to)
     last_read = Membership.objects.filter(room=room, user=user).values_list("last_read_id", flat=True).first()
     if last_read is None:  # the user left the room meanwhile
         raise errors.InvalidRoomId()
     unread = room.messages.filter(id__gt=last_read).exclude(user=user).count()
+    if moved:
+        signals.send_on_commit(signals.room_read, ChatRoom, user=user, room=room, last_read_id=last_read,
+                               unread_count=unread)
     return ReadMark(last_read, unread)

@@ -15,7 +15,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 
-from . import errors, fields
+from . import errors, fields, signals
 from .models import ChatMessage, ChatRoom, Membership
 from .services import PostedMessage, member_room, store_message
 
@@ -120,7 +120,9 @@ def create_room(user: Any, name: Any, member_names: Any) -> RoomSummary:
     with transaction.atomic():
         room = ChatRoom.objects.create(name=room_name)
         _join(room.pk, [user, *members])
-    return RoomSummary(room, sorted([user, *members], key=lambda member: member.username))
+    summary = RoomSummary(room, sorted([user, *members], key=lambda member: member.username))
+    signals.send_on_commit(signals.room_created, ChatRoom, room=room, user=user, member_ids=summary.member_ids)
+    return summary
 
 
 def add_members(user: Any, room_id: Any, member_names: Any) -> RoomSummary:
@@ -136,6 +138,8 @@ def add_members(user: Any, room_id: Any, member_names: Any) -> RoomSummary:
         _join(room.pk, newcomers)
     summary = room_summary(user, room.pk.hex)
     summary.unread_count = 0
+    signals.send_on_commit(signals.members_added, ChatRoom, room=room, user=user, added=newcomers,
+                           member_ids=summary.member_ids)
     return summary
 
 
@@ -154,7 +158,10 @@ def leave_room(user: Any, room_id: Any) -> Departure:
         if user.pk not in member_ids:
             raise errors.InvalidRoomId()
         Membership.objects.filter(room_id=room_uuid, user=user).delete()
-    return Departure(room_uuid, sorted(member_ids))
+    departure = Departure(room_uuid, sorted(member_ids))
+    signals.send_on_commit(signals.member_left, ChatRoom, room_id=room_uuid, user=user,
+                           member_ids=[pk for pk in departure.notify_ids if pk != user.pk])
+    return departure
 
 
 def _direct_key(first: Any, second: Any) -> str:
@@ -174,11 +181,13 @@ def direct_room(user: Any, to: Any) -> tuple[ChatRoom, Any]:
         raise errors.InvalidUser("A direct message needs another user")
     key = _direct_key(user, other)
     room = _existing_direct_room(key)
+    created = False
     if room is None:
         name = ", ".join(sorted((user.username, other.username)))
         try:
             with transaction.atomic():
                 room = ChatRoom.objects.create(name=name, is_direct=True, direct_key=key)
+            created = True
         except IntegrityError:
             room = ChatRoom.objects.get(direct_key=key)
     # Either of the two may have left it since; a new message brings both back. In the order of
@@ -186,6 +195,9 @@ def direct_room(user: Any, to: Any) -> tuple[ChatRoom, Any]:
     # opposite orders each would wait on the row the other holds (PostgreSQL: deadlock detected).
     pair = sorted((user, other), key=lambda member: member.pk)
     Membership.objects.bulk_create([Membership(room=room, user=member) for member in pair], ignore_conflicts=True)
+    if created:
+        signals.send_on_commit(signals.room_created, ChatRoom, room=room, user=user,
+                               member_ids=[member.pk for member in pair])
     return room, other
 
 

@@ -13,7 +13,7 @@ from typing import Any, Callable, Sequence, TypeVar
 from django.contrib.auth import get_user_model
 from django.db import DatabaseError, IntegrityError, transaction
 
-from . import errors, fields, statements, tickets
+from . import errors, fields, signals, statements, tickets
 from .models import ChatMessage, ChatRoom, Membership
 
 User = get_user_model()
@@ -184,7 +184,7 @@ def post_messages_as(posts: Sequence[Post]) -> list[PostedMessage | Exception]:
         if isinstance(outcome, errors.ChatError) and active_user(posts[index].user_pk) is None:
             outcomes[index] = errors.AuthenticationRequired()
     for (index, _, member_ids), stored in zip(accepted, _insert_together([new for _, new, _ in accepted])):
-        outcomes[index] = PostedMessage(stored, created=True, member_ids=member_ids)
+        outcomes[index] = _stored(PostedMessage(stored, created=True, member_ids=member_ids))
     for index, new, member_ids in accepted:
         if outcomes[index] is not None:
             continue
@@ -229,7 +229,14 @@ def store_message(user: User, room_uuid: uuid.UUID, members: list[int], text: st
         if existing.room_id != room_uuid:
             members = room_member_ids(existing.room_id)
         return PostedMessage(existing, created=False, member_ids=members)
-    return PostedMessage(message, created=True, member_ids=members)
+    return _stored(PostedMessage(message, created=True, member_ids=members))
+
+
+def _stored(posted: PostedMessage) -> PostedMessage:
+    """A message just inserted: tell the `message_posted` receivers once it is committed."""
+    signals.send_on_commit(signals.message_posted, ChatMessage, message=posted.message,
+                           room_id=posted.message.room_id, member_ids=posted.member_ids)
+    return posted
 
 
 def _message_by_client_uuid(user: User, client_uuid: str) -> ChatMessage | None:

@@ -164,9 +164,6 @@ CHAT = {
     # Where the chat page opens its WebSocket; empty means "the page's host, port 8080".
     "GATEWAY_URL": env_url("GATEWAY_URL", "", ("ws", "wss")),
 }
-# What publishes the REST API's changes to the WebSocket clients (chat.events): a dotted path to
-# publish(response, send_to), so that the chat app needs no Redis of its own.
-CHAT_EVENT_PUBLISHER = "workers.broadcast.publish"
 
 if not DEBUG:
     SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", True)

@@ -1,11 +1,13 @@
-"""The reply envelopes a worker publishes, as the protocol's bus section gives them."""
+"""The reply envelopes a worker publishes, as the protocol's bus section gives them (their shape is
+`chat.bus.envelope`'s, which the REST API's live events publish too)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-from websockets_gateway.wire import dumps, error_reply
+from chat import bus
+from websockets_gateway.wire import error_reply
 
 
 @dataclass(frozen=True)
@@ -20,16 +22,8 @@ class HandlerResult:
 
 
 def envelope(request: dict[str, Any], result: HandlerResult, ok: bool = True) -> dict[str, Any]:
-    built = {
-        "type": "success_response" if ok else "error_response",
-        "request_id": request.get("request_id"),
-        "send_to": result.send_to,
-        "session_data": result.session_data,
-        "response": result.response,
-    }
-    if not result.requester_reply:
-        built["requester_reply"] = False
-    return built
+    return bus.envelope(request.get("request_id"), result.response, result.send_to, result.session_data, ok=ok,
+                        requester_reply=result.requester_reply)
 
 
 def error_envelope(request: dict[str, Any], code: str, message: str) -> dict[str, Any]:
@@ -37,6 +31,5 @@ def error_envelope(request: dict[str, Any], code: str, message: str) -> dict[str
     return envelope(request, HandlerResult(error_reply(request, code, message)), ok=False)
 
 
-def encode(built: dict[str, Any]) -> bytes:
-    """An envelope as the bus carries it: compact UTF-8 JSON."""
-    return dumps(built)
+# An envelope as the bus carries it: compact UTF-8 JSON.
+encode = bus.encode

@@ -1,19 +1,22 @@
 """Live delivery of REST writes: each publishes the WebSocket protocol's success reply to the right
-users (chat.events), as one bus envelope on WORKER_RESPONSE_TOPIC (workers.broadcast)."""
+users (chat.events), as one bus envelope on WORKER_RESPONSE_TOPIC (chat.bus)."""
 
 from __future__ import annotations
 
+import ast
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import fakeredis
 import pytest
 from rest_framework.test import APIClient
 
-from chat import events
+from chat import bus as broadcast
 from chat.models import ChatMessage, ChatRoom
-from workers import broadcast, dispatch
+from tests.chat.conftest import REAL_PUBLISH
+from workers import dispatch
 
 pytestmark = pytest.mark.filterwarnings("ignore:No directory at:UserWarning")
 
@@ -126,8 +129,8 @@ def test_reads_publish_nothing(as_alice, room, published):
 
 @pytest.fixture
 def bus(settings, monkeypatch):
-    """workers.broadcast on fakeredis, and a subscriber to the response topic."""
-    settings.CHAT_EVENT_PUBLISHER = "workers.broadcast.publish"
+    """chat.bus on fakeredis, and a subscriber to the response topic."""
+    monkeypatch.setattr(broadcast, "publish", REAL_PUBLISH)
     settings.CHAT = {**settings.CHAT, "WORKER_RESPONSE_TOPIC": TOPIC}
     server = fakeredis.FakeServer()
     monkeypatch.setattr(broadcast, "_client", fakeredis.FakeRedis(server=server))
@@ -188,7 +191,7 @@ SECRET_TEXT = "the text never goes to the log"
 
 def test_with_redis_down_the_message_is_stored_and_the_call_succeeds(settings, monkeypatch, caplog, as_alice,
                                                                       room):
-    settings.CHAT_EVENT_PUBLISHER = "workers.broadcast.publish"
+    monkeypatch.setattr(broadcast, "publish", REAL_PUBLISH)
     settings.CHAT = {**settings.CHAT, "REDIS_URL": "redis://127.0.0.1:1/0"}  # nothing listens on port 1
     monkeypatch.setattr(broadcast, "_client", None)
     url = f"/api/rooms/{room.pk.hex}/messages/"
@@ -206,8 +209,8 @@ def failing_publisher(response: dict[str, Any], send_to: list[int]) -> None:
     raise RuntimeError("a bug in the publisher")
 
 
-def test_a_failing_publisher_is_logged_and_does_not_fail_the_request(settings, caplog, as_alice, room):
-    settings.CHAT_EVENT_PUBLISHER = "tests.chat.test_events.failing_publisher"
+def test_a_failing_publisher_is_logged_and_does_not_fail_the_request(monkeypatch, caplog, as_alice, room):
+    monkeypatch.setattr(broadcast, "publish", failing_publisher)
     with caplog.at_level(logging.ERROR, logger="chat.events"):
         response = post(as_alice, f"/api/rooms/{room.pk.hex}/messages/", {"text": SECRET_TEXT})
     assert response.status_code == 201
@@ -218,16 +221,13 @@ def test_a_failing_publisher_is_logged_and_does_not_fail_the_request(settings, c
     assert SECRET_TEXT not in caplog.text
 
 
-def test_the_publisher_is_found_by_its_setting_once(settings):
-    settings.CHAT_EVENT_PUBLISHER = "tests.chat.test_events.failing_publisher"
-    assert events._publisher(settings.CHAT_EVENT_PUBLISHER) is failing_publisher
-    assert events._publisher("workers.broadcast.publish") is broadcast.publish
-    before = events._publisher.cache_info().hits
-    events._publisher("workers.broadcast.publish")
-    assert events._publisher.cache_info().hits == before + 1
-
-
-def test_the_default_publisher_is_the_bus():
+def test_the_chat_app_publishes_through_its_own_bus_and_needs_no_setting_for_it():
     from project import settings as project_settings
 
-    assert project_settings.CHAT_EVENT_PUBLISHER == "workers.broadcast.publish"
+    assert not hasattr(project_settings, "CHAT_EVENT_PUBLISHER")
+    chat_folder = Path(broadcast.__file__).parent
+    for source in chat_folder.rglob("*.py"):
+        assert "workers" not in {node.names[0].name.split(".")[0] for node in ast.walk(ast.parse(source.read_text()))
+                                 if isinstance(node, ast.Import)}, source
+        assert "workers" not in {(node.module or "").split(".")[0] for node in ast.walk(ast.parse(source.read_text()))
+                                 if isinstance(node, ast.ImportFrom)}, source

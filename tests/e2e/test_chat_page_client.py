@@ -477,3 +477,31 @@ def test_credentials_are_asked_for_before_every_connection_and_a_ticket_is_sent_
     # getToken still works, as a token.
     assert result == [{"action": "authenticate", "ticket": "ticket-1"}, {"action": "authenticate", "ticket": "ticket-2"},
                       {"action": "authenticate", "token": "token"}]
+
+
+def test_server_events_reach_their_handlers_until_unsubscribed(chromium_executable):
+    result = in_browser(chromium_executable, """
+        FakeSocket.server = gateway(1, { ping: (socket, frame) => {
+          socket.reply({ action: "event", event: "invoice.paid", data: { invoice: 2 } });
+          socket.reply(ok(frame, { server_time: 1, connections: 1 }));
+        } });
+        const client = newClient();
+        const seen = [];
+        const off = client.on("invoice.paid", (data, name) => seen.push(["on", name, data.invoice]));
+        client.on("poll:closed", (data) => seen.push(["poll", data.poll]));
+        client.addEventListener("event:invoice.paid", (e) => seen.push(["listener", e.detail.event, e.detail.data.invoice]));
+        client.addEventListener("error", (e) => seen.push(["error", e.detail.code]));
+        client.start();
+        await nextEvent(client, "ready");
+        const socket = FakeSocket.sockets[0];
+        socket.reply({ action: "event", event: "invoice.paid", data: { invoice: 1 } });
+        socket.reply({ action: "event", event: "poll:closed", data: { poll: 7 } });
+        socket.reply({ action: "event", event: "nobody.listens", data: {} });
+        // A frame with a uuid answers a request: no server event, whatever its action says.
+        socket.reply({ uuid: "theirs", action: "event", event: "invoice.paid", data: { invoice: 9 } });
+        off();
+        await client.ping();  // its gateway sends one more invoice.paid first: only the listener hears it
+        return { seen, state: client.state };
+    """)
+    assert result == {"seen": [["on", "invoice.paid", 1], ["listener", "invoice.paid", 1], ["poll", 7],
+                               ["listener", "invoice.paid", 2]], "state": "connected"}

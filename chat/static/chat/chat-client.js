@@ -2,7 +2,8 @@
 // dependency: an EventTarget that connects, authenticates, reconnects with backoff and jitter,
 // `sync`s what it missed (after a reconnect, or when the gateway sends `resync`), and retries
 // what is safe to retry with the same uuid: the server says which actions those are, in the
-// `actions` catalogue of its authenticate reply, so a new action needs no change here.
+// `actions` catalogue of its authenticate reply, so a new action needs no change here. The
+// server's own events (`chat.publish`) reach `on(name, handler)`.
 // The API is documented in docs/chat-page.md.
 
 /** Error codes after which a retryable request is sent again (same uuid) after a pause. */
@@ -217,6 +218,21 @@ export class ChatClient extends EventTarget {
     return { serverTime: reply.server_time, connections: reply.connections };
   }
 
+  /**
+   * Call `handler(data, name)` for each server event `name` (`{"action": "event"}` frames, sent by
+   * the server's `chat.publish`); the same comes as a CustomEvent `event:NAME`, detail
+   * `{event, data}`. Best effort: events sent while disconnected are not caught up on.
+   * @returns {() => void} removes the handler
+   */
+  on(name, handler) {
+    if (typeof name !== "string" || !name || typeof handler !== "function") {
+      throw new TypeError("on() needs an event name and a handler function");
+    }
+    const listener = (event) => handler(event.detail.data, event.detail.event);
+    this.addEventListener(`event:${name}`, listener);
+    return () => this.removeEventListener(`event:${name}`, listener);
+  }
+
   /** Tell the other members that the user is typing. Fire and forget: a success has no reply
    * (the other members get it); not sent while disconnected. Returns whether it was sent. */
   typing(room) {
@@ -358,6 +374,12 @@ export class ChatClient extends EventTarget {
     }
     if (reply.action === "resync" && reply.uuid == null) {  // the gateway's own: it answers no request
       this.#resync(reply, connection);
+      return;
+    }
+    if (reply.action === "event" && reply.uuid == null) {  // the server's own (chat.publish): no request
+      if (typeof reply.event === "string" && reply.event) {
+        this.#emit(`event:${reply.event}`, { event: reply.event, data: reply.data ?? {} });
+      }
       return;
     }
     if (reply.uuid === this.#heartbeatUuid && reply.action === "ping") {

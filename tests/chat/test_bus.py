@@ -1,4 +1,4 @@
-"""`workers.broadcast`: the web process's publisher of REST events, on an in-process Redis."""
+"""`chat.bus`: the publisher of replies for several users, on an in-process Redis."""
 
 from __future__ import annotations
 
@@ -8,11 +8,18 @@ import fakeredis
 import pytest
 import redis
 
+from chat import bus as broadcast
 from chat.events import PublishError
-from workers import broadcast
+from tests.chat.conftest import REAL_PUBLISH
 
 REPLY = {"uuid": "u-1", "action": "new_message", "room": "ab" * 16, "status": "success",
          "message": {"id": 1, "text": "é, not \\u00e9"}}
+
+
+@pytest.fixture(autouse=True)
+def real_publish(monkeypatch) -> None:
+    """The real chat.bus.publish, not the recorder of tests/chat/conftest.py."""
+    monkeypatch.setattr(broadcast, "publish", REAL_PUBLISH)
 
 
 @pytest.fixture

@@ -1,0 +1,75 @@
+"""The chat's publisher on the bus: puts a reply for several users on `WORKER_RESPONSE_TOPIC`,
+which every gateway reads, from any Django process (a REST request, a worker, a task, a command).
+
+It also holds the envelope's shape (docs/protocol.md, the bus section), which the workers' replies
+use too (`workers.envelopes`), so a reply published here is exactly a worker's.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import redis
+from redis.exceptions import RedisError
+
+from websockets_gateway.wire import dumps
+
+from .conf import chat_settings
+
+# Short timeouts: a request thread waits on them, and a missed live event costs little (clients
+# catch up with sync) while a web worker stuck on a dead Redis costs every request behind it.
+CONNECT_TIMEOUT = 2.0
+SOCKET_TIMEOUT = 2.0
+
+_client: redis.Redis | None = None
+_client_lock = threading.Lock()
+
+
+class PublishError(Exception):
+    """A reply could not be handed to the bus (Redis down or too slow)."""
+
+
+def envelope(request_id: str | None, response: dict[str, Any], send_to: list[int] | None,
+             session_data: dict[str, Any] | None = None, ok: bool = True,
+             requester_reply: bool = True) -> dict[str, Any]:
+    """A reply as the bus carries it to the gateways: `send_to` None for the requester alone."""
+    built = {
+        "type": "success_response" if ok else "error_response",
+        "request_id": request_id,
+        "send_to": send_to,
+        "session_data": session_data,
+        "response": response,
+    }
+    if not requester_reply:
+        built["requester_reply"] = False
+    return built
+
+
+def encode(built: dict[str, Any]) -> bytes:
+    """An envelope as the bus carries it: compact UTF-8 JSON."""
+    return dumps(built)
+
+
+def _redis() -> redis.Redis:
+    """One client (and connection pool) per process, made on first use; thread-safe."""
+    global _client
+    if _client is None:
+        with _client_lock:
+            if _client is None:
+                _client = redis.Redis.from_url(chat_settings.REDIS_URL, socket_connect_timeout=CONNECT_TIMEOUT,
+                                               socket_timeout=SOCKET_TIMEOUT)
+    return _client
+
+
+def publish(response: dict[str, Any], send_to: list[int]) -> None:
+    """Publish `response` to every connection of the users `send_to`, on every gateway.
+
+    `request_id` is null: no gateway waits for it. Raises PublishError if Redis fails; a value
+    JSON cannot write raises the encoder's TypeError before anything is sent.
+    """
+    encoded = encode(envelope(None, response, list(send_to)))
+    try:
+        _redis().publish(chat_settings.WORKER_RESPONSE_TOPIC, encoded)
+    except (RedisError, OSError) as exc:
+        raise PublishError(f"{type(exc).__name__}: {exc}") from exc
