@@ -67,7 +67,8 @@ def test_loaded_once_and_again_when_the_setting_changes(use_policy):
 
 @pytest.mark.parametrize("value", [42, None, "Policy", "", policy.Policy()])
 def test_a_value_neither_a_path_nor_a_class_is_refused(value):
-    with pytest.raises(ImproperlyConfigured, match=r"CHAT\['POLICY'\] must be a dotted path \(module.Class\) or a class"):
+    named = r"CHAT\['POLICY'\] must be a dotted path \(module.Class\) or a class"
+    with pytest.raises(ImproperlyConfigured, match=named):
         check({"POLICY": value})
 
 
@@ -193,3 +194,12 @@ def test_the_default_allows_what_the_rules_allow(alice, bob, carol, room):
     assert post(client, ROOMS_URL, {"name": "new", "members": ["bob"]}).status_code == 201
     assert post(client, room_url(room, "members/"), {"members": ["carol"]}).status_code == 200
     assert post(client, DIRECT_URL, {"to": "bob", "text": "hi"}).status_code == 201
+
+
+def test_the_schema_names_the_403_of_each_endpoint_the_policy_decides(client):
+    schema = client.get("/api/schema/?format=json").json()
+    with_403 = {(path, method) for path, operations in schema["paths"].items()
+                for method, operation in operations.items()
+                if isinstance(operation, dict) and "403" in operation.get("responses", {})}
+    assert with_403 == {("/api/rooms/", "post"), ("/api/rooms/{room_id}/members/", "post"),
+                        ("/api/rooms/{room_id}/messages/", "post"), ("/api/direct-messages/", "post")}
