@@ -39,6 +39,8 @@ ROOM_ID = OpenApiParameter("room_id", str, OpenApiParameter.PATH,
 ERROR_400 = OpenApiResponse(api_schema.ChatErrorResponse, description="A field is missing, of the wrong type or out "
                             "of range (`invalid_message_format`), or refused (`empty_text`, `text_too_long`, "
                             "`invalid_user`, …).")
+ERROR_403 = OpenApiResponse(api_schema.ChatErrorResponse, description="`forbidden`: the project's permission policy "
+                            "(`CHAT[\"POLICY\"]`) refuses it; nothing is stored.")
 ERROR_404 = OpenApiResponse(api_schema.ChatErrorResponse, description="`invalid_room_id`: no such room, or the user "
                             "is not a member of it (the same answer).")
 
@@ -116,7 +118,7 @@ class RoomList(ChatView):
         return Response(RoomSerializer(rooms.list_rooms(request.user), many=True).data)
 
     @extend_schema(tags=[ROOMS_TAG], request=api_schema.CreateRoomRequest,
-                   responses={201: RoomSerializer, 400: ERROR_400},
+                   responses={201: RoomSerializer, 400: ERROR_400, 403: ERROR_403},
                    summary="Create a room of the user and the named users")
     def post(self, request: Request) -> Response:
         body = self.body()
@@ -138,7 +140,7 @@ class RoomMembers(ChatView):
     """The members of a room the user is a member of."""
 
     @extend_schema(parameters=[ROOM_ID], tags=[ROOMS_TAG], request=api_schema.AddMembersRequest,
-                   responses={200: RoomSerializer, 400: ERROR_400, 404: ERROR_404},
+                   responses={200: RoomSerializer, 400: ERROR_400, 403: ERROR_403, 404: ERROR_404},
                    summary="Add users to a room (a direct room takes no one)",
                    description="The room in the answer is as its newcomers see it (`unread_count` 0), the "
                                "same body as the live `add_members` event.")
@@ -178,7 +180,7 @@ class RoomMessages(ChatView):
     @extend_schema(parameters=[ROOM_ID], tags=[MESSAGES_TAG], request=api_schema.PostMessageRequest,
                    responses={201: MessageSerializer, 200: OpenApiResponse(MessageSerializer, description=(
                        "A retry: a message with this uuid was stored before; this is it.")),
-                       400: ERROR_400, 404: ERROR_404},
+                       400: ERROR_400, 403: ERROR_403, 404: ERROR_404},
                    summary="Post a message to a room")
     def post(self, request: Request, room_id: str) -> Response:
         body = self.body()
@@ -193,7 +195,8 @@ class DirectMessages(ChatView):
 
     @extend_schema(tags=[MESSAGES_TAG], request=api_schema.DirectMessageRequest,
                    responses={201: MessageSerializer, 200: OpenApiResponse(MessageSerializer, description=(
-                       "A retry: a message with this uuid was stored before; this is it.")), 400: ERROR_400},
+                       "A retry: a message with this uuid was stored before; this is it.")), 400: ERROR_400,
+                       403: ERROR_403},
                    summary="Send a message to another user, in the direct room of the two")
     def post(self, request: Request) -> Response:
         body = self.body()

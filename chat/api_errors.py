@@ -17,7 +17,8 @@ from . import errors
 logger = logging.getLogger(__name__)
 
 # Every other ChatError is the client's mistake in the request: 400.
-STATUS_BY_ERROR: dict[type[errors.ChatError], int] = {errors.InvalidRoomId: status.HTTP_404_NOT_FOUND}
+STATUS_BY_ERROR: dict[type[errors.ChatError], int] = {errors.InvalidRoomId: status.HTTP_404_NOT_FOUND,
+                                                     errors.Forbidden: status.HTTP_403_FORBIDDEN}
 
 
 def status_for(exc: errors.ChatError) -> int:

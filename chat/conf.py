@@ -46,6 +46,11 @@ def _dotted_or_callable(value: Any) -> str | None:
         "a dotted path (module.name), a callable or None"
 
 
+def _class_or_path(value: Any) -> str | None:
+    return None if isinstance(value, type) or (isinstance(value, str) and "." in value) else \
+        "a dotted path (module.Class) or a class"
+
+
 @dataclass(frozen=True)
 class Key:
     default: Any
@@ -62,6 +67,8 @@ KEYS: dict[str, Key] = {
     "TICKET_MAX_AGE": Key(60, _positive_int, "seconds a WebSocket ticket of the chat page is good for"),
     "GATEWAY_URL": Key("", _url(("ws", "wss"), empty=True),
                        "where the chat page opens its WebSocket; empty: the page's host, port 8080"),
+    "POLICY": Key("chat.policy.Policy", _class_or_path,
+                  "the permission policy: who may post, create rooms, add members, message whom (chat/policy.py)"),
 }
 
 

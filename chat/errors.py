@@ -54,6 +54,12 @@ class InvalidUser(ChatError):
     default_message = "Invalid user"
 
 
+class Forbidden(ChatError):
+    # The permission policy (chat.policy, CHAT["POLICY"]) refused a request the chat's own rules allow.
+    code = "forbidden"
+    default_message = "Not allowed"
+
+
 def codes() -> set[str]:
     """Every error code the chat answers with: ChatError's and its subclasses', a host app's included."""
     found: set[str] = set()

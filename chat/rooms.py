@@ -15,7 +15,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 
-from . import errors, fields, signals
+from . import errors, fields, policy, signals
 from .models import ChatMessage, ChatRoom, Membership
 from .services import PostedMessage, member_room, store_message
 
@@ -117,6 +117,7 @@ def create_room(user: Any, name: Any, member_names: Any) -> RoomSummary:
     """A new room with the user and the named users as its members."""
     room_name = fields.room_name(name)
     members = [member for member in users_named(fields.usernames(member_names)) if member.pk != user.pk]
+    policy.require(policy.current().can_create_room(user, members))
     with transaction.atomic():
         room = ChatRoom.objects.create(name=room_name)
         _join(room.pk, [user, *members])
@@ -134,6 +135,7 @@ def add_members(user: Any, room_id: Any, member_names: Any) -> RoomSummary:
     if room.is_direct:
         raise errors.InvalidRoomId("A direct room takes no new members")
     newcomers = users_named(fields.usernames(member_names))
+    policy.require(policy.current().can_add_members(user, room, newcomers))
     with transaction.atomic():
         _join(room.pk, newcomers)
     summary = room_summary(user, room.pk.hex)
@@ -179,6 +181,8 @@ def direct_room(user: Any, to: Any) -> tuple[ChatRoom, Any]:
     other = users_named([fields.username(to)])[0]
     if other.pk == user.pk:
         raise errors.InvalidUser("A direct message needs another user")
+    # Before the room is made: a refusal stores nothing.
+    policy.require(policy.current().can_direct_message(user, other))
     key = _direct_key(user, other)
     room = _existing_direct_room(key)
     created = False

@@ -13,7 +13,7 @@ from typing import Any, Callable, Sequence, TypeVar
 from django.contrib.auth import get_user_model
 from django.db import DatabaseError, IntegrityError, transaction
 
-from . import errors, fields, signals, statements, tickets
+from . import errors, fields, policy, signals, statements, tickets
 from .models import ChatMessage, ChatRoom, Membership
 
 User = get_user_model()
@@ -123,7 +123,9 @@ def post_message(user: User, room_id: Any, text: Any, client_uuid: str | None) -
     members = room_member_ids(room_uuid)
     if user.pk not in members:
         raise errors.InvalidRoomId()
-    return store_message(user, room_uuid, members, clean_text(text), client_uuid)
+    clean = clean_text(text)
+    policy.require(policy.current().can_post(user, statements.room(room_uuid)))
+    return store_message(user, room_uuid, members, clean, client_uuid)
 
 
 @dataclass(frozen=True)
@@ -166,6 +168,10 @@ def post_messages_as(posts: Sequence[Post]) -> list[PostedMessage | Exception]:
         except errors.ChatError as exc:
             outcomes[index] = exc
     members = statements.rooms_members({room_uuid for _, room_uuid, _ in checked}) if checked else {}
+    # The policy gets the objects at hand: the sender as the members' query read it, each room by
+    # its id alone (one instance a room, so a field a policy reads is read once a room).
+    rooms = {room_uuid: statements.room(room_uuid) for room_uuid in members}
+    decide = policy.current()
     accepted: list[tuple[int, statements.NewMessage, list[int]]] = []
     for index, room_uuid, client_uuid in checked:
         post, in_room = posts[index], members[room_uuid]
@@ -174,14 +180,17 @@ def post_messages_as(posts: Sequence[Post]) -> list[PostedMessage | Exception]:
             if sender is None:
                 raise errors.InvalidRoomId()
             text = clean_text(post.text)
+            author = statements.user(sender.user_id, sender.username)
+            policy.require(decide.can_post(author, rooms[room_uuid]))
         except errors.ChatError as exc:
             outcomes[index] = exc
             continue
-        author = statements.user(sender.user_id, sender.username)
         accepted.append((index, statements.NewMessage(author, room_uuid, text, client_uuid),
                          sorted(member.user_id for member in in_room)))
     for index, outcome in enumerate(outcomes):
-        if isinstance(outcome, errors.ChatError) and active_user(posts[index].user_pk) is None:
+        # A policy's refusal came after the members' query found the sender's account active.
+        if isinstance(outcome, errors.ChatError) and not isinstance(outcome, errors.Forbidden) \
+                and active_user(posts[index].user_pk) is None:
             outcomes[index] = errors.AuthenticationRequired()
     for (index, _, member_ids), stored in zip(accepted, _insert_together([new for _, new, _ in accepted])):
         outcomes[index] = _stored(PostedMessage(stored, created=True, member_ids=member_ids))

@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from rest_framework.authtoken.models import Token
 
-from .models import ChatMessage, Membership
+from .models import ChatMessage, ChatRoom, Membership
 
 User = get_user_model()
 
@@ -199,3 +199,9 @@ def user(user_id: int, username: str):
     loaded = {User._meta.pk.attname: user_id, "username": username, "is_active": True}
     fields = [field.attname for field in User._meta.concrete_fields if field.attname in loaded]
     return User.from_db(router.db_for_read(User), fields, [loaded[name] for name in fields])
+
+
+def room(room_uuid: uuid.UUID) -> ChatRoom:
+    """A room as an instance holding its id alone, the rest deferred (read from the database if
+    something asks for it): what the permission policy gets where no row of the room was read."""
+    return ChatRoom.from_db(router.db_for_read(ChatRoom), [ChatRoom._meta.pk.attname], [room_uuid])
