@@ -62,6 +62,10 @@ KEYS: dict[str, Key] = {
     "TICKET_MAX_AGE": Key(60, _positive_int, "seconds a WebSocket ticket of the chat page is good for"),
     "GATEWAY_URL": Key("", _url(("ws", "wss"), empty=True),
                        "where the chat page opens its WebSocket; empty: the page's host, port 8080"),
+    "DISPLAY_NAME": Key(None, _dotted_or_callable,
+                        "a function of a user (dotted path or callable) returning the name shown for them; "
+                        "None: the login name (`get_username()`)"),
+    "BASE_TEMPLATE": Key("chat/base.html", _name, "the template the chat page extends (its blocks: title, body)"),
 }
 
 
