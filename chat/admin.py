@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.db.models import Count
 
 from .models import ChatMessage, ChatRoom, Membership
+from .users import LOGIN_FIELD
 
 
 class MembershipInline(admin.TabularInline):
@@ -15,7 +16,7 @@ class MembershipInline(admin.TabularInline):
 class ChatRoomAdmin(admin.ModelAdmin):
     list_display = ["name", "id", "is_direct", "member_count", "date_created"]
     list_filter = ["is_direct"]
-    search_fields = ["name", "users__username"]
+    search_fields = ["name", f"users__{LOGIN_FIELD}"]
     inlines = [MembershipInline]
 
     def get_queryset(self, request):
@@ -30,6 +31,6 @@ class ChatRoomAdmin(admin.ModelAdmin):
 class ChatMessageAdmin(admin.ModelAdmin):
     list_display = ["id", "user", "room", "date_created", "text"]
     list_select_related = ["user", "room"]
-    search_fields = ["text", "user__username"]
+    search_fields = ["text", f"user__{LOGIN_FIELD}"]
     raw_id_fields = ["user", "room"]
     date_hierarchy = "date_created"

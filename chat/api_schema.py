@@ -8,7 +8,7 @@ from rest_framework import serializers
 
 from websockets_gateway import wire
 
-from . import fields
+from . import fields, users
 
 UUID_HELP = ("The client's id for this request, 1..64 characters; echoed as `uuid` in the live event. "
              "For a message it is also the idempotency key: a retry with the same uuid stores nothing new "
@@ -20,9 +20,13 @@ def _client_uuid() -> serializers.CharField:
                                  help_text=UUID_HELP)
 
 
+def _name_length() -> int:
+    return max(fields.MAX_USERNAME_LENGTH, users.login_max_length())
+
+
 def _usernames(required: bool = True) -> serializers.ListField:
-    return serializers.ListField(required=required, child=serializers.CharField(max_length=fields.MAX_USERNAME_LENGTH),
-                                 max_length=fields.MAX_USERNAMES, help_text="Usernames; unknown ones are an "
+    return serializers.ListField(required=required, child=serializers.CharField(max_length=_name_length()),
+                                 max_length=fields.MAX_USERNAMES, help_text="Login names; unknown ones are an "
                                  "`invalid_user` error, names already members are not.")
 
 
@@ -48,7 +52,8 @@ class PostMessageRequest(serializers.Serializer):
 
 
 class DirectMessageRequest(PostMessageRequest):
-    to = serializers.CharField(max_length=fields.MAX_USERNAME_LENGTH, help_text="The other user's username.")
+    to = serializers.CharField(max_length=_name_length(),
+                               help_text="The other user's login name (the user model's USERNAME_FIELD).")
 
 
 class MarkReadRequest(serializers.Serializer):

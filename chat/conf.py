@@ -69,6 +69,10 @@ KEYS: dict[str, Key] = {
                        "where the chat page opens its WebSocket; empty: the page's host, port 8080"),
     "POLICY": Key("chat.policy.Policy", _class_or_path,
                   "the permission policy: who may post, create rooms, add members, message whom (chat/policy.py)"),
+    "DISPLAY_NAME": Key(None, _dotted_or_callable,
+                        "a function of a user (dotted path or callable) returning the name shown for them; "
+                        "None: the login name (`get_username()`)"),
+    "BASE_TEMPLATE": Key("chat/base.html", _name, "the template the chat page extends (its blocks: title, body)"),
 }
 
 

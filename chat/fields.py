@@ -11,12 +11,13 @@ from typing import Any
 
 from websockets_gateway import wire
 
-from . import errors
+from . import errors, users
 from .conf import chat_settings
 
 # A request that names users (create_room, add_members) names at most this many: one frame
 # of 64 KiB holds about this many short usernames, and the worker checks them in one query.
 MAX_USERNAMES = 500
+# The longest login name looked up, unless the user model's login field allows longer (chat.users).
 MAX_USERNAME_LENGTH = 150
 MAX_ROOM_NAME_LENGTH = 200
 
@@ -97,10 +98,11 @@ def room_name(value: Any) -> str:
 
 
 def username(value: Any, name: str = "to") -> str:
+    """A user's login name (the user model's USERNAME_FIELD)."""
     if not isinstance(value, str) or not value:
         raise errors.InvalidMessageFormat(f"{name} must be a username")
     # Too long, or not storable: no user has that name.
-    if len(value) > MAX_USERNAME_LENGTH or not storable(value):
+    if len(value) > max(MAX_USERNAME_LENGTH, users.login_max_length()) or not storable(value):
         raise errors.InvalidUser()
     return value
 

@@ -8,25 +8,18 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Iterable, NamedTuple
+from typing import Any, Iterable
 
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 
-from . import errors, fields, policy, signals
+from . import errors, fields, policy, signals, users
 from .models import ChatMessage, ChatRoom, Membership
 from .services import PostedMessage, member_room, store_message
 
 User = get_user_model()
-
-
-class Member(NamedTuple):
-    """A room member as summaries show them (a User has the same two attributes)."""
-
-    pk: int
-    username: str
 
 
 @dataclass
@@ -34,7 +27,7 @@ class RoomSummary:
     """A room as the protocol's list_rooms shows it to one user."""
 
     room: ChatRoom
-    members: list[Any] = field(default_factory=list)  # Members (or users), by username
+    members: list[Any] = field(default_factory=list)  # users.Named (or users), by name
     last_message: ChatMessage | None = None
     unread_count: int = 0
 
@@ -69,11 +62,19 @@ def _summaries(memberships: QuerySet[Membership]) -> list[RoomSummary]:
     newest_ids = [row.newest_id for row in rows if row.newest_id is not None]
     newest = {message.pk: message for message in ChatMessage.objects.select_related("user").filter(pk__in=newest_ids)}
     summaries = {row.room_id: RoomSummary(row.room, [], newest.get(row.newest_id), row.unread) for row in rows}
-    # Plain tuples, not model instances: a user in 200 rooms of 10 has 2,000 of these rows.
-    members = (Membership.objects.filter(room_id__in=list(summaries)).order_by("user__username")
-               .values_list("room_id", "user_id", "user__username"))
-    for room_uuid, user_pk, username in members:
-        summaries[room_uuid].members.append(Member(user_pk, username))
+    memberships = Membership.objects.filter(room_id__in=list(summaries))
+    if users.display_function() is None:
+        # Plain tuples, not model instances: a user in 200 rooms of 10 has 2,000 of these rows.
+        login = f"user__{users.LOGIN_FIELD}"
+        for room_uuid, user_pk, name in memberships.order_by(login).values_list("room_id", "user_id", login):
+            summaries[room_uuid].members.append(users.Named(user_pk, name))
+    else:
+        # DISPLAY_NAME's function takes a user: the users come with the memberships, named in Python.
+        for membership in memberships.select_related("user"):
+            summaries[membership.room_id].members.append(
+                users.Named(membership.user_id, users.display_name(membership.user)))
+        for summary in summaries.values():
+            summary.members.sort(key=lambda member: member.name)
     return sorted(summaries.values(), key=RoomSummary.activity, reverse=True)
 
 
@@ -91,9 +92,11 @@ def room_summary(user: Any, room_id: Any) -> RoomSummary:
 
 
 def users_named(usernames: Iterable[str]) -> list[Any]:
-    """The active users with these names, in one query; any unknown name is an `invalid_user` error."""
+    """The active users with these login names (USERNAME_FIELD, whatever DISPLAY_NAME shows), in one
+    query; any unknown name is an `invalid_user` error."""
     wanted = list(usernames)
-    found = {user.username: user for user in User.objects.filter(username__in=wanted, is_active=True)}
+    found = {user.get_username(): user
+             for user in User.objects.filter(**{f"{users.LOGIN_FIELD}__in": wanted}, is_active=True)}
     for name in wanted:
         if name not in found:
             raise errors.InvalidUser(f"No user named {name[:40]!r}")
@@ -121,7 +124,7 @@ def create_room(user: Any, name: Any, member_names: Any) -> RoomSummary:
     with transaction.atomic():
         room = ChatRoom.objects.create(name=room_name)
         _join(room.pk, [user, *members])
-    summary = RoomSummary(room, sorted([user, *members], key=lambda member: member.username))
+    summary = RoomSummary(room, sorted([user, *members], key=users.display_name))
     signals.send_on_commit(signals.room_created, ChatRoom, room=room, user=user, member_ids=summary.member_ids)
     return summary
 
@@ -187,7 +190,7 @@ def direct_room(user: Any, to: Any) -> tuple[ChatRoom, Any]:
     room = _existing_direct_room(key)
     created = False
     if room is None:
-        name = ", ".join(sorted((user.username, other.username)))
+        name = ", ".join(sorted((users.display_name(user), users.display_name(other))))
         try:
             with transaction.atomic():
                 room = ChatRoom.objects.create(name=name, is_direct=True, direct_key=key)

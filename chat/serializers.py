@@ -7,10 +7,22 @@ from the model on every instance, which costs more than the rest of a message's 
 from rest_framework import serializers
 
 from .models import ChatMessage
+from .users import display_name
+
+
+class DisplayNameField(serializers.CharField):
+    """The user's name on the wire (`chat.users.display_name`), from the user itself."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(source="*", read_only=True, **kwargs)
+
+    def to_representation(self, user) -> str:
+        return display_name(user)
 
 
 class UserSerializer(serializers.Serializer):
-    username = serializers.CharField(read_only=True)
+    # Named "username" in the protocol; it carries the display name (docs/protocol.md).
+    username = DisplayNameField()
 
 
 class MessageSerializer(serializers.Serializer):
@@ -30,7 +42,7 @@ class MessageSerializer(serializers.Serializer):
         # The fields above, built directly: this runs for every message a worker answers, and
         # REST framework's field-by-field walk costs more than the rest of it. The declared
         # fields still describe the object (OpenAPI schema); a test keeps the two the same.
-        return {"id": message.pk, "user": {"username": message.user.username}, "room": message.room_id.hex,
+        return {"id": message.pk, "user": {"username": display_name(message.user)}, "room": message.room_id.hex,
                 "timestamp": message.date_created.timestamp(), "text": message.text}
 
 

@@ -13,7 +13,7 @@ from typing import Any, Callable, Sequence, TypeVar
 from django.contrib.auth import get_user_model
 from django.db import DatabaseError, IntegrityError, transaction
 
-from . import errors, fields, policy, signals, statements, tickets
+from . import errors, fields, policy, signals, statements, tickets, users
 from .models import ChatMessage, ChatRoom, Membership
 
 User = get_user_model()
@@ -52,7 +52,7 @@ def users_for_tokens(tokens: Sequence[Any]) -> list[User | errors.ChatError]:
         if account is None or not account.is_active:
             users.append(errors.InvalidToken())
         else:
-            users.append(statements.user(account.user_id, account.username))
+            users.append(statements.user(account.user_id, account.loaded))
     return users
 
 
@@ -95,9 +95,14 @@ def room_member_ids(room_uuid: uuid.UUID) -> list[int]:
 
 
 def members_of(user: User, room_id: Any) -> dict[int, str]:
-    """The usernames of a room's members by user id, if `user` is one of them (one query)."""
+    """The names (on the wire) of a room's members by user id, if `user` is one of them (one query)."""
     room_uuid = parse_room_id(room_id)
-    members = dict(Membership.objects.filter(room_id=room_uuid).values_list("user_id", "user__username"))
+    memberships = Membership.objects.filter(room_id=room_uuid)
+    if users.display_function() is None:
+        members = dict(memberships.values_list("user_id", f"user__{users.LOGIN_FIELD}"))
+    else:
+        members = {membership.user_id: users.display_name(membership.user)
+                   for membership in memberships.select_related("user")}
     if user.pk not in members:
         raise errors.InvalidRoomId()
     return members
@@ -180,7 +185,7 @@ def post_messages_as(posts: Sequence[Post]) -> list[PostedMessage | Exception]:
             if sender is None:
                 raise errors.InvalidRoomId()
             text = clean_text(post.text)
-            author = statements.user(sender.user_id, sender.username)
+            author = statements.user(sender.user_id, sender.loaded)
             policy.require(decide.can_post(author, rooms[room_uuid]))
         except errors.ChatError as exc:
             outcomes[index] = exc

@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from rest_framework.authtoken.models import Token
 
+from . import users
 from .models import ChatMessage, ChatRoom, Membership
 
 User = get_user_model()
@@ -29,13 +30,21 @@ User = get_user_model()
 class Member(NamedTuple):
     user_id: int
     is_active: bool
-    username: str
+    loaded: tuple  # the user's fields of `user_fields()`, in that order
 
 
 class Account(NamedTuple):
     user_id: int
-    username: str
+    loaded: tuple
     is_active: bool
+
+
+def user_fields() -> tuple[str, ...]:
+    """The user's fields (attnames) the statements load with an account: the login name; or, when
+    DISPLAY_NAME names a function (it may read any of them), every concrete field but the id."""
+    if users.display_function() is None:
+        return (users.LOGIN_ATTNAME,)
+    return tuple(field.attname for field in User._meta.concrete_fields if not field.primary_key)
 
 
 # The columns the insert writes, in this order (insert_message's values too).
@@ -61,16 +70,16 @@ def _query_sql(name: str, connection, queryset, parameters: int = 1) -> str:
     return sql
 
 
-def _rooms_members_queryset(rooms: int):
+def _rooms_members_queryset(rooms: int, loaded: tuple[str, ...]):
     # Distinct placeholder values, so that the ORM keeps one parameter per room.
     return Membership.objects.filter(room_id__in=[uuid.UUID(int=n) for n in range(rooms)]).values_list(
-        "room_id", "user_id", "user__is_active", "user__username")
+        "room_id", "user_id", "user__is_active", *(f"user__{name}" for name in loaded))
 
 
-def _tokens_queryset(keys: int):
+def _tokens_queryset(keys: int, loaded: tuple[str, ...]):
     # Distinct placeholder keys, so that the ORM keeps one parameter per key.
     return Token.objects.filter(key__in=[f"-{n}" for n in range(keys)]).values_list(
-        "key", "user_id", "user__username", "user__is_active")
+        "key", "user_id", "user__is_active", *(f"user__{name}" for name in loaded))
 
 
 def _insert_sql(connection, rows: int = 1) -> str:
@@ -98,10 +107,12 @@ def token_accounts(keys: Collection[str]) -> dict[str, Account]:
     token; a key that is no token is not in it."""
     connection = connections[router.db_for_read(Token)]
     keys = list(keys)
+    loaded = user_fields()
     with connection.cursor() as cursor:
         count = len(keys)
-        cursor.execute(_query_sql(f"token/{count}", connection, lambda: _tokens_queryset(count), count), keys)
-        return {key: Account(user_id, username, bool(active)) for key, user_id, username, active in cursor.fetchall()}
+        sql = _query_sql(f"token/{count}/{len(loaded)}", connection, lambda: _tokens_queryset(count, loaded), count)
+        cursor.execute(sql, keys)
+        return {row[0]: Account(row[1], row[3:], bool(row[2])) for row in cursor.fetchall()}
 
 
 def rooms_members(room_uuids: Collection[uuid.UUID]) -> dict[uuid.UUID, list[Member]]:
@@ -112,12 +123,14 @@ def rooms_members(room_uuids: Collection[uuid.UUID]) -> dict[uuid.UUID, list[Mem
     # By the value the query was given, which is the one its rows carry (hex text in SQLite).
     by_value = {field.get_db_prep_value(room_uuid, connection): room_uuid for room_uuid in room_uuids}
     members: dict[uuid.UUID, list[Member]] = {room_uuid: [] for room_uuid in by_value.values()}
+    loaded = user_fields()
     with connection.cursor() as cursor:
         rooms = len(by_value)
-        sql = _query_sql(f"members/{rooms}", connection, lambda: _rooms_members_queryset(rooms), rooms)
+        sql = _query_sql(f"members/{rooms}/{len(loaded)}", connection,
+                         lambda: _rooms_members_queryset(rooms, loaded), rooms)
         cursor.execute(sql, list(by_value))
-        for room_value, user_id, active, username in cursor.fetchall():
-            members[by_value[room_value]].append(Member(user_id, bool(active), username))
+        for row in cursor.fetchall():
+            members[by_value[row[0]]].append(Member(row[1], bool(row[2]), row[3:]))
     return members
 
 
@@ -193,12 +206,12 @@ def _stored(connection, message_id: int, author, room_uuid: uuid.UUID, created, 
     return message
 
 
-def user(user_id: int, username: str):
-    """An active user as an instance holding what a reply needs (id, name); the rest deferred
-    (read from the database if something asks for it)."""
-    loaded = {User._meta.pk.attname: user_id, "username": username, "is_active": True}
-    fields = [field.attname for field in User._meta.concrete_fields if field.attname in loaded]
-    return User.from_db(router.db_for_read(User), fields, [loaded[name] for name in fields])
+def user(user_id: int, loaded: tuple):
+    """An active user as an instance holding what a reply needs (id, the fields of `user_fields()`,
+    as an Account or Member carries them); the rest deferred (read from the database if asked for)."""
+    values = {User._meta.pk.attname: user_id, **dict(zip(user_fields(), loaded)), "is_active": True}
+    fields = [field.attname for field in User._meta.concrete_fields if field.attname in values]
+    return User.from_db(router.db_for_read(User), fields, [values[name] for name in fields])
 
 
 def room(room_uuid: uuid.UUID) -> ChatRoom:

@@ -17,6 +17,7 @@ from django.shortcuts import render, resolve_url
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
 
+from . import users
 from .conf import chat_settings
 from .throttles import LoginRateThrottle, retry_after
 
@@ -75,17 +76,18 @@ def content_security_policy(connect_to: str | None = None, *, meta: bool = False
 @never_cache
 @login_required
 def index(request: HttpRequest) -> HttpResponse:
-    """The chat: rooms, the open room and the composer. The JavaScript reads its settings from the
-    `chat-config` JSON script element (json_script: data, never code)."""
+    """The chat: rooms, the open room and the composer, in the blocks `head` and `body` of
+    BASE_TEMPLATE. The JavaScript reads its settings from the `chat-config` JSON script element
+    (json_script: data, never code); `username` is the user's name on the wire (chat.users)."""
     gateway = gateway_url(request)
     policy = content_security_policy(gateway)
     config = {
         "gatewayUrl": gateway,
-        "username": request.user.get_username(),
+        "username": users.display_name(request.user),
         "ticketUrl": reverse("chat:api-ticket"),
         "loginUrl": resolve_url(settings.LOGIN_URL),
     }
-    response = render(request, "chat/index.html", {"config": config})
+    response = render(request, "chat/index.html", {"config": config, "base_template": chat_settings.BASE_TEMPLATE})
     response["Content-Security-Policy"] = policy
     return response
 

@@ -18,7 +18,7 @@ class Command(BaseCommand):
         User = get_user_model()
         users = {}
         for username in DEMO_USERS:
-            user, created = User.objects.get_or_create(username=username)
+            user, created = User.objects.get_or_create(**{User.USERNAME_FIELD: username})
             if created:
                 user.set_password(DEMO_PASSWORD)
                 user.save()

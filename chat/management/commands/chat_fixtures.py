@@ -33,14 +33,15 @@ class Command(BaseCommand):
             raise CommandError("--room-size must be between 1 and --users")
         prefix = prefix or f"u{secrets.token_hex(3)}"
         User = get_user_model()
+        login = User.USERNAME_FIELD
         # Fixture users log in with their token; an unusable password costs no hashing.
         unusable = make_password(None)
         try:
             with transaction.atomic():
                 created = User.objects.bulk_create(
-                    [User(username=f"{prefix}_{n}", password=unusable) for n in range(1, users + 1)], batch_size=BATCH)
+                    [User(**{login: f"{prefix}_{n}"}, password=unusable) for n in range(1, users + 1)], batch_size=BATCH)
                 if not all(user.pk for user in created):  # backends that return no ids on bulk insert
-                    created = list(User.objects.filter(username__startswith=f"{prefix}_").order_by("pk"))
+                    created = list(User.objects.filter(**{f"{login}__startswith": f"{prefix}_"}).order_by("pk"))
                 tokens = Token.objects.bulk_create([Token(user=user, key=Token.generate_key()) for user in created],
                                                    batch_size=BATCH)
                 room_rows = ChatRoom.objects.bulk_create(
@@ -56,10 +57,10 @@ class Command(BaseCommand):
                     [Membership(room_id=room_pk, user_id=user.pk) for room_pk, room_users in members.items()
                      for user in room_users], batch_size=BATCH)
         except IntegrityError:
-            # The one unique column the rows can clash on is the username.
+            # The one unique column the rows can clash on is the login name.
             raise CommandError(f"users named {prefix}_N already exist: choose another --prefix") from None
         output = {
-            "users": [{"id": token.user.pk, "username": token.user.username, "token": token.key} for token in tokens],
+            "users": [{"id": token.user.pk, "username": token.user.get_username(), "token": token.key} for token in tokens],
             "rooms": [{"id": room.pk.hex, "name": room.name, "members": [user.pk for user in members[room.pk]]}
                       for room in room_rows],
         }
