@@ -6,7 +6,7 @@ instead of `RedisChannelLayer` (`python -m bench --channels-layer pubsub`)."""
 import os
 
 from project.settings import *  # noqa: F401,F403  (the project's settings, unchanged)
-from project.settings import REDIS_URL
+from project.settings import CHAT
 
 LAYERS = {
     "core": "channels_redis.core.RedisChannelLayer",
@@ -22,6 +22,6 @@ CHANNEL_LAYERS = {
         # `group_send` raise MaxConnectionsError under load, and its 5 s socket timeout equals the
         # layer's 5 s BZPOPMIN, so an idle consumer's receive could time out. Measured at its best,
         # not at its defaults.
-        "CONFIG": {"hosts": [{"address": REDIS_URL, "max_connections": 10_000, "socket_timeout": None}]},
+        "CONFIG": {"hosts": [{"address": CHAT["REDIS_URL"], "max_connections": 10_000, "socket_timeout": None}]},
     },
 }
