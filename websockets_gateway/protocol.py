@@ -25,6 +25,11 @@ from .wire import error_reply
 ANONYMOUS_ACTIONS = frozenset({"authenticate", "ping"})
 # The error codes the gateway answers with itself; the workers' catalogue gives the others.
 GATEWAY_ERROR_CODES = frozenset({"invalid_message_format", "authentication_required", "rate_limited", "timeout"})
+# The WebSocket subprotocol of this protocol's version 1 (docs/protocol.md, "Versions and compatibility"): echoed to
+# a client that asks for it. A client that asks for none is served version 1 too; one that asks only
+# for others is answered with no subprotocol, as RFC 6455 allows, and a browser then fails the
+# connection itself. A new major version is a new name here, served beside this one.
+SUBPROTOCOLS = ("chat.v1",)
 # Keys that belong to the gateway on the bus; a client's own values are dropped.
 GATEWAY_KEYS = frozenset({"session_data", "request_id", "reply_to", "send_to"})
 # How deep a frame may nest. No action takes more than an object holding a list of strings;

@@ -66,6 +66,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         # Pings and pongs come to the loop below (autoping off): the gateway's one heartbeat
         # (heartbeat.py) hears every frame, a pong included, instead of aiohttp's timers per connection.
         ws = web.WebSocketResponse(
+            protocols=protocol.SUBPROTOCOLS,
             max_msg_size=settings.ws_max_message_size,
             compress=settings.ws_compression,
             autoping=False,

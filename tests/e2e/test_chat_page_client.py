@@ -29,8 +29,9 @@ FAKE_SOCKET = """
 class FakeSocket {
   static sockets = [];
   static server = () => {};
-  constructor(url) {
+  constructor(url, protocols) {
     this.url = url;
+    this.protocols = protocols;
     this.readyState = 0;
     this.sent = [];
     FakeSocket.sockets.push(this);
@@ -81,7 +82,7 @@ const dropAndCatchUp = async (code) => {
 };
 const syncAfters = () => FakeSocket.sockets.map((s) => s.sent.filter((f) => f.action === "sync").map((f) => f.after));
 const nextEvent = (target, type) => new Promise((resolve) => target.addEventListener(type, (e) => resolve(e.detail), { once: true }));
-const { ChatClient, ChatError, backoffDelay } = await import("/static/chat/chat-client.js");
+const { ChatClient, ChatError, backoffDelay, SUBPROTOCOL } = await import("/static/chat/chat-client.js");
 const newClient = (options = {}) => new ChatClient({
   url: "ws://gateway.test/ws", getToken: async () => "token", WebSocket: FakeSocket,
   backoff: { initial: 5, max: 20 }, ...options,
@@ -182,6 +183,17 @@ def test_a_message_whose_reply_was_lost_is_sent_again_with_its_uuid_then_sync_fr
     assert result["events"] == [["ready", False], [9, "live", "uuid-1"], [8, "sync", None], ["ready", True]]
     assert result["states"] == ["connecting", "connected", "reconnecting"]
     assert result["lastSeen"] == 9
+
+
+def test_every_connection_asks_for_the_subprotocol_chat_v1(chromium_executable):
+    asked = in_browser(chromium_executable, """
+        FakeSocket.server = gateway(3, { sync: (socket, frame) => socket.reply(ok(frame, { messages: [], has_more: false })) });
+        const { ready } = await dropAndCatchUp(1006);
+        return { reconnected: ready.reconnected, protocols: FakeSocket.sockets.map((socket) => socket.protocols),
+                 exported: SUBPROTOCOL };
+    """)
+    # The first connection and the one after the loss.
+    assert asked == {"reconnected": True, "protocols": ["chat.v1", "chat.v1"], "exported": "chat.v1"}
 
 
 def test_sync_pages_until_nothing_more_and_resumes_after_a_loss_from_where_it_was(chromium_executable):

@@ -41,7 +41,7 @@ def test_every_test_a_doc_names_exists(doc):
 # The README and the docs link to what exists, and the settings table names every setting
 # ---------------------------------------------------------------------------------------------
 
-PAGES = ["README.md", "CONTRIBUTING.md",
+PAGES = ["README.md", "CONTRIBUTING.md", "CHANGELOG.md",
          *(str(path.relative_to(ROOT)) for path in sorted((ROOT / "docs").glob("*.md")))]
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 

@@ -240,6 +240,26 @@ def test_any_origin_when_allowed_origins_is_star(redis_server):
     run(scenario())
 
 
+# The subprotocol: chat.v1 for a client that asks for it, version 1 without one for any other
+
+@pytest.mark.parametrize("asked, answered", [
+    (("chat.v1",), "chat.v1"),
+    (("chat.v2", "chat.v1"), "chat.v1"),
+    ((), None),
+    (("chat.v2",), None),
+], ids=["chat.v1", "chat.v2-then-chat.v1", "none", "only-unknown"])
+def test_the_handshake_echoes_chat_v1_when_asked_and_serves_version_1_to_every_client(redis_server, asked, answered):
+    async def scenario():
+        async with serving() as (client, app):
+            ws = await client.ws_connect("/ws", protocols=asked)
+            assert ws.protocol == answered  # the handshake's Sec-WebSocket-Protocol, or None without one
+            # The same protocol either way: a client that asked for none, or only for others, is served version 1.
+            reply = await request(ws, {"uuid": "p1", "action": "ping"})
+            assert reply["status"] == "success"
+
+    run(scenario())
+
+
 # Transport errors close the connection
 
 @pytest.mark.parametrize("text", ["not json", "[1, 2]", "42", '"hello"'], ids=["not-json", "array", "number", "string"])

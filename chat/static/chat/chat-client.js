@@ -6,6 +6,9 @@
 // server's own events (`chat.publish`) reach `on(name, handler)`.
 // The API is documented in docs/chat-page.md.
 
+/** The WebSocket subprotocol asked for: version 1 of the protocol (docs/protocol.md, "Versions and compatibility"). */
+export const SUBPROTOCOL = "chat.v1";
+
 /** Error codes after which a retryable request is sent again (same uuid) after a pause. */
 export const RETRY_ERROR_CODES = new Set(["timeout", "rate_limited"]);
 
@@ -267,7 +270,7 @@ export class ChatClient extends EventTarget {
     this.#lostSignal = new Promise((resolve) => { this.#markLost = resolve; });
     let socket;
     try {
-      socket = new this.#Socket(this.#options.url);
+      socket = new this.#Socket(this.#options.url, SUBPROTOCOL);
     } catch (error) {
       this.#emit("error", { code: "connect_failed", message: String(error?.message || error) });
       this.#scheduleReconnect();
