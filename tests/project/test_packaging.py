@@ -177,8 +177,10 @@ urlpatterns = [path("", include("chat.urls"))]
 # Runs in the fresh venv, from its own directory: the repository is not on sys.path.
 USE = """
 import json, os, sys
-repository = sys.argv[1]
-assert not any(entry and os.path.abspath(entry).startswith(repository) for entry in sys.path), sys.path
+repository, dependencies = sys.argv[1], sys.argv[2]
+# Nothing of the repository is importable: only the venv the dependencies come from may lie in it.
+assert not any(entry and os.path.abspath(entry).startswith(repository)
+               and not os.path.abspath(entry).startswith(dependencies) for entry in sys.path), sys.path
 
 import chat, workers, websockets_gateway
 import websockets_gateway.protocol, websockets_gateway.wire, websockets_gateway.app  # no Django settings needed
@@ -231,7 +233,7 @@ def test_the_wheel_installs_and_runs_in_a_project_of_its_own(dist):
     (host / "host_urls.py").write_text(URLS)
     (host / "use.py").write_text(textwrap.dedent(USE))
     env = {"PATH": "/usr/bin:/bin", "HOME": str(host), "LANG": "C.UTF-8"}
-    found = json.loads(run(python, "use.py", str(ROOT), cwd=host, env=env).strip().splitlines()[-1])
+    found = json.loads(run(python, "use.py", str(ROOT), sys.prefix, cwd=host, env=env).strip().splitlines()[-1])
 
     for package, path in found["files"].items():
         assert Path(path) == site / package / "__init__.py", (package, path)
