@@ -11,10 +11,8 @@ import importlib.metadata
 import importlib.util
 import json
 import re
-import shutil
 import subprocess
 import sys
-import sysconfig
 import tarfile
 import textwrap
 import zipfile
@@ -23,6 +21,7 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
+from tests.distribution import BUILD_TIMEOUT, build, install, run
 from tests.project.test_locks import requirement_names
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,42 +32,14 @@ RUNTIME = {"django", "djangorestframework", "drf-spectacular", "aiohttp", "redis
 SPEEDUPS = {"uvloop", "hiredis"}
 # The repository's own folders: none of them belongs in the distribution.
 NOT_SHIPPED = ("project", "tests", "bench", "scripts", "deploy", "docs")
-# Left out of the copy the build runs in: what a clean clone does not have.
-NOT_COPIED = shutil.ignore_patterns(".git", ".venv", "__pycache__", "*.pyc", "build", "dist", "*.egg-info",
-                                    ".run", "test-artifacts", "staticfiles", "db.sqlite3*", ".pytest_cache")
-BUILD_TIMEOUT = 120
-
-
 def normalized(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def run(*command: str | Path, cwd: Path, env: dict[str, str] | None = None) -> str:
-    result = subprocess.run([str(part) for part in command], cwd=cwd, env=env, capture_output=True, text=True,
-                            timeout=BUILD_TIMEOUT)
-    assert result.returncode == 0, f"{command} failed:\n{result.stdout}\n{result.stderr}"
-    return result.stdout
-
-
 @pytest.fixture(scope="module")
 def dist(tmp_path_factory) -> dict[str, Path]:
-    """The sdist, built from a copy of the repository (a build leaves build/ and *.egg-info where it
-    runs), and the wheel built from that sdist, as a release would make them."""
-    if importlib.util.find_spec("setuptools") is None:
-        pytest.skip("setuptools, the build backend, is not installed (requirements.lock brings it)")
-    base = tmp_path_factory.mktemp("packaging")
-    source, out = base / "source", base / "dist"
-    shutil.copytree(ROOT, source, ignore=NOT_COPIED)
-    out.mkdir()
-    # The backend's own hook, no frontend needed; the wheel through pip without build isolation,
-    # so nothing is fetched: both run offline with the setuptools of this venv.
-    sdist = run(sys.executable, "-c", "import sys; from setuptools import build_meta; "
-                "print(build_meta.build_sdist(sys.argv[1]))", out, cwd=source).strip().splitlines()[-1]
-    run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
-        "--disable-pip-version-check", "-w", out, out / sdist, cwd=base)
-    wheels = list(out.glob("*.whl"))
-    assert len(wheels) == 1, wheels
-    return {"sdist": out / sdist, "wheel": wheels[0], "base": base}
+    """The sdist and the wheel built from it, as a release would make them (tests/distribution.py)."""
+    return build(tmp_path_factory.mktemp("packaging"))
 
 
 @pytest.fixture(scope="module")
@@ -213,17 +184,9 @@ print(json.dumps({
 
 def test_the_wheel_installs_and_runs_in_a_project_of_its_own(dist):
     base = dist["base"]
-    venv, host = base / "venv", base / "host"
+    host = base / "host"
     host.mkdir()
-    run(sys.executable, "-m", "venv", "--without-pip", venv, cwd=base)
-    python = venv / "bin" / "python"
-    site = Path(run(python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])", cwd=base).strip())
-    # The dependencies: this venv's (the locked versions), seen from the new one after its own
-    # site-packages, so that only the wheel is installed and nothing is fetched.
-    ours = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
-    (site / "dependencies.pth").write_text("".join(f"{path}\n" for path in sorted(ours)))
-    run(python, "-m", "pip", "install", "--no-deps", "--no-index", "--disable-pip-version-check", dist["wheel"],
-        cwd=base)
+    python, site = install(base, dist["wheel"])
     check = subprocess.run([python, "-m", "pip", "check", "--disable-pip-version-check"], cwd=base,
                            capture_output=True, text=True, timeout=BUILD_TIMEOUT)
     unmet = [line for line in check.stdout.splitlines() if line.lower().startswith("django-chat-gateway")]
