@@ -61,6 +61,10 @@ def reply_head(frame: dict[str, Any]) -> dict[str, Any]:
 
 
 def success_reply(frame: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    """The success reply to `frame`: its head, `"status": "success"`, then `fields` (which may
+    replace `room`, never the keys every client reads first)."""
+    if "status" in fields or "uuid" in fields or "action" in fields:
+        raise ValueError(f"a reply's own keys cannot be fields: {sorted(set(fields) & {'status', 'uuid', 'action'})}")
     reply = reply_head(frame)
     reply["status"] = "success"
     reply.update(fields)

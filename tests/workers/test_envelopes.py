@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from websockets_gateway import wire
 from workers import envelopes
 from workers.envelopes import HandlerResult
@@ -70,3 +72,11 @@ def test_encode_takes_what_orjson_refuses_through_json():
     assert json.loads(encoded) == built
     big = {"response": {"before": 2**70, "text": "héllo"}}
     assert envelopes.encode(big) == '{"response":{"before":1180591620717411303424,"text":"héllo"}}'.encode()
+
+
+def test_a_success_reply_keeps_its_own_keys():
+    # An action's fields cannot hide that the reply is a success, nor what it answers.
+    for key in ("status", "uuid", "action"):
+        with pytest.raises(ValueError):
+            wire.success_reply(REQUEST, **{key: "x"})
+    assert wire.success_reply(REQUEST, room={"id": "r"})["room"] == {"id": "r"}

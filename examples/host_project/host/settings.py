@@ -54,8 +54,12 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 USE_TZ = True
 STATIC_URL = "static/"
 LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "/chat/"
 
 # chat: every key optional (docs/configuration.md, "The CHAT dict").
 CHAT = {
     "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+    "GATEWAY_URL": os.environ.get("GATEWAY_URL", ""),
+    "BASE_TEMPLATE": "base.html",              # the chat page inside the shop's own layout
+    "POLICY": "host.policy.TeamPolicy",        # direct messages within a team only
 }

@@ -16,4 +16,4 @@ class OrderFields(serializers.Serializer):
 @action("order_status", fields=OrderFields, retry=True)
 def order_status(request: Request) -> HandlerResult:
     order = request.params["order"]
-    return HandlerResult(request.success(order=order, status=ORDERS.get(order, "unknown")))
+    return HandlerResult(request.success(order=order, state=ORDERS.get(order, "unknown")))
