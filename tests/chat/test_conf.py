@@ -59,8 +59,8 @@ def test_a_project_with_a_wrong_chat_setting_does_not_start(tmp_path):
     assert "CHAT has unknown keys ['MAX_LENGTH']" in result.stderr
 
 
-def test_docs_configuration_lists_every_key_with_its_default():
-    text = (ROOT / "docs" / "configuration.md").read_text()
-    section = text[text.index("## The `CHAT` dict"):]
+def test_docs_integrate_lists_every_key_with_its_default():
+    text = (ROOT / "docs" / "integrate.md").read_text()
+    section = text[text.index("### The chat settings"):]
     rows = {name: default for name, default in re.findall(r"^\| `([A-Z_]+)` \| `(.*?)` \|", section, re.M)}
     assert rows == {name: json.dumps(key.default) for name, key in KEYS.items()}

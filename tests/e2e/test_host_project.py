@@ -118,6 +118,9 @@ def test_the_products_users_chat_with_its_action_policy_and_events(shop):
             assert bob_heard == []
 
     asyncio.run(asyncio.wait_for(scenario(), 90))
+    # The product's receiver of the chat's signal (orders/signals.py) heard each message, in the worker.
+    audit = (shop["logs"] / "worker.log").read_text()
+    assert "chat message" in audit and "by alice@example.com in room" in audit, audit[-2000:]
 
 
 def test_the_page_sits_in_the_products_layout_and_connects(shop, chromium_executable):
