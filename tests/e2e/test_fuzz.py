@@ -45,7 +45,7 @@ ACTIONS = ["authenticate", "select_room", "new_message", "list_rooms", "create_r
            "direct_message", "load_history", "mark_read", "typing", "who_is_online", "sync", "ping"]
 KEYS = ["uuid", "action", "room", "text", "token", "members", "to", "before", "after", "limit", "message", "name"]
 ERROR_CODES = {"invalid_message_format", "invalid_action", "invalid_token", "authentication_required",
-               "invalid_room_id", "empty_text", "text_too_long", "invalid_user", "rate_limited", "timeout",
+               "invalid_room_id", "empty_text", "text_too_long", "invalid_user", "forbidden", "rate_limited", "timeout",
                "server_error"}
 ODD_CHARACTERS = ["é", "\U0001f600", "\u202e", "\x00", "\n", " ", "\ud800", "\udfff", "\ufeff", "'", '"', "\\", "{"]
 

@@ -33,7 +33,7 @@ WORKER_TOPIC = "worker_test"
 PROTOCOL_ACTIONS = ("authenticate", "select_room", "new_message", "list_rooms", "create_room", "add_members",
                     "leave_room", "direct_message", "load_history", "mark_read", "typing", "who_is_online", "sync")
 PROTOCOL_ERROR_CODES = ("invalid_message_format", "invalid_action", "invalid_token", "authentication_required",
-                        "invalid_room_id", "empty_text", "text_too_long", "invalid_user", "server_error")
+                        "invalid_room_id", "empty_text", "text_too_long", "invalid_user", "forbidden", "server_error")
 CATALOGUE = json.dumps({"actions": {name: {"retry": True} for name in PROTOCOL_ACTIONS},
                         "error_codes": list(PROTOCOL_ERROR_CODES)})
 

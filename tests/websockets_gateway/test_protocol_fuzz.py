@@ -39,7 +39,7 @@ ACTIONS = ("authenticate", "select_room", "new_message", "list_rooms", "create_r
            "direct_message", "load_history", "mark_read", "typing", "who_is_online", "sync", "ping")
 ERROR_CODES = frozenset({
     "invalid_message_format", "invalid_action", "invalid_token", "authentication_required", "invalid_room_id",
-    "empty_text", "text_too_long", "invalid_user", "rate_limited", "timeout", "server_error",
+    "empty_text", "text_too_long", "invalid_user", "forbidden", "rate_limited", "timeout", "server_error",
 })
 
 # -- strategies -------------------------------------------------------------------------------------
