@@ -77,7 +77,10 @@ KEYS: dict[str, Key] = {
 
 
 class ChatSettings:
-    """`settings.CHAT` with its defaults; read again after a test changes the setting."""
+    """`settings.CHAT` with its defaults; read again after a test changes the setting.
+
+    Once read, each key is an attribute of the instance: the hot paths (a message's length check,
+    the user's name) read it as a plain attribute, not through `__getattr__`."""
 
     def __init__(self) -> None:
         self._values: dict[str, Any] | None = None
@@ -92,9 +95,12 @@ class ChatSettings:
     def values(self) -> dict[str, Any]:
         if self._values is None:
             self._values = check(getattr(settings, "CHAT", {}))
+            self.__dict__.update(self._values)
         return self._values
 
     def reload(self) -> None:
+        for name in KEYS:
+            self.__dict__.pop(name, None)
         self._values = None
 
 

@@ -32,7 +32,8 @@ room_read = Signal()
 
 def send_on_commit(signal: Signal, sender: type, **arguments: Any) -> None:
     """Send `signal` once the current transaction commits (at once outside one)."""
-    if not signal.has_listeners(sender):
+    # `receivers` first: an empty list costs nothing to read, the check by sender does some work.
+    if not signal.receivers or not signal.has_listeners(sender):
         return
     transaction.on_commit(lambda: _send(signal, sender, arguments))
 

@@ -12,6 +12,7 @@ columns, quoting), and the cursor runs it with the values adapted by the models'
 
 from __future__ import annotations
 
+import functools
 import uuid
 from typing import Collection, NamedTuple, Sequence
 
@@ -209,9 +210,17 @@ def _stored(connection, message_id: int, author, room_uuid: uuid.UUID, created, 
 def user(user_id: int, loaded: tuple):
     """An active user as an instance holding what a reply needs (id, the fields of `user_fields()`,
     as an Account or Member carries them); the rest deferred (read from the database if asked for)."""
-    values = {User._meta.pk.attname: user_id, **dict(zip(user_fields(), loaded)), "is_active": True}
-    fields = [field.attname for field in User._meta.concrete_fields if field.attname in values]
+    names = user_fields()
+    values = {User._meta.pk.attname: user_id, **dict(zip(names, loaded)), "is_active": True}
+    fields = _instance_fields(names)
     return User.from_db(router.db_for_read(User), fields, [values[name] for name in fields])
+
+
+@functools.lru_cache(maxsize=8)
+def _instance_fields(loaded: tuple[str, ...]) -> list[str]:
+    """The model's order of the fields `user` sets: the id, `loaded`, is_active (worked out once)."""
+    wanted = {User._meta.pk.attname, *loaded, "is_active"}
+    return [field.attname for field in User._meta.concrete_fields if field.attname in wanted]
 
 
 def room(room_uuid: uuid.UUID) -> ChatRoom:

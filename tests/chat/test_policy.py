@@ -203,3 +203,14 @@ def test_the_schema_names_the_403_of_each_endpoint_the_policy_decides(client):
                 if isinstance(operation, dict) and "403" in operation.get("responses", {})}
     assert with_403 == {("/api/rooms/", "post"), ("/api/rooms/{room_id}/members/", "post"),
                         ("/api/rooms/{room_id}/messages/", "post"), ("/api/direct-messages/", "post")}
+
+
+def test_a_policy_decides_only_what_its_class_overrides():
+    from chat.policy import Policy, decides
+
+    class NoPosting(Policy):
+        def can_post(self, user, room):
+            return False
+
+    assert not decides(Policy(), "can_post")
+    assert decides(NoPosting(), "can_post") and not decides(NoPosting(), "can_direct_message")
