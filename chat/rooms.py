@@ -62,19 +62,9 @@ def _summaries(memberships: QuerySet[Membership]) -> list[RoomSummary]:
     newest_ids = [row.newest_id for row in rows if row.newest_id is not None]
     newest = {message.pk: message for message in ChatMessage.objects.select_related("user").filter(pk__in=newest_ids)}
     summaries = {row.room_id: RoomSummary(row.room, [], newest.get(row.newest_id), row.unread) for row in rows}
-    memberships = Membership.objects.filter(room_id__in=list(summaries))
-    if users.display_function() is None:
-        # Plain tuples, not model instances: a user in 200 rooms of 10 has 2,000 of these rows.
-        login = f"user__{users.LOGIN_FIELD}"
-        for room_uuid, user_pk, name in memberships.order_by(login).values_list("room_id", "user_id", login):
-            summaries[room_uuid].members.append(users.Named(user_pk, name))
-    else:
-        # DISPLAY_NAME's function takes a user: the users come with the memberships, named in Python.
-        for membership in memberships.select_related("user"):
-            summaries[membership.room_id].members.append(
-                users.Named(membership.user_id, users.display_name(membership.user)))
-        for summary in summaries.values():
-            summary.members.sort(key=lambda member: member.name)
+    named = users.names_of(Membership.objects.filter(room_id__in=list(summaries)), ordered=True)
+    for room_uuid, user_pk, name in named:
+        summaries[room_uuid].members.append(users.Named(user_pk, name))
     return sorted(summaries.values(), key=RoomSummary.activity, reverse=True)
 
 

@@ -97,12 +97,7 @@ def room_member_ids(room_uuid: uuid.UUID) -> list[int]:
 def members_of(user: User, room_id: Any) -> dict[int, str]:
     """The names (on the wire) of a room's members by user id, if `user` is one of them (one query)."""
     room_uuid = parse_room_id(room_id)
-    memberships = Membership.objects.filter(room_id=room_uuid)
-    if users.display_function() is None:
-        members = dict(memberships.values_list("user_id", f"user__{users.LOGIN_FIELD}"))
-    else:
-        members = {membership.user_id: users.display_name(membership.user)
-                   for membership in memberships.select_related("user")}
+    members = {user_id: name for _, user_id, name in users.names_of(Membership.objects.filter(room_id=room_uuid))}
     if user.pk not in members:
         raise errors.InvalidRoomId()
     return members

@@ -111,7 +111,8 @@ def token_accounts(keys: Collection[str]) -> dict[str, Account]:
     loaded = user_fields()
     with connection.cursor() as cursor:
         count = len(keys)
-        sql = _query_sql(f"token/{count}/{len(loaded)}", connection, lambda: _tokens_queryset(count, loaded), count)
+        sql = _query_sql(f"token/{count}/{','.join(loaded)}", connection,
+                         lambda: _tokens_queryset(count, loaded), count)
         cursor.execute(sql, keys)
         return {row[0]: Account(row[1], row[3:], bool(row[2])) for row in cursor.fetchall()}
 
@@ -127,7 +128,7 @@ def rooms_members(room_uuids: Collection[uuid.UUID]) -> dict[uuid.UUID, list[Mem
     loaded = user_fields()
     with connection.cursor() as cursor:
         rooms = len(by_value)
-        sql = _query_sql(f"members/{rooms}/{len(loaded)}", connection,
+        sql = _query_sql(f"members/{rooms}/{','.join(loaded)}", connection,
                          lambda: _rooms_members_queryset(rooms, loaded), rooms)
         cursor.execute(sql, list(by_value))
         for row in cursor.fetchall():

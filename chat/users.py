@@ -9,9 +9,10 @@ The model needs a boolean `is_active` field: deactivated users are refused.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Iterable, NamedTuple
 
 from django.contrib.auth import get_user_model
+from django.db.models import QuerySet
 from django.utils.module_loading import import_string
 
 from .conf import chat_settings
@@ -56,3 +57,18 @@ def display_name(user: Any) -> str:
         return user.name
     function = display_function()
     return user.get_username() if function is None else str(function(user))
+
+
+def names_of(memberships: QuerySet, *, ordered: bool = False) -> Iterable[tuple[Any, int, str]]:
+    """`(room_id, user_id, name on the wire)` of each of these memberships, in one query; `ordered`
+    by name. Without DISPLAY_NAME, plain rows with the login name (a user in 200 rooms of 10 has
+    2,000 of them, ordered by the database); with it, the users come along and are named here."""
+    if display_function() is None:
+        login = f"user__{LOGIN_FIELD}"
+        rows = memberships.values_list("room_id", "user_id", login)
+        return rows.order_by(login) if ordered else rows
+    named = [(membership.room_id, membership.user_id, display_name(membership.user))
+             for membership in memberships.select_related("user")]
+    if ordered:
+        named.sort(key=lambda row: row[2])
+    return named
