@@ -79,11 +79,13 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Several worker processes write to one SQLite file: WAL lets readers run beside the
     # writer, IMMEDIATE takes the write lock up front (no deadlocked upgrades) and the
     # timeout makes a writer wait for the lock instead of failing with "database is locked".
-    # A checkpoint (the WAL copied into the database, with an fsync) every 10,000 pages rather
-    # than SQLite's 1,000: a message rewrites the same few hot pages (the newest leaf of the table
-    # and of each index), which a checkpoint copies once however often they changed; two
-    # processes inserting spent about a quarter less CPU per insert (docs/performance.md). The
-    # WAL then grows to about 40 MB, and is cut back to 64 MB at most after a checkpoint.
+    # A commit that takes the WAL past 10,000 pages copies it into the database (a checkpoint, with
+    # its fsyncs) before it returns, rather than past SQLite's 1,000: a message rewrites the same
+    # few hot pages (the newest leaf of the table and of each index), which a checkpoint copies
+    # once however often they changed; two processes inserting spent about a quarter less CPU per
+    # insert (docs/performance.md). A bus worker checkpoints from a thread of its own long before
+    # that (workers/checkpoints.py), so that no request waits for one; the threshold bounds the
+    # WAL (about 40 MB, cut back to 64 MB at most after a checkpoint) should that thread lag.
     DATABASES["default"]["OPTIONS"] = {
         "timeout": 20,
         "transaction_mode": "IMMEDIATE",

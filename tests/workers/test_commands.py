@@ -10,6 +10,7 @@ from django.core.management import CommandError, call_command
 
 from scripts.stack import free_port
 from workers.management.commands import message_process_worker
+from workers.checkpoints import WalCheckpointer
 from workers.metrics import WorkerMetrics
 
 
@@ -122,3 +123,33 @@ def test_a_bad_or_busy_metrics_port_is_a_command_error(scraping_consumer):
         with pytest.raises(CommandError, match="cannot serve metrics"):
             call_command("message_process_worker", "--subscribe_topic", "w", "--metrics-port", str(port),
                          "--metrics-addr", "127.0.0.1")
+
+
+def test_on_sqlite_the_wal_is_checkpointed_by_a_thread_while_the_consumer_runs(monkeypatch):
+    # The requests' commits must not run the checkpoints (workers/checkpoints.py): a thread of the
+    # worker's own does, from before the first request until the consumer returns.
+    seen: list[bool] = []
+    started: list[WalCheckpointer] = []
+    make = WalCheckpointer.for_database
+
+    def for_database(alias: str = "default") -> WalCheckpointer | None:
+        checkpointer = make(alias)
+        started.append(checkpointer)
+        return checkpointer
+
+    class Consumer:
+        def __init__(self, *args) -> None:
+            pass
+
+        def install_signal_handlers(self) -> None:
+            pass
+
+        def run(self) -> None:
+            seen.append(started[0].running)
+
+    monkeypatch.setattr(message_process_worker, "Consumer", Consumer)
+    monkeypatch.setattr(message_process_worker.WalCheckpointer, "for_database", staticmethod(for_database))
+    call_command("message_process_worker", "--subscribe_topic", "worker_process_9")
+    [checkpointer] = started
+    assert seen == [True]
+    assert not checkpointer.running

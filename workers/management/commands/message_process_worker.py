@@ -4,6 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from chat.conf import chat_settings
 from workers import metrics
+from workers.checkpoints import WalCheckpointer
 from workers.consumer import Consumer
 
 
@@ -30,9 +31,15 @@ class Command(BaseCommand):
             except OSError as exc:
                 raise CommandError(f"cannot serve metrics on {metrics_addr}:{metrics_port}: {exc}") from exc
         consumer.install_signal_handlers()
+        # SQLite only: the WAL copied into the database beside the requests, not in their commits.
+        checkpointer = WalCheckpointer.for_database()
+        if checkpointer is not None:
+            checkpointer.start()
         try:
             consumer.run()
         finally:
+            if checkpointer is not None:
+                checkpointer.stop()
             if server is not None:
                 server.shutdown()
                 server.server_close()

@@ -1,0 +1,93 @@
+"""The worker's WAL checkpointer: the WAL is copied and started over beside the requests, so that
+no request's commit reaches the WAL's own checkpoint threshold."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+
+from chat.models import ChatRoom
+from workers.checkpoints import WalCheckpointer
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def frames_in_wal() -> int:
+    """Frames the WAL holds now (a PASSIVE checkpoint that finds nothing new to copy copies nothing)."""
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        return cursor.fetchone()[1]
+
+
+def write(rows: int) -> None:
+    for n in range(rows):
+        ChatRoom.objects.create(name=f"room {n}")
+
+
+def test_the_test_database_is_in_wal_mode_with_the_commits_threshold():
+    with connection.cursor() as cursor:
+        assert cursor.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert cursor.execute("PRAGMA wal_autocheckpoint").fetchone()[0] > 0
+
+
+def test_a_checkpoint_copies_every_frame_of_the_wal():
+    write(20)
+    logged, copied = WalCheckpointer().checkpoint()
+    assert logged > 0 and copied == logged
+
+
+def test_after_a_checkpoint_the_wal_is_written_from_its_start_again():
+    write(20)
+    logged, copied = WalCheckpointer(restart_frames=1).checkpoint()
+    assert copied == logged > 0
+    write(1)
+    # The commit after the checkpoint started the WAL over: it holds that commit's frames only.
+    assert 0 < frames_in_wal() < logged
+
+
+def test_the_thread_checkpoints_at_every_turn_until_stopped():
+    checkpointer = WalCheckpointer(interval=0.01, restart_frames=1)
+    checkpointer.start()
+    try:
+        assert checkpointer.running
+        write(20)
+        turns = checkpointer.turns
+        checkpointer.turned.clear()
+        # Two turns after the writes: the second began after them, so it copied them.
+        while checkpointer.turns < turns + 2:
+            assert checkpointer.turned.wait(10), "the checkpointer stopped turning"
+            checkpointer.turned.clear()
+        write(1)
+        assert frames_in_wal() < 20
+    finally:
+        checkpointer.stop()
+    assert not checkpointer.running
+
+
+def test_a_failed_turn_is_logged_and_the_next_one_runs(monkeypatch, caplog):
+    from django.db import OperationalError
+
+    checkpointer = WalCheckpointer(interval=0.01)
+    failures = iter([OperationalError("disk I/O error")])
+
+    def checkpoint():
+        error = next(failures, None)
+        if error is not None:
+            raise error
+        return 0, 0
+
+    monkeypatch.setattr(checkpointer, "checkpoint", checkpoint)
+    checkpointer.start()
+    try:
+        while checkpointer.turns < 2:
+            assert checkpointer.turned.wait(10)
+            checkpointer.turned.clear()
+    finally:
+        checkpointer.stop()
+    assert "WAL checkpoint failed (disk I/O error)" in caplog.text
+
+
+def test_only_sqlite_gets_a_checkpointer(monkeypatch):
+    assert isinstance(WalCheckpointer.for_database(), WalCheckpointer)
+    monkeypatch.setattr(connection, "vendor", "postgresql")
+    assert WalCheckpointer.for_database() is None
