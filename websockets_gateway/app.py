@@ -19,6 +19,7 @@ from .connection import CLOSE_GOING_AWAY
 from .heartbeat import Heartbeat
 from .identity import claim_gateway_id
 from .loop_signals import handle_noted_signals
+from .keys import Keys
 from .metrics import GatewayMetrics
 from .presence import PresenceWriter
 from .registry import ConnectionRegistry
@@ -44,7 +45,8 @@ async def gateway_context(app: web.Application) -> AsyncIterator[None]:
     run_id = f"{gateway_id}.{secrets.token_hex(4)}"
     metrics = GatewayMetrics(gateway_id)
     registry = ConnectionRegistry()
-    presence = PresenceWriter(registry, run_id, settings.presence_ttl, settings.redis_url, metrics=metrics)
+    presence = PresenceWriter(registry, run_id, settings.presence_ttl, settings.redis_url, metrics=metrics,
+                              keys=Keys(settings.response_topic))
     registry.on_presence_change = presence.mark_dirty
     pending = PendingRequests(run_id, settings.request_timeout, settings.max_in_flight,
                               on_timeout=send_timeout_reply, metrics=metrics)

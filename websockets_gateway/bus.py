@@ -12,7 +12,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from . import metrics as metrics_module
-from . import protocol, wire
+from . import protocol
+from .keys import Keys
 from .metrics import GatewayMetrics
 from .reconnect import (
     PROBE_INTERVAL, PROBE_MESSAGE, PROBE_TIMEOUT, RECONNECT_BACKOFF_FIRST, RECONNECT_BACKOFF_MAX, Backoff,
@@ -103,6 +104,7 @@ class Bus:
                  publisher: aioredis.Redis | None = None, subscriber: aioredis.Redis | None = None,
                  on_resubscribed: Callable[[], None] | None = None, metrics: GatewayMetrics | None = None) -> None:
         self.response_topic = response_topic
+        self.keys = Keys(response_topic)
         self.metrics = metrics if metrics is not None else metrics_module.detached()
         self.reply_topic = reply_topic
         self.topics = WorkerTopics(worker_topics)
@@ -141,7 +143,7 @@ class Bus:
 
     async def read_catalogue(self) -> bytes | None:
         """The action catalogue the workers published (catalogue.py), or None."""
-        return await self._publisher.get(wire.CATALOGUE_KEY)
+        return await self._publisher.get(self.keys.catalogue)
 
     async def ping(self) -> bool:
         try:

@@ -19,7 +19,7 @@ from websockets_gateway.reconnect import (
     PROBE_INTERVAL, PROBE_MESSAGE, PROBE_TIMEOUT, RECONNECT_BACKOFF_FIRST, RECONNECT_BACKOFF_MAX, Backoff,
     SubscriptionProbe, closing_quietly,
 )
-from websockets_gateway.wire import CATALOGUE_KEY
+from websockets_gateway.keys import Keys
 
 from .actions import registry
 from .dispatch import Outgoing, process_batch
@@ -43,6 +43,7 @@ class Consumer:
         self.topic = topic
         self.metrics = metrics if metrics is not None else WorkerMetrics(topic)
         self.response_topic = response_topic
+        self.keys = Keys(response_topic)
         # One connection, not a pool: this loop is the only user of it (replies and presence reads,
         # one at a time), and taking a connection from a pool for every publish costs more than the
         # publish itself here.
@@ -50,7 +51,7 @@ class Consumer:
                                            health_check_interval=10, single_connection_client=True)
         self._stopping = False
         self.handled = 0
-        self._online = partial(online_user_ids, self._redis)
+        self._online = partial(online_user_ids, self._redis, keys=self.keys)
 
     def request_stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
         if not self._stopping:
@@ -157,7 +158,7 @@ class Consumer:
         # The gateways label their metrics by it (websockets_gateway/catalogue.py): written again at
         # every subscription, so a Redis that restarted empty has it back.
         try:
-            self._redis.set(CATALOGUE_KEY, registry.catalogue_json())
+            self._redis.set(self.keys.catalogue, registry.catalogue_json())
         except (RedisError, OSError) as exc:
             logger.warning("worker %s: action catalogue not published (%s)", self.topic, exc)
 

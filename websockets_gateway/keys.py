@@ -1,0 +1,48 @@
+"""The Redis keys the parts of one deployment share, each under that deployment's namespace.
+
+Pure (no aiohttp, no Django): the gateway, the workers and `chat` spell every key through it.
+The namespace is the deployment's `WORKER_RESPONSE_TOPIC`, which its gateways, workers and web
+processes already agree on: two deployments on one Redis (staging beside production, or two test
+stacks) never read each other's presence or workers. It is also the keys' hash tag, so on a Redis
+Cluster every key below sits on one slot and each multi-key command or transaction on them stays
+on one node.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keys:
+    namespace: str
+
+    @property
+    def _prefix(self) -> str:
+        return f"chat:{{{self.namespace}}}"
+
+    def presence_gateway(self, presence_id: str) -> str:
+        """A string that exists while the gateway process of `presence_id` lives (its heartbeat)."""
+        return f"{self._prefix}:presence:gateway:{presence_id}"
+
+    def presence_user(self, user_pk: int) -> str:
+        """The set of presence ids on which `user_pk` has an authenticated connection."""
+        return f"{self._prefix}:presence:user:{user_pk}"
+
+    @property
+    def catalogue(self) -> str:
+        """The workers' action catalogue (workers/actions.py), read by the gateways (catalogue.py)."""
+        return f"{self._prefix}:catalogue"
+
+    @property
+    def worker_topics(self) -> str:
+        """The set of the topics of the workers that registered (workers/discovery.py)."""
+        return f"{self._prefix}:workers"
+
+    def worker_heartbeat(self, topic: str) -> str:
+        """A string that exists while the worker subscribed to `topic` lives."""
+        return f"{self._prefix}:worker:{topic}"
+
+
+# The keys of a deployment left at the default WORKER_RESPONSE_TOPIC.
+DEFAULT_KEYS = Keys("worker_response")
