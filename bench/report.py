@@ -243,10 +243,12 @@ def gateway_lines(section: dict[str, Any]) -> list[str]:
     if step is None:
         return []
     lines = [f"   per gateway process at {step['offered_per_s']:g} msg/s: envelopes received/s, frames "
-             f"delivered/s, envelopes per delivered frame, CPU s per 1000 delivered frames"]
+             f"delivered/s, envelopes per delivered frame, CPU s per 1000 delivered frames, requests per "
+             f"publish round trip"]
     for gateway in step["gateways"]:
         lines.append(f"   {gateway['gateway']:>4} {gateway['envelopes_per_s']:>10,.0f} {gateway['frames_per_s']:>10,.0f} "
-                     f"{_fmt(gateway['envelopes_per_frame'], 8, 3)} {_fmt(gateway['cpu_s_per_1000_frames'], 8, 3)}")
+                     f"{_fmt(gateway['envelopes_per_frame'], 8, 3)} {_fmt(gateway['cpu_s_per_1000_frames'], 8, 3)} "
+                     f"{_fmt(gateway.get('requests_per_round_trip'), 7, 2)}")
     total = step["gateways_total"]
     lines.append(f"   all: {_fmt(total['envelopes_per_frame'], 0, 3).strip()} envelopes per delivered frame; "
                  f"each envelope reached {step['gateways_per_envelope']} of {len(step['gateways'])} gateway "

@@ -21,8 +21,12 @@ def test_the_counters_are_read_from_a_gateway_process_metrics():
         metrics.envelopes_received.inc()
     for _ in range(3):
         metrics.frames_sent.inc()
+    for _ in range(5):
+        metrics.frames_received.inc()
+    metrics.publish_round_trips.inc()
     counters = parse_counters(generate_latest(metrics.registry).decode())
     assert counters.envelopes_received == 7 and counters.frames_sent == 3
+    assert counters.frames_received == 5 and counters.publish_round_trips == 1
     assert counters.cpu_seconds is not None and counters.cpu_seconds > 0  # this process's own, from /proc
 
 
@@ -31,11 +35,13 @@ def test_a_process_without_the_counters_reads_as_zero():
 
 
 def test_figures_between_two_readings_per_process():
-    before = [Counters(100, 1000, 1.0), Counters(100, 0, 2.0)]
-    after = [Counters(300, 3000, 1.5), Counters(300, 200, 2.5)]
+    before = [Counters(100, 1000, 1.0, 100, 90), Counters(100, 0, 2.0)]
+    after = [Counters(300, 3000, 1.5, 300, 140), Counters(300, 200, 2.5)]
     first, second = gateway_figures(before, after, seconds=2.0)
     assert first == {"gateway": 1, "envelopes_received": 200, "frames_delivered": 2000, "envelopes_per_s": 100.0,
-                     "frames_per_s": 1000.0, "envelopes_per_frame": 0.1, "cpu_s_per_1000_frames": 0.25}
+                     "frames_per_s": 1000.0, "envelopes_per_frame": 0.1, "cpu_s_per_1000_frames": 0.25,
+                     "requests_per_round_trip": 4.0}
+    assert second["requests_per_round_trip"] is None  # nothing published
     assert second["envelopes_per_frame"] == 1.0 and second["cpu_s_per_1000_frames"] == 2.5
     assert totals([first, second]) == {"envelopes_received": 400, "frames_delivered": 2200,
                                        "envelopes_per_frame": 0.182}
