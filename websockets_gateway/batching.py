@@ -69,7 +69,8 @@ class PipelinedPublisher:
         # Called with the batch's size once per round trip (metrics).
         self._on_round_trip = on_round_trip
         self._waiting: deque[_Publish] = deque()
-        self._in_flight: set[asyncio.Task[None]] = set()
+        # Each pipeline's task and its batch: a task cancelled before it ever ran fails no one itself.
+        self._in_flight: dict[asyncio.Task[None], list[_Publish]] = {}
         self._start_scheduled = False
         self.round_trips = 0
 
@@ -123,11 +124,13 @@ class PipelinedPublisher:
             if not batch:
                 continue
             task = asyncio.get_running_loop().create_task(self._send(batch), name="publish-pipeline")
-            self._in_flight.add(task)
+            self._in_flight[task] = batch
             task.add_done_callback(self._finished)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
-        self._in_flight.discard(task)
+        batch = self._in_flight.pop(task, [])
+        if task.cancelled():
+            _fail(batch, RedisConnectionError("the publisher was closed"))
         if self._waiting:
             self._schedule_start(asyncio.get_running_loop())
 
@@ -168,11 +171,13 @@ class PipelinedPublisher:
         """Fail the waiting publishes and stop the pipelines on their way."""
         while self._waiting:
             _fail([self._waiting.popleft()], RedisConnectionError("the publisher was closed"))
-        tasks = set(self._in_flight)
+        tasks = dict(self._in_flight)
         for task in tasks:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks)
+        for batch in tasks.values():
+            _fail(batch, RedisConnectionError("the publisher was closed"))
 
 
 def _fail(batch: list[_Publish], error: BaseException) -> None:

@@ -289,3 +289,20 @@ def test_close_fails_the_waiting_and_in_flight_publishes():
         assert publisher.in_flight == 0 and publisher.waiting == 0
 
     run(scenario())
+
+
+def test_close_fails_a_pipeline_that_never_started_running():
+    async def scenario():
+        server = fakeredis.FakeServer()
+        redis = RoundTripRedis(server)
+        redis.gate = asyncio.Event()  # a pipeline that did start stays on its way
+        publisher = PipelinedPublisher(redis, timeout=WAIT)
+        publishing = asyncio.create_task(publisher.publish("c", "m"))
+        while not publisher.in_flight:  # one iteration at a time: the pipeline's task is made, not yet run
+            await asyncio.sleep(0)
+        await publisher.close()
+        assert redis.round_trips == []  # it never ran
+        with pytest.raises(RedisConnectionError, match="closed"):
+            await asyncio.wait_for(publishing, WAIT)
+
+    run(scenario())
