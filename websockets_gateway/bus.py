@@ -13,6 +13,7 @@ from redis.exceptions import RedisError
 
 from . import metrics as metrics_module
 from . import protocol
+from .batching import MAX_PIPELINES_IN_FLIGHT, PipelinedPublisher
 from .keys import Keys
 from .metrics import GatewayMetrics
 from .reconnect import (
@@ -25,13 +26,11 @@ logger = logging.getLogger(__name__)
 # A topic that had no subscriber is tried last for this long; after it, one request tries it
 # first (a probe, once per period), so a worker that comes back is found without any restart.
 DEAD_TOPIC_RETRY_AFTER = 1.0
-# Redis connections the publisher may open. Past them a publish waits for a connection to be
-# free, for at most its publish timeout (never beyond the request's deadline), and only then
-# fails (`timeout`, "Message bus unavailable"): a burst of requests queues instead of being
-# refused at once, as redis-py's default pool (100 connections, then an error) did. A publish
-# holds its connection for one round trip, so 50 carry thousands of publishes a second; each
-# connection costs this process memory and Redis a client.
-PUBLISH_CONNECTIONS = 50
+# Redis connections the publisher may open: one per publish pipeline in flight (batching.py),
+# and two for the rest (the health check's PING, the catalogue's read). A command that finds
+# them all busy waits for one, for at most the publish timeout (never beyond the request's
+# deadline), and only then fails (`timeout`, "Message bus unavailable").
+PUBLISH_CONNECTIONS = MAX_PIPELINES_IN_FLIGHT + 2
 
 
 class BusError(Exception):
@@ -102,7 +101,8 @@ class Bus:
     def __init__(self, redis_url: str, worker_topics: Sequence[str], response_topic: str,
                  reply_topic: str, on_reply: Callable[[bytes], None], publish_timeout: float,
                  publisher: aioredis.Redis | None = None, subscriber: aioredis.Redis | None = None,
-                 on_resubscribed: Callable[[], None] | None = None, metrics: GatewayMetrics | None = None) -> None:
+                 on_resubscribed: Callable[[], None] | None = None, metrics: GatewayMetrics | None = None,
+                 publish_command: str = "PUBLISH") -> None:
         self.response_topic = response_topic
         self.keys = Keys(response_topic)
         self.metrics = metrics if metrics is not None else metrics_module.detached()
@@ -114,6 +114,10 @@ class Bus:
         self._on_resubscribed = on_resubscribed
         self._was_subscribed = False
         self._publisher = publisher or publisher_client(redis_url, publish_timeout)
+        # The requests of many clients that come together share one round trip; `publish_command`
+        # is SPUBLISH for sharded pub/sub.
+        self._pipelined = PipelinedPublisher(self._publisher, publish_timeout, publish_command,
+                                             on_round_trip=self._round_trip)
         # No socket timeout on the subscriber: it blocks reading on purpose. A health-check
         # PING on an idle connection finds a half-open socket instead.
         self._subscriber = subscriber or aioredis.Redis.from_url(
@@ -128,7 +132,7 @@ class Bus:
         payload = protocol.encode_payload(request)
         for topic in self.topics.candidates():
             try:
-                receivers = await self._publisher.publish(topic, payload)
+                receivers = await self._pipelined.publish(topic, payload)
             except (RedisError, OSError) as exc:
                 self.metrics.bus_error("redis_unavailable")
                 raise BusUnavailable(f"Redis unavailable: {exc}") from exc
@@ -140,6 +144,9 @@ class Bus:
             self.topics.mark_dead(topic)
         self.metrics.bus_error("no_worker")
         raise NoWorkerAvailable("No worker is listening on any topic")
+
+    def _round_trip(self, publishes: int) -> None:
+        self.metrics.publish_round_trips.inc()
 
     async def read_catalogue(self) -> bytes | None:
         """The action catalogue the workers published (catalogue.py), or None."""
@@ -208,6 +215,8 @@ class Bus:
             logger.exception("the resubscription handler failed")
 
     def _deliver(self, data: bytes) -> None:
+        # Every envelope read, before routing knows whether this process holds a recipient.
+        self.metrics.envelopes_received.inc()
         # The boundary of one reply: a reply that breaks routing is logged, the next one goes on.
         try:
             self._on_reply(data)
@@ -216,6 +225,7 @@ class Bus:
             self.metrics.bus_error("routing_failed")
 
     async def close(self) -> None:
+        await self._pipelined.close()
         await self._publisher.aclose()
         await self._subscriber.aclose()
 

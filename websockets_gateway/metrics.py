@@ -73,6 +73,11 @@ class GatewayMetrics:
         self.frames_received = one(Counter, "chat_gateway_frames_received",
                                    "WebSocket data frames received from clients (text and binary)")
         self.frames_sent = one(Counter, "chat_gateway_frames_sent", "Frames written to clients")
+        self.envelopes_received = one(
+            Counter, "chat_gateway_bus_envelopes_received",
+            "Reply envelopes read from the bus, before routing knows whether this process holds a recipient")
+        self.publish_round_trips = one(Counter, "chat_gateway_bus_publish_round_trips",
+                                       "Round trips to Redis that published requests (one pipeline each)")
         self.request_timeouts = one(Counter, "chat_gateway_request_timeouts",
                                     "Requests no worker answered within REQUEST_TIMEOUT")
         self.slow_client_disconnects = one(
