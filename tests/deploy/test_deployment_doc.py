@@ -38,5 +38,5 @@ def test_the_compose_figures_are_the_files():
     assert gateway["stop_grace_period"] == "20s" and "`stop_grace_period: 20s`" in DOC
     assert gateway["command"][gateway["command"].index("--graceful-timeout") + 1] == "10"
     assert "`--graceful-timeout 10`" in DOC
-    assert "--metrics-port" in COMPOSE["services"]["worker_1"]["command"] and "9100" in DOC
+    assert "--metrics-port" in COMPOSE["services"]["worker"]["command"] and "9100" in DOC
     assert COMPOSE["x-app"]["environment"]["LOG_FORMAT"].endswith("json}") and "`LOG_FORMAT=json`" in DOC
