@@ -16,6 +16,7 @@ from .bus import Bus
 from .catalogue import keep_fresh
 from .clients import ConnectionsPerAddress
 from .connection import CLOSE_GOING_AWAY
+from .discovery import WorkerDiscovery
 from .heartbeat import Heartbeat
 from .identity import claim_gateway_id
 from .loop_signals import handle_noted_signals
@@ -31,7 +32,8 @@ from . import views
 
 logger = logging.getLogger(__name__)
 
-# How long start-up waits for the reply subscription before serving anyway (healthz says 503).
+# How long start-up waits for the reply subscription (and, with discovery, the first read of the
+# worker registry) before serving anyway (healthz says 503 without the subscription).
 SUBSCRIBE_WAIT = 5.0
 
 
@@ -70,12 +72,24 @@ async def gateway_context(app: web.Application) -> AsyncIterator[None]:
              asyncio.create_task(keep_fresh(metrics.catalogue, bus.read_catalogue), name="action-catalogue")}
     if heartbeat is not None:
         tasks.add(asyncio.create_task(heartbeat.run(), name="heartbeat"))
+    # Without WORKER_PROCESS_TOPICS, the live workers registered in Redis are the choice.
+    discovery = WorkerDiscovery(bus.commands, bus.keys, bus.topics) if settings.discovery else None
+    if discovery is not None:
+        tasks.add(asyncio.create_task(discovery.run(), name="worker-discovery"))
+
+    async def ready() -> None:
+        await bus.subscribed.wait()
+        if discovery is not None:
+            # Serving before the first read would answer the first requests `timeout`: no worker.
+            await discovery.ready.wait()
+
     try:
-        await asyncio.wait_for(bus.subscribed.wait(), SUBSCRIBE_WAIT)
+        await asyncio.wait_for(ready(), SUBSCRIBE_WAIT)
     except asyncio.TimeoutError:
-        logger.error("gateway %s: no Redis subscription after %.0fs; serving anyway", gateway_id, SUBSCRIBE_WAIT)
+        logger.error("gateway %s: no Redis subscription or worker registry after %.0fs; serving anyway",
+                     gateway_id, SUBSCRIBE_WAIT)
     logger.info("gateway %s (pid %d) ready; worker topics %s", gateway_id, os.getpid(),
-                ",".join(settings.worker_topics))
+                "from the registry" if discovery is not None else ",".join(settings.worker_topics))
     # A stop that came while the process was importing is handled now (loop_signals.py).
     handle_noted_signals(asyncio.get_running_loop())
     try:

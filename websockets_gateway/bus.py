@@ -6,7 +6,7 @@ import asyncio
 import logging
 import random
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -86,6 +86,16 @@ class WorkerTopics:
     def mark_alive(self, topic: str) -> None:
         self._dead_until.pop(topic, None)
 
+    def update(self, topics: Iterable[str]) -> None:
+        """Choose among `topics` from now on (the live workers of the registry, discovery.py).
+
+        A topic that stays keeps its dead-topic penalty; one that goes loses it, so that the map
+        holds only topics in the choice."""
+        self.topics = tuple(sorted(set(topics)))
+        kept = set(self.topics)
+        for topic in [t for t in self._dead_until if t not in kept]:
+            del self._dead_until[topic]
+
 
 def publisher_client(redis_url: str, timeout: float, max_connections: int = PUBLISH_CONNECTIONS) -> aioredis.Redis:
     """A Redis client whose pool holds at most `max_connections`; a command that finds them all
@@ -147,6 +157,11 @@ class Bus:
 
     def _round_trip(self, publishes: int) -> None:
         self.metrics.publish_round_trips.inc()
+
+    @property
+    def commands(self) -> aioredis.Redis:
+        """The publisher's client, for this process's other short commands (the worker registry)."""
+        return self._publisher
 
     async def read_catalogue(self) -> bytes | None:
         """The action catalogue the workers published (catalogue.py), or None."""

@@ -1,7 +1,8 @@
 """The worker's bus loop: read requests from one topic, answer each, publish the reply.
 
-Reconnects to Redis with backoff; on SIGTERM/SIGINT it finishes the message in hand,
-unsubscribes and returns.
+Keeps the topic registered for the gateways (`discovery.py`) while it runs. Reconnects to Redis
+with backoff; on SIGTERM/SIGINT it finishes the message in hand, unsubscribes, leaves the
+registry and returns.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from websockets_gateway.reconnect import (
 from websockets_gateway.keys import Keys
 
 from .actions import registry
+from .discovery import Registration
 from .dispatch import Outgoing, process_batch
 from .metrics import WorkerMetrics, action_label
 from .presence import online_user_ids
@@ -35,11 +37,13 @@ POLL_INTERVAL = 0.5
 BATCH_MAX = 32
 # How long a broken subscription is read, after its UNSUBSCRIBE, for requests it accepted.
 STRAGGLER_WAIT = 1.0
+# Seconds the worker's registration outlives its last heartbeat: CHAT["WORKER_TTL"]'s default.
+DEFAULT_TTL = 10.0
 
 
 class Consumer:
     def __init__(self, redis_url: str, topic: str, response_topic: str,
-                 metrics: WorkerMetrics | None = None) -> None:
+                 metrics: WorkerMetrics | None = None, ttl: float = DEFAULT_TTL) -> None:
         self.topic = topic
         self.metrics = metrics if metrics is not None else WorkerMetrics(topic)
         self.response_topic = response_topic
@@ -52,6 +56,8 @@ class Consumer:
         self._stopping = False
         self.handled = 0
         self._online = partial(online_user_ids, self._redis, keys=self.keys)
+        # Refreshed from the loop, which wakes every POLL_INTERVAL: a TTL of a few of those at least.
+        self.registration = Registration(self._redis, topic, self.keys, ttl)
 
     def request_stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
         if not self._stopping:
@@ -72,6 +78,9 @@ class Consumer:
                 logger.info("worker subscribed to %s", self.topic)
                 self._warn_if_shared()
                 self._publish_catalogue()
+                # Written again at every subscription, so a Redis that restarted empty has it back;
+                # after the subscription, so that a gateway that picks the topic finds a subscriber.
+                self.registration.refresh(force=True)
                 backoff.reset()
                 self._serve(pubsub)
                 pubsub.unsubscribe(self.topic)
@@ -91,6 +100,7 @@ class Consumer:
             self.metrics.redis_reconnects.inc()
             logger.warning("worker %s lost Redis (%s); reconnecting in %.1fs", self.topic, lost, backoff.current)
             time.sleep(backoff.next_delay())
+        self.registration.withdraw()
         self._redis.close()
 
     def _publish(self, replies: list[Outgoing]) -> None:
@@ -170,6 +180,7 @@ class Consumer:
                 probe.heard(time.monotonic())
             elif probe.ping_due(time.monotonic()):  # raises SubscriptionDead when one went unanswered
                 pubsub.ping(PROBE_MESSAGE)
+            self.registration.refresh()
             if message is None or message.get("type") != "message":
                 continue
             batch = [message["data"]]

@@ -24,7 +24,7 @@ from .fakes import WAIT, RecordingConnection, connected, fake_blocking_pool, mak
 
 def test_the_module_level_app_is_built_from_the_environment():
     assert isinstance(app_module.app, web.Application)
-    assert app_module.app[SETTINGS_KEY].worker_topics
+    assert app_module.app[SETTINGS_KEY].discovery == (not os.environ.get("WORKER_PROCESS_TOPICS", "").strip())
 
 
 def test_create_app_reads_the_environment_without_settings(monkeypatch):
