@@ -209,6 +209,7 @@ class Bus:
 
     def _deliver(self, data: bytes) -> None:
         # The boundary of one reply: a reply that breaks routing is logged, the next one goes on.
+        self.metrics.bus_envelopes.inc()
         try:
             self._on_reply(data)
         except Exception:
