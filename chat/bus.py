@@ -88,7 +88,8 @@ def publish(response: dict[str, Any], send_to: list[int]) -> None:
     encoded = encode(envelope(None, response, recipients))
     client = _redis()
     try:
-        # Presence unreadable: the response topic alone (logged by the router); its publish fails too, or goes.
+        # Presence unreadable: the response topic alone (the router logs why); a Redis that is
+        # down fails that publish too, which raises PublishError below.
         [topics] = _reply_routes().topics(client, [(recipients, None)])
         if len(topics) == 1:
             client.publish(next(iter(topics)), encoded)
