@@ -20,7 +20,7 @@ from .discovery import WorkerDiscovery
 from .heartbeat import Heartbeat
 from .identity import claim_gateway_id
 from .loop_signals import handle_noted_signals
-from .keys import Keys
+from .keys import Keys, gateway_reply_topic, run_id
 from .metrics import GatewayMetrics
 from .presence import PresenceWriter
 from .registry import ConnectionRegistry
@@ -44,18 +44,18 @@ async def gateway_context(app: web.Application) -> AsyncIterator[None]:
     # This start of the process: the next process to hold the id must not take the replies still
     # on their way to this one, nor keep its presence entries alive; so request ids and presence
     # ids carry it.
-    run_id = f"{gateway_id}.{secrets.token_hex(4)}"
+    run = run_id(gateway_id, secrets.token_hex(4))
     metrics = GatewayMetrics(gateway_id)
     registry = ConnectionRegistry()
-    presence = PresenceWriter(registry, run_id, settings.presence_ttl, settings.redis_url, metrics=metrics,
+    presence = PresenceWriter(registry, run, settings.presence_ttl, settings.redis_url, metrics=metrics,
                               keys=Keys(settings.response_topic))
     registry.on_presence_change = presence.mark_dirty
-    pending = PendingRequests(run_id, settings.request_timeout, settings.max_in_flight,
+    pending = PendingRequests(run, settings.request_timeout, settings.max_in_flight,
                               on_timeout=send_timeout_reply, metrics=metrics)
     auth_deadlines = AuthDeadlines(settings.auth_timeout)
-    router = ReplyRouter(registry, pending, metrics, auth_deadlines)
+    router = ReplyRouter(registry, pending, metrics, auth_deadlines, presence_written=presence.written)
     bus = Bus(settings.redis_url, settings.worker_topics, settings.response_topic,
-              reply_topic=f"gateway_reply:{gateway_id}", on_reply=router.route,
+              reply_topic=gateway_reply_topic(gateway_id), on_reply=router.route,
               publish_timeout=min(settings.request_timeout, 5.0),
               on_resubscribed=lambda: resync_after_bus_gap(registry), metrics=metrics)
     metrics.watch(connections=registry.__len__, in_flight=pending.__len__)

@@ -233,6 +233,7 @@ class Bus:
         # Every envelope read, before routing knows whether this process holds a recipient.
         self.metrics.envelopes_received.inc()
         # The boundary of one reply: a reply that breaks routing is logged, the next one goes on.
+        self.metrics.bus_envelopes.inc()
         try:
             self._on_reply(data)
         except Exception:

@@ -87,6 +87,11 @@ class GatewayMetrics:
                                     "Times the reply subscription to Redis was lost and made again")
         self.presence_errors = one(Counter, "chat_gateway_presence_errors",
                                    "Failed writes of this process's presence to Redis")
+        self.presence_hold_timeouts = one(
+            Counter, "chat_gateway_presence_hold_timeouts",
+            "Authenticate replies sent after PRESENCE_HOLD_MAX without their user's presence written")
+        self.bus_envelopes = one(Counter, "chat_gateway_bus_envelopes",
+                                 "Reply envelopes received from the bus, on any of this process's topics")
         self._requests = Counter(
             "chat_gateway_requests", "Client frames answered, by action and status (success or error code)",
             labels + ["action", "status"], registry=self.registry)

@@ -20,6 +20,7 @@ from websockets_gateway.reconnect import (
     PROBE_INTERVAL, PROBE_MESSAGE, PROBE_TIMEOUT, RECONNECT_BACKOFF_FIRST, RECONNECT_BACKOFF_MAX, Backoff,
     SubscriptionProbe, closing_quietly,
 )
+from chat.routing import AliveCache, ReplyRoutes
 from websockets_gateway.keys import Keys
 
 from .actions import registry
@@ -58,6 +59,8 @@ class Consumer:
         self._online = partial(online_user_ids, self._redis, keys=self.keys)
         # Refreshed from the loop, which wakes every POLL_INTERVAL: a TTL of a few of those at least.
         self.registration = Registration(self._redis, topic, self.keys, ttl)
+        self._routes = ReplyRoutes(self.keys, response_topic, AliveCache(),
+                                   on_fallback=self.metrics.routing_fallbacks.inc)
 
     def request_stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
         if not self._stopping:
@@ -104,15 +107,28 @@ class Consumer:
         self._redis.close()
 
     def _publish(self, replies: list[Outgoing]) -> None:
-        """Publish replies in one round trip (a pipeline, not a transaction, for more than one)."""
-        if len(replies) == 1:
-            self._redis.publish(replies[0].topic, replies[0].encode())
+        """Publish replies in one round trip (a pipeline, not a transaction, for more than one).
+
+        A reply for several users goes once to each gateway process that holds one of them, and
+        to the requester's: one presence read for the whole batch first (`ReplyRoutes`; a read
+        that fails sends them to the response topic, which every gateway reads).
+        """
+        several = [outgoing for outgoing in replies if outgoing.envelope["send_to"] is not None]
+        routed = iter(self._routes.topics(self._redis, [(outgoing.envelope["send_to"], outgoing.reply_to)
+                                                        for outgoing in several]) if several else ())
+        messages: list[tuple[str, bytes]] = []
+        for outgoing in replies:
+            encoded = outgoing.encode()
+            topics = (outgoing.topic,) if outgoing.envelope["send_to"] is None else sorted(next(routed))
+            messages += [(topic, encoded) for topic in topics]
+        if len(messages) == 1:
+            self._redis.publish(*messages[0])
             return
-        if not replies:
+        if not messages:
             return
         pipe = self._redis.pipeline(transaction=False)
-        for outgoing in replies:
-            pipe.publish(outgoing.topic, outgoing.encode())
+        for topic, encoded in messages:
+            pipe.publish(topic, encoded)
         pipe.execute()
 
     def _answer_stragglers(self, pubsub: redis.client.PubSub) -> None:
