@@ -16,7 +16,7 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 import redis
 from redis.exceptions import RedisError
 
-from websockets_gateway.keys import Keys, gateway_of, gateway_reply_topic
+from websockets_gateway.keys import Keys, gateway_of
 
 logger = logging.getLogger(__name__)
 
@@ -75,11 +75,10 @@ class AliveCache:
 
 def live_presence(client: redis.Redis, user_ids: Iterable[int], keys: Keys,
                   alive: AliveCache | None = None) -> dict[int, set[str]]:
-    """The live presence ids of each of these users; a user with none is left out.
+    """The live presence ids of each of these users; a user with none is left out (`who_is_online`).
 
-    One pipeline of SMEMBERS; one MGET of the heartbeats not in `alive` (none when all are);
-    a third round trip only when dead ids are found, to remove them from their users' sets so
-    that the ids of dead gateways do not pile up. None for no users. RedisError propagates.
+    One pipeline of SMEMBERS, then `_live`'s read of the heartbeats, and the removal of dead ids
+    when there are any. None for no users. RedisError propagates.
     """
     users = list(dict.fromkeys(user_ids))
     if not users:
@@ -91,17 +90,7 @@ def live_presence(client: redis.Redis, user_ids: Iterable[int], keys: Keys,
                    for user_pk, members in zip(users, pipe.execute(), strict=True) if members}
     if not ids_by_user:
         return {}
-
-    presence_ids = set().union(*ids_by_user.values())
-    live = alive.known(presence_ids) if alive is not None else set()
-    unread = sorted(presence_ids - live)
-    if unread:
-        heartbeats = client.mget([keys.presence_gateway(presence_id) for presence_id in unread])
-        found = {presence_id for presence_id, heartbeat in zip(unread, heartbeats, strict=True) if heartbeat is not None}
-        if alive is not None:
-            alive.add(found)
-        live |= found
-
+    live = _live(client, set().union(*ids_by_user.values()), keys, alive)
     present: dict[int, set[str]] = {}
     dead_by_user: dict[int, set[str]] = {}
     for user_pk, ids in ids_by_user.items():
@@ -112,6 +101,46 @@ def live_presence(client: redis.Redis, user_ids: Iterable[int], keys: Keys,
     if dead_by_user:
         _forget_dead(client, dead_by_user, keys)
     return present
+
+
+def live_holders(client: redis.Redis, groups: Sequence[tuple[int, ...]], keys: Keys,
+                 alive: AliveCache | None = None) -> list[set[str]]:
+    """For each group of users (a reply's `send_to`): the live presence ids holding one of them.
+
+    One pipeline with one SUNION per distinct group (the replies of one room share theirs),
+    not one SMEMBERS per user: a reply costs one command whatever its room's size. Then `_live`'s
+    read of the heartbeats; dead ids found are removed from the sets of the groups they were
+    found in (SREM of an id a set does not hold does nothing). RedisError propagates.
+    """
+    distinct = [group for group in dict.fromkeys(groups) if group]
+    if not distinct:
+        return [set() for _ in groups]
+    pipe = client.pipeline(transaction=False)
+    for group in distinct:
+        pipe.sunion([keys.presence_user(user_pk) for user_pk in group])
+    held = {group: {_text(member) for member in members}
+            for group, members in zip(distinct, pipe.execute(), strict=True)}
+    found = set().union(*held.values())
+    live = _live(client, found, keys, alive)
+    if found - live:
+        dead = found - live
+        _forget_dead(client, {user_pk: ids & dead for group, ids in held.items() if ids & dead
+                              for user_pk in group}, keys)
+    return [held.get(group, set()) & live for group in groups]
+
+
+def _live(client: redis.Redis, presence_ids: set[str], keys: Keys, alive: AliveCache | None) -> set[str]:
+    """The ids among these whose gateway's heartbeat exists: one MGET of those `alive` does not
+    vouch for (none when it vouches for all)."""
+    live = alive.known(presence_ids) if alive is not None else set()
+    unread = sorted(presence_ids - live)
+    if unread:
+        heartbeats = client.mget([keys.presence_gateway(presence_id) for presence_id in unread])
+        found = {presence_id for presence_id, heartbeat in zip(unread, heartbeats, strict=True) if heartbeat is not None}
+        if alive is not None:
+            alive.add(found)
+        live |= found
+    return live
 
 
 def _forget_dead(client: redis.Redis, dead_by_user: dict[int, set[str]], keys: Keys) -> None:
@@ -153,10 +182,9 @@ class ReplyRoutes:
         A reply whose recipients no gateway holds gets no topic but its `reply_to`. When Redis
         fails the read, every reply gets the fallback topic alone, logged and counted.
         """
-        wanted = [list(send_to) for send_to, _ in replies]
+        wanted = [tuple(send_to) for send_to, _ in replies]
         try:
-            present = live_presence(client, (user_pk for send_to in wanted for user_pk in send_to), self.keys,
-                                    self.alive)
+            holders = live_holders(client, wanted, self.keys, self.alive)
         except (RedisError, OSError) as exc:
             logger.warning("presence not read (%s: %s): %d replies for several users go to %s, which every "
                            "gateway reads", type(exc).__name__, exc, len(replies), self.fallback_topic)
@@ -165,9 +193,9 @@ class ReplyRoutes:
             return [{self.fallback_topic} for _ in replies]
         topic_of: dict[str, str] = {}
         routed: list[set[str]] = []
-        for send_to, (_, reply_to) in zip(wanted, replies, strict=True):
+        for presence_ids, (_, reply_to) in zip(holders, replies, strict=True):
             topics = {topic_of.get(presence_id) or topic_of.setdefault(presence_id, self._topic(presence_id))
-                      for user_pk in send_to for presence_id in present.get(user_pk, ())}
+                      for presence_id in presence_ids}
             if self.fallback_topic in topics:
                 topics = {self.fallback_topic}
             elif reply_to is not None:
@@ -181,7 +209,7 @@ class ReplyRoutes:
             logger.warning("presence id %r names no gateway process; its users' replies go to %s",
                            presence_id[:80], self.fallback_topic)
             return self.fallback_topic
-        return gateway_reply_topic(gateway_id)
+        return self.keys.gateway_reply_topic(gateway_id)
 
 
 def _text(value: bytes | str) -> str:

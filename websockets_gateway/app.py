@@ -20,7 +20,7 @@ from .discovery import WorkerDiscovery
 from .heartbeat import Heartbeat
 from .identity import claim_gateway_id
 from .loop_signals import handle_noted_signals
-from .keys import Keys, gateway_reply_topic, run_id
+from .keys import Keys, run_id
 from .metrics import GatewayMetrics
 from .presence import PresenceWriter
 from .registry import ConnectionRegistry
@@ -47,15 +47,15 @@ async def gateway_context(app: web.Application) -> AsyncIterator[None]:
     run = run_id(gateway_id, secrets.token_hex(4))
     metrics = GatewayMetrics(gateway_id)
     registry = ConnectionRegistry()
-    presence = PresenceWriter(registry, run, settings.presence_ttl, settings.redis_url, metrics=metrics,
-                              keys=Keys(settings.response_topic))
+    keys = Keys(settings.response_topic)
+    presence = PresenceWriter(registry, run, settings.presence_ttl, settings.redis_url, metrics=metrics, keys=keys)
     registry.on_presence_change = presence.mark_dirty
     pending = PendingRequests(run, settings.request_timeout, settings.max_in_flight,
                               on_timeout=send_timeout_reply, metrics=metrics)
     auth_deadlines = AuthDeadlines(settings.auth_timeout)
     router = ReplyRouter(registry, pending, metrics, auth_deadlines, presence_written=presence.written)
     bus = Bus(settings.redis_url, settings.worker_topics, settings.response_topic,
-              reply_topic=gateway_reply_topic(gateway_id), on_reply=router.route,
+              reply_topic=keys.gateway_reply_topic(gateway_id), on_reply=router.route,
               publish_timeout=min(settings.request_timeout, 5.0),
               on_resubscribed=lambda: resync_after_bus_gap(registry), metrics=metrics)
     metrics.watch(connections=registry.__len__, in_flight=pending.__len__)

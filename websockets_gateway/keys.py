@@ -47,11 +47,15 @@ class Keys:
         """A string that exists while the worker subscribed to `topic` lives."""
         return f"{self._prefix}:worker:{topic}"
 
+    def gateway_reply_topic(self, gateway_id: str) -> str:
+        """The topic a gateway process listens on for replies to it: its requests' `reply_to`, and
+        the target of replies for several users of whom it holds one (chat/routing.py).
 
-def gateway_reply_topic(gateway_id: str) -> str:
-    """The topic a gateway process listens on for replies to it: its requests' `reply_to`, and
-    the target of replies for several users of whom it holds one (chat/routing.py)."""
-    return f"gateway_reply:{gateway_id}"
+        A pub/sub channel, not a key: under the namespace so that two deployments' gateways never
+        share one, but without the hash tag, so that a Redis Cluster spreads the gateways' topics
+        over its masters.
+        """
+        return f"gateway_reply:{self.namespace}:{gateway_id}"
 
 
 def run_id(gateway_id: str, token: str) -> str:

@@ -8,7 +8,7 @@ import pytest
 import redis
 
 from chat import bus
-from websockets_gateway.keys import Keys, gateway_reply_topic, run_id
+from websockets_gateway.keys import Keys, run_id
 from websockets_gateway.keys import presence_id as spell_presence_id
 
 # The real publisher, for the tests that put it back (on fakeredis).
@@ -35,4 +35,4 @@ def online_on(client: redis.Redis, keys: Keys, gateway_id: str, *user_pks: int) 
     client.set(keys.presence_gateway(presence_id), "host:1", px=60_000)
     for user_pk in user_pks:
         client.sadd(keys.presence_user(user_pk), presence_id)
-    return gateway_reply_topic(gateway_id)
+    return keys.gateway_reply_topic(gateway_id)

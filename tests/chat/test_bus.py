@@ -92,7 +92,7 @@ def test_with_presence_unreadable_the_envelope_goes_to_the_response_topic(server
     def unreadable(*args, **kwargs):
         raise redis.TimeoutError("Timeout reading from socket")
 
-    monkeypatch.setattr(routing, "live_presence", unreadable)
+    monkeypatch.setattr(routing, "live_holders", unreadable)
     subscriber = subscribed(server, "replies", holder)
     broadcast.publish(REPLY, [1])
     assert [channel for channel, _ in received(subscriber)] == [b"replies"]

@@ -22,7 +22,7 @@ from workers import dispatch
 pytestmark = pytest.mark.filterwarnings("ignore:No directory at:UserWarning")
 
 TOPIC = "test_worker_response"
-GATEWAY_TOPIC = "gateway_reply:gw-1"
+GATEWAY_TOPIC = Keys(TOPIC).gateway_reply_topic("gw-1")
 
 
 def token_client(user) -> APIClient:

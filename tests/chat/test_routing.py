@@ -10,7 +10,7 @@ import redis
 
 from chat.routing import AliveCache, ReplyRoutes, live_presence
 from tests.chat.conftest import online_on
-from websockets_gateway.keys import Keys, gateway_reply_topic
+from websockets_gateway.keys import Keys
 
 KEYS = Keys("replies")
 FALLBACK = "replies"
@@ -60,29 +60,32 @@ def test_each_reply_goes_to_the_gateways_of_its_recipients_and_its_requester(cli
     routes = ReplyRoutes(KEYS, FALLBACK)
     assert routes.topics(client, [([1], REPLY_TO), ([2, 3], None), ([3], first), ([7], REPLY_TO), ([7], None)]) == [
         {first, REPLY_TO}, {first, second}, {second, first}, {REPLY_TO}, set()]
-    assert second == gateway_reply_topic("host.with.dots-0")
+    assert second == KEYS.gateway_reply_topic("host.with.dots-0")
 
 
-def test_a_batch_is_one_read_of_its_distinct_recipients_and_the_steady_state_one_round_trip(client):
+def test_a_batch_is_one_read_of_one_command_per_distinct_recipient_list_and_the_steady_state_one_round_trip(client):
     online_on(client, KEYS, "gw-1", 1, 2)
     online_on(client, KEYS, "gw-2", 3)
     clock = Clock()
     routes = ReplyRoutes(KEYS, FALLBACK, AliveCache(ttl=1.0, clock=clock))
-    batch = [([1, 2], REPLY_TO), ([2, 3], REPLY_TO), ([1], REPLY_TO)]
+    # Two replies to one room share their read: a reply costs one command, whatever its room's size.
+    batch = [([1, 2], REPLY_TO), ([2, 3], REPLY_TO), ([1, 2], REPLY_TO), ([1], REPLY_TO)]
     client.round_trips.clear()
-    routes.topics(client, batch)
-    smembers, mget = client.round_trips
-    assert sorted(smembers) == ["SMEMBERS"] * 3 and mget == ("MGET",)
+    assert routes.topics(client, batch) == [
+        {KEYS.gateway_reply_topic("gw-1"), REPLY_TO}, {KEYS.gateway_reply_topic("gw-1"), KEYS.gateway_reply_topic("gw-2"), REPLY_TO},
+        {KEYS.gateway_reply_topic("gw-1"), REPLY_TO}, {KEYS.gateway_reply_topic("gw-1"), REPLY_TO}]
+    unions, mget = client.round_trips
+    assert unions == ("SUNION",) * 3 and mget == ("MGET",)
 
     client.round_trips.clear()
     clock.now += 0.5
     routes.topics(client, batch)
-    assert client.round_trips == [("SMEMBERS",) * 3]
+    assert client.round_trips == [("SUNION",) * 3]
 
     client.round_trips.clear()
     clock.now += 1.0  # the heartbeats are read again once the cache's time is up
     routes.topics(client, batch)
-    assert [round_trip[0] for round_trip in client.round_trips] == ["SMEMBERS", "MGET"]
+    assert [round_trip[0] for round_trip in client.round_trips] == ["SUNION", "MGET"]
 
 
 def test_a_dead_gateway_gets_nothing_and_its_id_leaves_the_users_sets(client):
@@ -114,7 +117,7 @@ def test_a_presence_id_that_names_no_gateway_sends_its_reply_to_the_fallback_alo
     client.sadd(KEYS.presence_user(2), "odd")
     # Alone: every gateway reads the fallback topic, so a copy on gw-1's own would reach it twice.
     assert ReplyRoutes(KEYS, FALLBACK).topics(client, [([1, 2], REPLY_TO), ([1], None)]) == [
-        {FALLBACK}, {gateway_reply_topic("gw-1")}]
+        {FALLBACK}, {KEYS.gateway_reply_topic("gw-1")}]
     assert "names no gateway process" in caplog.text
 
 

@@ -86,7 +86,7 @@ def test_startup_builds_the_gateway_and_cleanup_releases_it(monkeypatch):
             gateway = app[GATEWAY_KEY]
             assert re.fullmatch(rf"{re.escape(identity.default_base())}-\d+", gateway.gateway_id)
             assert gateway.settings is settings
-            assert gateway.bus.reply_topic == f"gateway_reply:{gateway.gateway_id}"
+            assert gateway.bus.reply_topic == f"gateway_reply:{settings.response_topic}:{gateway.gateway_id}"
             assert gateway.bus.response_topic == settings.response_topic
             assert gateway.bus.subscribed.is_set()
             assert gateway.pending.timeout == 7.0

@@ -20,7 +20,7 @@ from rest_framework.authtoken.models import Token
 from chat import routing as routing_module
 from websockets_gateway import reconnect as reconnect_module
 from tests.chat.conftest import online_on
-from websockets_gateway.keys import Keys, gateway_reply_topic
+from websockets_gateway.keys import Keys
 from websockets_gateway.logs import JsonFormatter
 from workers import consumer as consumer_module
 from workers.consumer import Consumer
@@ -176,9 +176,9 @@ def test_without_presence_a_reply_for_several_users_goes_to_every_gateway(
     def down(*args, **kwargs):
         raise RedisConnectionError("presence unreadable (test)")
 
-    monkeypatch.setattr(routing_module, "live_presence", down)
+    monkeypatch.setattr(routing_module, "live_holders", down)
     pubsub = client.pubsub(ignore_subscribe_messages=True)
-    pubsub.subscribe(REPLY_TO, RESPONSE_TOPIC, gateway_reply_topic("gw-bob"))
+    pubsub.subscribe(REPLY_TO, RESPONSE_TOPIC, Keys(RESPONSE_TOPIC).gateway_reply_topic("gw-bob"))
     request = json.loads(bus_request("new_message", room=room.pk.hex, text="hi"))
     request["session_data"] = {"user_pk": alice.pk}
     client.publish(TOPIC, json.dumps(request))
