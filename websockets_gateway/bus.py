@@ -6,13 +6,15 @@ import asyncio
 import logging
 import random
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from . import metrics as metrics_module
-from . import protocol, wire
+from . import protocol
+from .batching import MAX_PIPELINES_IN_FLIGHT, PipelinedPublisher
+from .keys import Keys
 from .metrics import GatewayMetrics
 from .reconnect import (
     PROBE_INTERVAL, PROBE_MESSAGE, PROBE_TIMEOUT, RECONNECT_BACKOFF_FIRST, RECONNECT_BACKOFF_MAX, Backoff,
@@ -24,13 +26,11 @@ logger = logging.getLogger(__name__)
 # A topic that had no subscriber is tried last for this long; after it, one request tries it
 # first (a probe, once per period), so a worker that comes back is found without any restart.
 DEAD_TOPIC_RETRY_AFTER = 1.0
-# Redis connections the publisher may open. Past them a publish waits for a connection to be
-# free, for at most its publish timeout (never beyond the request's deadline), and only then
-# fails (`timeout`, "Message bus unavailable"): a burst of requests queues instead of being
-# refused at once, as redis-py's default pool (100 connections, then an error) did. A publish
-# holds its connection for one round trip, so 50 carry thousands of publishes a second; each
-# connection costs this process memory and Redis a client.
-PUBLISH_CONNECTIONS = 50
+# Redis connections the publisher may open: one per publish pipeline in flight (batching.py),
+# and two for the rest (the health check's PING, the catalogue's read). A command that finds
+# them all busy waits for one, for at most the publish timeout (never beyond the request's
+# deadline), and only then fails (`timeout`, "Message bus unavailable").
+PUBLISH_CONNECTIONS = MAX_PIPELINES_IN_FLIGHT + 2
 
 
 class BusError(Exception):
@@ -86,6 +86,16 @@ class WorkerTopics:
     def mark_alive(self, topic: str) -> None:
         self._dead_until.pop(topic, None)
 
+    def update(self, topics: Iterable[str]) -> None:
+        """Choose among `topics` from now on (the live workers of the registry, discovery.py).
+
+        A topic that stays keeps its dead-topic penalty; one that goes loses it, so that the map
+        holds only topics in the choice."""
+        self.topics = tuple(sorted(set(topics)))
+        kept = set(self.topics)
+        for topic in [t for t in self._dead_until if t not in kept]:
+            del self._dead_until[topic]
+
 
 def publisher_client(redis_url: str, timeout: float, max_connections: int = PUBLISH_CONNECTIONS) -> aioredis.Redis:
     """A Redis client whose pool holds at most `max_connections`; a command that finds them all
@@ -101,8 +111,10 @@ class Bus:
     def __init__(self, redis_url: str, worker_topics: Sequence[str], response_topic: str,
                  reply_topic: str, on_reply: Callable[[bytes], None], publish_timeout: float,
                  publisher: aioredis.Redis | None = None, subscriber: aioredis.Redis | None = None,
-                 on_resubscribed: Callable[[], None] | None = None, metrics: GatewayMetrics | None = None) -> None:
+                 on_resubscribed: Callable[[], None] | None = None, metrics: GatewayMetrics | None = None,
+                 publish_command: str = "PUBLISH") -> None:
         self.response_topic = response_topic
+        self.keys = Keys(response_topic)
         self.metrics = metrics if metrics is not None else metrics_module.detached()
         self.reply_topic = reply_topic
         self.topics = WorkerTopics(worker_topics)
@@ -112,6 +124,10 @@ class Bus:
         self._on_resubscribed = on_resubscribed
         self._was_subscribed = False
         self._publisher = publisher or publisher_client(redis_url, publish_timeout)
+        # The requests of many clients that come together share one round trip; `publish_command`
+        # is SPUBLISH for sharded pub/sub.
+        self._pipelined = PipelinedPublisher(self._publisher, publish_timeout, publish_command,
+                                             on_round_trip=self._round_trip)
         # No socket timeout on the subscriber: it blocks reading on purpose. A health-check
         # PING on an idle connection finds a half-open socket instead.
         self._subscriber = subscriber or aioredis.Redis.from_url(
@@ -126,7 +142,7 @@ class Bus:
         payload = protocol.encode_payload(request)
         for topic in self.topics.candidates():
             try:
-                receivers = await self._publisher.publish(topic, payload)
+                receivers = await self._pipelined.publish(topic, payload)
             except (RedisError, OSError) as exc:
                 self.metrics.bus_error("redis_unavailable")
                 raise BusUnavailable(f"Redis unavailable: {exc}") from exc
@@ -139,9 +155,17 @@ class Bus:
         self.metrics.bus_error("no_worker")
         raise NoWorkerAvailable("No worker is listening on any topic")
 
+    def _round_trip(self, publishes: int) -> None:
+        self.metrics.publish_round_trips.inc()
+
+    @property
+    def commands(self) -> aioredis.Redis:
+        """The publisher's client, for this process's other short commands (the worker registry)."""
+        return self._publisher
+
     async def read_catalogue(self) -> bytes | None:
         """The action catalogue the workers published (catalogue.py), or None."""
-        return await self._publisher.get(wire.CATALOGUE_KEY)
+        return await self._publisher.get(self.keys.catalogue)
 
     async def ping(self) -> bool:
         try:
@@ -206,7 +230,10 @@ class Bus:
             logger.exception("the resubscription handler failed")
 
     def _deliver(self, data: bytes) -> None:
+        # Every envelope read, before routing knows whether this process holds a recipient.
+        self.metrics.envelopes_received.inc()
         # The boundary of one reply: a reply that breaks routing is logged, the next one goes on.
+        self.metrics.bus_envelopes.inc()
         try:
             self._on_reply(data)
         except Exception:
@@ -214,6 +241,7 @@ class Bus:
             self.metrics.bus_error("routing_failed")
 
     async def close(self) -> None:
+        await self._pipelined.close()
         await self._publisher.aclose()
         await self._subscriber.aclose()
 

@@ -1,7 +1,7 @@
 """The names the gateway's metrics may carry: the actions and error codes the workers published.
 
 The gateway knows no domain action; the workers write their catalogue (`workers.actions`) to Redis
-under `wire.CATALOGUE_KEY` each time they subscribe, and every gateway process reads it at start and
+under `Keys.catalogue` each time they subscribe, and every gateway process reads it at start and
 every REFRESH_INTERVAL seconds. A label outside it is `unknown` (an action) or `other` (a status),
 so the series stay bounded whatever clients send; a catalogue past MAX_NAMES names is cut there.
 """

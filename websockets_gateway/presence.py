@@ -1,12 +1,12 @@
 """Who is connected to this gateway process, written to Redis for the workers' `who_is_online`.
 
-The keys (the worker's reader, `workers/presence.py`, spells the same two formats):
+The keys (`keys.py`; the worker's reader, `workers/presence.py`, spells them through it too):
 
-- `chat:presence:gateway:{presence_id}`: a string with a time to live of `PRESENCE_TTL`,
+- `presence_gateway(presence_id)`: a string with a time to live of `PRESENCE_TTL`,
   refreshed every `PRESENCE_TTL / 3` seconds while this process lives. A presence id is
   alive exactly while its key exists, so a gateway killed with `kill -9` is forgotten at most
   `PRESENCE_TTL` seconds later.
-- `chat:presence:user:{user_pk}`: a Redis set of the presence ids on which that user has at
+- `presence_user(user_pk)`: a Redis set of the presence ids on which that user has at
   least one authenticated connection. A user is online iff one of them is alive.
 
 `presence_id` is `{gateway_id}.{epoch}`, `gateway_id` being the id given to the writer: the app
@@ -21,6 +21,10 @@ number of connections here goes between 0 and non-zero, and one task writes, for
 user, what is true at the time of writing (SADD or SREM) plus the heartbeat, in one
 MULTI/EXEC pipeline. Three tabs of one user are one SADD; the SREM comes after the last one
 closes.
+
+`written(user_pk)` tells when Redis holds a user's presence here as it is now: the gateway holds
+an `authenticate` reply until then (router.py), which is what makes a `sync` right after it
+enough to miss nothing (docs/protocol.md, the bus section).
 """
 
 from __future__ import annotations
@@ -36,14 +40,13 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from . import metrics as metrics_module
+from .keys import DEFAULT_KEYS, Keys
+from .keys import presence_id as spell_presence_id
 from .metrics import GatewayMetrics
 from .reconnect import RECONNECT_BACKOFF_FIRST, RECONNECT_BACKOFF_MAX, Backoff, raise_if_cancel_requested
 from .registry import ConnectionRegistry
 
 logger = logging.getLogger(__name__)
-
-GATEWAY_KEY_FORMAT = "chat:presence:gateway:{presence_id}"
-USER_KEY_FORMAT = "chat:presence:user:{user_pk}"
 
 # Users written by one pipeline. A larger dirty set (a recovery, a burst of connections)
 # takes several pipelines, one after the other, so no single command batch grows with traffic.
@@ -56,14 +59,6 @@ WITHDRAW_TIMEOUT = 2.0
 FLUSH_INTERVAL = 0.02
 
 
-def gateway_key(presence_id: str) -> str:
-    return GATEWAY_KEY_FORMAT.format(presence_id=presence_id)
-
-
-def user_key(user_pk: int) -> str:
-    return USER_KEY_FORMAT.format(user_pk=user_pk)
-
-
 def _chunks(items: Sequence[int], size: int) -> Iterable[Sequence[int]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
@@ -74,8 +69,10 @@ class PresenceWriter:
 
     def __init__(self, registry: ConnectionRegistry, gateway_id: str, ttl: float,
                  redis_url: str = "redis://127.0.0.1:6379/0", client: aioredis.Redis | None = None,
-                 clock: Callable[[], float] = time.monotonic, metrics: GatewayMetrics | None = None) -> None:
+                 clock: Callable[[], float] = time.monotonic, metrics: GatewayMetrics | None = None,
+                 keys: Keys = DEFAULT_KEYS) -> None:
         self.registry = registry
+        self.keys = keys
         self.metrics = metrics if metrics is not None else metrics_module.detached()
         self.gateway_id = gateway_id
         self.ttl = ttl
@@ -101,10 +98,16 @@ class PresenceWriter:
         self._live_id: str | None = None
         self._last_write = 0.0
         self._heartbeat_value = f"{socket.gethostname()}:{os.getpid()}"
+        # The users of the flush under way: taken out of `_dirty`, not written yet.
+        self._writing: frozenset[int] = frozenset()
+        # For each user someone waits on (`written`), the future the write of its presence
+        # resolves; shared by that user's connections, so bounded by the users with a change
+        # not yet written, like `_dirty`.
+        self._written: dict[int, asyncio.Future[None]] = {}
 
     @property
     def presence_id(self) -> str:
-        return f"{self.gateway_id}.{self.epoch}"
+        return spell_presence_id(self.gateway_id, self.epoch)
 
     @property
     def dirty_users(self) -> frozenset[int]:
@@ -115,6 +118,27 @@ class PresenceWriter:
         self._dirty.add(user_pk)
         self.synced.clear()
         self._wake.set()
+
+    def written(self, user_pk: int) -> asyncio.Future[None] | None:
+        """None when Redis already holds `user_pk`'s presence here as it is now; else a future
+        that the write that puts it there resolves (never an exception: a failed write leaves it
+        to the next one). The router holds an `authenticate` reply on it (router.py): a reply
+        for the user that a worker routes after the client heard it was authenticated then
+        finds this process in the user's set."""
+        if self._registered and user_pk not in self._dirty and user_pk not in self._writing:
+            return None
+        waiter = self._written.get(user_pk)
+        if waiter is None:
+            waiter = self._written[user_pk] = asyncio.get_running_loop().create_future()
+        return waiter
+
+    def _resolve_written(self, users: Iterable[int]) -> None:
+        """Release the waits on these users whose presence Redis now holds (not dirty again since)."""
+        for user_pk in users:
+            if user_pk in self._written and user_pk not in self._dirty:
+                waiter = self._written.pop(user_pk)
+                if not waiter.done():
+                    waiter.set_result(None)
 
     async def run(self) -> None:
         """Write presence forever: at once when a user is dirty, else every heartbeat interval."""
@@ -183,14 +207,14 @@ class PresenceWriter:
 
     async def _withdraw(self, presence_id: str, users: Sequence[int]) -> None:
         pipe = self._client.pipeline(transaction=True)
-        pipe.delete(gateway_key(presence_id))
+        pipe.delete(self.keys.presence_gateway(presence_id))
         if self._live_id is not None and self._live_id != presence_id:
-            pipe.delete(gateway_key(self._live_id))
+            pipe.delete(self.keys.presence_gateway(self._live_id))
         await pipe.execute()
         for chunk in _chunks(users, BATCH_SIZE):
             pipe = self._client.pipeline(transaction=False)
             for user_pk in chunk:
-                pipe.srem(user_key(user_pk), presence_id)
+                pipe.srem(self.keys.presence_user(user_pk), presence_id)
             await pipe.execute()
 
     async def _wait_for_work(self) -> None:
@@ -213,17 +237,24 @@ class PresenceWriter:
 
     async def _flush(self) -> None:
         batch = self._take_dirty()
+        self._writing = frozenset(batch)
+        try:
+            await self._write(batch)
+        finally:
+            self._writing = frozenset()
+
+    async def _write(self, batch: list[int]) -> None:
         presence_id = self.presence_id
         pipe = self._client.pipeline(transaction=True)
         # XX: refresh, never create. A key that is gone had lapsed, and a worker may already
         # have removed this id from some users' sets; only a new id can be trusted again.
-        pipe.set(gateway_key(presence_id), self._heartbeat_value, px=round(self.ttl * 1000), xx=True)
+        pipe.set(self.keys.presence_gateway(presence_id), self._heartbeat_value, px=round(self.ttl * 1000), xx=True)
         for user_pk in batch:
             # What is true now, not what happened: connections may have come and gone since.
             if self.registry.of_user(user_pk):
-                pipe.sadd(user_key(user_pk), presence_id)
+                pipe.sadd(self.keys.presence_user(user_pk), presence_id)
             else:
-                pipe.srem(user_key(user_pk), presence_id)
+                pipe.srem(self.keys.presence_user(user_pk), presence_id)
         try:
             results = await pipe.execute()
         except BaseException:
@@ -235,6 +266,8 @@ class PresenceWriter:
                            presence_id, self.registry.user_count())
             self._registered = False
             self._lost = True
+            return
+        self._resolve_written(batch)
 
     async def _register(self) -> None:
         if self._lost:
@@ -249,17 +282,17 @@ class PresenceWriter:
             pipe = self._client.pipeline(transaction=True)
             # The heartbeat first: a reader never sees this id in a set while it has no key
             # (which it would take for a dead gateway's and remove).
-            pipe.set(gateway_key(presence_id), self._heartbeat_value, px=round(self.ttl * 1000))
+            pipe.set(self.keys.presence_gateway(presence_id), self._heartbeat_value, px=round(self.ttl * 1000))
             await pipe.execute()
             for chunk in _chunks(users, BATCH_SIZE):
                 pipe = self._client.pipeline(transaction=True)
                 for user_pk in chunk:
-                    pipe.sadd(user_key(user_pk), presence_id)
+                    pipe.sadd(self.keys.presence_user(user_pk), presence_id)
                 await pipe.execute()
             if self._live_id is not None and self._live_id != presence_id:
                 # Users that left while writes failed are still in sets under the old id:
                 # they go offline now rather than when its key expires.
-                await self._client.delete(gateway_key(self._live_id))
+                await self._client.delete(self.keys.presence_gateway(self._live_id))
         except BaseException:
             self._dirty |= covered
             raise
@@ -270,3 +303,6 @@ class PresenceWriter:
         else:
             logger.info("presence %s: registered with %d users", presence_id, len(users))
         self._live_id = presence_id
+        # Every user connected at the snapshot is written: the waits of those not dirty again end.
+        if self._written:
+            self._resolve_written(list(self._written))

@@ -13,9 +13,6 @@ import orjson
 
 # A client's `uuid`: 1 to this many characters (ChatMessage.client_uuid's length too).
 MAX_UUID_LENGTH = 64
-# The Redis key under which the workers publish their action catalogue (`workers.actions`) and
-# the gateway reads it to label its metrics.
-CATALOGUE_KEY = "chat:catalogue"
 
 
 def uuid_error(uuid: Any) -> str | None:

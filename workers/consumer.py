@@ -1,7 +1,8 @@
 """The worker's bus loop: read requests from one topic, answer each, publish the reply.
 
-Reconnects to Redis with backoff; on SIGTERM/SIGINT it finishes the message in hand,
-unsubscribes and returns.
+Keeps the topic registered for the gateways (`discovery.py`) while it runs. Reconnects to Redis
+with backoff; on SIGTERM/SIGINT it finishes the message in hand, unsubscribes, leaves the
+registry and returns.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ from websockets_gateway.reconnect import (
     PROBE_INTERVAL, PROBE_MESSAGE, PROBE_TIMEOUT, RECONNECT_BACKOFF_FIRST, RECONNECT_BACKOFF_MAX, Backoff,
     SubscriptionProbe, closing_quietly,
 )
-from websockets_gateway.wire import CATALOGUE_KEY
+from chat.routing import AliveCache, ReplyRoutes
+from websockets_gateway.keys import Keys
 
 from .actions import registry
+from .discovery import Registration
 from .dispatch import Outgoing, process_batch
 from .metrics import WorkerMetrics, action_label
 from .presence import online_user_ids
@@ -35,14 +38,17 @@ POLL_INTERVAL = 0.5
 BATCH_MAX = 32
 # How long a broken subscription is read, after its UNSUBSCRIBE, for requests it accepted.
 STRAGGLER_WAIT = 1.0
+# Seconds the worker's registration outlives its last heartbeat: CHAT["WORKER_TTL"]'s default.
+DEFAULT_TTL = 10.0
 
 
 class Consumer:
     def __init__(self, redis_url: str, topic: str, response_topic: str,
-                 metrics: WorkerMetrics | None = None) -> None:
+                 metrics: WorkerMetrics | None = None, ttl: float = DEFAULT_TTL) -> None:
         self.topic = topic
         self.metrics = metrics if metrics is not None else WorkerMetrics(topic)
         self.response_topic = response_topic
+        self.keys = Keys(response_topic)
         # One connection, not a pool: this loop is the only user of it (replies and presence reads,
         # one at a time), and taking a connection from a pool for every publish costs more than the
         # publish itself here.
@@ -50,7 +56,11 @@ class Consumer:
                                            health_check_interval=10, single_connection_client=True)
         self._stopping = False
         self.handled = 0
-        self._online = partial(online_user_ids, self._redis)
+        self._online = partial(online_user_ids, self._redis, keys=self.keys)
+        # Refreshed from the loop, which wakes every POLL_INTERVAL: a TTL of a few of those at least.
+        self.registration = Registration(self._redis, topic, self.keys, ttl)
+        self._routes = ReplyRoutes(self.keys, response_topic, AliveCache(),
+                                   on_fallback=self.metrics.routing_fallbacks.inc)
 
     def request_stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
         if not self._stopping:
@@ -71,6 +81,9 @@ class Consumer:
                 logger.info("worker subscribed to %s", self.topic)
                 self._warn_if_shared()
                 self._publish_catalogue()
+                # Written again at every subscription, so a Redis that restarted empty has it back;
+                # after the subscription, so that a gateway that picks the topic finds a subscriber.
+                self.registration.refresh(force=True)
                 backoff.reset()
                 self._serve(pubsub)
                 pubsub.unsubscribe(self.topic)
@@ -90,18 +103,32 @@ class Consumer:
             self.metrics.redis_reconnects.inc()
             logger.warning("worker %s lost Redis (%s); reconnecting in %.1fs", self.topic, lost, backoff.current)
             time.sleep(backoff.next_delay())
+        self.registration.withdraw()
         self._redis.close()
 
     def _publish(self, replies: list[Outgoing]) -> None:
-        """Publish replies in one round trip (a pipeline, not a transaction, for more than one)."""
-        if len(replies) == 1:
-            self._redis.publish(replies[0].topic, replies[0].encode())
+        """Publish replies in one round trip (a pipeline, not a transaction, for more than one).
+
+        A reply for several users goes once to each gateway process that holds one of them, and
+        to the requester's: one presence read for the whole batch first (`ReplyRoutes`; a read
+        that fails sends them to the response topic, which every gateway reads).
+        """
+        several = [outgoing for outgoing in replies if outgoing.envelope["send_to"] is not None]
+        routed = iter(self._routes.topics(self._redis, [(outgoing.envelope["send_to"], outgoing.reply_to)
+                                                        for outgoing in several]) if several else ())
+        messages: list[tuple[str, bytes]] = []
+        for outgoing in replies:
+            encoded = outgoing.encode()
+            topics = (outgoing.topic,) if outgoing.envelope["send_to"] is None else sorted(next(routed))
+            messages += [(topic, encoded) for topic in topics]
+        if len(messages) == 1:
+            self._redis.publish(*messages[0])
             return
-        if not replies:
+        if not messages:
             return
         pipe = self._redis.pipeline(transaction=False)
-        for outgoing in replies:
-            pipe.publish(outgoing.topic, outgoing.encode())
+        for topic, encoded in messages:
+            pipe.publish(topic, encoded)
         pipe.execute()
 
     def _answer_stragglers(self, pubsub: redis.client.PubSub) -> None:
@@ -157,7 +184,7 @@ class Consumer:
         # The gateways label their metrics by it (websockets_gateway/catalogue.py): written again at
         # every subscription, so a Redis that restarted empty has it back.
         try:
-            self._redis.set(CATALOGUE_KEY, registry.catalogue_json())
+            self._redis.set(self.keys.catalogue, registry.catalogue_json())
         except (RedisError, OSError) as exc:
             logger.warning("worker %s: action catalogue not published (%s)", self.topic, exc)
 
@@ -169,6 +196,7 @@ class Consumer:
                 probe.heard(time.monotonic())
             elif probe.ping_due(time.monotonic()):  # raises SubscriptionDead when one went unanswered
                 pubsub.ping(PROBE_MESSAGE)
+            self.registration.refresh()
             if message is None or message.get("type") != "message":
                 continue
             batch = [message["data"]]

@@ -152,7 +152,7 @@ def faults(e2e_database_url, django_db_blocker, tmp_path_factory) -> FaultStack:
         _, port = stack.start_gateway(processes=GATEWAY_PROCESSES, name=f"gateway-{tag}")
         # start_gateway waits for one process to answer; every one is ready once subscribed.
         wait_for(lambda: len(_reply_topics(redis_url)) == GATEWAY_PROCESSES, "gateway processes", 30)
-        gateway_ids = frozenset(topic.split(":", 1)[1] for topic in _reply_topics(redis_url))
+        gateway_ids = frozenset(topic.split(":", 2)[2] for topic in _reply_topics(redis_url))
         yield FaultStack(stack, tag, redis_url, topics, f"{tag}_response", f"http://127.0.0.1:{port}/ws",
                          gateway_ids, django_db_blocker)
     finally:
@@ -385,7 +385,7 @@ def _expected_subscribers(faults: FaultStack) -> dict[str, int]:
     reply topic and on the shared response topic."""
     return {**{topic: 1 for topic in faults.worker_topics},
             faults.response_topic: GATEWAY_PROCESSES,
-            **{f"gateway_reply:{gateway_id}": 1 for gateway_id in faults.gateway_ids}}
+            **{Keys(faults.response_topic).gateway_reply_topic(gateway_id): 1 for gateway_id in faults.gateway_ids}}
 
 
 async def _subscribers_until(client: redis.Redis, expected: dict[str, int], bound: float) -> float:

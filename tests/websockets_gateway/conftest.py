@@ -6,9 +6,9 @@ import fakeredis
 import pytest
 
 from websockets_gateway import bus as bus_module
-from websockets_gateway.wire import CATALOGUE_KEY
+from websockets_gateway.keys import Keys
 
-from .fakes import CATALOGUE, fake_blocking_pool
+from .fakes import CATALOGUE, fake_blocking_pool, make_settings
 
 
 @pytest.fixture
@@ -17,7 +17,7 @@ def redis_server(monkeypatch):
     pool (`bus.publisher_client`), so the app and fake workers share it. It holds the action
     catalogue, as after a worker's start."""
     server = fakeredis.FakeServer()
-    fakeredis.FakeRedis(server=server).set(CATALOGUE_KEY, CATALOGUE)
+    fakeredis.FakeRedis(server=server).set(Keys(make_settings().response_topic).catalogue, CATALOGUE)
 
     def from_url(url, **kwargs):
         return fakeredis.FakeAsyncRedis(server=server)

@@ -15,7 +15,7 @@ from websockets_gateway import app as app_module
 from websockets_gateway import bus as bus_module
 from websockets_gateway import identity
 from websockets_gateway.app import BUS_GAP_REASON, create_app, resync_after_bus_gap
-from websockets_gateway.presence import gateway_key
+from websockets_gateway.keys import DEFAULT_KEYS as KEYS
 from websockets_gateway.registry import ConnectionRegistry
 from websockets_gateway.state import GATEWAY_KEY, SETTINGS_KEY
 
@@ -24,7 +24,7 @@ from .fakes import WAIT, RecordingConnection, connected, fake_blocking_pool, mak
 
 def test_the_module_level_app_is_built_from_the_environment():
     assert isinstance(app_module.app, web.Application)
-    assert app_module.app[SETTINGS_KEY].worker_topics
+    assert app_module.app[SETTINGS_KEY].discovery == (not os.environ.get("WORKER_PROCESS_TOPICS", "").strip())
 
 
 def test_create_app_reads_the_environment_without_settings(monkeypatch):
@@ -86,7 +86,7 @@ def test_startup_builds_the_gateway_and_cleanup_releases_it(monkeypatch):
             gateway = app[GATEWAY_KEY]
             assert re.fullmatch(rf"{re.escape(identity.default_base())}-\d+", gateway.gateway_id)
             assert gateway.settings is settings
-            assert gateway.bus.reply_topic == f"gateway_reply:{gateway.gateway_id}"
+            assert gateway.bus.reply_topic == f"gateway_reply:{settings.response_topic}:{gateway.gateway_id}"
             assert gateway.bus.response_topic == settings.response_topic
             assert gateway.bus.subscribed.is_set()
             assert gateway.pending.timeout == 7.0
@@ -107,7 +107,7 @@ def test_startup_builds_the_gateway_and_cleanup_releases_it(monkeypatch):
             assert await probe.publish(gateway.bus.response_topic, "{}") == 1
             # The presence writer registered this process: its heartbeat is in Redis.
             await asyncio.wait_for(gateway.presence.synced.wait(), WAIT)
-            heartbeat = gateway_key(gateway.presence.presence_id)
+            heartbeat = gateway.presence.keys.presence_gateway(gateway.presence.presence_id)
             assert await probe.exists(heartbeat) == 1
         finally:
             await test_server.close()

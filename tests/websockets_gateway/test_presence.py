@@ -21,7 +21,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from websockets_gateway import presence as presence_module
 from websockets_gateway.app import create_app
 from websockets_gateway.metrics import GatewayMetrics
-from websockets_gateway.presence import PresenceWriter, gateway_key, user_key
+from websockets_gateway.keys import DEFAULT_KEYS as KEYS, Keys
+from websockets_gateway.presence import PresenceWriter
 from websockets_gateway.registry import ConnectionRegistry
 from websockets_gateway.state import GATEWAY_KEY
 
@@ -102,8 +103,8 @@ async def _running(writer: PresenceWriter) -> AsyncIterator[asyncio.Task[None]]:
         await asyncio.wait({task})
 
 
-async def _members(probe: fakeredis.FakeAsyncRedis, user_pk: int) -> set[str]:
-    return {member.decode() for member in await probe.smembers(user_key(user_pk))}
+async def _members(probe: fakeredis.FakeAsyncRedis, user_pk: int, keys: Keys = KEYS) -> set[str]:
+    return {member.decode() for member in await probe.smembers(keys.presence_user(user_pk))}
 
 
 def test_keys_and_presence_id():
@@ -111,8 +112,6 @@ def test_keys_and_presence_id():
     writer = PresenceWriter(registry, "gw-abc", 15.0, client=fakeredis.FakeAsyncRedis())
     assert writer.presence_id == "gw-abc.0"
     assert writer.heartbeat_interval == 5.0
-    assert gateway_key("gw-abc.3") == "chat:presence:gateway:gw-abc.3"
-    assert user_key(42) == "chat:presence:user:42"
 
 
 def test_three_connections_of_one_user_are_one_sadd_and_one_srem_after_the_last_closes():
@@ -135,10 +134,10 @@ def test_three_connections_of_one_user_are_one_sadd_and_one_srem_after_the_last_
         registry.remove(tabs[2])
         assert writer.dirty_users == {7}
         await writer.sync_once()
-        assert await probe.exists(user_key(7)) == 0
+        assert await probe.exists(KEYS.presence_user(7)) == 0
         assert client.named("SADD", "SREM") == [
-            ("SADD", user_key(7), writer.presence_id),
-            ("SREM", user_key(7), writer.presence_id),
+            ("SADD", KEYS.presence_user(7), writer.presence_id),
+            ("SREM", KEYS.presence_user(7), writer.presence_id),
         ]
 
     run(scenario())
@@ -157,8 +156,8 @@ def test_connections_that_come_and_go_before_a_write_leave_the_truth_at_write_ti
         assert await _members(probe, 1) == set()
         assert await _members(probe, 2) == {writer.presence_id}
         assert sorted(client.named("SADD", "SREM")) == [
-            ("SADD", user_key(2), writer.presence_id),
-            ("SREM", user_key(1), writer.presence_id),
+            ("SADD", KEYS.presence_user(2), writer.presence_id),
+            ("SREM", KEYS.presence_user(1), writer.presence_id),
         ]
 
     run(scenario())
@@ -213,7 +212,7 @@ def test_the_heartbeat_key_has_a_ttl_and_each_write_refreshes_it():
         _, writer, _ = _writer(server, ttl=12.0)
         probe = fakeredis.FakeAsyncRedis(server=server)
         await writer.sync_once()
-        key = gateway_key(writer.presence_id)
+        key = KEYS.presence_gateway(writer.presence_id)
         assert 0 < await probe.pttl(key) <= 12000
         await probe.pexpire(key, 500)
         await writer.sync_once()  # a heartbeat with no dirty user
@@ -257,8 +256,8 @@ def test_after_a_redis_failure_the_epoch_goes_up_and_every_connected_user_is_add
         assert await _members(probe, 3) == {second_id}
         # The user that left during the outage is still under the old id, which is dead now.
         assert await _members(probe, 2) == {first_id}
-        assert await probe.exists(gateway_key(first_id)) == 0
-        assert await probe.exists(gateway_key(second_id)) == 1
+        assert await probe.exists(KEYS.presence_gateway(first_id)) == 0
+        assert await probe.exists(KEYS.presence_gateway(second_id)) == 1
         assert writer.dirty_users == frozenset()
         assert stays in registry.of_user(1)
 
@@ -326,15 +325,15 @@ def test_a_lapsed_heartbeat_registers_again_under_a_new_id():
         await writer.sync_once()
         old_id = writer.presence_id
         # The process stalled past its TTL; a reader took the id for dead and removed it.
-        await probe.delete(gateway_key(old_id))
-        await probe.srem(user_key(1), old_id)
+        await probe.delete(KEYS.presence_gateway(old_id))
+        await probe.srem(KEYS.presence_user(1), old_id)
 
         await writer.sync_once()  # finds the lapse: the refresh does not recreate the key
-        assert await probe.exists(gateway_key(old_id)) == 0
+        assert await probe.exists(KEYS.presence_gateway(old_id)) == 0
         await writer.sync_once()
         assert writer.epoch == 1
         assert await _members(probe, 1) == {writer.presence_id}
-        assert await probe.exists(gateway_key(writer.presence_id)) == 1
+        assert await probe.exists(KEYS.presence_gateway(writer.presence_id)) == 1
 
     run(scenario())
 
@@ -345,7 +344,7 @@ def test_withdraw_on_shutdown_removes_the_heartbeat_and_our_id_from_our_users():
         registry, writer, _ = _writer(server)
         probe = fakeredis.FakeAsyncRedis(server=server)
         other_gateway = "gw-other.0"
-        await probe.sadd(user_key(1), other_gateway)
+        await probe.sadd(KEYS.presence_user(1), other_gateway)
         await writer.sync_once()
         connected(registry, "c1", user_pk=1)
         connected(registry, "c2", user_pk=2)
@@ -355,7 +354,7 @@ def test_withdraw_on_shutdown_removes_the_heartbeat_and_our_id_from_our_users():
 
         await writer.withdraw()
 
-        assert await probe.exists(gateway_key(writer.presence_id)) == 0
+        assert await probe.exists(KEYS.presence_gateway(writer.presence_id)) == 0
         assert await _members(probe, 1) == {other_gateway}
         assert await _members(probe, 2) == set()
         assert await _members(probe, 3) == set()
@@ -475,7 +474,7 @@ def test_the_background_task_recovers_from_a_redis_outage(monkeypatch, caplog):
             await asyncio.wait_for(writer.synced.wait(), WAIT)
             assert writer.epoch >= 1
             assert await _members(probe, 1) == {writer.presence_id}
-            assert await probe.exists(gateway_key(f"{GATEWAY_ID}.0")) == 0
+            assert await probe.exists(KEYS.presence_gateway(f"{GATEWAY_ID}.0")) == 0
 
     run(scenario())
     assert "presence gw-test.0: write failed (ConnectionError" in caplog.text
@@ -508,12 +507,98 @@ def test_the_running_gateway_writes_presence_and_withdraws_it_on_shutdown(redis_
                 assert message.type == WSMsgType.TEXT
                 tabs.append(ws)
             await asyncio.wait_for(presence.synced.wait(), WAIT)
-            assert await _members(probe, 1) == {presence.presence_id}
-            assert await probe.exists(gateway_key(presence.presence_id)) == 1
+            assert await _members(probe, 1, presence.keys) == {presence.presence_id}
+            assert await probe.exists(presence.keys.presence_gateway(presence.presence_id)) == 1
             presence_id = presence.presence_id
             for ws in tabs:
                 await ws.close()
-        assert await probe.exists(gateway_key(presence_id)) == 0
-        assert await _members(probe, 1) == set()
+        assert await probe.exists(presence.keys.presence_gateway(presence_id)) == 0
+        assert await _members(probe, 1, presence.keys) == set()
+
+    run(scenario())
+
+
+# `written`: when Redis holds a user's presence here (the router holds authenticate replies on it)
+
+def test_written_is_a_future_until_the_write_of_the_user_then_none():
+    async def scenario():
+        server = fakeredis.FakeServer()
+        registry, writer, _ = _writer(server)
+        probe = fakeredis.FakeAsyncRedis(server=server)
+        assert writer.written(1) is not None  # not registered yet: nothing is written
+        await writer.sync_once()
+        connected(registry, "c1", user_pk=1)
+        waiter = writer.written(1)
+        assert waiter is not None and writer.written(1) is waiter  # one future a user, shared
+        await asyncio.sleep(0)
+        assert not waiter.done()
+        await writer.sync_once()
+        assert waiter.done()
+        assert await _members(probe, 1) == {writer.presence_id}
+        assert writer.written(1) is None
+
+    run(scenario())
+
+
+def test_registration_releases_the_waits_of_every_user_it_wrote():
+    async def scenario():
+        registry, writer, _ = _writer(fakeredis.FakeServer())
+        connected(registry, "c1", user_pk=1)
+        waiter = writer.written(1)
+        await writer.sync_once()  # the registration adds every connected user
+        assert waiter.done()
+
+    run(scenario())
+
+
+def test_a_failed_write_keeps_the_wait_until_a_write_succeeds():
+    async def scenario():
+        registry, writer, client = _writer(fakeredis.FakeServer())
+        await writer.sync_once()
+        connected(registry, "c1", user_pk=1)
+        waiter = writer.written(1)
+        client.failing = True
+        with pytest.raises(RedisConnectionError):
+            await writer.sync_once()
+        assert not waiter.done()
+        client.failing = False
+        await writer.sync_once()  # registers again under a new epoch, with the user
+        assert waiter.done()
+
+    run(scenario())
+
+
+def test_a_write_under_way_does_not_release_a_wait_on_a_change_it_may_not_have_seen():
+    async def scenario():
+        registry, writer, client = _writer(fakeredis.FakeServer())
+        await writer.sync_once()
+        first = connected(registry, "c1", user_pk=1)
+        entered, gate = asyncio.Event(), asyncio.Event()
+        pipeline = client.pipeline
+
+        def gated_pipeline(*args, **kwargs):
+            pipe = pipeline(*args, **kwargs)
+            execute = pipe.execute
+
+            async def gated(raise_on_error=True):
+                entered.set()
+                await gate.wait()
+                return await execute(raise_on_error)
+
+            pipe.execute = gated
+            return pipe
+
+        client.pipeline = gated_pipeline
+        flush = asyncio.create_task(writer.sync_once())
+        await entered.wait()  # user 1 taken for this write, not written yet
+        waiter = writer.written(1)
+        assert waiter is not None
+        registry.remove(first)
+        connected(registry, "c2", user_pk=1)  # gone and back meanwhile: dirty again
+        gate.set()
+        await flush
+        assert not waiter.done()
+        await writer.sync_once()
+        assert waiter.done()
 
     run(scenario())

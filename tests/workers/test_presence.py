@@ -15,7 +15,8 @@ from websockets_gateway import presence as gateway_presence
 from websockets_gateway.connection import Connection
 from websockets_gateway.ratelimit import TokenBucket
 from websockets_gateway.registry import ConnectionRegistry
-from workers.presence import gateway_key, online_user_ids, user_key
+from websockets_gateway.keys import DEFAULT_KEYS as KEYS
+from workers.presence import online_user_ids
 
 TTL_MS = 15000
 
@@ -62,24 +63,19 @@ def client(server) -> CountingRedis:
 
 
 def _gateway_alive(client: redis.Redis, presence_id: str) -> None:
-    client.set(gateway_key(presence_id), "host:1", px=TTL_MS)
+    client.set(KEYS.presence_gateway(presence_id), "host:1", px=TTL_MS)
 
 
 def _members(client: redis.Redis, user_pk: int) -> set[str]:
-    return {member.decode() for member in client.smembers(user_key(user_pk))}
-
-
-def test_the_key_formats():
-    assert gateway_key("gw-abc.0") == "chat:presence:gateway:gw-abc.0"
-    assert user_key(42) == "chat:presence:user:42"
+    return {member.decode() for member in client.smembers(KEYS.presence_user(user_pk))}
 
 
 def test_users_on_two_gateways_are_online(client):
     _gateway_alive(client, "gw-a.0")
     _gateway_alive(client, "gw-b.0")
-    client.sadd(user_key(1), "gw-a.0")
-    client.sadd(user_key(2), "gw-b.0")
-    client.sadd(user_key(3), "gw-a.0", "gw-b.0")
+    client.sadd(KEYS.presence_user(1), "gw-a.0")
+    client.sadd(KEYS.presence_user(2), "gw-b.0")
+    client.sadd(KEYS.presence_user(3), "gw-a.0", "gw-b.0")
     client.round_trips = 0
 
     assert online_user_ids(client, [1, 2, 3, 4]) == {1, 2, 3}
@@ -88,18 +84,18 @@ def test_users_on_two_gateways_are_online(client):
 
 
 def test_a_user_only_on_a_dead_gateway_is_offline_and_the_dead_id_is_removed(client):
-    client.sadd(user_key(1), "gw-dead.0")  # its heartbeat expired: no key
+    client.sadd(KEYS.presence_user(1), "gw-dead.0")  # its heartbeat expired: no key
     client.round_trips = 0
 
     assert online_user_ids(client, [1]) == set()
     assert client.round_trips == 3
-    assert client.exists(user_key(1)) == 0
+    assert client.exists(KEYS.presence_user(1)) == 0
 
 
 def test_a_user_with_one_live_and_one_dead_gateway_is_online_and_loses_only_the_dead_id(client):
     _gateway_alive(client, "gw-a.1")
-    client.sadd(user_key(1), "gw-a.1", "gw-a.0", "gw-dead.3")
-    client.sadd(user_key(2), "gw-dead.3")
+    client.sadd(KEYS.presence_user(1), "gw-a.1", "gw-a.0", "gw-dead.3")
+    client.sadd(KEYS.presence_user(2), "gw-dead.3")
 
     assert online_user_ids(client, [1, 2]) == {1}
     assert _members(client, 1) == {"gw-a.1"}
@@ -120,16 +116,16 @@ def test_users_with_no_presence_at_all_cost_one_round_trip(client):
 
 def test_a_user_named_twice_is_read_once(client):
     _gateway_alive(client, "gw-a.0")
-    client.sadd(user_key(1), "gw-a.0")
+    client.sadd(KEYS.presence_user(1), "gw-a.0")
     assert online_user_ids(client, (pk for pk in [1, 1, 2])) == {1}
 
 
 def test_a_client_that_decodes_responses_works_too(server):
     client = fakeredis.FakeRedis(server=server, decode_responses=True)
     _gateway_alive(client, "gw-a.0")
-    client.sadd(user_key(1), "gw-a.0", "gw-dead.0")
+    client.sadd(KEYS.presence_user(1), "gw-a.0", "gw-dead.0")
     assert online_user_ids(client, [1]) == {1}
-    assert client.smembers(user_key(1)) == {"gw-a.0"}
+    assert client.smembers(KEYS.presence_user(1)) == {"gw-a.0"}
 
 
 def test_redis_errors_reach_the_caller(client):
@@ -140,7 +136,7 @@ def test_redis_errors_reach_the_caller(client):
 
 def test_a_failed_clean_up_still_gives_the_answer(client, caplog):
     _gateway_alive(client, "gw-a.0")
-    client.sadd(user_key(1), "gw-a.0", "gw-dead.0")
+    client.sadd(KEYS.presence_user(1), "gw-a.0", "gw-dead.0")
     real_trip = client._trip
 
     def fail_the_clean_up() -> None:
@@ -190,9 +186,9 @@ def test_the_gateway_writer_and_the_worker_reader_agree_on_the_keys(server):
         assert online_user_ids(reader, [1, 2, 3]) == {1, 2}
 
         # Gateway b is killed (no clean-up): its heartbeat expires, and bob goes offline.
-        reader.delete(gateway_key(writer_b.presence_id))
+        reader.delete(KEYS.presence_gateway(writer_b.presence_id))
         assert online_user_ids(reader, [1, 2]) == {1}
-        assert reader.exists(user_key(2)) == 0
+        assert reader.exists(KEYS.presence_user(2)) == 0
 
         # Gateway a shuts down cleanly.
         registry_a.remove(alice_tab2)
