@@ -166,7 +166,7 @@ def test_on_sqlite_the_wal_is_checkpointed_by_a_thread_while_the_consumer_runs(m
         return checkpointer
 
     class Consumer:
-        def __init__(self, *args) -> None:
+        def __init__(self, *args, **kwargs) -> None:
             pass
 
         def install_signal_handlers(self) -> None:
