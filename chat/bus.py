@@ -10,9 +10,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-import redis
-from redis.exceptions import RedisError
-
+from websockets_gateway import redis_clients
 from websockets_gateway.wire import dumps
 
 from .conf import chat_settings
@@ -22,7 +20,7 @@ from .conf import chat_settings
 CONNECT_TIMEOUT = 2.0
 SOCKET_TIMEOUT = 2.0
 
-_client: redis.Redis | None = None
+_client: redis_clients.SyncClient | None = None
 _client_lock = threading.Lock()
 
 
@@ -51,14 +49,16 @@ def encode(built: dict[str, Any]) -> bytes:
     return dumps(built)
 
 
-def _redis() -> redis.Redis:
-    """One client (and connection pool) per process, made on first use; thread-safe."""
+def _redis() -> redis_clients.SyncClient:
+    """One client (and connection pool, or one per node of a cluster) per process, made on first
+    use; thread-safe."""
     global _client
     if _client is None:
         with _client_lock:
             if _client is None:
-                _client = redis.Redis.from_url(chat_settings.REDIS_URL, socket_connect_timeout=CONNECT_TIMEOUT,
-                                               socket_timeout=SOCKET_TIMEOUT)
+                _client = redis_clients.sync_client(chat_settings.REDIS_URL, chat_settings.REDIS_CLUSTER,
+                                                    socket_connect_timeout=CONNECT_TIMEOUT,
+                                                    socket_timeout=SOCKET_TIMEOUT)
     return _client
 
 
@@ -70,6 +70,6 @@ def publish(response: dict[str, Any], send_to: list[int]) -> None:
     """
     encoded = encode(envelope(None, response, list(send_to)))
     try:
-        _redis().publish(chat_settings.WORKER_RESPONSE_TOPIC, encoded)
-    except (RedisError, OSError) as exc:
+        redis_clients.publish(_redis(), chat_settings.WORKER_RESPONSE_TOPIC, encoded)
+    except redis_clients.REDIS_ERRORS as exc:
         raise PublishError(f"{type(exc).__name__}: {exc}") from exc

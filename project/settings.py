@@ -158,6 +158,8 @@ SPECTACULAR_SETTINGS = {
 CHAT = {
     "MAX_MESSAGE_LENGTH": env_int("MAX_MESSAGE_LENGTH", 4000, minimum=1),
     "REDIS_URL": env_url("REDIS_URL", "redis://127.0.0.1:6379/0", ("redis", "rediss", "unix")),
+    # REDIS_URL names one node of a Redis Cluster: the gateway reads the same variable.
+    "REDIS_CLUSTER": env_bool("REDIS_CLUSTER", False),
     "WORKER_RESPONSE_TOPIC": env_str("WORKER_RESPONSE_TOPIC", "worker_response"),
     # How long a WebSocket ticket (chat.tickets), which the chat page authenticates with, is good for.
     "TICKET_MAX_AGE": env_int("TICKET_MAX_AGE", 60, minimum=1),

@@ -22,7 +22,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import redis
+from websockets_gateway import redis_clients
 
 ROOT = Path(__file__).resolve().parent.parent
 logger = logging.getLogger("stack")
@@ -91,16 +91,19 @@ def http_ok(url: str) -> bool:
         return False
 
 
-def subscribed(redis_url: str, topics: list[str]) -> bool:
-    """Whether every topic has at least one subscriber (a worker listening)."""
-    client = redis.Redis.from_url(redis_url, socket_connect_timeout=1, socket_timeout=1)
+def subscribed(redis_url: str, topics: list[str], cluster: bool = False) -> bool:
+    """Whether every topic has at least one subscriber (a worker listening); on a Redis Cluster,
+    a sharded one."""
     try:
-        counts = dict(client.pubsub_numsub(*topics))
-    except (redis.RedisError, OSError):
+        client = redis_clients.sync_client(redis_url, cluster, socket_connect_timeout=1, socket_timeout=1)
+    except redis_clients.REDIS_ERRORS:
+        return False
+    try:
+        return all(redis_clients.subscriber_count(client, topic) >= 1 for topic in topics)
+    except redis_clients.REDIS_ERRORS:
         return False
     finally:
         client.close()
-    return all(counts.get(topic.encode(), 0) >= 1 for topic in topics)
 
 
 @dataclass
@@ -141,8 +144,14 @@ class Stack:
         return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=self.env, check=check,
                               capture_output=True, text=True)
 
+    @property
+    def redis_cluster(self) -> bool:
+        """Whether the stack's REDIS_URL names a node of a Redis Cluster (REDIS_CLUSTER, passed to every part)."""
+        return redis_clients.cluster_from_env(self.env)
+
     def start_redis(self, port: int | None = None) -> str:
-        """Start an embedded Redis unless REDIS_URL is set; return the URL to use."""
+        """Start an embedded Redis unless REDIS_URL is set (with REDIS_CLUSTER=1, a node of a Redis
+        Cluster: scripts/cluster.py); return the URL to use."""
         if self.env.get("REDIS_URL"):
             return self.env["REDIS_URL"]
         port = port or free_port()
@@ -183,7 +192,7 @@ class Stack:
         """Start one worker per topic and return once each is subscribed."""
         procs = [self.start_worker(topic, name=f"{name_prefix}-{topic}", wait=False) for topic in topics]
         self.env["WORKER_PROCESS_TOPICS"] = ",".join(topics)
-        wait_for(lambda: subscribed(self.env["REDIS_URL"], topics), "workers", 60)
+        wait_for(lambda: subscribed(self.env["REDIS_URL"], topics, self.redis_cluster), "workers", 60)
         return procs
 
     def start_worker(self, topic: str, name: str | None = None, wait: bool = True, extra_args: list[str] | None = None,
@@ -193,7 +202,7 @@ class Stack:
                           [sys.executable, "manage.py", "message_process_worker", "--subscribe_topic", topic,
                            *(extra_args or [])], env=dict(self.env, **(extra_env or {})))
         if wait:
-            wait_for(lambda: subscribed(self.env["REDIS_URL"], [topic]), f"worker {topic}", 60, proc)
+            wait_for(lambda: subscribed(self.env["REDIS_URL"], [topic], self.redis_cluster), f"worker {topic}", 60, proc)
         return proc
 
     def start_gateway(self, port: int | None = None, processes: int = 2, name: str = "gateway",

@@ -17,18 +17,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-import redis
-from redis.exceptions import RedisError
-
 from websockets_gateway.keys import DEFAULT_KEYS, Keys
+from websockets_gateway.redis_clients import REDIS_ERRORS, SyncClient
 
 logger = logging.getLogger(__name__)
 
-def online_user_ids(client: redis.Redis, user_ids: Iterable[int], keys: Keys = DEFAULT_KEYS) -> set[int]:
+def online_user_ids(client: SyncClient, user_ids: Iterable[int], keys: Keys = DEFAULT_KEYS) -> set[int]:
     """The users among `user_ids` with a connection on a live gateway.
 
     Two round trips (one pipeline of SMEMBERS, one MGET of the heartbeats), a third only when
-    dead presence ids are found; none for no users. RedisError propagates: the caller answers
+    dead presence ids are found; none for no users. On a Redis Cluster every key here shares one
+    hash tag (keys.py), so the MGET is one slot's. A Redis error propagates: the caller answers
     with an error reply.
     """
     users = list(dict.fromkeys(user_ids))
@@ -58,7 +57,7 @@ def online_user_ids(client: redis.Redis, user_ids: Iterable[int], keys: Keys = D
     return online
 
 
-def _forget_dead(client: redis.Redis, dead_by_user: dict[int, set[str]], keys: Keys) -> None:
+def _forget_dead(client: SyncClient, dead_by_user: dict[int, set[str]], keys: Keys) -> None:
     # Safe against a race with the gateways: an id whose heartbeat is gone never comes back
     # (a gateway that finds its heartbeat lapsed registers under a new id), and a gateway
     # writes a new id's heartbeat before adding the id to any set.
@@ -67,7 +66,7 @@ def _forget_dead(client: redis.Redis, dead_by_user: dict[int, set[str]], keys: K
         pipe.srem(keys.presence_user(user_pk), *dead)
     try:
         pipe.execute()
-    except RedisError as exc:
+    except REDIS_ERRORS as exc:
         # The answer is known already; the ids are removed by a later reader.
         logger.warning("could not remove dead presence ids of %d users: %s: %s",
                        len(dead_by_user), type(exc).__name__, exc)

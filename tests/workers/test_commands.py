@@ -34,12 +34,12 @@ def test_blank_subscribe_topic_is_refused(no_consumer):
 
 def test_runs_a_consumer_on_the_topic_with_the_settings(monkeypatch, settings):
     settings.CHAT = {**settings.CHAT, "REDIS_URL": "redis://example:6379/5"}
-    settings.CHAT = {**settings.CHAT, "WORKER_RESPONSE_TOPIC": "responses"}
+    settings.CHAT = {**settings.CHAT, "WORKER_RESPONSE_TOPIC": "responses", "REDIS_CLUSTER": True}
     started = []
 
     class FakeConsumer:
-        def __init__(self, redis_url: str, topic: str, response_topic: str) -> None:
-            self.args = (redis_url, topic, response_topic)
+        def __init__(self, redis_url: str, topic: str, response_topic: str, cluster: bool = False) -> None:
+            self.args = (redis_url, topic, response_topic, cluster)
             self.calls: list[str] = []
             started.append(self)
 
@@ -52,7 +52,7 @@ def test_runs_a_consumer_on_the_topic_with_the_settings(monkeypatch, settings):
     monkeypatch.setattr(message_process_worker, "Consumer", FakeConsumer)
     call_command("message_process_worker", "--subscribe_topic", "worker_process_9")
     [consumer] = started
-    assert consumer.args == ("redis://example:6379/5", "worker_process_9", "responses")
+    assert consumer.args == ("redis://example:6379/5", "worker_process_9", "responses", True)
     assert consumer.calls == ["install_signal_handlers", "run"]
 
 
@@ -63,7 +63,7 @@ class ScrapingConsumer:
     # The port the test gave the command, if any.
     port: int | None = None
 
-    def __init__(self, redis_url: str, topic: str, response_topic: str) -> None:
+    def __init__(self, redis_url: str, topic: str, response_topic: str, cluster: bool = False) -> None:
         self.metrics = WorkerMetrics(topic)
         self.metrics.answered("authenticate", {"status": "success"}, 0.01)
         self.scraped = ""

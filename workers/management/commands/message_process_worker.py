@@ -22,7 +22,8 @@ class Command(BaseCommand):
             raise CommandError("--subscribe_topic must name a topic")
         if not 0 <= metrics_port <= 65535:
             raise CommandError(f"--metrics-port {metrics_port} is not a port number (0: no metrics)")
-        consumer = Consumer(chat_settings.REDIS_URL, subscribe_topic, chat_settings.WORKER_RESPONSE_TOPIC)
+        consumer = Consumer(chat_settings.REDIS_URL, subscribe_topic, chat_settings.WORKER_RESPONSE_TOPIC,
+                            cluster=chat_settings.REDIS_CLUSTER)
         server = None
         if metrics_port:
             try:
