@@ -21,8 +21,12 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from websockets_gateway import redis_clients
+
+if TYPE_CHECKING:
+    from scripts.cluster import LocalCluster
 
 ROOT = Path(__file__).resolve().parent.parent
 logger = logging.getLogger("stack")
@@ -117,6 +121,8 @@ class Stack:
     # can stop it and start it again on the same port (the URL every process already holds).
     redis_process: subprocess.Popen | None = None
     redis_port: int | None = None
+    # Or the local Redis Cluster (scripts/cluster.py) it was given to run on and to stop and start.
+    cluster: "LocalCluster | None" = None
 
     @classmethod
     def create(cls, log_dir: Path | None = None, **settings: str) -> "Stack":
@@ -160,15 +166,41 @@ class Stack:
         self.env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
         return self.env["REDIS_URL"]
 
+    def use_cluster(self, cluster: "LocalCluster") -> str:
+        """Run on a local Redis Cluster (every part gets its URL and REDIS_CLUSTER=1); `stop_redis`
+        and `restart_redis` then stop and start all its masters. The caller stops the cluster."""
+        self.cluster = cluster
+        self.env.update(cluster.env())
+        return self.env["REDIS_URL"]
+
+    @property
+    def redis_stopped(self) -> bool:
+        """Whether the Redis this stack stops and starts (its own, or every master of its cluster) is down."""
+        if self.cluster is not None:
+            return any(proc.poll() is not None for proc in self.cluster.processes.values())
+        return self.redis_process is not None and self.redis_process.poll() is not None
+
     def stop_redis(self, sig: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT) -> int:
-        """Stop the embedded Redis (by its pid) and return its exit code; everything else keeps running."""
+        """Stop the embedded Redis (by its pid), or every master of the stack's cluster, and return
+        the exit code (the first non-zero of the masters'); everything else keeps running."""
+        if self.cluster is not None:
+            codes = [self.cluster.stop_node(port, sig) for port in self.cluster.ports]
+            return next((code for code in codes if code), 0)
         if self.redis_process is None:
             raise StackError("this stack started no Redis of its own")
         return self.stop_process(self.redis_process, sig, timeout)
 
-    def restart_redis(self) -> subprocess.Popen:
+    def restart_redis(self) -> subprocess.Popen | None:
         """Start the embedded Redis again on the port it had, after `stop_redis`. It starts empty
-        (no persistence): what the other processes wrote is gone, as after a real crash."""
+        (no persistence): what the other processes wrote is gone, as after a real crash. A cluster's
+        masters start again each on its port with its nodes.conf (so with its slots), empty too."""
+        if self.cluster is not None:
+            for port in self.cluster.ports:
+                self.cluster.start_node(port, wait=False)
+            for port in self.cluster.ports:
+                wait_for(lambda port=port: port_open(port), f"redis-server :{port}", 10)
+            self.cluster.wait_ok()
+            return None
         if self.redis_process is None or self.redis_port is None:
             raise StackError("this stack started no Redis of its own")
         if self.redis_process.poll() is None:
