@@ -164,6 +164,8 @@ class Stack:
         self.redis_process = self._spawn_redis(port)
         self.redis_port = port
         self.env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
+        # The embedded Redis is one Redis, whatever the environment says of the one it would have named.
+        self.env.pop("REDIS_CLUSTER", None)
         return self.env["REDIS_URL"]
 
     def use_cluster(self, cluster: "LocalCluster") -> str:
