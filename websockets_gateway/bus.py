@@ -10,6 +10,7 @@ from typing import Any, Callable, Sequence
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import metrics as metrics_module
 from . import protocol, redis_clients
@@ -106,20 +107,25 @@ def publisher_client(redis_url: str, timeout: float, max_connections: int = PUBL
 
 
 class PublishSlots:
-    """At most `size` publishes at once, a publish waiting up to `timeout` for its turn (then
-    redis's ConnectionError, as from a full blocking pool): a cluster publisher's bound."""
+    """A cluster publisher's bounds: at most `size` publishes at once, a publish waiting up to
+    `wait_timeout` for its turn (then redis's ConnectionError, as from a full blocking pool), then
+    taking at most `publish_timeout` (then redis's TimeoutError): a cluster client retries a lost
+    node itself, and one round trip's socket timeout does not bound its retries."""
 
-    def __init__(self, size: int, timeout: float) -> None:
+    def __init__(self, size: int, wait_timeout: float, publish_timeout: float) -> None:
         self._slots = asyncio.Semaphore(size)
-        self.timeout = timeout
+        self.wait_timeout = wait_timeout
+        self.publish_timeout = publish_timeout
 
     async def publish(self, client: redis_clients.AsyncClient, topic: str, payload: bytes) -> int:
         try:
-            await asyncio.wait_for(self._slots.acquire(), self.timeout)
+            await asyncio.wait_for(self._slots.acquire(), self.wait_timeout)
         except TimeoutError as exc:
             raise RedisConnectionError("No connection available") from exc
         try:
-            return await redis_clients.publish(client, topic, payload)
+            return await asyncio.wait_for(redis_clients.publish(client, topic, payload), self.publish_timeout)
+        except TimeoutError as exc:
+            raise RedisTimeoutError(f"publish to {topic} took over {self.publish_timeout:.1f}s") from exc
         finally:
             self._slots.release()
 
@@ -142,7 +148,7 @@ class Bus:
         self._on_resubscribed = on_resubscribed
         self._was_subscribed = False
         self._publisher = publisher or publisher_client(redis_url, publish_timeout, cluster=cluster)
-        self._publish_slots = PublishSlots(PUBLISH_CONNECTIONS, publish_timeout) \
+        self._publish_slots = PublishSlots(PUBLISH_CONNECTIONS, publish_timeout, publish_timeout) \
             if redis_clients.is_cluster(self._publisher) else None
         # No socket timeout on the subscriber: it blocks reading on purpose. A health-check
         # PING on an idle connection finds a half-open socket instead.

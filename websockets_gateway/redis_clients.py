@@ -24,7 +24,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterPipeline as AsyncClusterPipeline
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import ClusterPipeline, RedisCluster
-from redis.backoff import NoBackoff
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.exceptions import RedisClusterException
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.retry import Retry
@@ -56,6 +56,17 @@ SYNC_NODE_SLICE = 0.05
 # subscribe it again silently, hiding the gap): its first failure is the caller's to handle.
 _NO_RETRY = Retry(NoBackoff(), 0)
 _NO_ASYNC_RETRY = AsyncRetry(NoBackoff(), 0)
+# A cluster client's own retries of a command that met a lost node or a cluster that is down (each
+# after reading the slots again): a few, soon, so that a command fails within its socket timeouts
+# and the part's own loop (with its backoff, its `timeout` reply) takes over. redis-py's default,
+# ten with up to a second between them, holds a request past its deadline.
+CLUSTER_RETRIES = 3
+CLUSTER_RETRY_CAP = 0.2
+
+
+def _cluster_retry(asyncio_client: bool) -> Retry | AsyncRetry:
+    backoff = ExponentialWithJitterBackoff(base=0.01, cap=CLUSTER_RETRY_CAP)
+    return AsyncRetry(backoff, CLUSTER_RETRIES) if asyncio_client else Retry(backoff, CLUSTER_RETRIES)
 
 
 def cluster_from_env(env: Mapping[str, str] | None = None) -> bool:
@@ -97,7 +108,7 @@ def async_client(url: str, cluster: bool, *, socket_timeout: float | None = None
     if cluster:
         if max_connections is not None:
             options["max_connections"] = max_connections
-        return AsyncRedisCluster.from_url(url, **options)
+        return AsyncRedisCluster.from_url(url, retry=_cluster_retry(True), **options)
     if max_connections is not None:
         pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=pool_timeout,
                                                         **options)
@@ -113,7 +124,7 @@ def sync_client(url: str, cluster: bool, *, socket_timeout: float | None = None,
     made: it raises one of REDIS_ERRORS when no node answers, so make it where a retry follows."""
     options = _options(socket_timeout, socket_connect_timeout, health_check_interval)
     if cluster:
-        return RedisCluster.from_url(url, **options)
+        return RedisCluster.from_url(url, retry=_cluster_retry(False), **options)
     if single_connection:
         options["single_connection_client"] = True
     return redis.Redis.from_url(url, **options)

@@ -115,12 +115,6 @@ def e2e(e2e_database_url, django_db_blocker, tmp_path_factory) -> E2EStack:
         stack.stop()
 
 
-def skip_on_a_redis_cluster(reason: str) -> pytest.MarkDecorator:
-    """For a test that stops or restarts the one embedded Redis, or reads classic pub/sub of it:
-    on a cluster it does not apply (tests/cluster/ has the cluster's own)."""
-    return pytest.mark.skipif(redis_clients.cluster_from_env(), reason=f"on a Redis Cluster: {reason}")
-
-
 @pytest.fixture(scope="session")
 def web(e2e) -> str:
     """The web part (login, chat page, REST API) on the test database; its page talks to gateway A."""
