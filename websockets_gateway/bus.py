@@ -8,7 +8,6 @@ import random
 import time
 from typing import Any, Callable, Sequence
 
-import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
