@@ -16,14 +16,17 @@ import gc
 import json
 import logging
 import math
+import random
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import psutil
+
+from bench.gateways import gateway_figures, gateways_per_envelope, scrape, totals
 
 logger = logging.getLogger("bench")
 
@@ -202,6 +205,17 @@ class Planned:
     recipients: int
 
 
+class Plannable(Protocol):
+    """What a step sends: a name, the users it needs connected, and the plan of its messages."""
+
+    name: str
+
+    @property
+    def users(self) -> list[int]: ...
+
+    def plan(self, count: int, tag: str, connected: set[int]) -> list[Planned]: ...
+
+
 @dataclass
 class Scenario:
     """Rooms and their members; senders go round the rooms, and round each room's members."""
@@ -227,6 +241,42 @@ class Scenario:
 
 
 @dataclass
+class DirectScenario:
+    """Pairs of users who send each other direct messages (`direct_message`), each reply going to
+    both; senders go round the pairs, and in each pair take turns."""
+
+    name: str
+    pairs: list[tuple[int, int]]
+    usernames: dict[int, str]
+
+    @classmethod
+    def paired(cls, users: Sequence[dict[str, Any]], seed: int = 1) -> DirectScenario:
+        """The users in random pairs (seeded): a partner is on any gateway, its own one included."""
+        shuffled = list(users)
+        random.Random(seed).shuffle(shuffled)
+        pairs = [(shuffled[n]["id"], shuffled[n + 1]["id"]) for n in range(0, len(shuffled) - 1, 2)]
+        return cls(f"{len(pairs)} pairs in direct messages ({2 * len(pairs)} users)", pairs,
+                   {user["id"]: user["username"] for user in users})
+
+    @property
+    def users(self) -> list[int]:
+        return sorted({user for pair in self.pairs for user in pair})
+
+    def plan(self, count: int, tag: str, connected: set[int]) -> list[Planned]:
+        pairs = [pair for pair in self.pairs if pair[0] in connected and pair[1] in connected]
+        plan = []
+        for index in range(count):
+            pair = pairs[index % len(pairs)]
+            turn = (index // len(pairs)) % 2
+            sender, partner = pair[turn], pair[1 - turn]
+            frame_uuid = uuid.uuid4().hex
+            frame = json.dumps({"uuid": frame_uuid, "action": "direct_message", "to": self.usernames[partner],
+                                "text": f"bench {tag} {index}"}, separators=(",", ":"))
+            plan.append(Planned(frame_uuid, sender, "", frame, 2))
+        return plan
+
+
+@dataclass
 class StepResult:
     scenario: str
     offered_per_s: float
@@ -240,10 +290,16 @@ class StepResult:
 class LoadGenerator:
     """The clients, the table of messages in flight, and the open-loop steps."""
 
-    def __init__(self, url: str, watched: Watched, connect_timeout: float = 30.0) -> None:
-        self.url = url
-        self.wire = wire_for(url)
+    def __init__(self, url: str | Sequence[str], watched: Watched, connect_timeout: float = 30.0,
+                 metrics_urls: Sequence[str] = ()) -> None:
+        # Several gateways: clients are spread over them round-robin, in the order they connect.
+        self.urls = [url] if isinstance(url, str) else list(url)
+        self.url = self.urls[0]
+        self.wire = wire_for(self.url)
         self.watched = watched
+        # One /metrics per gateway process (a port each): per-process figures for every step.
+        self.metrics_urls = list(metrics_urls)
+        self._assigned = 0
         self.connect_timeout = connect_timeout
         self.clients: dict[int, Client] = {}
         self.in_flight: dict[str, Sent] = {}
@@ -273,16 +329,16 @@ class LoadGenerator:
         gate = asyncio.Semaphore(concurrency)
         failures: list[str] = []
 
-        async def one(user: dict[str, Any]) -> None:
+        async def one(user: dict[str, Any], url: str) -> None:
             async with gate:
                 try:
-                    await self._open(user)
+                    await self._open(user, url)
                 except Exception as exc:  # one failed client is counted, the others go on
                     failures.append(f"{type(exc).__name__}: {exc}"[:200])
 
         cpu_before = self.watched.cpu()
         started = time.perf_counter()
-        await asyncio.gather(*(one(user) for user in users if user["id"] not in self.clients))
+        await asyncio.gather(*(one(user, self._next_url()) for user in users if user["id"] not in self.clients))
         seconds = time.perf_counter() - started
         cpu = cpu_percent(cpu_before, self.watched.cpu(), seconds)
         return {"connections": len(users) - len(failures), "failed": len(failures),
@@ -290,9 +346,14 @@ class LoadGenerator:
                 "per_second": round((len(users) - len(failures)) / seconds, 1), "concurrency": concurrency,
                 "cpu_pct": cpu}
 
-    async def _open(self, user: dict[str, Any]) -> None:
+    def _next_url(self) -> str:
+        url = self.urls[self._assigned % len(self.urls)]
+        self._assigned += 1
+        return url
+
+    async def _open(self, user: dict[str, Any], url: str) -> None:
         assert self._session is not None
-        ws = await self._session.ws_connect(self.url, compress=0, autoping=True, heartbeat=None,
+        ws = await self._session.ws_connect(url, compress=0, autoping=True, heartbeat=None,
                                             timeout=aiohttp.ClientWSTimeout(ws_close=2.0))
         wire = self.wire
         try:
@@ -398,7 +459,7 @@ class LoadGenerator:
             await asyncio.sleep(idle / 3)
         return time.perf_counter() - started
 
-    async def step(self, scenario: Scenario, rate: float, seconds: float, drain: float,
+    async def step(self, scenario: Plannable, rate: float, seconds: float, drain: float,
                    bound_ms: float, tag: str) -> StepResult:
         """Send `rate` messages a second for `seconds` on an open-loop schedule; wait up to
         `drain` seconds after the last one for everything to arrive; return the figures."""
@@ -421,7 +482,7 @@ class LoadGenerator:
             if gc_enabled:
                 gc.enable()
 
-    async def _step(self, scenario: Scenario, rate: float, seconds: float, count: int, plan: list[Planned],
+    async def _step(self, scenario: Plannable, rate: float, seconds: float, count: int, plan: list[Planned],
                     drain: float, bound_ms: float) -> StepResult:
         self.in_flight.clear()
         self.all_answered.clear()
@@ -432,6 +493,7 @@ class LoadGenerator:
         interval = 1.0 / rate
         loop = asyncio.get_running_loop()
 
+        counters_before = await self._scrape()
         cpu_before = self.watched.cpu()
         t0 = time.perf_counter() + 0.02
         index = 0
@@ -466,6 +528,9 @@ class LoadGenerator:
         ended = time.perf_counter()
         cpu = cpu_percent(cpu_before, self.watched.cpu(), ended - t0)
         self.in_flight.clear()  # what comes later is counted as stray
+        counters_after = await self._scrape()
+        per_gateway = ([] if counters_before is None or counters_after is None else
+                       gateway_figures(counters_before, counters_after, ended - t0))
 
         answered = [s for s in sends if s.done is not None and not s.error]
         errors = sum(1 for s in sends if s.error)
@@ -510,10 +575,20 @@ class LoadGenerator:
             "generator_cpu_pct": generator_pct,
             "generator_bound": generator_pct > GENERATOR_BOUND_PCT,
             "noisy": bool(self.watched.groups) and cpu["others"] > NOISY_PCT,
+            # Each gateway process's envelopes and frames (with --gateways: one process a port),
+            # and how many processes each envelope reached: one envelope answers each request.
+            "gateways": per_gateway,
+            "gateways_total": totals(per_gateway) if per_gateway else None,
+            "gateways_per_envelope": gateways_per_envelope(per_gateway, count) if per_gateway else None,
             "ok": not reasons,
             "why": "; ".join(reasons),
         }
         return StepResult(scenario.name, rate, figures)
+
+    async def _scrape(self) -> list[Any] | None:
+        if not self.metrics_urls or self._session is None:
+            return None
+        return await scrape(self._session, self.metrics_urls)
 
     async def _send(self, client: Client, frame: str, sent: Sent) -> None:
         try:

@@ -36,6 +36,8 @@ def _p(step: dict[str, Any] | None, kind: str, which: str) -> float | None:
     return None if step is None else step[kind][which]
 
 
+# The scenarios a target's result may hold, in the table's order.
+SCENARIOS = ("rooms", "big_room", "direct")
 # How each target is titled in the table.
 LABELS = {
     "real": "real: Django workers",
@@ -160,9 +162,10 @@ def _check_value(check: dict[str, Any]) -> str:
 
 def table(result: dict[str, Any]) -> str:
     config = result["config"]
+    gateways = (f"{config['gateways']} gateway(s) of one process" if config.get("gateways")
+                else f"{config['gateway_processes']} gateway process(es)")
     stack = (f"the running stack at {config['gateway']}" if config.get("gateway") else
-             f"{config['workers']} workers, {config['gateway_processes']} gateway process(es), "
-             f"database {config['database']}, Redis {config['redis']}")
+             f"{config['workers']} workers, {gateways}, database {config['database']}, Redis {config['redis']}")
     lines = [f"chat benchmark: {stack}",
              (f"open loop, {config['step_seconds']:g} s per step (drain {config['drain_seconds']:g} s); "
              f"sustained = every message delivered to every member, round-trip and fan-out p99 <= "
@@ -184,7 +187,7 @@ def table(result: dict[str, Any]) -> str:
             lines.append(f"{connect['connections']} connections opened and authenticated in {connect['seconds']:.2f} s "
                          f"({connect['per_second']:.0f}/s, {connect['concurrency']} at a time, {connect['failed']} "
                          f"failed; CPU {cpu}); RSS per idle authenticated connection: {rss_text}")
-        for scenario in ("rooms", "big_room"):
+        for scenario in SCENARIOS:
             section = target.get(scenario)
             if not section:
                 continue
@@ -202,6 +205,7 @@ def table(result: dict[str, Any]) -> str:
                 lines.append(f"   CPU ms per message at that rate: {costs}")
             else:
                 lines.append("   sustained: none of the steps passed")
+            lines.extend(gateway_lines(section))
     for key, title in VERSUS:
         if result.get(key):
             lines.append("")
@@ -222,6 +226,36 @@ def table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def gateway_step(section: dict[str, Any]) -> dict[str, Any] | None:
+    """The step whose per-gateway figures the table shows: the sustained one, else the highest
+    (None without per-gateway figures)."""
+    steps = [step for step in section["steps"] if step.get("gateways")]
+    if not steps:
+        return None
+    found = section.get("sustained")
+    chosen = [step for step in steps if found and step["offered_per_s"] == found["messages_per_s"]]
+    return chosen[0] if chosen else max(steps, key=lambda step: step["offered_per_s"])
+
+
+def gateway_lines(section: dict[str, Any]) -> list[str]:
+    """Each gateway process's envelopes and frames at one step, and how many processes an envelope reached."""
+    step = gateway_step(section)
+    if step is None:
+        return []
+    lines = [f"   per gateway process at {step['offered_per_s']:g} msg/s: envelopes received/s, frames "
+             f"delivered/s, envelopes per delivered frame, CPU s per 1000 delivered frames, requests per "
+             f"publish round trip"]
+    for gateway in step["gateways"]:
+        lines.append(f"   {gateway['gateway']:>4} {gateway['envelopes_per_s']:>10,.0f} {gateway['frames_per_s']:>10,.0f} "
+                     f"{_fmt(gateway['envelopes_per_frame'], 8, 3)} {_fmt(gateway['cpu_s_per_1000_frames'], 8, 3)} "
+                     f"{_fmt(gateway.get('requests_per_round_trip'), 7, 2)}")
+    total = step["gateways_total"]
+    lines.append(f"   all: {_fmt(total['envelopes_per_frame'], 0, 3).strip()} envelopes per delivered frame; "
+                 f"each envelope reached {step['gateways_per_envelope']} of {len(step['gateways'])} gateway "
+                 f"processes ({total['envelopes_received']} received / {step['messages']} published)")
+    return lines
+
+
 # -- the plot ----------------------------------------------------------------------------------
 
 def plot(result: dict[str, Any], path: Path) -> str | None:
@@ -235,7 +269,7 @@ def plot(result: dict[str, Any], path: Path) -> str | None:
     from matplotlib import pyplot
     from matplotlib.ticker import NullFormatter
 
-    scenarios = [s for s in ("rooms", "big_room") if any(s in t for t in result["targets"].values())]
+    scenarios = [s for s in SCENARIOS if any(s in t for t in result["targets"].values())]
     figure, axes = pyplot.subplots(1, len(scenarios), figsize=(6.5 * len(scenarios), 4.8), squeeze=False)
     styles = {"real": ("tab:red", "-"), "baseline": ("tab:blue", "--"), "channels": ("tab:green", "-."),
               "socketio": ("tab:purple", ":")}

@@ -11,8 +11,11 @@ authenticate rate of 2,000 connections. It prints a table, real/baseline ratios 
 targets with PASS/FAIL, then one JSON line (also written to --json PATH), and draws a plot
 (docs/images/bench-latency.png; needs matplotlib: requirements-bench.txt). `--targets
 real,baseline,channels,socketio` adds the same chat on Django Channels (uvicorn and channels_redis;
-bench/channels_chat.py) and on python-socketio (bench/socketio_chat.py), and real/their ratios. With --gateway URL
---fixtures PATH it measures a stack that is already running instead. See docs/performance.md.
+bench/channels_chat.py) and on python-socketio (bench/socketio_chat.py), and real/their ratios. `--gateways N`
+runs N gateways of one process each, the clients spread over them, with each process's envelopes,
+frames and CPU per step (bench/gateways.py); `--scenario direct` measures direct messages between
+pairs of users instead of the rooms. With --gateway URL --fixtures PATH it measures a stack that is
+already running instead. See docs/performance.md.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from typing import Any
 
 import psutil
 
-from bench.load import LoadGenerator, Scenario, StepResult, Watched
+from bench.load import DirectScenario, LoadGenerator, Plannable, Scenario, StepResult, Watched
 from bench.report import compare, plot, ratios_of, table
 from scripts.stack import ROOT, Stack, StackError, subscribed, wait_for
 
@@ -63,6 +66,9 @@ BENCH_ENV = {
 }
 # File descriptors: one per client here, one per client in the gateway, plus the stack's own.
 FDS_PER_CONNECTION, FDS_SPARE = 1, 512
+# --gateways: each is a gunicorn master and its process, a log and a port; past this, a machine
+# running the whole benchmark measures its own crowding.
+MAX_GATEWAYS = 16
 
 
 @dataclass(frozen=True)
@@ -195,6 +201,16 @@ class Ramp:
         return {"label": label, "steps": [s.figures for s in steps], "sustained": sustained}
 
 
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a target's clients connect (one gateway, or several spread round-robin), and each
+    gateway process's /metrics when there is one process per port (else none)."""
+
+    urls: list[str]
+    watched: Watched
+    metrics_urls: list[str]
+
+
 @dataclass
 class Target:
     """One stack under measurement (real or baseline): its load generator and its figures so far."""
@@ -248,7 +264,7 @@ async def _connect_measured(target: Target, users: list[dict[str, Any]], profile
     return opened
 
 
-async def ramps(targets: list[Target], key: str, scenario: Scenario, fixed: tuple[float, ...], start: float,
+async def ramps(targets: list[Target], key: str, scenario: Plannable, fixed: tuple[float, ...], start: float,
                 ceiling: float, profile: Profile) -> None:
     """One scenario's ramp on every target, their steps interleaved (A B, then B A, ...): on a
     shared, noisy machine a burst of someone else's load then falls on both sides, not on one."""
@@ -280,16 +296,26 @@ async def ramps(targets: list[Target], key: str, scenario: Scenario, fixed: tupl
         target.result[key] = plans[target.name].summary(scenario.name)
 
 
-async def measure(endpoints: dict[str, tuple[str, Watched]], work: Workload, profile: Profile) -> dict[str, Any]:
+async def measure(endpoints: dict[str, Endpoint], work: Workload, profile: Profile,
+                  scenario: str = "rooms") -> dict[str, Any]:
+    """Connect every target's users, then the ramps: rooms of `room_size` and the big room, or
+    (`scenario` "direct") the rooms' users in pairs sending each other direct messages."""
     async with contextlib.AsyncExitStack() as stack:
         targets = []
-        for name, (url, watched) in endpoints.items():
-            gen = await stack.enter_async_context(LoadGenerator(url, watched))
-            targets.append(Target(name, gen, watched, {}))
+        for name, endpoint in endpoints.items():
+            gen = await stack.enter_async_context(
+                LoadGenerator(endpoint.urls, endpoint.watched, metrics_urls=endpoint.metrics_urls))
+            targets.append(Target(name, gen, endpoint.watched, {}))
+        if scenario == "direct":
+            work = replace(work, big_room=None)
         # One stack at a time, so that each one's memory and handshakes are its own.
         for target in targets:
             await connect(target, work, profile)
-        await ramps(targets, "rooms", work.rooms, profile.loads, profile.loads[0], profile.rooms_max, profile)
+        if scenario == "direct":
+            pairs = DirectScenario.paired(work.users_of(work.rooms))
+            await ramps(targets, "direct", pairs, profile.loads, profile.loads[0], profile.rooms_max, profile)
+        else:
+            await ramps(targets, "rooms", work.rooms, profile.loads, profile.loads[0], profile.rooms_max, profile)
         if work.big_room is not None:
             await ramps(targets, "big_room", work.big_room, (), profile.big_start, profile.big_max, profile)
         for target in targets:
@@ -302,9 +328,10 @@ async def measure(endpoints: dict[str, tuple[str, Watched]], work: Workload, pro
 
 def start_target(kind: str, redis_url: str | None, database_url: str, fixture_paths: list[Path], workers: int,
                  gateway_processes: int, log_dir: Path, log_level: str,
-                 channels_layer: str = "core") -> tuple[Stack, str, Watched]:
+                 channels_layer: str = "core", gateways: int | None = None) -> tuple[Stack, Endpoint]:
     """Start a Redis of its own (unless one is given), the workers ("real": Django; "baseline":
-    relay) and the gateway; return the stack, the gateway's URL and the processes to watch."""
+    relay) and the gateway (one gunicorn of `gateway_processes`, or `gateways` gunicorns of one
+    process each, on ports of their own); return the stack and where its clients connect."""
     # Topics of their own too, so that the two stacks never hear each other even on one Redis.
     stack = Stack.create(log_dir=log_dir, DATABASE_URL=database_url, WORKER_RESPONSE_TOPIC=f"bench_{kind}_responses",
                          **dict(BENCH_ENV, LOG_LEVEL=log_level))
@@ -317,6 +344,7 @@ def start_target(kind: str, redis_url: str | None, database_url: str, fixture_pa
         return start_channels(stack, gateway_processes, channels_layer)
     if kind == "socketio":
         return start_socketio(stack, gateway_processes)
+    assert kind in ("real", "baseline"), kind
     topics = [f"bench_{kind}_{n}" for n in range(1, workers + 1)]
     if kind == "real":
         worker_procs = stack.start_workers(topics)
@@ -330,35 +358,43 @@ def start_target(kind: str, redis_url: str | None, database_url: str, fixture_pa
             worker_procs.append(stack.spawn(f"relay-{topic}", args))
         stack.env["WORKER_PROCESS_TOPICS"] = ",".join(topics)
         wait_for(lambda: subscribed(redis_url, topics), "relay workers", 60)
-    gateway, port = stack.start_gateway(processes=gateway_processes)
-    # gunicorn answers /healthz as soon as one process does: wait for all of them.
-    wait_for(lambda: len(psutil.Process(gateway.pid).children()) >= gateway_processes, "gateway processes", 30,
-             gateway)
+    if gateways:
+        started = [stack.start_gateway(processes=1, name=f"gateway-{n}") for n in range(1, gateways + 1)]
+    else:
+        started = [stack.start_gateway(processes=gateway_processes)]
+    processes = 1 if gateways else gateway_processes
+    for gateway, _ in started:
+        # gunicorn answers /healthz as soon as one process does: wait for all of them.
+        wait_for(lambda master=gateway: len(psutil.Process(master.pid).children()) >= processes,
+                 "gateway processes", 30, gateway)
     # An embedded Redis is watched (CPU per step); one given with --redis-url is not ours to watch.
     redis_pids = [stack.redis_process.pid] if stack.redis_process is not None else []
-    watched = Watched({"gateway": [gateway.pid], "workers": [p.pid for p in worker_procs], "redis": redis_pids},
-                      tree_roots=[gateway.pid])
-    return stack, f"http://127.0.0.1:{port}/ws", watched
+    masters = [gateway.pid for gateway, _ in started]
+    watched = Watched({"gateway": masters, "workers": [p.pid for p in worker_procs], "redis": redis_pids},
+                      tree_roots=masters)
+    ports = [port for _, port in started]
+    return stack, Endpoint([f"http://127.0.0.1:{port}/ws" for port in ports], watched,
+                           [f"http://127.0.0.1:{port}/metrics" for port in ports] if gateways else [])
 
 
-def start_channels(stack: Stack, processes: int, layer: str) -> tuple[Stack, str, Watched]:
+def start_channels(stack: Stack, processes: int, layer: str) -> tuple[Stack, Endpoint]:
     """The Django Channels comparison (bench/channels_chat.py) on the stack's Redis and database:
     uvicorn with as many processes as the gateway has; they are its "gateway" (no bus workers)."""
     server, port = stack.start_channels(processes=processes, layer=layer)
     wait_for(lambda: len(psutil.Process(server.pid).children()) >= processes, "uvicorn processes", 30, server)
     redis_pids = [stack.redis_process.pid] if stack.redis_process is not None else []
     watched = Watched({"gateway": [server.pid], "workers": [], "redis": redis_pids}, tree_roots=[server.pid])
-    return stack, f"http://127.0.0.1:{port}/ws", watched
+    return stack, Endpoint([f"http://127.0.0.1:{port}/ws"], watched, [])
 
 
-def start_socketio(stack: Stack, processes: int) -> tuple[Stack, str, Watched]:
+def start_socketio(stack: Stack, processes: int) -> tuple[Stack, Endpoint]:
     """The python-socketio comparison (bench/socketio_chat.py) on the stack's Redis and database:
     gunicorn with as many processes as the gateway has; they are its "gateway" (no bus workers)."""
     server, port = stack.start_socketio(processes=processes)
     wait_for(lambda: len(psutil.Process(server.pid).children()) >= processes, "socketio processes", 30, server)
     redis_pids = [stack.redis_process.pid] if stack.redis_process is not None else []
     watched = Watched({"gateway": [server.pid], "workers": [], "redis": redis_pids}, tree_roots=[server.pid])
-    return stack, f"http://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket", watched
+    return stack, Endpoint([f"http://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket"], watched, [])
 
 
 def make_fixtures(stack: Stack, profile: Profile, work_dir: Path) -> list[Path]:
@@ -394,15 +430,18 @@ def run_local(args: argparse.Namespace, profile: Profile, work_dir: Path) -> dic
             elif kind == "socketio":
                 logger.info("socketio: starting python-socketio with %d process(es), its Redis message queue",
                             args.gateway_processes)
+            elif args.gateways:
+                logger.info("%s: starting %d %s workers and %d gateways of one process", kind, args.workers,
+                            "Django" if kind == "real" else "relay", args.gateways)
             else:
                 logger.info("%s: starting %d %s workers and a gateway of %d process(es)", kind, args.workers,
                             "Django" if kind == "real" else "relay", args.gateway_processes)
-            stack, url, watched = start_target(kind, args.redis_url, database_url, fixture_paths, args.workers,
-                                               args.gateway_processes, work_dir / kind, args.log_level,
-                                               args.channels_layer)
+            stack, endpoint = start_target(kind, args.redis_url, database_url, fixture_paths, args.workers,
+                                           args.gateway_processes, work_dir / kind, args.log_level,
+                                           args.channels_layer, args.gateways)
             stacks.append(stack)
-            endpoints[kind] = (url, watched)
-        return asyncio.run(measure(endpoints, work, profile))
+            endpoints[kind] = endpoint
+        return asyncio.run(measure(endpoints, work, profile, args.scenario))
     finally:
         for stack in reversed(stacks):
             stack.stop()
@@ -414,7 +453,7 @@ def run_remote(args: argparse.Namespace, profile: Profile) -> dict[str, dict[str
     url = url.replace("ws://", "http://", 1).replace("wss://", "https://", 1)
     logger.info("running stack at %s: %s%s", url, work.rooms.name,
                 f", {work.big_room.name}" if work.big_room else "")
-    return asyncio.run(measure({"real": (url, Watched())}, work, profile))
+    return asyncio.run(measure({"real": Endpoint([url], Watched(), [])}, work, profile, args.scenario))
 
 
 # -- command line ------------------------------------------------------------------------------
@@ -425,9 +464,16 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Profile]:
     parser.add_argument("--quick", action="store_true",
                         help="a ~25 s smoke run (the test's): 200 connections, 1 s steps")
     parser.add_argument("--workers", type=int, default=2, help="worker processes, real and baseline alike (default 2)")
-    parser.add_argument("--gateway-processes", type=int, default=2,
-                        help="gunicorn gateway processes (default 2, as deployed: on 2 cores, handshakes go "
-                             "~1.7x faster than with 1 and the sustained rates are the same)")
+    parser.add_argument("--gateway-processes", type=int, default=None,
+                        help="gunicorn gateway processes behind one port (default 2, as deployed: on 2 cores, "
+                             "handshakes go ~1.7x faster than with 1 and the sustained rates are the same)")
+    parser.add_argument("--gateways", type=int, default=None, metavar="N",
+                        help="N gateways of one process each, on ports of their own, the clients spread over them "
+                             "round-robin; each process's envelopes, frames and CPU per step (real and baseline "
+                             "only; instead of --gateway-processes)")
+    parser.add_argument("--scenario", choices=("rooms", "direct"), default="rooms",
+                        help="rooms: rooms of --room-size and the big room (the default); direct: the rooms' users "
+                             "in random pairs sending each other direct_message (real target only)")
     parser.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
     parser.add_argument("--redis-url", default=None, help="default: an embedded redis-server")
     parser.add_argument("--gateway", default=None, metavar="URL",
@@ -464,6 +510,12 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Profile]:
     args = parser.parse_args(argv)
     if args.gateway and not args.fixtures:
         parser.error("--gateway needs --fixtures (the output of manage.py chat_fixtures on that stack)")
+    if args.gateways is not None and (args.gateway_processes is not None or args.gateway):
+        parser.error("--gateways N starts N gateways of one process: not with --gateway-processes or --gateway")
+    if args.gateways is not None and not 1 <= args.gateways <= MAX_GATEWAYS:
+        parser.error(f"--gateways takes 1 to {MAX_GATEWAYS}")
+    if args.gateway_processes is None:
+        args.gateway_processes = 2
     profile = QUICK if args.quick else FULL
     overrides: dict[str, Any] = {}
     for name in ("users", "room_size", "big_room", "step_seconds", "bound_ms", "bisections", "halvings"):
@@ -473,10 +525,12 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Profile]:
         overrides["loads"] = tuple(float(x) for x in args.loads.split(","))
     profile = replace(profile, **overrides)
     args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
-    if args.no_baseline or args.gateway:
+    if args.no_baseline or args.gateway or args.scenario == "direct":
         args.targets = ["real"]
     if not args.targets or set(args.targets) - {"real", "baseline", "channels", "socketio"}:
         parser.error("--targets takes real, baseline, channels and/or socketio")
+    if args.gateways is not None and set(args.targets) - {"real", "baseline"}:
+        parser.error("--gateways applies to the real and baseline targets")
     return args, profile
 
 
@@ -518,7 +572,9 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick,
         "config": {
             "workers": None if args.gateway else args.workers,
-            "gateway_processes": None if args.gateway else args.gateway_processes,
+            "gateway_processes": None if args.gateway or args.gateways else args.gateway_processes,
+            "gateways": args.gateways,
+            "scenario": args.scenario,
             "database": "running stack's" if args.gateway else (
                 args.database_url.split("://")[0] if args.database_url else "sqlite (fresh file)"),
             "redis": "running stack's" if args.gateway else ("given" if args.redis_url else "embedded"),

@@ -1,5 +1,6 @@
-"""The chat's publisher on the bus: puts a reply for several users on `WORKER_RESPONSE_TOPIC`,
-which every gateway reads, from any Django process (a REST request, a worker, a task, a command).
+"""The chat's publisher on the bus: sends a reply for several users, from any Django process (a REST
+request, a task, a command), to the gateway processes that hold one of them (chat/routing.py), or to
+`WORKER_RESPONSE_TOPIC`, which every gateway reads, when presence cannot be read.
 
 It also holds the envelope's shape (docs/protocol.md, the bus section), which the workers' replies
 use too (`workers.envelopes`), so a reply published here is exactly a worker's.
@@ -11,9 +12,11 @@ import threading
 from typing import Any
 
 from websockets_gateway import redis_clients
+from websockets_gateway.keys import Keys
 from websockets_gateway.wire import dumps
 
 from .conf import chat_settings
+from .routing import ReplyRoutes
 
 # Short timeouts: a request thread waits on them, and a missed live event costs little (clients
 # catch up with sync) while a web worker stuck on a dead Redis costs every request behind it.
@@ -22,6 +25,7 @@ SOCKET_TIMEOUT = 2.0
 
 _client: redis_clients.SyncClient | None = None
 _client_lock = threading.Lock()
+_routes: ReplyRoutes | None = None
 
 
 class PublishError(Exception):
@@ -62,14 +66,37 @@ def _redis() -> redis_clients.SyncClient:
     return _client
 
 
+def _reply_routes() -> ReplyRoutes:
+    """One router (and its cache of live gateways) per process, for the deployment's namespace."""
+    global _routes
+    topic = chat_settings.WORKER_RESPONSE_TOPIC
+    routes = _routes
+    if routes is None or routes.fallback_topic != topic:
+        routes = _routes = ReplyRoutes(Keys(topic), topic)
+    return routes
+
+
 def publish(response: dict[str, Any], send_to: list[int]) -> None:
     """Publish `response` to every connection of the users `send_to`, on every gateway.
 
-    `request_id` is null: no gateway waits for it. Raises PublishError if Redis fails; a value
-    JSON cannot write raises the encoder's TypeError before anything is sent.
+    `request_id` is null: no gateway waits for it. The gateway processes that hold none of the
+    users get nothing; none at all is published when no one of them is connected. Raises
+    PublishError if Redis fails; a value JSON cannot write raises the encoder's TypeError before
+    anything is sent.
     """
-    encoded = encode(envelope(None, response, list(send_to)))
+    recipients = list(send_to)
+    encoded = encode(envelope(None, response, recipients))
+    client = _redis()
     try:
-        redis_clients.publish(_redis(), chat_settings.WORKER_RESPONSE_TOPIC, encoded)
+        # Presence unreadable: the response topic alone (the router logs why); a Redis that is
+        # down fails that publish too, which raises PublishError below.
+        [topics] = _reply_routes().topics(client, [(recipients, None)])
+        if len(topics) == 1:
+            redis_clients.publish(client, next(iter(topics)), encoded)
+        elif topics:
+            pipe = client.pipeline(transaction=False)
+            for topic in sorted(topics):
+                redis_clients.publish(pipe, topic, encoded)
+            pipe.execute()
     except redis_clients.REDIS_ERRORS as exc:
         raise PublishError(f"{type(exc).__name__}: {exc}") from exc

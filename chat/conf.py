@@ -10,6 +10,7 @@ environment. The gateway never reads it: it is configured by environment (its ow
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import urlsplit
@@ -41,6 +42,13 @@ def _positive_int(value: Any) -> str | None:
 
 def _bool(value: Any) -> str | None:
     return None if isinstance(value, bool) else "True or False"
+
+
+def _seconds(value: Any) -> str | None:
+    # At least a second: the worker refreshes its heartbeat every third of it, from a loop that
+    # wakes twice a second.
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 1
+    return None if ok else "a number of seconds >= 1"
 
 
 def _name(value: Any) -> str | None:
@@ -77,6 +85,9 @@ KEYS: dict[str, Key] = {
                                        "REDIS_CLUSTER environment variable (1, true, yes or on)", cluster_from_env),
     "WORKER_RESPONSE_TOPIC": Key("worker_response", _name,
                                  "the topic replies for several users go on (the gateway's setting of that name)"),
+    "WORKER_TTL": Key(10, _seconds,
+                      "seconds a worker's registration outlives its last heartbeat: how late a worker killed "
+                      "without a clean stop leaves the gateways' choice"),
     "MAX_MESSAGE_LENGTH": Key(4000, _positive_int, "the longest message text, in characters"),
     "TICKET_MAX_AGE": Key(60, _positive_int, "seconds a WebSocket ticket of the chat page is good for"),
     "GATEWAY_URL": Key("", _url(("ws", "wss"), empty=True),

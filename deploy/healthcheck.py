@@ -3,6 +3,10 @@
     python deploy/healthcheck.py web http://127.0.0.1:8000/login/
     python deploy/healthcheck.py gateway http://127.0.0.1:8080/healthz
     python deploy/healthcheck.py worker worker_process_1
+    python deploy/healthcheck.py worker @/tmp/chat-worker-topic
+
+A worker's target is its topic, or `@FILE`: the file its `--topic-file` wrote the topic to (a
+worker that took a unique topic of its own, as compose's scaled workers do).
 
 Standard library and redis-py only (both in the image); one line on stderr says why a check failed.
 """
@@ -54,8 +58,19 @@ def check_gateway(url: str, env: dict[str, str]) -> str | None:
     return None if status == 200 else f"GET {url} answered {status}"
 
 
-def check_worker(topic: str, env: dict[str, str]) -> str | None:
+def check_worker(target: str, env: dict[str, str]) -> str | None:
     import redis
+
+    if target.startswith("@"):
+        try:
+            with open(target[1:]) as file:
+                topic = file.read().strip()
+        except FileNotFoundError:
+            return f"no topic yet: {target[1:]} does not exist (the worker has not started)"
+        if not topic:
+            return f"{target[1:]} names no topic"
+    else:
+        topic = target
 
     url = env.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
     # As websockets_gateway/redis_clients.py does (this script imports nothing of the project): on
@@ -81,7 +96,7 @@ CHECKS = {"web": check_web, "gateway": check_gateway, "worker": check_worker}
 
 def main(argv: list[str], env: dict[str, str]) -> int:
     if len(argv) != 2 or argv[0] not in CHECKS:
-        print("usage: healthcheck.py web URL | gateway URL | worker TOPIC", file=sys.stderr)
+        print("usage: healthcheck.py web URL | gateway URL | worker TOPIC|@FILE", file=sys.stderr)
         return 2
     try:
         problem = CHECKS[argv[0]](argv[1], env)

@@ -8,6 +8,7 @@ value means "not set", so that compose's `${VAR:-}` and an unset variable agree.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from typing import Mapping
 from urllib.parse import urlsplit
@@ -51,6 +52,21 @@ def env_int(name: str, default: int, minimum: int, env: Mapping[str, str] | None
         number = int(value)
     except ValueError:
         raise ImproperlyConfigured(f"{name}={value!r} is not a whole number") from None
+    if number < minimum:
+        raise ImproperlyConfigured(f"{name}={value!r} is below {minimum}")
+    return number
+
+
+def env_float(name: str, default: float, minimum: float, env: Mapping[str, str] | None = None) -> float:
+    value = _raw(name, env)
+    if value is None:
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={value!r} is not a number") from None
+    if not math.isfinite(number):
+        raise ImproperlyConfigured(f"{name}={value!r} is not a finite number")
     if number < minimum:
         raise ImproperlyConfigured(f"{name}={value!r} is below {minimum}")
     return number

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
-from project.env import (env_bool, env_choice, env_database, env_int, env_list, env_log_level, env_rate,
+from project.env import (env_bool, env_choice, env_database, env_float, env_int, env_list, env_log_level, env_rate,
                          env_str, env_url)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -161,6 +161,8 @@ CHAT = {
     # REDIS_URL names one node of a Redis Cluster: the gateway reads the same variable.
     "REDIS_CLUSTER": env_bool("REDIS_CLUSTER", False),
     "WORKER_RESPONSE_TOPIC": env_str("WORKER_RESPONSE_TOPIC", "worker_response"),
+    # How late a killed worker leaves the gateways' choice (workers/discovery.py).
+    "WORKER_TTL": env_float("WORKER_TTL", 10, minimum=1),
     # How long a WebSocket ticket (chat.tickets), which the chat page authenticates with, is good for.
     "TICKET_MAX_AGE": env_int("TICKET_MAX_AGE", 60, minimum=1),
     # Where the chat page opens its WebSocket; empty means "the page's host, port 8080".

@@ -28,6 +28,8 @@ from websockets_gateway import redis_clients
 if TYPE_CHECKING:
     from scripts.cluster import LocalCluster
 
+from websockets_gateway.keys import Keys
+
 ROOT = Path(__file__).resolve().parent.parent
 logger = logging.getLogger("stack")
 
@@ -108,6 +110,25 @@ def subscribed(redis_url: str, topics: list[str], cluster: bool = False) -> bool
         return False
     finally:
         client.close()
+
+
+def registered(redis_url: str, namespace: str, topics: list[str], cluster: bool = False) -> bool:
+    """Whether every topic is in the worker registry under `namespace`, with a live heartbeat and
+    a subscriber (a worker started without --subscribe_topic, ready for the gateways)."""
+    keys = Keys(namespace)
+    try:
+        client = redis_clients.sync_client(redis_url, cluster, socket_connect_timeout=1, socket_timeout=1)
+    except redis_clients.REDIS_ERRORS:
+        return False
+    try:
+        members = client.smembers(keys.worker_topics)
+        heartbeats = client.mget([keys.worker_heartbeat(topic) for topic in topics])
+    except redis_clients.REDIS_ERRORS:
+        return False
+    finally:
+        client.close()
+    listed = all(topic.encode() in members for topic in topics) and all(beat is not None for beat in heartbeats)
+    return listed and subscribed(redis_url, topics, cluster)
 
 
 @dataclass
@@ -229,15 +250,54 @@ class Stack:
         wait_for(lambda: subscribed(self.env["REDIS_URL"], topics, self.redis_cluster), "workers", 60)
         return procs
 
-    def start_worker(self, topic: str, name: str | None = None, wait: bool = True, extra_args: list[str] | None = None,
-                     extra_env: dict[str, str] | None = None) -> subprocess.Popen:
-        """Start one worker (with `extra_args` on its command line, e.g. `--metrics-port N`)."""
-        proc = self.spawn(name or f"worker-{topic}",
-                          [sys.executable, "manage.py", "message_process_worker", "--subscribe_topic", topic,
-                           *(extra_args or [])], env=dict(self.env, **(extra_env or {})))
+    def start_worker(self, topic: str | None = None, name: str | None = None, wait: bool = True,
+                     extra_args: list[str] | None = None, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+        """Start one worker (with `extra_args` on its command line, e.g. `--metrics-port N`) on `topic`,
+        or, without one, on a topic of its own (`worker_topic(name)` says which) that it registers
+        for the gateways; with `wait`, return once it is subscribed (and registered)."""
+        name = name or (f"worker-{topic}" if topic else f"worker-{len(self.processes)}")
+        if topic is not None:
+            args = ["--subscribe_topic", topic]
+        else:
+            self._topic_file(name).unlink(missing_ok=True)
+            args = ["--topic-file", str(self._topic_file(name))]
+        env = dict(self.env, **(extra_env or {}))
+        proc = self.spawn(name, [sys.executable, "manage.py", "message_process_worker", *args, *(extra_args or [])],
+                          env=env)
         if wait:
-            wait_for(lambda: subscribed(self.env["REDIS_URL"], [topic], self.redis_cluster), f"worker {topic}", 60, proc)
+            namespace = env.get("WORKER_RESPONSE_TOPIC")
+            wait_for(lambda: self.worker_ready(name, topic, namespace), f"worker {topic or name}", 60, proc)
         return proc
+
+    def start_registered_workers(self, count: int, name_prefix: str = "worker") -> list[subprocess.Popen]:
+        """Start `count` workers on topics of their own, as a deployment scales them; return once each
+        is registered. The gateways started after it find them with WORKER_PROCESS_TOPICS unset."""
+        names = [f"{name_prefix}-{n}" for n in range(1, count + 1)]
+        procs = [self.start_worker(name=name, wait=False) for name in names]
+        for name, proc in zip(names, procs):
+            wait_for(lambda: self.worker_ready(name, None), f"worker {name}", 60, proc)
+        return procs
+
+    def worker_topic(self, name: str) -> str | None:
+        """The topic the worker `name`, started without one, took (None until it wrote it)."""
+        try:
+            return self._topic_file(name).read_text().strip() or None
+        except FileNotFoundError:
+            return None
+
+    def worker_ready(self, name: str, topic: str | None, namespace: str | None = None) -> bool:
+        """Whether the worker `name` serves: subscribed to `topic` when it was given one, else
+        subscribed to the topic it took and registered under `namespace` (the stack's by default)."""
+        if topic is not None:
+            return subscribed(self.env["REDIS_URL"], [topic], self.redis_cluster)
+        taken = self.worker_topic(name)
+        if taken is None:
+            return False
+        namespace = namespace or self.env.get("WORKER_RESPONSE_TOPIC") or "worker_response"
+        return registered(self.env["REDIS_URL"], namespace, [taken], self.redis_cluster)
+
+    def _topic_file(self, name: str) -> Path:
+        return self.log_dir / f"{name}.topic"
 
     def start_gateway(self, port: int | None = None, processes: int = 2, name: str = "gateway",
                       extra_env: dict[str, str] | None = None, worker_class: str = GATEWAY_WORKER_CLASS,
@@ -380,8 +440,9 @@ def run(argv: list[str] | None = None) -> int:
             logger.info(stack.manage("chat_demo").stdout.strip())
         else:
             logger.info("Demo users: none in the DATABASE_URL database (--demo creates them)")
-        topics = [f"worker_process_{n}" for n in range(1, args.workers + 1)]
-        stack.start_workers(topics)
+        # Workers on topics of their own, which the gateway finds in Redis (as a deployment scales them).
+        stack.env.pop("WORKER_PROCESS_TOPICS", None)
+        stack.start_registered_workers(args.workers)
         stack.start_gateway(args.gateway_port, processes=args.gateway_processes)
         stack.start_web(args.web_port)
     except (StackError, subprocess.CalledProcessError) as exc:

@@ -16,10 +16,11 @@ from .bus import Bus
 from .catalogue import keep_fresh
 from .clients import ConnectionsPerAddress
 from .connection import CLOSE_GOING_AWAY
+from .discovery import WorkerDiscovery
 from .heartbeat import Heartbeat
 from .identity import claim_gateway_id
 from .loop_signals import handle_noted_signals
-from .keys import Keys
+from .keys import Keys, run_id
 from .metrics import GatewayMetrics
 from .presence import PresenceWriter
 from .registry import ConnectionRegistry
@@ -31,7 +32,8 @@ from . import views
 
 logger = logging.getLogger(__name__)
 
-# How long start-up waits for the reply subscription before serving anyway (healthz says 503).
+# How long start-up waits for the reply subscription (and, with discovery, the first read of the
+# worker registry) before serving anyway (healthz says 503 without the subscription).
 SUBSCRIBE_WAIT = 5.0
 
 
@@ -42,18 +44,19 @@ async def gateway_context(app: web.Application) -> AsyncIterator[None]:
     # This start of the process: the next process to hold the id must not take the replies still
     # on their way to this one, nor keep its presence entries alive; so request ids and presence
     # ids carry it.
-    run_id = f"{gateway_id}.{secrets.token_hex(4)}"
+    run = run_id(gateway_id, secrets.token_hex(4))
     metrics = GatewayMetrics(gateway_id)
     registry = ConnectionRegistry()
-    presence = PresenceWriter(registry, run_id, settings.presence_ttl, settings.redis_url, metrics=metrics,
-                              keys=Keys(settings.response_topic), cluster=settings.redis_cluster)
+    keys = Keys(settings.response_topic)
+    presence = PresenceWriter(registry, run, settings.presence_ttl, settings.redis_url, metrics=metrics, keys=keys,
+                              cluster=settings.redis_cluster)
     registry.on_presence_change = presence.mark_dirty
-    pending = PendingRequests(run_id, settings.request_timeout, settings.max_in_flight,
+    pending = PendingRequests(run, settings.request_timeout, settings.max_in_flight,
                               on_timeout=send_timeout_reply, metrics=metrics)
     auth_deadlines = AuthDeadlines(settings.auth_timeout)
-    router = ReplyRouter(registry, pending, metrics, auth_deadlines)
+    router = ReplyRouter(registry, pending, metrics, auth_deadlines, presence_written=presence.written)
     bus = Bus(settings.redis_url, settings.worker_topics, settings.response_topic,
-              reply_topic=f"gateway_reply:{gateway_id}", on_reply=router.route,
+              reply_topic=keys.gateway_reply_topic(gateway_id), on_reply=router.route,
               publish_timeout=min(settings.request_timeout, 5.0),
               on_resubscribed=lambda: resync_after_bus_gap(registry), metrics=metrics, cluster=settings.redis_cluster)
     metrics.watch(connections=registry.__len__, in_flight=pending.__len__)
@@ -70,12 +73,24 @@ async def gateway_context(app: web.Application) -> AsyncIterator[None]:
              asyncio.create_task(keep_fresh(metrics.catalogue, bus.read_catalogue), name="action-catalogue")}
     if heartbeat is not None:
         tasks.add(asyncio.create_task(heartbeat.run(), name="heartbeat"))
+    # Without WORKER_PROCESS_TOPICS, the live workers registered in Redis are the choice.
+    discovery = WorkerDiscovery(bus.commands, bus.keys, bus.topics) if settings.discovery else None
+    if discovery is not None:
+        tasks.add(asyncio.create_task(discovery.run(), name="worker-discovery"))
+
+    async def ready() -> None:
+        await bus.subscribed.wait()
+        if discovery is not None:
+            # Serving before the first read would answer the first requests `timeout`: no worker.
+            await discovery.ready.wait()
+
     try:
-        await asyncio.wait_for(bus.subscribed.wait(), SUBSCRIBE_WAIT)
+        await asyncio.wait_for(ready(), SUBSCRIBE_WAIT)
     except asyncio.TimeoutError:
-        logger.error("gateway %s: no Redis subscription after %.0fs; serving anyway", gateway_id, SUBSCRIBE_WAIT)
+        logger.error("gateway %s: no Redis subscription or worker registry after %.0fs; serving anyway",
+                     gateway_id, SUBSCRIBE_WAIT)
     logger.info("gateway %s (pid %d) ready; worker topics %s", gateway_id, os.getpid(),
-                ",".join(settings.worker_topics))
+                "from the registry" if discovery is not None else ",".join(settings.worker_topics))
     # A stop that came while the process was importing is handled now (loop_signals.py).
     handle_noted_signals(asyncio.get_running_loop())
     try:

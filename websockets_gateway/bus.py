@@ -6,13 +6,12 @@ import asyncio
 import logging
 import random
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import metrics as metrics_module
 from . import protocol, redis_clients
+from .batching import MAX_PIPELINES_IN_FLIGHT, PipelinedPublisher
 from .keys import Keys
 from .metrics import GatewayMetrics
 from .reconnect import (
@@ -25,13 +24,11 @@ logger = logging.getLogger(__name__)
 # A topic that had no subscriber is tried last for this long; after it, one request tries it
 # first (a probe, once per period), so a worker that comes back is found without any restart.
 DEAD_TOPIC_RETRY_AFTER = 1.0
-# Redis connections the publisher may open. Past them a publish waits for a connection to be
-# free, for at most its publish timeout (never beyond the request's deadline), and only then
-# fails (`timeout`, "Message bus unavailable"): a burst of requests queues instead of being
-# refused at once, as redis-py's default pool (100 connections, then an error) did. A publish
-# holds its connection for one round trip, so 50 carry thousands of publishes a second; each
-# connection costs this process memory and Redis a client.
-PUBLISH_CONNECTIONS = 50
+# Redis connections the publisher may open: one per publish pipeline in flight (batching.py),
+# and two for the rest (the health check's PING, the catalogue's read). A command that finds
+# them all busy waits for one, for at most the publish timeout (never beyond the request's
+# deadline), and only then fails (`timeout`, "Message bus unavailable").
+PUBLISH_CONNECTIONS = MAX_PIPELINES_IN_FLIGHT + 2
 
 
 class BusError(Exception):
@@ -87,6 +84,16 @@ class WorkerTopics:
     def mark_alive(self, topic: str) -> None:
         self._dead_until.pop(topic, None)
 
+    def update(self, topics: Iterable[str]) -> None:
+        """Choose among `topics` from now on (the live workers of the registry, discovery.py).
+
+        A topic that stays keeps its dead-topic penalty; one that goes loses it, so that the map
+        holds only topics in the choice."""
+        self.topics = tuple(sorted(set(topics)))
+        kept = set(self.topics)
+        for topic in [t for t in self._dead_until if t not in kept]:
+            del self._dead_until[topic]
+
 
 # On a Redis Cluster, the publisher's client has this many connections per node beyond the
 # publishes' own: the catalogue read and the health check's PING take theirs while every
@@ -99,34 +106,11 @@ def publisher_client(redis_url: str, timeout: float, max_connections: int = PUBL
     """A Redis client whose pool holds at most `max_connections`; a command that finds them all
     busy waits up to `timeout` for one (then raises redis's ConnectionError, "No connection
     available"), and each round trip is bounded by `timeout` too. On a cluster the bound is per
-    node, and the wait is the Bus's (`PublishSlots`): redis-py's cluster client does not wait."""
+    node, where the pipelined publisher's own bound (at most MAX_PIPELINES_IN_FLIGHT at once)
+    keeps it from running out: redis-py's cluster client does not wait for a connection."""
     return redis_clients.async_client(
         redis_url, cluster, max_connections=max_connections + (CLUSTER_SPARE_CONNECTIONS if cluster else 0),
         pool_timeout=timeout, socket_timeout=timeout, socket_connect_timeout=min(timeout, 2.0))
-
-
-class PublishSlots:
-    """A cluster publisher's bounds: at most `size` publishes at once, a publish waiting up to
-    `wait_timeout` for its turn (then redis's ConnectionError, as from a full blocking pool), then
-    taking at most `publish_timeout` (then redis's TimeoutError): a cluster client retries a lost
-    node itself, and one round trip's socket timeout does not bound its retries."""
-
-    def __init__(self, size: int, wait_timeout: float, publish_timeout: float) -> None:
-        self._slots = asyncio.Semaphore(size)
-        self.wait_timeout = wait_timeout
-        self.publish_timeout = publish_timeout
-
-    async def publish(self, client: redis_clients.AsyncClient, topic: str, payload: bytes) -> int:
-        try:
-            await asyncio.wait_for(self._slots.acquire(), self.wait_timeout)
-        except TimeoutError as exc:
-            raise RedisConnectionError("No connection available") from exc
-        try:
-            return await asyncio.wait_for(redis_clients.publish(client, topic, payload), self.publish_timeout)
-        except TimeoutError as exc:
-            raise RedisTimeoutError(f"publish to {topic} took over {self.publish_timeout:.1f}s") from exc
-        finally:
-            self._slots.release()
 
 
 class Bus:
@@ -147,8 +131,8 @@ class Bus:
         self._on_resubscribed = on_resubscribed
         self._was_subscribed = False
         self._publisher = publisher or publisher_client(redis_url, publish_timeout, cluster=cluster)
-        self._publish_slots = PublishSlots(PUBLISH_CONNECTIONS, publish_timeout, publish_timeout) \
-            if redis_clients.is_cluster(self._publisher) else None
+        # The requests of many clients that come together share one round trip (SPUBLISH on a cluster).
+        self._pipelined = PipelinedPublisher(self._publisher, publish_timeout, on_round_trip=self._round_trip)
         # No socket timeout on the subscriber: it blocks reading on purpose. A health-check
         # PING on an idle connection finds a half-open socket instead.
         self._subscriber = subscriber or redis_clients.async_client(
@@ -163,10 +147,7 @@ class Bus:
         payload = protocol.encode_payload(request)
         for topic in self.topics.candidates():
             try:
-                if self._publish_slots is not None:
-                    receivers = await self._publish_slots.publish(self._publisher, topic, payload)
-                else:
-                    receivers = await redis_clients.publish(self._publisher, topic, payload)
+                receivers = await self._pipelined.publish(topic, payload)
             except REDIS_ERRORS as exc:
                 self.metrics.bus_error("redis_unavailable")
                 raise BusUnavailable(f"Redis unavailable: {exc}") from exc
@@ -178,6 +159,14 @@ class Bus:
             self.topics.mark_dead(topic)
         self.metrics.bus_error("no_worker")
         raise NoWorkerAvailable("No worker is listening on any topic")
+
+    def _round_trip(self, publishes: int) -> None:
+        self.metrics.publish_round_trips.inc()
+
+    @property
+    def commands(self) -> redis_clients.AsyncClient:
+        """The publisher's client, for this process's other short commands (the worker registry)."""
+        return self._publisher
 
     async def read_catalogue(self) -> bytes | None:
         """The action catalogue the workers published (catalogue.py), or None."""
@@ -246,7 +235,10 @@ class Bus:
             logger.exception("the resubscription handler failed")
 
     def _deliver(self, data: bytes) -> None:
+        # Every envelope read, before routing knows whether this process holds a recipient.
+        self.metrics.envelopes_received.inc()
         # The boundary of one reply: a reply that breaks routing is logged, the next one goes on.
+        self.metrics.bus_envelopes.inc()
         try:
             self._on_reply(data)
         except Exception:
@@ -254,6 +246,7 @@ class Bus:
             self.metrics.bus_error("routing_failed")
 
     async def close(self) -> None:
+        await self._pipelined.close()
         await self._publisher.aclose()
         await self._subscriber.aclose()
 

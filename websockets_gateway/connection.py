@@ -81,14 +81,30 @@ class Connection:
         """Queue a WebSocket ping (the heartbeat's): written in turn with the frames, by the writer."""
         self._queue(PING)
 
+    def hold(self, wait: asyncio.Future[None], limit: float) -> None:
+        """Send nothing queued from now on until `wait` is done, for at most `limit` seconds once
+        the frames before are written (`Outbox.hold`): the router's, before an authenticate reply."""
+        if self.closed:
+            return
+        if not self.outbox.hold(wait, limit, self._hold_expired):
+            self._full()
+
+    def _hold_expired(self) -> None:
+        self.metrics.presence_hold_timeouts.inc()
+        logger.warning("user=%s: authenticate reply sent without its presence written (Redis slow or down)",
+                       self.user_pk, extra=self.log_context)
+
     def _queue(self, frame: bytes | str | object) -> None:
         if self.closed:
             return
         if not self.outbox.put(frame):
-            logger.warning("user=%s outgoing queue full (%d frames): disconnecting slow client",
-                           self.user_pk, self.outbox.capacity, extra=self.log_context)
-            self.metrics.slow_client_disconnects.inc()
-            self.close(CLOSE_SLOW_CONSUMER, "Outgoing queue full")
+            self._full()
+
+    def _full(self) -> None:
+        logger.warning("user=%s outgoing queue full (%d frames): disconnecting slow client",
+                       self.user_pk, self.outbox.capacity, extra=self.log_context)
+        self.metrics.slow_client_disconnects.inc()
+        self.close(CLOSE_SLOW_CONSUMER, "Outgoing queue full")
 
     def read_pause(self) -> asyncio.Future[None] | None:
         """What the read loop awaits before it reads the client's next frame (`Outbox.read_pause`):

@@ -73,6 +73,11 @@ class GatewayMetrics:
         self.frames_received = one(Counter, "chat_gateway_frames_received",
                                    "WebSocket data frames received from clients (text and binary)")
         self.frames_sent = one(Counter, "chat_gateway_frames_sent", "Frames written to clients")
+        self.envelopes_received = one(
+            Counter, "chat_gateway_bus_envelopes_received",
+            "Reply envelopes read from the bus, before routing knows whether this process holds a recipient")
+        self.publish_round_trips = one(Counter, "chat_gateway_bus_publish_round_trips",
+                                       "Round trips to Redis that published requests (one pipeline each)")
         self.request_timeouts = one(Counter, "chat_gateway_request_timeouts",
                                     "Requests no worker answered within REQUEST_TIMEOUT")
         self.slow_client_disconnects = one(
@@ -82,6 +87,11 @@ class GatewayMetrics:
                                     "Times the reply subscription to Redis was lost and made again")
         self.presence_errors = one(Counter, "chat_gateway_presence_errors",
                                    "Failed writes of this process's presence to Redis")
+        self.presence_hold_timeouts = one(
+            Counter, "chat_gateway_presence_hold_timeouts",
+            "Authenticate replies sent after PRESENCE_HOLD_MAX without their user's presence written")
+        self.bus_envelopes = one(Counter, "chat_gateway_bus_envelopes",
+                                 "Reply envelopes received from the bus, on any of this process's topics")
         self._requests = Counter(
             "chat_gateway_requests", "Client frames answered, by action and status (success or error code)",
             labels + ["action", "status"], registry=self.registry)

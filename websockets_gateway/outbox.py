@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import Any
+from typing import Any, Callable
 
 from aiohttp import WSMsgType
 
@@ -17,6 +17,40 @@ logger = logging.getLogger(__name__)
 
 # Queued like a frame: the writer sends a WebSocket ping in its place (the heartbeat's).
 PING = object()
+
+
+class Hold:
+    """Queued like a frame: the writer writes nothing after it until its futures are done, or
+    `limit` seconds after it reached it (then `on_expired` is called and the frames go out).
+
+    The router queues one before an `authenticate` reply, on the presence write of its user
+    (presence.py `written`). An outbox holds at most one that the writer has not passed: a
+    second authentication meanwhile adds its future to it (`Outbox.hold`).
+    """
+
+    __slots__ = ("waits", "limit", "on_expired")
+
+    def __init__(self, wait: asyncio.Future[None], limit: float, on_expired: Callable[[], None]) -> None:
+        self.waits = [wait]
+        self.limit = limit
+        self.on_expired = on_expired
+
+    def add(self, wait: asyncio.Future[None]) -> None:
+        # Done ones are dropped: the list holds the writes still awaited, each at most once.
+        self.waits = [waiting for waiting in self.waits if not waiting.done() and waiting is not wait]
+        self.waits.append(wait)
+
+    async def wait(self) -> None:
+        """Until every future is done, or `limit` seconds. Never cancels the futures: they are
+        the presence writer's, shared with other connections of the same user."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.limit
+        while pending := [waiting for waiting in self.waits if not waiting.done()]:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                self.on_expired()
+                return
+            await asyncio.wait(pending, timeout=remaining)
 
 
 class _Queue(deque):
@@ -41,7 +75,8 @@ class Outbox:
     failed or the outbox was closed, stays done, and no other is started.
     """
 
-    __slots__ = ("ws", "capacity", "name", "metrics", "_queue", "_started", "_closed", "_writer", "_sending")
+    __slots__ = ("ws", "capacity", "name", "metrics", "_queue", "_started", "_closed", "_writer", "_sending",
+                 "_hold")
 
     def __init__(self, ws: Any, capacity: int, name: str, metrics: GatewayMetrics | None = None) -> None:
         self.ws = ws
@@ -56,6 +91,8 @@ class Outbox:
         self._writer: asyncio.Task[None] | None = None
         # Whether the writer is inside a send (see `close`).
         self._sending = False
+        # The Hold queued and not yet passed by the writer, if any.
+        self._hold: Hold | None = None
 
     def __len__(self) -> int:
         """The frames waiting for the writer (the one it is sending not included)."""
@@ -90,6 +127,21 @@ class Outbox:
         queue.append(frame)
         if self._writer is None and self._started:
             self._start_writer()
+        return True
+
+    def hold(self, wait: asyncio.Future[None], limit: float, on_expired: Callable[[], None]) -> bool:
+        """Write nothing queued from now on until `wait` is done, or for at most `limit` seconds
+        from the moment the writer gets there. Added to the Hold already queued, if one is; False
+        when the queue is full (nothing held: the caller's next frame finds it full too)."""
+        if self._closed:
+            return True
+        if self._hold is not None:
+            self._hold.add(wait)
+            return True
+        hold = Hold(wait, limit, on_expired)
+        if not self.put(hold):
+            return False
+        self._hold = hold
         return True
 
     def read_pause(self) -> asyncio.Future[None] | None:
@@ -165,6 +217,12 @@ class Outbox:
                 frame = queue.popleft()
                 if queue.drained is not None and len(queue) < self._read_pause_at():
                     self._resume_reading(queue)
+                if type(frame) is Hold:
+                    # Not a send: a close meanwhile cancels the writer here (see `close`).
+                    await frame.wait()
+                    if self._hold is frame:
+                        self._hold = None
+                    continue
                 self._sending = True
                 try:
                     if type(frame) is bytes:

@@ -21,6 +21,10 @@ number of connections here goes between 0 and non-zero, and one task writes, for
 user, what is true at the time of writing (SADD or SREM) plus the heartbeat, in one
 MULTI/EXEC pipeline. Three tabs of one user are one SADD; the SREM comes after the last one
 closes.
+
+`written(user_pk)` tells when Redis holds a user's presence here as it is now: the gateway holds
+an `authenticate` reply until then (router.py), which is what makes a `sync` right after it
+enough to miss nothing (docs/protocol.md, the bus section).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from collections.abc import Callable, Iterable, Sequence
 from . import metrics as metrics_module
 from . import redis_clients
 from .keys import DEFAULT_KEYS, Keys
+from .keys import presence_id as spell_presence_id
 from .metrics import GatewayMetrics
 from .reconnect import (
     RECONNECT_BACKOFF_FIRST, RECONNECT_BACKOFF_MAX, REDIS_ERRORS, Backoff, raise_if_cancel_requested,
@@ -95,10 +100,16 @@ class PresenceWriter:
         self._live_id: str | None = None
         self._last_write = 0.0
         self._heartbeat_value = f"{socket.gethostname()}:{os.getpid()}"
+        # The users of the flush under way: taken out of `_dirty`, not written yet.
+        self._writing: frozenset[int] = frozenset()
+        # For each user someone waits on (`written`), the future the write of its presence
+        # resolves; shared by that user's connections, so bounded by the users with a change
+        # not yet written, like `_dirty`.
+        self._written: dict[int, asyncio.Future[None]] = {}
 
     @property
     def presence_id(self) -> str:
-        return f"{self.gateway_id}.{self.epoch}"
+        return spell_presence_id(self.gateway_id, self.epoch)
 
     @property
     def dirty_users(self) -> frozenset[int]:
@@ -109,6 +120,27 @@ class PresenceWriter:
         self._dirty.add(user_pk)
         self.synced.clear()
         self._wake.set()
+
+    def written(self, user_pk: int) -> asyncio.Future[None] | None:
+        """None when Redis already holds `user_pk`'s presence here as it is now; else a future
+        that the write that puts it there resolves (never an exception: a failed write leaves it
+        to the next one). The router holds an `authenticate` reply on it (router.py): a reply
+        for the user that a worker routes after the client heard it was authenticated then
+        finds this process in the user's set."""
+        if self._registered and user_pk not in self._dirty and user_pk not in self._writing:
+            return None
+        waiter = self._written.get(user_pk)
+        if waiter is None:
+            waiter = self._written[user_pk] = asyncio.get_running_loop().create_future()
+        return waiter
+
+    def _resolve_written(self, users: Iterable[int]) -> None:
+        """Release the waits on these users whose presence Redis now holds (not dirty again since)."""
+        for user_pk in users:
+            if user_pk in self._written and user_pk not in self._dirty:
+                waiter = self._written.pop(user_pk)
+                if not waiter.done():
+                    waiter.set_result(None)
 
     async def run(self) -> None:
         """Write presence forever: at once when a user is dirty, else every heartbeat interval."""
@@ -207,6 +239,13 @@ class PresenceWriter:
 
     async def _flush(self) -> None:
         batch = self._take_dirty()
+        self._writing = frozenset(batch)
+        try:
+            await self._write(batch)
+        finally:
+            self._writing = frozenset()
+
+    async def _write(self, batch: list[int]) -> None:
         presence_id = self.presence_id
         pipe = self._client.pipeline(transaction=True)
         # XX: refresh, never create. A key that is gone had lapsed, and a worker may already
@@ -229,6 +268,8 @@ class PresenceWriter:
                            presence_id, self.registry.user_count())
             self._registered = False
             self._lost = True
+            return
+        self._resolve_written(batch)
 
     async def _register(self) -> None:
         if self._lost:
@@ -264,3 +305,6 @@ class PresenceWriter:
         else:
             logger.info("presence %s: registered with %d users", presence_id, len(users))
         self._live_id = presence_id
+        # Every user connected at the snapshot is written: the waits of those not dirty again end.
+        if self._written:
+            self._resolve_written(list(self._written))

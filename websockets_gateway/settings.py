@@ -12,7 +12,6 @@ from typing import Mapping
 from .logs import LOG_FORMATS
 from .redis_clients import cluster_from_env
 
-DEFAULT_WORKER_TOPICS = "worker_process_1,worker_process_2,worker_process_3"
 # The chat page served by `manage.py runserver` / the launcher lives on port 8000.
 DEFAULT_ALLOWED_ORIGINS = "http://localhost:8000,http://127.0.0.1:8000"
 
@@ -88,6 +87,8 @@ def _redis_cluster(env: Mapping[str, str]) -> bool:
 @dataclass(frozen=True)
 class GatewaySettings:
     redis_url: str
+    # The worker topics to choose from (WORKER_PROCESS_TOPICS); empty: the workers registered in
+    # Redis, read by discovery.py.
     worker_topics: tuple[str, ...]
     response_topic: str
     # None means any origin (ALLOWED_ORIGINS="*").
@@ -127,12 +128,18 @@ class GatewaySettings:
     # REDIS_CLUSTER: `redis_url` names one node of a Redis Cluster (redis_clients.py).
     redis_cluster: bool = False
 
+    @property
+    def discovery(self) -> bool:
+        """Whether the worker topics come from the registry in Redis (WORKER_PROCESS_TOPICS unset)."""
+        return not self.worker_topics
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "GatewaySettings":
         env = os.environ if env is None else env
-        topics = _split(env.get("WORKER_PROCESS_TOPICS") or DEFAULT_WORKER_TOPICS)
-        if not topics:
-            raise SettingsError("WORKER_PROCESS_TOPICS names no topic")
+        raw_topics = (env.get("WORKER_PROCESS_TOPICS") or "").strip()
+        topics = _split(raw_topics)
+        if raw_topics and not topics:
+            raise SettingsError("WORKER_PROCESS_TOPICS names no topic (leave it unset for the registered workers)")
         origins = _split(env.get("ALLOWED_ORIGINS", DEFAULT_ALLOWED_ORIGINS))
         return cls(
             redis_url=env.get("REDIS_URL") or "redis://127.0.0.1:6379/0",

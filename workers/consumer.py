@@ -1,7 +1,8 @@
 """The worker's bus loop: read requests from one topic, answer each, publish the reply.
 
-Reconnects to Redis with backoff; on SIGTERM/SIGINT it finishes the message in hand,
-unsubscribes and returns.
+Keeps the topic registered for the gateways (`discovery.py`) while it runs. Reconnects to Redis
+with backoff; on SIGTERM/SIGINT it finishes the message in hand, unsubscribes, leaves the
+registry and returns.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from websockets_gateway.reconnect import (
     PROBE_INTERVAL, PROBE_MESSAGE, PROBE_TIMEOUT, RECONNECT_BACKOFF_FIRST, RECONNECT_BACKOFF_MAX, REDIS_ERRORS,
     Backoff, SubscriptionProbe, closing_quietly,
 )
+from chat.routing import AliveCache, ReplyRoutes
 from websockets_gateway.keys import Keys
 
 from .actions import registry
+from .discovery import Registration
 from .dispatch import Outgoing, process_batch
 from .metrics import WorkerMetrics, action_label
 from .presence import online_user_ids
@@ -34,11 +37,13 @@ POLL_INTERVAL = 0.5
 BATCH_MAX = 32
 # How long a broken subscription is read, after its UNSUBSCRIBE, for requests it accepted.
 STRAGGLER_WAIT = 1.0
+# Seconds the worker's registration outlives its last heartbeat: CHAT["WORKER_TTL"]'s default.
+DEFAULT_TTL = 10.0
 
 
 class Consumer:
     def __init__(self, redis_url: str, topic: str, response_topic: str,
-                 metrics: WorkerMetrics | None = None, cluster: bool = False) -> None:
+                 metrics: WorkerMetrics | None = None, ttl: float = DEFAULT_TTL, cluster: bool = False) -> None:
         self.topic = topic
         self.metrics = metrics if metrics is not None else WorkerMetrics(topic)
         self.response_topic = response_topic
@@ -50,6 +55,10 @@ class Consumer:
         self._client: redis_clients.SyncClient | None = None
         self._stopping = False
         self.handled = 0
+        self._ttl = ttl
+        self._registration: Registration | None = None
+        self._routes = ReplyRoutes(self.keys, response_topic, AliveCache(),
+                                   on_fallback=self.metrics.routing_fallbacks.inc)
 
     @property
     def _redis(self) -> redis_clients.SyncClient:
@@ -61,6 +70,14 @@ class Consumer:
                                                      socket_timeout=5.0, health_check_interval=10,
                                                      single_connection=True)
         return self._client
+
+    @property
+    def registration(self) -> Registration:
+        """This worker's entry in the registry of workers, on the loop's client; refreshed from the
+        loop, which wakes every POLL_INTERVAL (so a TTL of a few of those at least)."""
+        if self._registration is None:
+            self._registration = Registration(self._redis, self.topic, self.keys, self._ttl)
+        return self._registration
 
     def _online(self, user_ids: Any) -> set[int]:
         return online_user_ids(self._redis, user_ids, keys=self.keys)
@@ -85,6 +102,9 @@ class Consumer:
                 logger.info("worker subscribed to %s", self.topic)
                 self._warn_if_shared()
                 self._publish_catalogue()
+                # Written again at every subscription, so a Redis that restarted empty has it back;
+                # after the subscription, so that a gateway that picks the topic finds a subscriber.
+                self.registration.refresh(force=True)
                 backoff.reset()
                 self._serve(pubsub)
                 pubsub.unsubscribe(self.topic)
@@ -107,19 +127,33 @@ class Consumer:
             logger.warning("worker %s lost Redis (%s); reconnecting in %.1fs", self.topic, lost, backoff.current)
             time.sleep(backoff.next_delay())
         if self._client is not None:
+            self.registration.withdraw()
             self._client.close()
 
     def _publish(self, replies: list[Outgoing]) -> None:
-        """Publish replies in one round trip (a pipeline, not a transaction, for more than one)."""
-        if len(replies) == 1:
-            redis_clients.publish(self._redis, replies[0].topic, replies[0].encode())
+        """Publish replies in one round trip (a pipeline, not a transaction, for more than one).
+
+        A reply for several users goes once to each gateway process that holds one of them, and
+        to the requester's: one presence read for the whole batch first (`ReplyRoutes`; a read
+        that fails sends them to the response topic, which every gateway reads).
+        """
+        several = [outgoing for outgoing in replies if outgoing.envelope["send_to"] is not None]
+        routed = iter(self._routes.topics(self._redis, [(outgoing.envelope["send_to"], outgoing.reply_to)
+                                                        for outgoing in several]) if several else ())
+        messages: list[tuple[str, bytes]] = []
+        for outgoing in replies:
+            encoded = outgoing.encode()
+            topics = (outgoing.topic,) if outgoing.envelope["send_to"] is None else sorted(next(routed))
+            messages += [(topic, encoded) for topic in topics]
+        if len(messages) == 1:
+            redis_clients.publish(self._redis, *messages[0])
             return
-        if not replies:
+        if not messages:
             return
         # On a cluster, redis-py's pipeline sends each SPUBLISH to the master of its channel's slot.
         pipe = self._redis.pipeline(transaction=False)
-        for outgoing in replies:
-            redis_clients.publish(pipe, outgoing.topic, outgoing.encode())
+        for topic, encoded in messages:
+            redis_clients.publish(pipe, topic, encoded)
         pipe.execute()
 
     def _answer_stragglers(self, pubsub: Any) -> None:
@@ -187,6 +221,7 @@ class Consumer:
                 probe.heard(time.monotonic())
             elif probe.ping_due(time.monotonic()):  # raises SubscriptionDead when one went unanswered
                 pubsub.ping(PROBE_MESSAGE)
+            self.registration.refresh()
             if message is None or message.get("type") != "message":
                 continue
             batch = [message["data"]]

@@ -28,8 +28,14 @@ security_logger = logging.getLogger("workers.security")
 
 @dataclass(frozen=True)
 class Outgoing:
+    """A reply and where it goes: `topic` is the requester's `reply_to` for a reply to it alone;
+    for one with `send_to`, the deployment's WORKER_RESPONSE_TOPIC, which every gateway reads,
+    used only when presence cannot be read (the consumer routes it by presence, chat/routing.py,
+    to the gateways holding its recipients and to `reply_to`)."""
+
     topic: str
     envelope: dict[str, Any]
+    reply_to: str | None = None
 
     def encode(self) -> bytes:
         return envelopes.encode(self.envelope)
@@ -80,7 +86,7 @@ def _settle(data: dict[str, Any], response_topic: str, outcome: HandlerResult | 
                      extra={"request_id": data.get("request_id"), "action": action_label(data.get("action"))})
         envelope = envelopes.error_envelope(data, "server_error", "Server error")
     topic = data["reply_to"] if envelope["send_to"] is None else response_topic
-    return Outgoing(topic, envelope)
+    return Outgoing(topic, envelope, data["reply_to"])
 
 
 def _request(data: dict[str, Any], online: OnlineReader | None) -> tuple[Action, Request]:

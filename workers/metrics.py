@@ -56,6 +56,10 @@ class WorkerMetrics:
                                "malformed_request)", ["kind"], registry=self.registry)
         self.redis_reconnects = Counter("chat_worker_redis_reconnects",
                                         "Times the worker lost Redis and subscribed again", registry=self.registry)
+        self.routing_fallbacks = Counter(
+            "chat_worker_routing_fallbacks",
+            "Replies for several users sent to WORKER_RESPONSE_TOPIC (every gateway) because presence "
+            "could not be read", registry=self.registry)
         # CPU, memory and open files of this process (process_*): one process, so the series are its own.
         ProcessCollector(registry=self.registry)
 

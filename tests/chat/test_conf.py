@@ -29,6 +29,8 @@ def test_every_key_is_optional_with_its_default(monkeypatch):
     ({"TICKET_MAX_AGE": True}, "CHAT['TICKET_MAX_AGE'] must be an integer >= 1"),
     ({"REDIS_URL": "http://bus:6379/0"}, "CHAT['REDIS_URL'] must be a URL of scheme redis, rediss, unix"),
     ({"GATEWAY_URL": "http://chat.example/ws"}, "CHAT['GATEWAY_URL'] must be a URL of scheme ws, wss"),
+    ({"WORKER_TTL": 0.5}, "CHAT['WORKER_TTL'] must be a number of seconds >= 1"),
+    ({"WORKER_TTL": float("inf")}, "CHAT['WORKER_TTL'] must be a number of seconds >= 1"),
     ({"WORKER_RESPONSE_TOPIC": ""}, "CHAT['WORKER_RESPONSE_TOPIC'] must be a non-empty string"),
     (["REDIS_URL"], "CHAT must be a dict"),
 ])

@@ -1,5 +1,5 @@
 """Live delivery of REST writes: each publishes the WebSocket protocol's success reply to the right
-users (chat.events), as one bus envelope on WORKER_RESPONSE_TOPIC (chat.bus)."""
+users (chat.events), as one bus envelope to the gateways that hold them (chat.bus)."""
 
 from __future__ import annotations
 
@@ -15,12 +15,14 @@ from rest_framework.test import APIClient
 
 from chat import bus as broadcast
 from chat.models import ChatMessage, ChatRoom
-from tests.chat.conftest import REAL_PUBLISH
+from tests.chat.conftest import REAL_PUBLISH, online_on
+from websockets_gateway.keys import Keys
 from workers import dispatch
 
 pytestmark = pytest.mark.filterwarnings("ignore:No directory at:UserWarning")
 
 TOPIC = "test_worker_response"
+GATEWAY_TOPIC = Keys(TOPIC).gateway_reply_topic("gw-1")
 
 
 def token_client(user) -> APIClient:
@@ -128,15 +130,18 @@ def test_reads_publish_nothing(as_alice, room, published):
 # Through the real publisher, on an in-process Redis
 
 @pytest.fixture
-def bus(settings, monkeypatch):
-    """chat.bus on fakeredis, and a subscriber to the response topic."""
+def bus(settings, monkeypatch, alice, bob, carol):
+    """chat.bus on fakeredis, alice, bob and carol connected to one gateway, and a subscriber to
+    that gateway's reply topic and to the response topic."""
     monkeypatch.setattr(broadcast, "publish", REAL_PUBLISH)
     settings.CHAT = {**settings.CHAT, "WORKER_RESPONSE_TOPIC": TOPIC}
     server = fakeredis.FakeServer()
     monkeypatch.setattr(broadcast, "_client", fakeredis.FakeRedis(server=server))
+    online_on(broadcast._client, Keys(TOPIC), "gw-1", alice.pk, bob.pk, carol.pk)
     subscriber = fakeredis.FakeRedis(server=server).pubsub()
-    subscriber.subscribe(TOPIC)
-    assert subscriber.get_message(timeout=1)["type"] == "subscribe"
+    subscriber.subscribe(TOPIC, GATEWAY_TOPIC)
+    for _ in range(2):
+        assert subscriber.get_message(timeout=1)["type"] == "subscribe"
     yield subscriber
     subscriber.close()
 
@@ -154,7 +159,8 @@ def envelope(response: dict[str, Any], send_to: list[int]) -> dict[str, Any]:
             "response": response}
 
 
-def test_each_rest_write_publishes_one_envelope_on_the_response_topic(bus, as_alice, alice, bob, carol):
+def test_each_rest_write_publishes_one_envelope_to_the_gateway_of_its_recipients(bus, as_alice, alice, bob,
+                                                                               carol):
     created = post(as_alice, "/api/rooms/", {"name": "Plans", "members": ["bob"], "uuid": "c-1"}).json()
     room_id = created["id"]
     posted = post(as_alice, f"/api/rooms/{room_id}/messages/", {"text": "hi", "uuid": "m-1"}).json()
@@ -162,7 +168,7 @@ def test_each_rest_write_publishes_one_envelope_on_the_response_topic(bus, as_al
     read = post(as_alice, f"/api/rooms/{room_id}/read/", {"message": posted["id"], "uuid": "r-1"}).json()
     post(as_alice, f"/api/rooms/{room_id}/leave/", {"uuid": "l-1"})
     direct = post(as_alice, "/api/direct-messages/", {"to": "bob", "text": "psst", "uuid": "d-1"}).json()
-    assert received(bus) == [(TOPIC, envelope(value, send_to)) for value, send_to in [
+    assert received(bus) == [(GATEWAY_TOPIC, envelope(value, send_to)) for value, send_to in [
         ({"uuid": "c-1", "action": "create_room", "status": "success", "room": created}, [alice.pk, bob.pk]),
         ({"uuid": "m-1", "action": "new_message", "room": room_id, "status": "success", "message": posted},
          [alice.pk, bob.pk]),

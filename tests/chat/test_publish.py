@@ -11,7 +11,8 @@ import redis
 
 from chat import bus, publish
 from chat.bus import PublishError
-from tests.chat.conftest import REAL_PUBLISH
+from tests.chat.conftest import REAL_PUBLISH, online_on
+from websockets_gateway.keys import Keys
 
 
 def test_to_users_publishes_one_event_frame_to_those_users(published):
@@ -82,8 +83,9 @@ def test_the_envelope_on_the_bus_is_a_workers_reply_for_several_users(monkeypatc
     monkeypatch.setattr(bus, "publish", REAL_PUBLISH)
     server = fakeredis.FakeServer()
     monkeypatch.setattr(bus, "_client", fakeredis.FakeRedis(server=server))
+    holder = online_on(bus._client, Keys("replies"), "gw-1", 1, 2)
     subscriber = fakeredis.FakeRedis(server=server).pubsub()
-    subscriber.subscribe("replies")
+    subscriber.subscribe(holder)
     assert subscriber.get_message(timeout=1)["type"] == "subscribe"
     publish.to_users([2, 1], "note", {"text": "é"})
     message = subscriber.get_message(timeout=1)
@@ -95,7 +97,7 @@ def test_the_envelope_on_the_bus_is_a_workers_reply_for_several_users(monkeypatc
 
 def test_redis_down_raises_publish_error_at_the_caller(monkeypatch):
     class Down:
-        def publish(self, topic: str, data: bytes) -> int:
+        def __getattr__(self, name: str):
             raise redis.ConnectionError("Connection refused.")
 
     monkeypatch.setattr(bus, "publish", REAL_PUBLISH)

@@ -67,7 +67,7 @@ LAPTOP_ENV = {"SECRET_KEY": "a-long-random-secret-for-the-compose-test-012345678
 RAW = yaml.safe_load(COMPOSE_TEXT)
 COMPOSE = interpolate(RAW, LAPTOP_ENV)
 SERVICES = COMPOSE["services"]
-WORKERS = sorted(name for name in SERVICES if name.startswith("worker_"))
+WORKERS = ["worker"]
 APPS = ["web", "gateway", *WORKERS]
 LONG_RUNNING = [name for name in SERVICES if name != "migrate"]
 
@@ -98,7 +98,7 @@ def seconds(duration: str | int | float) -> float:
 
 
 def test_every_part_is_a_service():
-    assert set(SERVICES) == {"redis", "postgres", "migrate", "web", "gateway", "worker_1", "worker_2", "worker_3"}
+    assert set(SERVICES) == {"redis", "postgres", "migrate", "web", "gateway", "worker"}
 
 
 def test_services_run_the_documented_commands():
@@ -112,7 +112,7 @@ def test_services_run_the_documented_commands():
     assert " ".join(command("web")).startswith("gunicorn project.wsgi")
     assert command("migrate") == ["python", "manage.py", "migrate", "--noinput"]
     for worker in WORKERS:
-        assert command(worker)[:4] == ["python", "manage.py", "message_process_worker", "--subscribe_topic"]
+        assert command(worker)[:3] == ["python", "manage.py", "message_process_worker"]
 
 
 def test_gunicorn_runs_without_its_control_socket():
@@ -147,7 +147,9 @@ def test_app_health_checks_call_the_checker_with_what_the_service_serves(service
     assert (ROOT / "deploy" / "healthcheck.py").is_file()
     mode, target = test[3:]
     if service in WORKERS:
-        assert (mode, target) == ("worker", option(service, "--subscribe_topic"))
+        # The file the worker writes its topic to: a scaled worker's topic is its own, taken at start.
+        assert (mode, target) == ("worker", "@" + option(service, "--topic-file"))
+        assert option(service, "--topic-file").startswith("/tmp/"), "the image's user writes only there"
     else:
         port = option(service, "--bind").rsplit(":", 1)[1]
         assert mode == service
@@ -167,13 +169,17 @@ def test_migrate_runs_once_and_every_app_waits_for_it():
         assert depends["postgres"]["condition"] == "service_healthy", service
 
 
-def test_three_workers_each_on_a_topic_of_its_own_and_the_gateway_lists_exactly_those():
-    assert len(WORKERS) == 3
-    subscribed = [option(name, "--subscribe_topic") for name in WORKERS]
-    assert len(set(subscribed)) == 3, f"two workers share a topic: {subscribed}"
-    for service in ("gateway", *WORKERS):
-        topics = SERVICES[service]["environment"]["WORKER_PROCESS_TOPICS"].split(",")
-        assert sorted(topics) == sorted(subscribed), "every gateway topic has exactly one worker"
+def test_one_worker_service_scales_and_every_worker_takes_a_topic_of_its_own():
+    """`docker compose up --scale worker=N`: N containers of one service, so nothing in it may be
+    one container's alone (a name, a host port, a topic), and the gateways find the workers in
+    the registry rather than in a list."""
+    worker = SERVICES["worker"]
+    assert "container_name" not in worker and "ports" not in worker
+    assert option("worker", "--subscribe_topic") is None
+    assert worker["deploy"]["replicas"] >= 2
+    for service in ("gateway", "web", "worker"):
+        assert "WORKER_PROCESS_TOPICS" not in SERVICES[service]["environment"], \
+            "the gateways choose among the registered workers"
 
 
 def test_workers_serve_metrics():
@@ -299,12 +305,14 @@ SAFE_DEFAULTS = {
     "WS_COMPRESSION": "off: memory per connection and compression bombs (docs/configuration.md)",
     "MAX_CONNECTIONS": "10,000 per process: past it the handshake is 503 and the LB tries another gateway",
     "PRESENCE_TTL": "15 s: how late a killed gateway's users stop counting online",
+    "WORKER_PROCESS_TOPICS": "unset: the gateways choose among the workers registered in Redis",
     "TRUSTED_PROXIES": "none: clients reach the gateway directly; behind a proxy, its addresses (docs/deployment.md)",
     "GATEWAY_ID": "the container's host name, unique per container; set it where host names repeat (docs/deployment.md)",
     "REDIS_CLUSTER": "off: the compose file runs one Redis; on a Redis Cluster set it on every part (docs/deployment.md)",
     "MAX_CONNECTIONS_PER_IP": "no limit: many users share a NAT's address; set it with TRUSTED_PROXIES (docs/deployment.md)",
     # Django
     "MAX_MESSAGE_LENGTH": "4000: the protocol's documented text_too_long",
+    "WORKER_TTL": "10 s: how late a killed worker leaves the gateways' choice (docs/deployment.md)",
     "DB_CONN_MAX_AGE": "60 s persistent connections; set 0 behind pgbouncer in transaction mode (docs/deployment.md)",
     "SECURE_HSTS_SECONDS": "one year, on whenever DEBUG is off",
     "SECURE_HSTS_PRELOAD": "a commitment for the whole domain and its subdomains: the domain's owner opts in",

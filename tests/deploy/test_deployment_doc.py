@@ -38,5 +38,40 @@ def test_the_compose_figures_are_the_files():
     assert gateway["stop_grace_period"] == "20s" and "`stop_grace_period: 20s`" in DOC
     assert gateway["command"][gateway["command"].index("--graceful-timeout") + 1] == "10"
     assert "`--graceful-timeout 10`" in DOC
-    assert "--metrics-port" in COMPOSE["services"]["worker_1"]["command"] and "9100" in DOC
+    assert "--metrics-port" in COMPOSE["services"]["worker"]["command"] and "9100" in DOC
     assert COMPOSE["x-app"]["environment"]["LOG_FORMAT"].endswith("json}") and "`LOG_FORMAT=json`" in DOC
+
+
+def yaml_blocks(text: str) -> list[object]:
+    return [yaml.safe_load(block) for block in re.findall(r"^```yaml\n(.*?)^```", text, re.M | re.S)]
+
+
+def test_the_worker_deployment_manifest_parses_and_runs_what_compose_runs():
+    [deployment] = [block for block in yaml_blocks(DOC) if isinstance(block, dict) and block.get("kind") == "Deployment"]
+    assert deployment["apiVersion"] == "apps/v1"
+    spec = deployment["spec"]
+    assert spec["replicas"] >= 2
+    assert spec["selector"]["matchLabels"].items() <= spec["template"]["metadata"]["labels"].items()
+    assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    pod = spec["template"]["spec"]
+    worker = COMPOSE["services"]["worker"]
+    # Time to finish the message in hand and leave the registry, as compose's stop_grace_period gives.
+    assert pod["terminationGracePeriodSeconds"] >= int(worker["stop_grace_period"].removesuffix("s"))
+    [container] = pod["containers"]
+    assert container["command"] == worker["command"] and "--subscribe_topic" not in container["command"]
+    health = worker["healthcheck"]["test"][1:]
+    assert container["readinessProbe"]["exec"]["command"] == health
+    assert container["livenessProbe"]["exec"]["command"] == health
+    # The topic file is written under /tmp, which a read-only root file system must mount.
+    topic_file = container["command"][container["command"].index("--topic-file") + 1]
+    mounts = {mount["mountPath"]: mount["name"] for mount in container["volumeMounts"]}
+    assert topic_file.startswith("/tmp/") and mounts["/tmp"] in {volume["name"] for volume in pod["volumes"]}
+    env = {item["name"] for item in container.get("env", [])}
+    assert "WORKER_PROCESS_TOPICS" not in env and "WORKER_TTL" in env
+    assert {port["containerPort"] for port in container["ports"]} == {9100}
+    assert pod["securityContext"]["runAsUser"] == 10001 and "uid 10001" in DOC
+
+
+def test_the_doc_says_how_to_scale_the_compose_workers():
+    assert "docker compose up -d --scale worker=6" in DOC
+    assert COMPOSE["services"]["worker"]["deploy"]["replicas"] == 3 and "3 unless said" in DOC

@@ -130,6 +130,24 @@ def test_the_worker_check_wants_a_subscriber_on_its_topic(monkeypatch):
     assert healthcheck.main(["worker", "worker_process_2"], env) == 1
 
 
+def test_the_worker_check_reads_the_topic_from_the_workers_topic_file(monkeypatch, tmp_path, capsys):
+    server = fakeredis.FakeServer()
+    monkeypatch.setattr(redis.Redis, "from_url", classmethod(lambda cls, url, **kw: fakeredis.FakeRedis(server=server)))
+    env = {"REDIS_URL": "redis://redis:6379/0"}
+    path = tmp_path / "chat-worker-topic"
+    assert healthcheck.main(["worker", f"@{path}"], env) == 1
+    assert "has not started" in capsys.readouterr().err
+    path.write_text("\n")
+    assert healthcheck.main(["worker", f"@{path}"], env) == 1
+    assert "names no topic" in capsys.readouterr().err
+    path.write_text("chat.worker.c0ffee-1-ab12cd34\n")
+    assert healthcheck.main(["worker", f"@{path}"], env) == 1
+    assert "no subscriber on chat.worker.c0ffee-1-ab12cd34" in capsys.readouterr().err
+    subscriber = fakeredis.FakeRedis(server=server).pubsub()
+    subscriber.subscribe("chat.worker.c0ffee-1-ab12cd34")
+    assert healthcheck.main(["worker", f"@{path}"], env) == 0
+
+
 def test_usage_errors_exit_2():
     assert healthcheck.main([], {}) == 2
     assert healthcheck.main(["database", "x"], {}) == 2

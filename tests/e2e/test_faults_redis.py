@@ -203,7 +203,7 @@ def faults(request, e2e_database_url, django_db_blocker, tmp_path_factory) -> Fa
                             frozenset(), django_db_blocker, cluster=cluster)
         # start_gateway waits for one process to answer; every one is ready once subscribed.
         wait_for(lambda: len(faults.reply_topics()) == GATEWAY_PROCESSES, "gateway processes", 30)
-        faults.gateway_ids = frozenset(topic.split(":", 1)[1] for topic in faults.reply_topics())
+        faults.gateway_ids = frozenset(topic.split(":", 2)[2] for topic in faults.reply_topics())
         yield faults
     finally:
         stack.stop()
@@ -421,7 +421,7 @@ def _expected_subscribers(faults: FaultStack) -> dict[str, int]:
     reply topic and on the shared response topic."""
     return {**{topic: 1 for topic in faults.worker_topics},
             faults.response_topic: GATEWAY_PROCESSES,
-            **{f"gateway_reply:{gateway_id}": 1 for gateway_id in faults.gateway_ids}}
+            **{Keys(faults.response_topic).gateway_reply_topic(gateway_id): 1 for gateway_id in faults.gateway_ids}}
 
 
 async def _subscribers_until(client: redis_clients.SyncClient, expected: dict[str, int], bound: float) -> float:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from project.env import (env_bool, env_choice, env_database, env_int, env_list, env_log_level, env_rate, env_str,
-                         env_url)
+from project.env import (env_bool, env_choice, env_database, env_float, env_int, env_list, env_log_level, env_rate,
+                         env_str, env_url)
 
 
 @pytest.mark.parametrize("value", [None, "", "  "])
@@ -41,6 +41,14 @@ def test_numbers_have_a_floor():
     assert env_int("N", 1, 0, {"N": "0"}) == 0
     with pytest.raises(ImproperlyConfigured, match="N='-1' is below 0"):
         env_int("N", 1, 0, {"N": "-1"})
+
+
+def test_seconds_may_be_fractions_with_a_floor_and_must_be_finite():
+    assert env_float("T", 10, 1, {}) == 10 and env_float("T", 10, 1, {"T": " 2.5 "}) == 2.5
+    for value, problem in (("0.5", "is below 1"), ("abc", "is not a number"), ("inf", "is not a finite number"),
+                           ("nan", "is not a finite number")):
+        with pytest.raises(ImproperlyConfigured, match=f"^T='{value}' {problem}"):
+            env_float("T", 10, 1, {"T": value})
 
 
 def test_url_messages_leave_the_value_out():

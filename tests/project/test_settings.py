@@ -118,6 +118,8 @@ BAD_VALUES = [
     ("THROTTLE_LOGIN_RATE", "10"),
     ("THROTTLE_LOGIN_RATE", "0/min"),
     ("THROTTLE_WRITE_RATE", "30/week"),
+    ("WORKER_TTL", "0.5"),
+    ("WORKER_TTL", "10s"),
 ]
 # Free text: any value is a value (a key, host names, a topic name).
 ANY_VALUE = {"SECRET_KEY", "ALLOWED_HOSTS", "CSRF_TRUSTED_ORIGINS", "WORKER_RESPONSE_TOPIC"}

@@ -245,3 +245,65 @@ class FakeWorker:
             if outgoing is not None:
                 topic, reply = outgoing
                 await self.redis.publish(topic, json.dumps(reply))
+
+
+class RoundTripRedis:
+    """A publisher client on fakeredis that records its round trips: each one's list of
+    (command, channel) as Redis would get them, in one pipeline or as a single command.
+
+    While `gate` is set to an unset Event, every round trip waits for it once it is recorded,
+    as one on its way to Redis; `failures` maps a round trip's index (from 0) to the error it
+    raises; `reply` maps a channel to a fixed per-command result (e.g. an error in place, as
+    `raise_on_error=False` gives)."""
+
+    def __init__(self, server: fakeredis.FakeServer) -> None:
+        self.inner = fakeredis.FakeAsyncRedis(server=server)
+        self.round_trips: list[list[tuple[str, str]]] = []
+        self.gate: asyncio.Event | None = None
+        self.failures: dict[int, Exception] = {}
+        self.reply: dict[str, Any] = {}
+        self.recorded = asyncio.Event()
+
+    async def _round_trip(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        index = len(self.round_trips)
+        self.round_trips.append([(str(args[0]), str(args[1])) for args in commands])
+        self.recorded.set()
+        if self.gate is not None:
+            await self.gate.wait()
+        if index in self.failures:
+            raise self.failures[index]
+        results = []
+        for args in commands:
+            channel = str(args[1])
+            results.append(self.reply[channel] if channel in self.reply else await self.inner.execute_command(*args))
+        return results
+
+    async def execute_command(self, *args: Any) -> Any:
+        (result,) = await self._round_trip([args])
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def pipeline(self, transaction: bool = True) -> "RoundTripPipeline":
+        assert transaction is False, "publishes are not a transaction"
+        return RoundTripPipeline(self)
+
+    async def publish(self, channel: str, payload: Any) -> int:
+        return await self.execute_command("PUBLISH", channel, payload)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class RoundTripPipeline:
+    def __init__(self, redis: RoundTripRedis) -> None:
+        self.redis = redis
+        self.commands: list[tuple[Any, ...]] = []
+
+    def execute_command(self, *args: Any) -> "RoundTripPipeline":
+        self.commands.append(args)
+        return self
+
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        assert raise_on_error is False, "one publish's error must not fail the others"
+        return await self.redis._round_trip(self.commands)

@@ -25,7 +25,7 @@ from .fakes import WAIT, RecordingConnection, connected, fake_blocking_pool, mak
 
 def test_the_module_level_app_is_built_from_the_environment():
     assert isinstance(app_module.app, web.Application)
-    assert app_module.app[SETTINGS_KEY].worker_topics
+    assert app_module.app[SETTINGS_KEY].discovery == (not os.environ.get("WORKER_PROCESS_TOPICS", "").strip())
 
 
 def test_create_app_reads_the_environment_without_settings(monkeypatch):
@@ -87,7 +87,7 @@ def test_startup_builds_the_gateway_and_cleanup_releases_it(monkeypatch):
             gateway = app[GATEWAY_KEY]
             assert re.fullmatch(rf"{re.escape(identity.default_base())}-\d+", gateway.gateway_id)
             assert gateway.settings is settings
-            assert gateway.bus.reply_topic == f"gateway_reply:{gateway.gateway_id}"
+            assert gateway.bus.reply_topic == f"gateway_reply:{settings.response_topic}:{gateway.gateway_id}"
             assert gateway.bus.response_topic == settings.response_topic
             assert gateway.bus.subscribed.is_set()
             assert gateway.pending.timeout == 7.0

@@ -18,7 +18,7 @@ from websockets_gateway import bus as bus_module
 from websockets_gateway.bus import Bus, BusUnavailable, NoWorkerAvailable, WorkerTopics
 from websockets_gateway.metrics import GatewayMetrics
 
-from .fakes import WAIT, FakeClock, FakeWorker, fake_blocking_pool, run
+from .fakes import WAIT, FakeClock, FakeWorker, RoundTripRedis, fake_blocking_pool, run
 
 
 class InOrder:
@@ -194,46 +194,28 @@ def test_a_worker_that_comes_back_is_found_again():
     run(scenario())
 
 
-class GatedPublisher:
-    """Publishes through fakeredis and records each topic; a publish to `gated_topic` waits for `gate`,
-    as a publish on its way to Redis while other requests come in."""
-
-    def __init__(self, server, gated_topic):
-        self.inner = fakeredis.FakeAsyncRedis(server=server)
-        self.gated_topic = gated_topic
-        self.gate = asyncio.Event()
-        self.gated = asyncio.Event()
-        self.topics = []
-
-    async def publish(self, topic, payload):
-        self.topics.append(topic)
-        if topic == self.gated_topic:
-            self.gated.set()
-            await self.gate.wait()
-        return await self.inner.publish(topic, payload)
-
-    async def aclose(self):
-        await self.inner.aclose()
-
-
 def test_requests_publishing_while_a_dead_topic_is_probed_do_not_probe_it_too():
     async def scenario():
         server = fakeredis.FakeServer()
-        publisher = GatedPublisher(server, gated_topic="w1")
+        publisher = RoundTripRedis(server)
+        publisher.gate = asyncio.Event()
         clock = FakeClock()
         bus = _bus(server, topics=("w1", "w2"), publisher=publisher, clock=clock)
         async with FakeWorker(server, topic="w2") as worker:
             bus.topics.mark_dead("w1")
             clock.advance(bus.topics.retry_after)
             probe = asyncio.create_task(bus.publish_request({"uuid": "probe"}))
-            await asyncio.wait_for(publisher.gated.wait(), WAIT)
-            # Requests arriving while the probe waits for Redis go straight to the live topic.
-            others = [await asyncio.wait_for(bus.publish_request({"uuid": f"other-{n}"}), WAIT) for n in range(5)]
-            assert others == ["w2"] * 5
+            await asyncio.wait_for(publisher.recorded.wait(), WAIT)
+            # Requests arriving while the probe is on its way to Redis pick the live topic; they
+            # wait for the probe's round trip and then share the next one.
+            others = [asyncio.create_task(bus.publish_request({"uuid": f"other-{n}"})) for n in range(5)]
+            await asyncio.sleep(0)
             publisher.gate.set()
+            assert await asyncio.wait_for(asyncio.gather(*others), WAIT) == ["w2"] * 5
             assert await asyncio.wait_for(probe, WAIT) == "w2"
             await worker.wait_for_requests(6)
-        assert publisher.topics.count("w1") == 1
+        topics = [channel for round_trip in publisher.round_trips for _, channel in round_trip]
+        assert topics.count("w1") == 1
         # The probe found no one: the topic is dead for another period.
         assert bus.topics.candidates() == ["w2", "w1"]
         await bus.close()
@@ -242,8 +224,11 @@ def test_requests_publishing_while_a_dead_topic_is_probed_do_not_probe_it_too():
 
 
 class BrokenRedis:
-    async def publish(self, topic, payload):
+    async def execute_command(self, *args):
         raise RedisConnectionError("Connection refused")
+
+    def pipeline(self, transaction=True):
+        return self
 
     async def ping(self):
         raise RedisConnectionError("Connection refused")
@@ -643,6 +628,73 @@ def test_a_quiet_subscription_that_answers_its_probes_is_kept(monkeypatch):
         await asyncio.wait_for(probed_three_times(), 3 * (1.0 + WAIT))  # a probe a read, of 1 s each
         assert bus.reconnects == 0 and bus.subscribed.is_set()
         await _stop(task)
+        await bus.close()
+
+    run(scenario())
+
+
+# Requests published in pipelines (batching.py)
+
+def test_concurrent_requests_share_round_trips_and_fall_back_from_a_dead_topic_together():
+    async def scenario():
+        server = fakeredis.FakeServer()
+        publisher = RoundTripRedis(server)
+        bus = _bus(server, topics=("w1", "w2"), publisher=publisher)
+        bus.metrics = GatewayMetrics("gw-test")
+        async with FakeWorker(server, topic="w2") as worker:
+            topics = await asyncio.wait_for(
+                asyncio.gather(*(bus.publish_request({"uuid": f"u{n}"}) for n in range(20))), WAIT)
+            assert topics == ["w2"] * 20
+            await worker.wait_for_requests(20)
+            assert sorted(request["uuid"] for request in worker.requests) == sorted(f"u{n}" for n in range(20))
+        # All 20 tried w1 first (in order), found no one there, and went on to w2: two round trips.
+        assert publisher.round_trips == [[("PUBLISH", "w1")] * 20, [("PUBLISH", "w2")] * 20]
+        assert bus.topics.dead == {"w1"}
+        assert bus.metrics.registry.get_sample_value(
+            "chat_gateway_bus_publish_round_trips_total", {"gateway_id": "gw-test"}) == 2
+        assert bus.metrics.registry.get_sample_value(
+            "chat_gateway_bus_errors_total", {"gateway_id": "gw-test", "kind": "topic_without_worker"}) == 20
+        await bus.close()
+
+    run(scenario())
+
+
+def test_a_failed_pipeline_is_bus_unavailable_for_each_of_its_requests():
+    async def scenario():
+        server = fakeredis.FakeServer()
+        publisher = RoundTripRedis(server)
+        publisher.failures[0] = RedisConnectionError("Connection reset by peer")
+        bus = _bus(server, topics=("w1",), publisher=publisher)
+        async with FakeWorker(server, topic="w1"):
+            outcomes = await asyncio.wait_for(asyncio.gather(
+                *(bus.publish_request({"uuid": f"u{n}"}) for n in range(3)), return_exceptions=True), WAIT)
+            assert all(isinstance(outcome, BusUnavailable) for outcome in outcomes)
+            assert await bus.publish_request({"uuid": "after"}) == "w1"
+        await bus.close()
+
+    run(scenario())
+
+
+def test_every_envelope_read_is_counted_whoever_it_is_for():
+    async def scenario():
+        server = fakeredis.FakeServer()
+        delivered = []
+        bus = _bus(server, on_reply=delivered.append)
+        bus.metrics = GatewayMetrics("gw-test")
+        task = await _start_subscriber(bus)
+        worker = fakeredis.FakeAsyncRedis(server=server)
+        for topic in (bus.reply_topic, bus.response_topic, bus.response_topic):
+            await worker.publish(topic, "{}")
+
+        async def three() -> None:
+            while len(delivered) < 3:
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(three(), WAIT)
+        assert bus.metrics.registry.get_sample_value(
+            "chat_gateway_bus_envelopes_received_total", {"gateway_id": "gw-test"}) == 3
+        await _stop(task)
+        await worker.aclose()
         await bus.close()
 
     run(scenario())

@@ -337,7 +337,7 @@ def test_publish_failures_are_counted_by_kind(failure):
             async def refuse(*args: Any, **kwargs: Any) -> None:
                 raise RedisConnectionError("Connection refused")
 
-            publisher.publish = refuse
+            publisher.execute_command = refuse
         bus = Bus("redis://unused", ("w1", "w2"), "resp", "gateway_reply:gw-test", on_reply=lambda data: None,
                   publish_timeout=1.0, publisher=publisher, subscriber=fakeredis.FakeAsyncRedis(server=server),
                   metrics=metrics)

@@ -516,3 +516,89 @@ def test_the_running_gateway_writes_presence_and_withdraws_it_on_shutdown(redis_
         assert await _members(probe, 1, presence.keys) == set()
 
     run(scenario())
+
+
+# `written`: when Redis holds a user's presence here (the router holds authenticate replies on it)
+
+def test_written_is_a_future_until_the_write_of_the_user_then_none():
+    async def scenario():
+        server = fakeredis.FakeServer()
+        registry, writer, _ = _writer(server)
+        probe = fakeredis.FakeAsyncRedis(server=server)
+        assert writer.written(1) is not None  # not registered yet: nothing is written
+        await writer.sync_once()
+        connected(registry, "c1", user_pk=1)
+        waiter = writer.written(1)
+        assert waiter is not None and writer.written(1) is waiter  # one future a user, shared
+        await asyncio.sleep(0)
+        assert not waiter.done()
+        await writer.sync_once()
+        assert waiter.done()
+        assert await _members(probe, 1) == {writer.presence_id}
+        assert writer.written(1) is None
+
+    run(scenario())
+
+
+def test_registration_releases_the_waits_of_every_user_it_wrote():
+    async def scenario():
+        registry, writer, _ = _writer(fakeredis.FakeServer())
+        connected(registry, "c1", user_pk=1)
+        waiter = writer.written(1)
+        await writer.sync_once()  # the registration adds every connected user
+        assert waiter.done()
+
+    run(scenario())
+
+
+def test_a_failed_write_keeps_the_wait_until_a_write_succeeds():
+    async def scenario():
+        registry, writer, client = _writer(fakeredis.FakeServer())
+        await writer.sync_once()
+        connected(registry, "c1", user_pk=1)
+        waiter = writer.written(1)
+        client.failing = True
+        with pytest.raises(RedisConnectionError):
+            await writer.sync_once()
+        assert not waiter.done()
+        client.failing = False
+        await writer.sync_once()  # registers again under a new epoch, with the user
+        assert waiter.done()
+
+    run(scenario())
+
+
+def test_a_write_under_way_does_not_release_a_wait_on_a_change_it_may_not_have_seen():
+    async def scenario():
+        registry, writer, client = _writer(fakeredis.FakeServer())
+        await writer.sync_once()
+        first = connected(registry, "c1", user_pk=1)
+        entered, gate = asyncio.Event(), asyncio.Event()
+        pipeline = client.pipeline
+
+        def gated_pipeline(*args, **kwargs):
+            pipe = pipeline(*args, **kwargs)
+            execute = pipe.execute
+
+            async def gated(raise_on_error=True):
+                entered.set()
+                await gate.wait()
+                return await execute(raise_on_error)
+
+            pipe.execute = gated
+            return pipe
+
+        client.pipeline = gated_pipeline
+        flush = asyncio.create_task(writer.sync_once())
+        await entered.wait()  # user 1 taken for this write, not written yet
+        waiter = writer.written(1)
+        assert waiter is not None
+        registry.remove(first)
+        connected(registry, "c2", user_pk=1)  # gone and back meanwhile: dirty again
+        gate.set()
+        await flush
+        assert not waiter.done()
+        await writer.sync_once()
+        assert waiter.done()
+
+    run(scenario())

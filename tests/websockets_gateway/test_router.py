@@ -5,14 +5,18 @@ from __future__ import annotations
 import asyncio
 import json
 
+import fakeredis
 import pytest
 
 from websockets_gateway.auth_deadline import AuthDeadlines
+from websockets_gateway.metrics import GatewayMetrics
+from websockets_gateway.outbox import Hold
+from websockets_gateway.presence import PresenceWriter
 from websockets_gateway.registry import ConnectionRegistry
 from websockets_gateway.requests import PendingRequests
 from websockets_gateway.router import ReplyRouter, send_timeout_reply
 
-from .fakes import WAIT, connected, run
+from .fakes import WAIT, connected, make_connection, run
 
 GATEWAY_ID = "gw-test"
 
@@ -433,5 +437,127 @@ def test_send_timeout_reply_without_a_room():
         (reply,) = requester.received
         assert (reply["uuid"], reply["action"], reply["error_code"]) == ("u9", "authenticate", "timeout")
         assert "room" not in reply
+
+    run(scenario())
+
+
+# An authenticate reply waits for its user's presence write (presence.py `written`)
+
+WELCOME = {"uuid": "a1", "action": "authenticate", "status": "success", "user": {"username": "bob"}}
+NEWS = {"uuid": "n1", "action": "new_message", "room": "r1", "status": "success", "message": {"id": 9}}
+
+
+def _holding_router(presence_hold_max=60.0):
+    """A router whose presence writer is fakeredis, and a started connection on a recording socket."""
+    registry = ConnectionRegistry()
+    pending = PendingRequests(GATEWAY_ID, 60.0, max_in_flight=8, on_timeout=send_timeout_reply)
+    metrics = GatewayMetrics(GATEWAY_ID)
+    writer = PresenceWriter(registry, GATEWAY_ID, 15.0, client=fakeredis.FakeAsyncRedis(), metrics=metrics)
+    registry.on_presence_change = writer.mark_dirty
+    router = ReplyRouter(registry, pending, metrics, presence_written=writer.written,
+                         presence_hold_max=presence_hold_max)
+    conn = make_connection("c1", metrics=metrics)
+    registry.add(conn)
+    conn.start()
+    return registry, pending, router, writer, conn, metrics
+
+
+async def _settle():
+    """Let the connection's writer run as far as it can."""
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def test_an_authenticate_reply_is_held_until_the_users_presence_is_written_and_what_follows_waits_behind_it():
+    async def scenario():
+        registry, pending, router, writer, conn, _ = _holding_router()
+        await writer.sync_once()  # registered, nothing dirty
+        request = pending.start(conn, {"uuid": "a1", "action": "authenticate"})
+        router.route(_envelope(request.request_id, WELCOME, session_data={"user_pk": 2}))
+        # Indexed at once (replies for bob are routed to it), but nothing written to the client yet.
+        assert conn in registry.of_user(2)
+        router.route(_envelope(None, NEWS, send_to=[2]))
+        await _settle()
+        assert conn.ws.sent == []
+
+        await writer.sync_once()  # the write that puts bob's presence here in Redis
+        await conn.ws.wait_until(lambda: len(conn.ws.sent) == 2)
+        assert [json.loads(frame) for frame in conn.ws.sent] == [WELCOME, NEWS]
+
+    run(scenario())
+
+
+def test_an_authenticate_reply_for_a_user_already_written_here_is_not_held():
+    async def scenario():
+        registry, pending, router, writer, conn, _ = _holding_router()
+        await writer.sync_once()
+        connected(registry, "other-tab", user_pk=2)
+        await writer.sync_once()
+        request = pending.start(conn, {"uuid": "a1", "action": "authenticate"})
+        router.route(_envelope(request.request_id, WELCOME, session_data={"user_pk": 2}))
+        await conn.ws.wait_until(lambda: len(conn.ws.sent) == 1)
+
+    run(scenario())
+
+
+def test_a_second_tab_waits_for_the_write_of_its_users_first_tab_still_under_way():
+    async def scenario():
+        registry, pending, router, writer, conn, _ = _holding_router()
+        await writer.sync_once()
+        connected(registry, "first-tab", user_pk=2)  # dirty: not written yet
+        request = pending.start(conn, {"uuid": "a1", "action": "authenticate"})
+        router.route(_envelope(request.request_id, WELCOME, session_data={"user_pk": 2}))
+        await _settle()
+        assert conn.ws.sent == []
+        await writer.sync_once()
+        await conn.ws.wait_until(lambda: len(conn.ws.sent) == 1)
+
+    run(scenario())
+
+
+def test_a_held_reply_goes_after_the_bound_when_presence_is_never_written(caplog):
+    async def scenario():
+        _, pending, router, writer, conn, metrics = _holding_router(presence_hold_max=0.05)
+        # Never registered (Redis down since the start, say): nothing resolves the wait.
+        request = pending.start(conn, {"uuid": "a1", "action": "authenticate"})
+        router.route(_envelope(request.request_id, WELCOME, session_data={"user_pk": 2}))
+        await _settle()
+        assert conn.ws.sent == []
+        await conn.ws.wait_until(lambda: len(conn.ws.sent) == 1)
+        assert metrics.registry.get_sample_value("chat_gateway_presence_hold_timeouts_total",
+                                                 {"gateway_id": GATEWAY_ID}) == 1
+        assert writer.written(2) is not None  # still unwritten: it was the bound that let it go
+
+    run(scenario())
+    assert "authenticate reply sent without its presence written" in caplog.text
+
+
+def test_a_connection_holds_at_most_one_wait_however_often_it_authenticates():
+    async def scenario():
+        _, pending, router, writer, conn, _ = _holding_router()
+        await writer.sync_once()
+        for number, user_pk in enumerate([2, 3, 2, 4]):
+            request = pending.start(conn, {"uuid": f"a{number}", "action": "authenticate"})
+            router.route(_envelope(request.request_id, WELCOME, session_data={"user_pk": user_pk}))
+        queued = list(conn.outbox._queue or ())
+        holds = [frame for frame in queued if type(frame) is Hold]
+        assert len(holds) == 1 and len(queued) == 5
+        await writer.sync_once()
+        # Every one of the users it was authenticated as is written before anything goes out.
+        await conn.ws.wait_until(lambda: len(conn.ws.sent) == 4)
+        assert writer.written(4) is None
+
+    run(scenario())
+
+
+def test_a_close_ends_a_held_wait():
+    async def scenario():
+        _, pending, router, writer, conn, _ = _holding_router()
+        request = pending.start(conn, {"uuid": "a1", "action": "authenticate"})
+        router.route(_envelope(request.request_id, WELCOME, session_data={"user_pk": 2}))
+        await _settle()
+        await conn.stop()
+        assert conn.outbox.idle or not conn.outbox.writing
+        assert conn.ws.sent == []
 
     run(scenario())

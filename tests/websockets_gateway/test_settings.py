@@ -12,7 +12,7 @@ from websockets_gateway.settings import DEFAULT_ALLOWED_ORIGINS, GatewaySettings
 def test_defaults():
     settings = GatewaySettings.from_env({})
     assert settings.redis_url == "redis://127.0.0.1:6379/0"
-    assert settings.worker_topics == ("worker_process_1", "worker_process_2", "worker_process_3")
+    assert settings.worker_topics == () and settings.discovery  # the workers registered in Redis
     assert settings.response_topic == "worker_response"
     assert settings.allowed_origins == frozenset(DEFAULT_ALLOWED_ORIGINS.split(","))
     assert settings.request_timeout == 10.0
@@ -66,7 +66,7 @@ def test_values_from_the_environment():
 def test_empty_values_mean_the_defaults():
     settings = GatewaySettings.from_env({"REDIS_URL": "", "WORKER_PROCESS_TOPICS": "", "REQUEST_TIMEOUT": ""})
     assert settings.redis_url == "redis://127.0.0.1:6379/0"
-    assert len(settings.worker_topics) == 3
+    assert settings.worker_topics == () and settings.discovery
     assert settings.request_timeout == 10.0
 
 

@@ -10,6 +10,7 @@ from django.core.management import CommandError, call_command
 
 from scripts.stack import free_port
 from workers.management.commands import message_process_worker
+from workers.discovery import unique_topic
 from workers.metrics import WorkerMetrics
 
 
@@ -22,38 +23,65 @@ def no_consumer(monkeypatch) -> None:
     monkeypatch.setattr(message_process_worker, "Consumer", refuse)
 
 
-def test_subscribe_topic_is_required(no_consumer):
-    with pytest.raises((CommandError, SystemExit)):
-        call_command("message_process_worker")
-
-
 def test_blank_subscribe_topic_is_refused(no_consumer):
     with pytest.raises(CommandError, match="subscribe_topic"):
         call_command("message_process_worker", "--subscribe_topic", "  ")
 
 
-def test_runs_a_consumer_on_the_topic_with_the_settings(monkeypatch, settings):
-    settings.CHAT = {**settings.CHAT, "REDIS_URL": "redis://example:6379/5"}
-    settings.CHAT = {**settings.CHAT, "WORKER_RESPONSE_TOPIC": "responses", "REDIS_CLUSTER": True}
-    started = []
+class FakeConsumer:
+    started: list["FakeConsumer"] = []
 
-    class FakeConsumer:
-        def __init__(self, redis_url: str, topic: str, response_topic: str, cluster: bool = False) -> None:
-            self.args = (redis_url, topic, response_topic, cluster)
-            self.calls: list[str] = []
-            started.append(self)
+    def __init__(self, redis_url: str, topic: str, response_topic: str, ttl: float, cluster: bool = False) -> None:
+        self.args = (redis_url, topic, response_topic, ttl, cluster)
+        self.calls: list[str] = []
+        FakeConsumer.started.append(self)
 
-        def install_signal_handlers(self) -> None:
-            self.calls.append("install_signal_handlers")
+    def install_signal_handlers(self) -> None:
+        self.calls.append("install_signal_handlers")
 
-        def run(self) -> None:
-            self.calls.append("run")
+    def run(self) -> None:
+        self.calls.append("run")
 
+
+@pytest.fixture
+def fake_consumer(monkeypatch):
+    monkeypatch.setattr(FakeConsumer, "started", [])
     monkeypatch.setattr(message_process_worker, "Consumer", FakeConsumer)
+    return FakeConsumer
+
+
+def test_runs_a_consumer_on_the_topic_with_the_settings(fake_consumer, settings):
+    settings.CHAT = {**settings.CHAT, "REDIS_URL": "redis://example:6379/5", "WORKER_RESPONSE_TOPIC": "responses",
+                     "WORKER_TTL": 4.5, "REDIS_CLUSTER": True}
     call_command("message_process_worker", "--subscribe_topic", "worker_process_9")
-    [consumer] = started
-    assert consumer.args == ("redis://example:6379/5", "worker_process_9", "responses", True)
+    [consumer] = fake_consumer.started
+    assert consumer.args == ("redis://example:6379/5", "worker_process_9", "responses", 4.5, True)
     assert consumer.calls == ["install_signal_handlers", "run"]
+
+
+def test_without_a_topic_each_worker_takes_a_unique_one_and_says_which(fake_consumer, caplog):
+    with caplog.at_level("INFO"):
+        call_command("message_process_worker")
+        call_command("message_process_worker")
+    first, second = (consumer.args[1] for consumer in fake_consumer.started)
+    assert first != second
+    assert first.startswith(unique_topic(token="x").rsplit("-", 1)[0] + "-")
+    assert f"worker topic {first} (taken)" in caplog.text
+
+
+def test_the_topic_file_holds_the_topic_taken(fake_consumer, tmp_path):
+    path = tmp_path / "topic"
+    path.write_text("an old topic\n")
+    call_command("message_process_worker", "--topic-file", str(path))
+    [consumer] = fake_consumer.started
+    assert path.read_text() == consumer.args[1] + "\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["topic"]
+
+
+def test_an_unwritable_topic_file_is_a_command_error(fake_consumer, tmp_path):
+    with pytest.raises(CommandError, match="cannot write the topic"):
+        call_command("message_process_worker", "--topic-file", str(tmp_path / "missing" / "topic"))
+    assert fake_consumer.started == []
 
 
 class ScrapingConsumer:
@@ -63,7 +91,7 @@ class ScrapingConsumer:
     # The port the test gave the command, if any.
     port: int | None = None
 
-    def __init__(self, redis_url: str, topic: str, response_topic: str, cluster: bool = False) -> None:
+    def __init__(self, redis_url: str, topic: str, response_topic: str, ttl: float, cluster: bool = False) -> None:
         self.metrics = WorkerMetrics(topic)
         self.metrics.answered("authenticate", {"status": "success"}, 0.01)
         self.scraped = ""

@@ -18,7 +18,10 @@ from django.db import connections
 from redis.exceptions import ConnectionError as RedisConnectionError
 from rest_framework.authtoken.models import Token
 
+from chat import routing as routing_module
 from websockets_gateway import reconnect as reconnect_module
+from tests.chat.conftest import online_on
+from websockets_gateway.keys import Keys
 from websockets_gateway.logs import JsonFormatter
 from workers import consumer as consumer_module
 from workers.consumer import Consumer
@@ -26,6 +29,7 @@ from workers.consumer import Consumer
 TOPIC = "worker_process_test"
 RESPONSE_TOPIC = "worker_response_test"
 REPLY_TO = "gateway-test-replies"
+KEYS = Keys(RESPONSE_TOPIC)
 WAIT = 5.0
 
 
@@ -120,18 +124,71 @@ def test_answers_a_request_on_its_reply_to_topic(alice_token, running_consumer, 
     assert consumer.handled == 1
 
 
-def test_a_reply_for_several_users_goes_to_the_response_topic(transactional_db, make_user, make_room,
-                                                              running_consumer, client, listener):
-    alice, bob = make_user("alice"), make_user("bob")
+def received_on(pubsub, count: int) -> list[tuple[str, dict[str, Any]]]:
+    """The next `count` messages, then a check that no other follows at once."""
+    got = [next_message(pubsub) for _ in range(count)]
+    assert pubsub.get_message(timeout=0.2) is None
+    return sorted((message["channel"].decode(), json.loads(message["data"])) for message in got)
+
+
+def test_a_reply_for_several_users_goes_to_their_gateways_and_the_requesters(
+        transactional_db, make_user, make_room, running_consumer, client):
+    alice, bob, carol = make_user("alice"), make_user("bob"), make_user("carol")
     room = make_room(alice, bob)
+    bobs = online_on(client, KEYS, "gw-bob", bob.pk)
+    carols = online_on(client, KEYS, "gw-carol", carol.pk)  # alive, but holds no member of the room
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(REPLY_TO, RESPONSE_TOPIC, bobs, carols)
     request = json.loads(bus_request("new_message", room=room.pk.hex, text="hi"))
     request["session_data"] = {"user_pk": alice.pk}
     client.publish(TOPIC, json.dumps(request))
-    message = next_message(listener)
-    assert message["channel"] == RESPONSE_TOPIC.encode()
-    envelope = json.loads(message["data"])
-    assert envelope["send_to"] == sorted([alice.pk, bob.pk])
-    assert envelope["response"]["message"]["text"] == "hi"
+    [(first_topic, first), (second_topic, second)] = received_on(pubsub, 2)
+    # Once to bob's gateway, once to the requester's (its request completes there): nowhere else.
+    assert (first_topic, second_topic) == tuple(sorted([REPLY_TO, bobs]))
+    assert first == second
+    assert first["send_to"] == sorted([alice.pk, bob.pk])
+    assert first["response"]["message"]["text"] == "hi"
+    pubsub.close()
+
+
+def test_a_reply_whose_recipients_share_the_requesters_gateway_goes_there_once(
+        transactional_db, make_user, make_room, running_consumer, client):
+    alice, bob = make_user("alice"), make_user("bob")
+    room = make_room(alice, bob)
+    # The requester's reply topic is its gateway's: both members are held there.
+    topic = online_on(client, KEYS, "gw-both", alice.pk, bob.pk)
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(topic, RESPONSE_TOPIC)
+    request = json.loads(bus_request("new_message", room=room.pk.hex, text="hi"))
+    request.update(session_data={"user_pk": alice.pk}, reply_to=topic)
+    client.publish(TOPIC, json.dumps(request))
+    [(channel, envelope)] = received_on(pubsub, 1)
+    assert channel == topic and envelope["response"]["message"]["text"] == "hi"
+    pubsub.close()
+
+
+def test_without_presence_a_reply_for_several_users_goes_to_every_gateway(
+        transactional_db, make_user, make_room, running_consumer, client, monkeypatch):
+    consumer, _ = running_consumer
+    alice, bob = make_user("alice"), make_user("bob")
+    room = make_room(alice, bob)
+    online_on(client, KEYS, "gw-bob", bob.pk)
+
+    def down(*args, **kwargs):
+        raise RedisConnectionError("presence unreadable (test)")
+
+    monkeypatch.setattr(routing_module, "live_holders", down)
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(REPLY_TO, RESPONSE_TOPIC, Keys(RESPONSE_TOPIC).gateway_reply_topic("gw-bob"))
+    request = json.loads(bus_request("new_message", room=room.pk.hex, text="hi"))
+    request["session_data"] = {"user_pk": alice.pk}
+    client.publish(TOPIC, json.dumps(request))
+    # The response topic alone: every gateway reads it, the requester's too (a copy on its own
+    # topic as well would reach it twice).
+    [(channel, envelope)] = received_on(pubsub, 1)
+    assert channel == RESPONSE_TOPIC and envelope["response"]["message"]["text"] == "hi"
+    assert sample(consumer, "chat_worker_routing_fallbacks_total") == 1
+    pubsub.close()
 
 
 def test_goes_on_after_a_request_it_cannot_answer(alice_token, running_consumer, client, listener):
