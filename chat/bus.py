@@ -11,9 +11,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-import redis
-from redis.exceptions import RedisError
-
+from websockets_gateway import redis_clients
 from websockets_gateway.keys import Keys
 from websockets_gateway.wire import dumps
 
@@ -25,7 +23,7 @@ from .routing import ReplyRoutes
 CONNECT_TIMEOUT = 2.0
 SOCKET_TIMEOUT = 2.0
 
-_client: redis.Redis | None = None
+_client: redis_clients.SyncClient | None = None
 _client_lock = threading.Lock()
 _routes: ReplyRoutes | None = None
 
@@ -55,14 +53,16 @@ def encode(built: dict[str, Any]) -> bytes:
     return dumps(built)
 
 
-def _redis() -> redis.Redis:
-    """One client (and connection pool) per process, made on first use; thread-safe."""
+def _redis() -> redis_clients.SyncClient:
+    """One client (and connection pool, or one per node of a cluster) per process, made on first
+    use; thread-safe."""
     global _client
     if _client is None:
         with _client_lock:
             if _client is None:
-                _client = redis.Redis.from_url(chat_settings.REDIS_URL, socket_connect_timeout=CONNECT_TIMEOUT,
-                                               socket_timeout=SOCKET_TIMEOUT)
+                _client = redis_clients.sync_client(chat_settings.REDIS_URL, chat_settings.REDIS_CLUSTER,
+                                                    socket_connect_timeout=CONNECT_TIMEOUT,
+                                                    socket_timeout=SOCKET_TIMEOUT)
     return _client
 
 
@@ -92,11 +92,11 @@ def publish(response: dict[str, Any], send_to: list[int]) -> None:
         # down fails that publish too, which raises PublishError below.
         [topics] = _reply_routes().topics(client, [(recipients, None)])
         if len(topics) == 1:
-            client.publish(next(iter(topics)), encoded)
+            redis_clients.publish(client, next(iter(topics)), encoded)
         elif topics:
             pipe = client.pipeline(transaction=False)
             for topic in sorted(topics):
-                pipe.publish(topic, encoded)
+                redis_clients.publish(pipe, topic, encoded)
             pipe.execute()
-    except (RedisError, OSError) as exc:
+    except redis_clients.REDIS_ERRORS as exc:
         raise PublishError(f"{type(exc).__name__}: {exc}") from exc

@@ -20,6 +20,8 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
+from websockets_gateway.redis_clients import cluster_from_env
+
 
 def _url(schemes: tuple[str, ...], empty: bool = False) -> Callable[[Any], str | None]:
     def check(value: Any) -> str | None:
@@ -36,6 +38,10 @@ def _url(schemes: tuple[str, ...], empty: bool = False) -> Callable[[Any], str |
 
 def _positive_int(value: Any) -> str | None:
     return None if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else "an integer >= 1"
+
+
+def _bool(value: Any) -> str | None:
+    return None if isinstance(value, bool) else "True or False"
 
 
 def _seconds(value: Any) -> str | None:
@@ -64,11 +70,19 @@ class Key:
     default: Any
     check: Callable[[Any], str | None]
     doc: str
+    # Where the value comes from when CHAT does not set it, if not the default: the environment
+    # setting that every part of a deployment reads alike.
+    from_env: Callable[[], Any] | None = None
+
+    def unset_value(self) -> Any:
+        return self.from_env() if self.from_env is not None else self.default
 
 
 KEYS: dict[str, Key] = {
     "REDIS_URL": Key("redis://127.0.0.1:6379/0", _url(("redis", "rediss", "unix")),
                      "the Redis the workers and the REST API's live events use"),
+    "REDIS_CLUSTER": Key(False, _bool, "REDIS_URL names one node of a Redis Cluster (7 or later); unset: the "
+                                       "REDIS_CLUSTER environment variable (1, true, yes or on)", cluster_from_env),
     "WORKER_RESPONSE_TOPIC": Key("worker_response", _name,
                                  "the topic replies for several users go on (the gateway's setting of that name)"),
     "WORKER_TTL": Key(10, _seconds,
@@ -122,7 +136,13 @@ def check(configured: Any) -> dict[str, Any]:
     unknown = sorted(set(configured) - set(KEYS))
     if unknown:
         raise ImproperlyConfigured(f"CHAT has unknown keys {unknown}; its keys are {sorted(KEYS)}")
-    values = {name: key.default for name, key in KEYS.items()}
+    values = {}
+    for name, key in KEYS.items():
+        if name not in configured:
+            try:
+                values[name] = key.unset_value()
+            except ValueError as exc:
+                raise ImproperlyConfigured(f"CHAT[{name!r}] is not set and {exc}") from exc
     for name, value in configured.items():
         problem = KEYS[name].check(value)
         if problem is not None:

@@ -13,10 +13,9 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 
-import redis
-from redis.exceptions import RedisError
 
 from websockets_gateway.keys import Keys, gateway_of
+from websockets_gateway.redis_clients import REDIS_ERRORS, SyncClient
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +72,7 @@ class AliveCache:
             del self._until[presence_id]
 
 
-def live_presence(client: redis.Redis, user_ids: Iterable[int], keys: Keys,
+def live_presence(client: SyncClient, user_ids: Iterable[int], keys: Keys,
                   alive: AliveCache | None = None) -> dict[int, set[str]]:
     """The live presence ids of each of these users; a user with none is left out (`who_is_online`).
 
@@ -103,7 +102,7 @@ def live_presence(client: redis.Redis, user_ids: Iterable[int], keys: Keys,
     return present
 
 
-def live_holders(client: redis.Redis, groups: Sequence[tuple[int, ...]], keys: Keys,
+def live_holders(client: SyncClient, groups: Sequence[tuple[int, ...]], keys: Keys,
                  alive: AliveCache | None = None) -> list[set[str]]:
     """For each group of users (a reply's `send_to`): the live presence ids holding one of them.
 
@@ -129,7 +128,7 @@ def live_holders(client: redis.Redis, groups: Sequence[tuple[int, ...]], keys: K
     return [held.get(group, set()) & live for group in groups]
 
 
-def _live(client: redis.Redis, presence_ids: set[str], keys: Keys, alive: AliveCache | None) -> set[str]:
+def _live(client: SyncClient, presence_ids: set[str], keys: Keys, alive: AliveCache | None) -> set[str]:
     """The ids among these whose gateway's heartbeat exists: one MGET of those `alive` does not
     vouch for (none when it vouches for all)."""
     live = alive.known(presence_ids) if alive is not None else set()
@@ -143,7 +142,7 @@ def _live(client: redis.Redis, presence_ids: set[str], keys: Keys, alive: AliveC
     return live
 
 
-def _forget_dead(client: redis.Redis, dead_by_user: dict[int, set[str]], keys: Keys) -> None:
+def _forget_dead(client: SyncClient, dead_by_user: dict[int, set[str]], keys: Keys) -> None:
     # Safe against a race with the gateways: an id whose heartbeat is gone never comes back
     # (a gateway that finds its heartbeat lapsed registers under a new id), and a gateway
     # writes a new id's heartbeat before adding the id to any set.
@@ -152,7 +151,7 @@ def _forget_dead(client: redis.Redis, dead_by_user: dict[int, set[str]], keys: K
         pipe.srem(keys.presence_user(user_pk), *dead)
     try:
         pipe.execute()
-    except RedisError as exc:
+    except REDIS_ERRORS as exc:
         # The answer is known already; the ids are removed by a later reader.
         logger.warning("could not remove dead presence ids of %d users: %s: %s",
                        len(dead_by_user), type(exc).__name__, exc)
@@ -175,7 +174,7 @@ class ReplyRoutes:
         # Called with the number of replies sent to the fallback topic after a failed read.
         self.on_fallback = on_fallback
 
-    def topics(self, client: redis.Redis, replies: Sequence[tuple[Iterable[int], str | None]]) -> list[set[str]]:
+    def topics(self, client: SyncClient, replies: Sequence[tuple[Iterable[int], str | None]]) -> list[set[str]]:
         """For each `(send_to, reply_to)`: the reply topics of the live gateway processes that hold
         one of `send_to`, plus `reply_to` (the requesting process's, None for no requester).
 
@@ -185,7 +184,7 @@ class ReplyRoutes:
         wanted = [tuple(send_to) for send_to, _ in replies]
         try:
             holders = live_holders(client, wanted, self.keys, self.alive)
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             logger.warning("presence not read (%s: %s): %d replies for several users go to %s, which every "
                            "gateway reads", type(exc).__name__, exc, len(replies), self.fallback_topic)
             if self.on_fallback is not None:

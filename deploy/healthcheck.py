@@ -72,12 +72,22 @@ def check_worker(target: str, env: dict[str, str]) -> str | None:
     else:
         topic = target
 
-    client = redis.Redis.from_url(env.get("REDIS_URL") or "redis://127.0.0.1:6379/0",
-                                  socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT)
-    try:
-        subscribers = dict(client.pubsub_numsub(topic)).get(topic.encode(), 0)
-    finally:
-        client.close()
+    url = env.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+    # As websockets_gateway/redis_clients.py does (this script imports nothing of the project): on
+    # a Redis Cluster a worker's subscription is sharded, counted by the master of its slot.
+    if (env.get("REDIS_CLUSTER") or "").strip().lower() in {"1", "true", "yes", "on"}:
+        cluster = redis.RedisCluster.from_url(url, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT)
+        try:
+            counts = cluster.pubsub_shardnumsub(topic, target_nodes=cluster.get_node_from_key(topic))
+        finally:
+            cluster.close()
+    else:
+        client = redis.Redis.from_url(url, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT)
+        try:
+            counts = client.pubsub_numsub(topic)
+        finally:
+            client.close()
+    subscribers = dict(counts).get(topic.encode(), 0)
     return None if subscribers >= 1 else f"no subscriber on {topic}"
 
 

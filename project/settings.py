@@ -160,6 +160,8 @@ SPECTACULAR_SETTINGS = {
 CHAT = {
     "MAX_MESSAGE_LENGTH": env_int("MAX_MESSAGE_LENGTH", 4000, minimum=1),
     "REDIS_URL": env_url("REDIS_URL", "redis://127.0.0.1:6379/0", ("redis", "rediss", "unix")),
+    # REDIS_URL names one node of a Redis Cluster: the gateway reads the same variable.
+    "REDIS_CLUSTER": env_bool("REDIS_CLUSTER", False),
     "WORKER_RESPONSE_TOPIC": env_str("WORKER_RESPONSE_TOPIC", "worker_response"),
     # How late a killed worker leaves the gateways' choice (workers/discovery.py).
     "WORKER_TTL": env_float("WORKER_TTL", 10, minimum=1),

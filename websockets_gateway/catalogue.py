@@ -13,10 +13,8 @@ import json
 import logging
 from typing import Any, Awaitable, Callable
 
-from redis.exceptions import RedisError
-
 from .protocol import ANONYMOUS_ACTIONS, GATEWAY_ERROR_CODES
-from .reconnect import raise_if_cancel_requested
+from .reconnect import REDIS_ERRORS, raise_if_cancel_requested
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +81,6 @@ async def keep_fresh(catalogue: Catalogue, read: Callable[[], Awaitable[bytes | 
             found = catalogue.load(raw) or found
         except asyncio.CancelledError:
             raise
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             logger.debug("action catalogue not read (%s)", exc)
         await asyncio.sleep(interval if found else first_interval)

@@ -13,11 +13,10 @@ import asyncio
 import logging
 from collections.abc import Iterable
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from .bus import WorkerTopics
 from .keys import Keys
+from .redis_clients import REDIS_ERRORS, AsyncClient
 from .reconnect import RECONNECT_BACKOFF_FIRST, RECONNECT_BACKOFF_MAX, Backoff, raise_if_cancel_requested
 
 logger = logging.getLogger(__name__)
@@ -39,7 +38,7 @@ def _text(value: bytes | str) -> str:
 class WorkerDiscovery:
     """Keeps `topics` equal to the registry's live topics; `run` is its one background task."""
 
-    def __init__(self, client: aioredis.Redis, keys: Keys, topics: WorkerTopics,
+    def __init__(self, client: AsyncClient, keys: Keys, topics: WorkerTopics,
                  interval: float = READ_INTERVAL, max_topics: int = MAX_TOPICS) -> None:
         self.keys = keys
         self.topics = topics
@@ -82,7 +81,7 @@ class WorkerDiscovery:
                 await self.read_once()
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError) as exc:
+            except REDIS_ERRORS as exc:
                 delay = max(self.interval, backoff.next_delay())
                 logger.warning("worker registry not read (%s: %s); keeping %d topics, reading again in %.1fs",
                                type(exc).__name__, exc, len(self.live), delay)

@@ -36,14 +36,14 @@ import socket
 import time
 from collections.abc import Callable, Iterable, Sequence
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
-
 from . import metrics as metrics_module
+from . import redis_clients
 from .keys import DEFAULT_KEYS, Keys
 from .keys import presence_id as spell_presence_id
 from .metrics import GatewayMetrics
-from .reconnect import RECONNECT_BACKOFF_FIRST, RECONNECT_BACKOFF_MAX, Backoff, raise_if_cancel_requested
+from .reconnect import (
+    RECONNECT_BACKOFF_FIRST, RECONNECT_BACKOFF_MAX, REDIS_ERRORS, Backoff, raise_if_cancel_requested,
+)
 from .registry import ConnectionRegistry
 
 logger = logging.getLogger(__name__)
@@ -68,9 +68,9 @@ class PresenceWriter:
     """Keeps this process's presence keys in Redis true; `run` is its one background task."""
 
     def __init__(self, registry: ConnectionRegistry, gateway_id: str, ttl: float,
-                 redis_url: str = "redis://127.0.0.1:6379/0", client: aioredis.Redis | None = None,
+                 redis_url: str = "redis://127.0.0.1:6379/0", client: redis_clients.AsyncClient | None = None,
                  clock: Callable[[], float] = time.monotonic, metrics: GatewayMetrics | None = None,
-                 keys: Keys = DEFAULT_KEYS) -> None:
+                 keys: Keys = DEFAULT_KEYS, cluster: bool = False) -> None:
         self.registry = registry
         self.keys = keys
         self.metrics = metrics if metrics is not None else metrics_module.detached()
@@ -80,8 +80,10 @@ class PresenceWriter:
         self.epoch = 0
         # A write that hangs longer than a heartbeat interval is as good as failed.
         timeout = min(self.heartbeat_interval, 5.0)
-        self._client = client or aioredis.Redis.from_url(
-            redis_url, socket_timeout=timeout, socket_connect_timeout=min(timeout, 2.0))
+        # On a Redis Cluster every key here shares one hash tag (keys.py), so each MULTI below
+        # runs on the one master of that slot.
+        self._client = client or redis_clients.async_client(
+            redis_url, cluster, socket_timeout=timeout, socket_connect_timeout=min(timeout, 2.0))
         self._clock = clock
         # Users whose presence here may differ from what Redis holds. Bounded by the number
         # of distinct users (a user is in it at most once), whatever the churn of connections.
@@ -149,7 +151,7 @@ class PresenceWriter:
                 await self.sync_once()
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError) as exc:
+            except REDIS_ERRORS as exc:
                 self.metrics.presence_errors.inc()
                 logger.warning("presence %s: write failed (%s: %s); %d users waiting; retrying in %.1fs",
                                self.presence_id, type(exc).__name__, exc, len(self._dirty), backoff.current)
@@ -196,7 +198,7 @@ class PresenceWriter:
         users = sorted(set(self.registry.user_pks()) | self._dirty)
         try:
             await asyncio.wait_for(self._withdraw(presence_id, users), timeout)
-        except (TimeoutError, RedisError, OSError) as exc:
+        except (TimeoutError, *REDIS_ERRORS) as exc:
             logger.warning("presence %s: could not withdraw %d users (%s: %s); their entries expire in %.0fs",
                            presence_id, len(users), type(exc).__name__, exc, self.ttl)
         else:

@@ -15,7 +15,11 @@ import random
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
+
+# What a Redis call may raise when Redis, or a cluster's node, is away: redis-py's cluster client
+# raises RedisClusterException (no node reachable, a slot not served), which is no RedisError.
+REDIS_ERRORS: tuple[type[Exception], ...] = (RedisError, OSError, RedisClusterException)
 
 # The backoff of a loop that lost Redis: a blip is retried soon, a long outage at most every
 # 2 s (3 s with jitter), so a Redis that comes back is found within a few seconds.
@@ -123,7 +127,7 @@ def closing_quietly(log: logging.Logger, what: str) -> Iterator[None]:
     expected (DEBUG); any other is logged with its traceback. Cancellation goes through."""
     try:
         yield
-    except (RedisError, OSError) as exc:
+    except REDIS_ERRORS as exc:
         log.debug("%s: %s", what, exc)
     except Exception:
         log.exception("%s failed", what)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from .logs import LOG_FORMATS
+from .redis_clients import cluster_from_env
 
 # The chat page served by `manage.py runserver` / the launcher lives on port 8000.
 DEFAULT_ALLOWED_ORIGINS = "http://localhost:8000,http://127.0.0.1:8000"
@@ -76,6 +77,13 @@ def _log_level(env: Mapping[str, str]) -> str:
     return level
 
 
+def _redis_cluster(env: Mapping[str, str]) -> bool:
+    try:
+        return cluster_from_env(env)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from exc
+
+
 @dataclass(frozen=True)
 class GatewaySettings:
     redis_url: str
@@ -117,6 +125,8 @@ class GatewaySettings:
     # Logging: the root level and `text` (for people) or `json` (one object a line, for machines).
     log_level: str
     log_format: str
+    # REDIS_CLUSTER: `redis_url` names one node of a Redis Cluster (redis_clients.py).
+    redis_cluster: bool = False
 
     @property
     def discovery(self) -> bool:
@@ -133,6 +143,7 @@ class GatewaySettings:
         origins = _split(env.get("ALLOWED_ORIGINS", DEFAULT_ALLOWED_ORIGINS))
         return cls(
             redis_url=env.get("REDIS_URL") or "redis://127.0.0.1:6379/0",
+            redis_cluster=_redis_cluster(env),
             worker_topics=topics,
             response_topic=env.get("WORKER_RESPONSE_TOPIC") or "worker_response",
             allowed_origins=None if "*" in origins else frozenset(origins),

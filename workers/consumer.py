@@ -10,15 +10,14 @@ from __future__ import annotations
 import logging
 import signal
 import time
-from functools import partial
 from types import FrameType
 
-import redis
-from redis.exceptions import RedisError
+from typing import Any
 
+from websockets_gateway import redis_clients
 from websockets_gateway.reconnect import (
-    PROBE_INTERVAL, PROBE_MESSAGE, PROBE_TIMEOUT, RECONNECT_BACKOFF_FIRST, RECONNECT_BACKOFF_MAX, Backoff,
-    SubscriptionProbe, closing_quietly,
+    PROBE_INTERVAL, PROBE_MESSAGE, PROBE_TIMEOUT, RECONNECT_BACKOFF_FIRST, RECONNECT_BACKOFF_MAX, REDIS_ERRORS,
+    Backoff, SubscriptionProbe, closing_quietly,
 )
 from chat.routing import AliveCache, ReplyRoutes
 from websockets_gateway.keys import Keys
@@ -44,23 +43,44 @@ DEFAULT_TTL = 10.0
 
 class Consumer:
     def __init__(self, redis_url: str, topic: str, response_topic: str,
-                 metrics: WorkerMetrics | None = None, ttl: float = DEFAULT_TTL) -> None:
+                 metrics: WorkerMetrics | None = None, ttl: float = DEFAULT_TTL, cluster: bool = False) -> None:
         self.topic = topic
         self.metrics = metrics if metrics is not None else WorkerMetrics(topic)
         self.response_topic = response_topic
         self.keys = Keys(response_topic)
-        # One connection, not a pool: this loop is the only user of it (replies and presence reads,
-        # one at a time), and taking a connection from a pool for every publish costs more than the
-        # publish itself here.
-        self._redis = redis.Redis.from_url(redis_url, socket_connect_timeout=2.0, socket_timeout=5.0,
-                                           health_check_interval=10, single_connection_client=True)
+        self._redis_url = redis_url
+        self._cluster = cluster
+        # Made at first use, inside the loop that retries: a cluster client reads the cluster's
+        # slots as it is made, and would fail a worker started while Redis is away.
+        self._client: redis_clients.SyncClient | None = None
         self._stopping = False
         self.handled = 0
-        self._online = partial(online_user_ids, self._redis, keys=self.keys)
-        # Refreshed from the loop, which wakes every POLL_INTERVAL: a TTL of a few of those at least.
-        self.registration = Registration(self._redis, topic, self.keys, ttl)
+        self._ttl = ttl
+        self._registration: Registration | None = None
         self._routes = ReplyRoutes(self.keys, response_topic, AliveCache(),
                                    on_fallback=self.metrics.routing_fallbacks.inc)
+
+    @property
+    def _redis(self) -> redis_clients.SyncClient:
+        """The loop's one client. On one Redis, one connection, not a pool: this loop is its only
+        user (replies and presence reads, one at a time), and taking a connection from a pool for
+        every publish costs more than the publish itself here. On a cluster, one per node."""
+        if self._client is None:
+            self._client = redis_clients.sync_client(self._redis_url, self._cluster, socket_connect_timeout=2.0,
+                                                     socket_timeout=5.0, health_check_interval=10,
+                                                     single_connection=True)
+        return self._client
+
+    @property
+    def registration(self) -> Registration:
+        """This worker's entry in the registry of workers, on the loop's client; refreshed from the
+        loop, which wakes every POLL_INTERVAL (so a TTL of a few of those at least)."""
+        if self._registration is None:
+            self._registration = Registration(self._redis, self.topic, self.keys, self._ttl)
+        return self._registration
+
+    def _online(self, user_ids: Any) -> set[int]:
+        return online_user_ids(self._redis, user_ids, keys=self.keys)
 
     def request_stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
         if not self._stopping:
@@ -74,9 +94,10 @@ class Consumer:
     def run(self) -> None:
         backoff = Backoff(RECONNECT_BACKOFF_FIRST, RECONNECT_BACKOFF_MAX)
         while not self._stopping:
-            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-            lost: RedisError | OSError | None = None
+            pubsub: Any = None
+            lost: Exception | None = None
             try:
+                pubsub = redis_clients.subscription(self._redis)
                 pubsub.subscribe(self.topic)
                 logger.info("worker subscribed to %s", self.topic)
                 self._warn_if_shared()
@@ -88,23 +109,26 @@ class Consumer:
                 self._serve(pubsub)
                 pubsub.unsubscribe(self.topic)
                 logger.info("worker %s unsubscribed after %d requests", self.topic, self.handled)
-            except (RedisError, OSError) as exc:
+            except REDIS_ERRORS as exc:
                 lost = exc
-                self._answer_stragglers(pubsub)
+                if pubsub is not None:
+                    self._answer_stragglers(pubsub)
             finally:
                 # Closed before the backoff, never after it: when a pub/sub connection breaks while
                 # Redis is up (CLIENT KILL, a restart faster than we noticed), redis-py connects it
                 # again and subscribes it again by itself before it raises. Left open through the
                 # backoff, that subscription holds the topic unread: a request published there
                 # counts as received, so the gateway tries no other worker, and is never answered.
-                self._close_quietly(pubsub)
+                if pubsub is not None:
+                    self._close_quietly(pubsub)
             if lost is None or self._stopping:
                 continue
             self.metrics.redis_reconnects.inc()
             logger.warning("worker %s lost Redis (%s); reconnecting in %.1fs", self.topic, lost, backoff.current)
             time.sleep(backoff.next_delay())
-        self.registration.withdraw()
-        self._redis.close()
+        if self._client is not None:
+            self.registration.withdraw()
+            self._client.close()
 
     def _publish(self, replies: list[Outgoing]) -> None:
         """Publish replies in one round trip (a pipeline, not a transaction, for more than one).
@@ -122,16 +146,17 @@ class Consumer:
             topics = (outgoing.topic,) if outgoing.envelope["send_to"] is None else sorted(next(routed))
             messages += [(topic, encoded) for topic in topics]
         if len(messages) == 1:
-            self._redis.publish(*messages[0])
+            redis_clients.publish(self._redis, *messages[0])
             return
         if not messages:
             return
+        # On a cluster, redis-py's pipeline sends each SPUBLISH to the master of its channel's slot.
         pipe = self._redis.pipeline(transaction=False)
         for topic, encoded in messages:
-            pipe.publish(topic, encoded)
+            redis_clients.publish(pipe, topic, encoded)
         pipe.execute()
 
-    def _answer_stragglers(self, pubsub: redis.client.PubSub) -> None:
+    def _answer_stragglers(self, pubsub: Any) -> None:
         """Before a broken subscription is closed: end it cleanly and answer what it accepted.
 
         redis-py may have connected it again and subscribed it anew before raising, and Redis then
@@ -147,7 +172,7 @@ class Consumer:
                 message = pubsub.get_message(timeout=0.05)
                 if message is not None and message.get("type") == "message":
                     stragglers.append(message["data"])
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             # Down for good: nothing more was accepted on it.
             logger.debug("worker %s: no clean unsubscribe from a broken subscription: %s", self.topic, exc)
         if not stragglers:
@@ -156,11 +181,11 @@ class Consumer:
         replies = self._answer(stragglers)
         try:
             self._publish(replies)
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             logger.warning("worker %s: %d replies not published (%s); their requesters get timeout",
                            self.topic, len(replies), exc)
 
-    def _close_quietly(self, pubsub: redis.client.PubSub) -> None:
+    def _close_quietly(self, pubsub: Any) -> None:
         with closing_quietly(logger, f"worker {self.topic}: closing a broken subscription"):
             pubsub.close()
 
@@ -169,8 +194,8 @@ class Consumer:
         # answer every request on it. Said loudly, not refused, so that a restart that briefly
         # overlaps the old and the new worker still works.
         try:
-            subscribers = dict(self._redis.pubsub_numsub(self.topic)).get(self.topic.encode(), 0)
-        except (RedisError, OSError) as exc:
+            subscribers = redis_clients.subscriber_count(self._redis, self.topic)
+        except REDIS_ERRORS as exc:
             # After Redis restarted, the reply connection is the old one, dead: this first command
             # finds it so (and redis-py drops it, the next one connects anew). Only a check: the
             # subscription just made is good, and is not given up for it.
@@ -185,10 +210,10 @@ class Consumer:
         # every subscription, so a Redis that restarted empty has it back.
         try:
             self._redis.set(self.keys.catalogue, registry.catalogue_json())
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             logger.warning("worker %s: action catalogue not published (%s)", self.topic, exc)
 
-    def _serve(self, pubsub: redis.client.PubSub) -> None:
+    def _serve(self, pubsub: Any) -> None:
         probe = SubscriptionProbe(time.monotonic(), PROBE_INTERVAL, PROBE_TIMEOUT)
         while not self._stopping:
             message = pubsub.get_message(timeout=POLL_INTERVAL)
@@ -200,13 +225,13 @@ class Consumer:
             if message is None or message.get("type") != "message":
                 continue
             batch = [message["data"]]
-            lost: RedisError | OSError | None = None
+            lost: Exception | None = None
             try:
                 # What else is already waiting, without blocking: at low load a batch of one.
                 while len(batch) < BATCH_MAX and (waiting := pubsub.get_message(timeout=0.0)) is not None:
                     if waiting.get("type") == "message":
                         batch.append(waiting["data"])
-            except (RedisError, OSError) as exc:
+            except REDIS_ERRORS as exc:
                 # The subscription broke while we gathered. Closed at once, before anything else
                 # (redis-py may have subscribed it again already: left open, it would accept
                 # requests no one reads, see run()); then what we hold, which Redis handed us, is

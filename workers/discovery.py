@@ -23,10 +23,9 @@ import socket
 import time
 from collections.abc import Callable
 
-import redis
-from redis.exceptions import RedisError
 
 from websockets_gateway.keys import Keys
+from websockets_gateway.redis_clients import REDIS_ERRORS, SyncClient
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +55,7 @@ class Registration:
     Not thread-safe: the consumer's one loop is its only user, on the consumer's own client.
     """
 
-    def __init__(self, client: redis.Redis, topic: str, keys: Keys, ttl: float,
+    def __init__(self, client: SyncClient, topic: str, keys: Keys, ttl: float,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.topic = topic
         self.keys = keys
@@ -92,7 +91,7 @@ class Registration:
             return
         try:
             self.register()
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             logger.warning("worker %s: registration not refreshed (%s: %s); it lapses %.0fs after the last one",
                            self.topic, type(exc).__name__, exc, self.ttl)
 
@@ -104,7 +103,7 @@ class Registration:
             pipe.srem(self.keys.worker_topics, self.topic)
             pipe.delete(self.keys.worker_heartbeat(self.topic))
             pipe.execute()
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             logger.warning("worker %s: not withdrawn from the registry (%s: %s); it expires within %.0fs",
                            self.topic, type(exc).__name__, exc, self.ttl)
         else:

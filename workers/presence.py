@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-import redis
-
 from chat.routing import live_presence
 from websockets_gateway.keys import DEFAULT_KEYS, Keys
+from websockets_gateway.redis_clients import SyncClient
 
 
-def online_user_ids(client: redis.Redis, user_ids: Iterable[int], keys: Keys = DEFAULT_KEYS) -> set[int]:
+def online_user_ids(client: SyncClient, user_ids: Iterable[int], keys: Keys = DEFAULT_KEYS) -> set[int]:
     """The users among `user_ids` with a connection on a live gateway.
 
     Two round trips (one pipeline of SMEMBERS, one MGET of the heartbeats), a third only when

@@ -119,7 +119,7 @@ def test_the_client_is_made_once_on_first_use_with_short_timeouts(monkeypatch, s
         return fakeredis.FakeRedis()
 
     monkeypatch.setattr(broadcast, "_client", None)
-    monkeypatch.setattr(broadcast.redis.Redis, "from_url", from_url)
+    monkeypatch.setattr(redis.Redis, "from_url", from_url)
     broadcast.publish(REPLY, [1])
     broadcast.publish(REPLY, [2])
     assert made == [("redis://bus.example:6380/2", {"socket_connect_timeout": 2.0, "socket_timeout": 2.0})]

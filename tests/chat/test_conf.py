@@ -16,7 +16,8 @@ from chat.conf import KEYS, chat_settings, check
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_every_key_is_optional_with_its_default():
+def test_every_key_is_optional_with_its_default(monkeypatch):
+    monkeypatch.delenv("REDIS_CLUSTER", raising=False)
     assert check({}) == {name: key.default for name, key in KEYS.items()}
     assert check({"MAX_MESSAGE_LENGTH": 10})["MAX_MESSAGE_LENGTH"] == 10
 
@@ -66,3 +67,18 @@ def test_docs_integrate_lists_every_key_with_its_default():
     section = text[text.index("### The chat settings"):]
     rows = {name: default for name, default in re.findall(r"^\| `([A-Z_]+)` \| `(.*?)` \|", section, re.M)}
     assert rows == {name: json.dumps(key.default) for name, key in KEYS.items()}
+
+
+@pytest.mark.parametrize("environment, unset", [("1", True), ("yes", True), ("0", False), ("", False)])
+def test_redis_cluster_unset_is_the_environments_and_set_wins(monkeypatch, environment, unset):
+    monkeypatch.setenv("REDIS_CLUSTER", environment)
+    assert check({})["REDIS_CLUSTER"] is unset
+    assert check({"REDIS_CLUSTER": not unset})["REDIS_CLUSTER"] is (not unset)
+
+
+def test_redis_cluster_must_be_a_bool_and_a_bad_environment_is_named(monkeypatch):
+    with pytest.raises(ImproperlyConfigured, match=r"CHAT\['REDIS_CLUSTER'\] must be True or False, not 'yes'"):
+        check({"REDIS_CLUSTER": "yes"})
+    monkeypatch.setenv("REDIS_CLUSTER", "maybe")
+    with pytest.raises(ImproperlyConfigured, match=r"CHAT\['REDIS_CLUSTER'\] is not set and REDIS_CLUSTER='maybe'"):
+        check({})

@@ -308,6 +308,7 @@ SAFE_DEFAULTS = {
     "WORKER_PROCESS_TOPICS": "unset: the gateways choose among the workers registered in Redis",
     "TRUSTED_PROXIES": "none: clients reach the gateway directly; behind a proxy, its addresses (docs/deployment.md)",
     "GATEWAY_ID": "the container's host name, unique per container; set it where host names repeat (docs/deployment.md)",
+    "REDIS_CLUSTER": "off: the compose file runs one Redis; on a Redis Cluster set it on every part (docs/deployment.md)",
     "MAX_CONNECTIONS_PER_IP": "no limit: many users share a NAT's address; set it with TRUSTED_PROXIES (docs/deployment.md)",
     # Django
     "MAX_MESSAGE_LENGTH": "4000: the protocol's documented text_too_long",

@@ -134,3 +134,24 @@ class Client:
 
     async def close(self) -> None:
         await self.ws.close()
+
+
+async def request_until_success(client: Client, frame: dict[str, Any], bound: float, reply_timeout: float,
+                                retry_pause: float = 0.1) -> tuple[dict[str, Any], int]:
+    """Send `frame` and wait for its reply (up to `reply_timeout`), as the chat page does: after a
+    `timeout` error, the same frame again (same uuid) after `retry_pause`, for at most `bound`
+    seconds. It never sends again before the reply: under load a reply may take its whole request
+    timeout. Any error but `timeout` fails the test. Return the success reply and the attempts."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + bound
+    attempts = 0
+    while True:
+        await client.send(frame)
+        attempts += 1
+        reply = await client.expect(lambda f: f.get("uuid") == frame["uuid"] and f.get("action") == frame["action"],
+                                    reply_timeout)
+        if reply["status"] == "success":
+            return reply, attempts
+        assert reply["error_code"] == "timeout", reply
+        assert loop.time() < deadline, f"{frame['action']} not successful within {bound}s: {reply}"
+        await asyncio.sleep(retry_pause)

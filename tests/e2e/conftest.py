@@ -1,4 +1,5 @@
-"""Fixtures that start the real processes: Redis (embedded unless REDIS_URL is set), gunicorn
+"""Fixtures that start the real processes: Redis (embedded unless REDIS_URL is set, and with
+REDIS_CLUSTER=1 a Redis Cluster's node: `python -m scripts.cluster run -- pytest tests/e2e`), gunicorn
 gateways and Django workers, all on the test database that pytest-django created."""
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from django.db import connection
 
 from scripts.stack import Stack, free_port, port_open, wait_for
 from tests.e2e.client import Client
+from websockets_gateway import redis_clients
 
 
 def database_url(settings_dict: dict[str, Any]) -> str:
@@ -66,6 +68,15 @@ class E2EStack:
     def orm(self, work: Callable[[], Any]) -> Any:
         with self.db_blocker.unblock():
             return work()
+
+    @property
+    def redis_cluster(self) -> bool:
+        """Whether the stack runs on a Redis Cluster (REDIS_CLUSTER=1 with REDIS_URL: scripts/cluster.py)."""
+        return self.stack.redis_cluster
+
+    def redis_client(self) -> redis_clients.SyncClient:
+        """A client of the stack's Redis, as its parts make them (a cluster client on a cluster); the caller closes it."""
+        return redis_clients.sync_client(self.redis_url, self.redis_cluster, socket_timeout=2, socket_connect_timeout=2)
 
 
 @pytest.fixture(scope="session")

@@ -31,6 +31,7 @@ from chat.models import ChatMessage
 from scripts.stack import Stack, wait_for
 from tests.e2e.client import close_code
 from tests.e2e.conftest import E2EStack
+from websockets_gateway import redis_clients
 from websockets_gateway.bus import DEAD_TOPIC_RETRY_AFTER
 from websockets_gateway.connection import CLOSE_TIMEOUT
 
@@ -287,7 +288,8 @@ TRICKLE_INTERVAL = 0.1
 TRICKLE_AFTER_KILL = AVOIDED_WITHIN + 0.5
 RETRY_ROUNDS = 5
 
-PUBLISH_RE = re.compile(r'^PUBLISH (\S+) (.*)$')
+# SPUBLISH on a Redis Cluster (websockets_gateway/redis_clients.py).
+PUBLISH_RE = re.compile(r'^S?PUBLISH (\S+) (.*)$')
 REQUEST_ID_RE = re.compile(r'"request_id":"([^"]+)"')
 
 
@@ -328,14 +330,16 @@ def worker_death_stack(e2e_database_url, django_db_blocker, tmp_path_factory):
 
 class PublishLog:
     """Every PUBLISH to a worker topic of a request whose uuid starts with `uuid_prefix`, seen by
-    Redis MONITOR: (server time, topic, request id).
+    Redis MONITOR: (server time, topic, request id). On a Redis Cluster, every SPUBLISH, seen by
+    MONITOR on each master.
 
     MONITOR, not a subscription: a subscriber on the dead topic would count as a receiver, and
     the gateway would rightly take it for a worker come back.
     """
 
-    def __init__(self, redis_url: str, topics: list[str], uuid_prefix: str) -> None:
+    def __init__(self, redis_url: str, topics: list[str], uuid_prefix: str, cluster: bool = False) -> None:
         self.redis_url = redis_url
+        self.cluster = cluster
         self.uuid_marker = f'"uuid":"{uuid_prefix}'
         self.topics = set(topics)
         self.publishes: list[tuple[float, str, str]] = []
@@ -358,10 +362,31 @@ class PublishLog:
         await asyncio.gather(self._task, return_exceptions=True)
 
     async def _watch(self) -> None:
-        client = aioredis.Redis.from_url(self.redis_url)
+        if not self.cluster:
+            await self._watch_node(aioredis.Redis.from_url(self.redis_url), self.ready)
+            return
+        cluster = redis_clients.async_client(self.redis_url, True)
+        try:
+            await cluster.initialize()
+            masters = [(node.host, node.port) for node in cluster.get_primaries()]
+        finally:
+            await cluster.aclose()
+        readies = [asyncio.Event() for _ in masters]
+        watches = [asyncio.create_task(self._watch_node(aioredis.Redis(host=host, port=port), ready))
+                   for (host, port), ready in zip(masters, readies, strict=True)]
+        try:
+            await asyncio.gather(*(ready.wait() for ready in readies))
+            self.ready.set()
+            await asyncio.gather(*watches)
+        finally:
+            for watch in watches:
+                watch.cancel()
+            await asyncio.gather(*watches, return_exceptions=True)
+
+    async def _watch_node(self, client: aioredis.Redis, ready: asyncio.Event) -> None:
         try:
             async with client.monitor() as monitor:
-                self.ready.set()
+                ready.set()
                 async for command in monitor.listen():
                     match = PUBLISH_RE.match(command["command"])
                     if match and match.group(1) in self.topics and self.uuid_marker in match.group(2):
@@ -411,7 +436,7 @@ def test_a_killed_worker_costs_timeouts_only_and_its_topic_is_avoided(worker_dea
         async def answers(start: int = 0) -> list[Answer]:
             return await gather_answers([future for _, _, future in attempts[start:]], ANSWER_BOUND + WAIT)
 
-        publish_log = PublishLog(wd.e2e.redis_url, wd.e2e.worker_topics, f"wd-{run_id}-")
+        publish_log = PublishLog(wd.e2e.redis_url, wd.e2e.worker_topics, f"wd-{run_id}-", wd.e2e.redis_cluster)
         async with aiohttp.ClientSession() as session, publish_log as log:
             peers = [await Peer.connect(session, wd.url, user, tally) for user in data["users"]]
             answered_before = tally.count

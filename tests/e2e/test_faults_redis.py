@@ -1,6 +1,9 @@
 """Redis faults end to end: Redis stopped and started again, pub/sub connections killed by Redis,
 and no token in any log line. A stack of this module's own (its own Redis, two workers, one
-gateway of two gunicorn processes), since stopping Redis would break every other test's stack."""
+gateway of two gunicorn processes), since stopping Redis would break every other test's stack.
+Every test runs twice: on one Redis, and on a Redis Cluster of three masters (scripts/cluster.py)
+whose masters all stop and start again where the one Redis does (skipped where no redis-server
+7 or later is found)."""
 
 from __future__ import annotations
 
@@ -18,14 +21,15 @@ from typing import Any
 
 import aiohttp
 import pytest
-import redis
 from django.core.management import call_command
 
 from chat.models import ChatMessage
 from bench.run import raise_fd_limit
+from scripts.cluster import ClusterUnavailable, LocalCluster
 from scripts.stack import Stack, free_port, wait_for
-from tests.e2e.client import Client, ConnectionClosed
+from tests.e2e.client import Client, ConnectionClosed, request_until_success
 from tests.e2e.conftest import connect, run
+from websockets_gateway import redis_clients
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -93,6 +97,8 @@ class FaultStack:
     db_blocker: Any
     # Every token this module handed out or tried: none may appear in a log.
     tokens: set[str] = field(default_factory=set)
+    # The Redis Cluster the stack runs on, or None for one Redis.
+    cluster: LocalCluster | None = None
 
     @property
     def healthz(self) -> str:
@@ -110,25 +116,69 @@ class FaultStack:
         with self.db_blocker.unblock():
             return work()
 
-    def redis_client(self) -> redis.Redis:
-        return redis.Redis.from_url(self.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    def redis_client(self) -> redis_clients.SyncClient:
+        return redis_clients.sync_client(self.redis_url, self.cluster is not None, socket_timeout=2,
+                                         socket_connect_timeout=2)
 
     def ensure_redis(self) -> None:
         """After a test that failed during the outage: Redis back, for the tests after it."""
-        if self.stack.redis_process is not None and self.stack.redis_process.poll() is not None:
+        if self.stack.redis_stopped:
             self.stack.restart_redis()
 
+    def reply_topics(self) -> list[str]:
+        """The gateways' reply topics that have a subscriber (on a cluster, a sharded one on any master)."""
+        if self.cluster is None:
+            with self.redis_client() as client:
+                return sorted(name.decode() for name in client.pubsub_channels("gateway_reply:*"))
+        found: set[str] = set()
+        for port in self.cluster.ports:
+            with self.cluster.node(port) as node:
+                found.update(name.decode() for name in node.execute_command("PUBSUB SHARDCHANNELS", "gateway_reply:*"))
+        return sorted(found)
 
-def _reply_topics(redis_url: str) -> list[str]:
-    client = redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
+    def kill_pubsub_connections(self) -> int:
+        """CLIENT KILL TYPE pubsub on the Redis, or on every master; the connections killed."""
+        if self.cluster is None:
+            with self.redis_client() as client:
+                return client.client_kill_filter(_type="pubsub")
+        killed = 0
+        for port in self.cluster.ports:
+            with self.cluster.node(port) as node:
+                killed += node.client_kill_filter(_type="pubsub")
+        return killed
+
+    def assert_every_subscription_killed(self, killed: int) -> None:
+        """`killed` (from kill_pubsub_connections) is every subscription connection of the stack:
+        one per worker and one per gateway process. On a cluster a gateway process has one per
+        master that serves its reply topic or the response topic, and closes them all when one
+        fails, so a master killed later may find some gone already: each worker's and at least one
+        of the gateways', at most all."""
+        if self.cluster is None:
+            assert killed == len(self.worker_topics) + GATEWAY_PROCESSES
+            return
+        response_owner = self.cluster.owner_port(self.response_topic)
+        most = len(self.worker_topics) + sum(
+            len({response_owner, self.cluster.owner_port(f"gateway_reply:{gateway_id}")})
+            for gateway_id in self.gateway_ids)
+        assert len(self.worker_topics) < killed <= most, (killed, most)
+
+
+def _own_redis(stack: Stack, kind: str, tmp_path_factory) -> tuple[str, LocalCluster | None]:
+    """Start the stack's own Redis of `kind` (one Redis, or a cluster); skip where a cluster cannot run."""
+    # Our own, always: one named by the environment may be shared, and we stop it.
+    stack.env.pop("REDIS_URL", None)
+    stack.env.pop("REDIS_CLUSTER", None)
+    if kind == "redis":
+        return stack.start_redis(free_port()), None
     try:
-        return sorted(name.decode() for name in client.pubsub_channels("gateway_reply:*"))
-    finally:
-        client.close()
+        cluster = LocalCluster.start(tmp_path_factory.mktemp("fault-cluster"))
+    except ClusterUnavailable as exc:
+        pytest.skip(str(exc))
+    return stack.use_cluster(cluster), cluster
 
 
-@pytest.fixture(scope="module")
-def faults(e2e_database_url, django_db_blocker, tmp_path_factory) -> FaultStack:
+@pytest.fixture(scope="module", params=["redis", "cluster"])
+def faults(request, e2e_database_url, django_db_blocker, tmp_path_factory) -> FaultStack:
     tag = f"faults{secrets.token_hex(3)}"
     stack = Stack.create(
         log_dir=tmp_path_factory.mktemp("fault-stack-logs"),
@@ -140,23 +190,25 @@ def faults(e2e_database_url, django_db_blocker, tmp_path_factory) -> FaultStack:
         # The most verbose level: the token test reads every line any process can write.
         LOG_LEVEL="DEBUG",
     )
-    # Our own Redis, always: one named by the environment may be shared, and we stop it.
-    stack.env.pop("REDIS_URL", None)
     # Inherited by every process of the stack: the test with RESYNC_CLIENTS holds that many
     # sockets here and (spread) in the gateway processes.
     raise_fd_limit(RESYNC_CLIENTS)
+    cluster = None
     try:
-        redis_url = stack.start_redis(free_port())
+        redis_url, cluster = _own_redis(stack, request.param, tmp_path_factory)
         topics = [f"{tag}_worker_1", f"{tag}_worker_2"]
         stack.start_workers(topics)
         _, port = stack.start_gateway(processes=GATEWAY_PROCESSES, name=f"gateway-{tag}")
+        faults = FaultStack(stack, tag, redis_url, topics, f"{tag}_response", f"http://127.0.0.1:{port}/ws",
+                            frozenset(), django_db_blocker, cluster=cluster)
         # start_gateway waits for one process to answer; every one is ready once subscribed.
-        wait_for(lambda: len(_reply_topics(redis_url)) == GATEWAY_PROCESSES, "gateway processes", 30)
-        gateway_ids = frozenset(topic.split(":", 2)[2] for topic in _reply_topics(redis_url))
-        yield FaultStack(stack, tag, redis_url, topics, f"{tag}_response", f"http://127.0.0.1:{port}/ws",
-                         gateway_ids, django_db_blocker)
+        wait_for(lambda: len(faults.reply_topics()) == GATEWAY_PROCESSES, "gateway processes", 30)
+        faults.gateway_ids = frozenset(topic.split(":", 2)[2] for topic in faults.reply_topics())
+        yield faults
     finally:
         stack.stop()
+        if cluster is not None:
+            cluster.stop()
 
 
 def _room_and_members(data: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -309,23 +361,8 @@ def _ids_in_thread(faults: FaultStack, room_id: str, after: int) -> list[int]:
 
 
 async def _request_until_success(client: Client, frame: dict[str, Any], bound: float) -> tuple[dict[str, Any], int]:
-    """Send `frame` and wait for its reply, as the page does: after a `timeout` error, the same
-    frame again (same uuid) after a pause, for at most `bound` seconds. Unlike
-    `_send_until_success` it never sends again before the reply: under the load of many clients
-    a reply may take its whole REQUEST_TIMEOUT. Return the success reply and the attempts."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + bound
-    attempts = 0
-    while True:
-        await client.send(frame)
-        attempts += 1
-        reply = await client.expect(lambda f: f.get("uuid") == frame["uuid"] and f.get("action") == frame["action"],
-                                    REQUEST_TIMEOUT + REPLY_MARGIN)
-        if reply["status"] == "success":
-            return reply, attempts
-        assert reply["error_code"] == "timeout", reply
-        assert loop.time() < deadline, f"{frame['action']} not successful within {bound}s: {reply}"
-        await asyncio.sleep(RETRY_PAUSE)
+    """`request_until_success` (tests/e2e/client.py), each reply awaited for up to its REQUEST_TIMEOUT."""
+    return await request_until_success(client, frame, bound, REQUEST_TIMEOUT + REPLY_MARGIN, RETRY_PAUSE)
 
 
 async def _metric_by_process(faults: FaultStack, name: str) -> dict[str, float]:
@@ -375,9 +412,8 @@ async def _online_until(client: Client, room_id: str, expected: list[str], bound
         await asyncio.sleep(POLL_INTERVAL)
 
 
-def _subscriber_counts(client: redis.Redis, channels: list[str]) -> dict[str, int]:
-    return {(name.decode() if isinstance(name, bytes) else name): count
-            for name, count in client.pubsub_numsub(*channels)}
+def _subscriber_counts(client: redis_clients.SyncClient, channels: list[str]) -> dict[str, int]:
+    return {channel: redis_clients.subscriber_count(client, channel) for channel in channels}
 
 
 def _expected_subscribers(faults: FaultStack) -> dict[str, int]:
@@ -388,7 +424,7 @@ def _expected_subscribers(faults: FaultStack) -> dict[str, int]:
             **{Keys(faults.response_topic).gateway_reply_topic(gateway_id): 1 for gateway_id in faults.gateway_ids}}
 
 
-async def _subscribers_until(client: redis.Redis, expected: dict[str, int], bound: float) -> float:
+async def _subscribers_until(client: redis_clients.SyncClient, expected: dict[str, int], bound: float) -> float:
     """Poll PUBSUB NUMSUB until it is `expected`; return the seconds it took."""
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -565,19 +601,18 @@ def test_pubsub_connections_killed_by_redis_are_resubscribed(faults):
         # backoff): every subscription killed below is then one that must come back.
         await _subscribers_until(admin, expected, RECOVERY_BOUND)
         # This Redis serves this module's stack alone: no other gateway's reply topic.
-        assert sorted(name.decode() for name in admin.pubsub_channels("gateway_reply:*")) == \
-            sorted(topic for topic in expected if topic.startswith("gateway_reply:"))
+        assert faults.reply_topics() == sorted(topic for topic in expected if topic.startswith("gateway_reply:"))
         sender = await connect(session, faults.gateway, alice)
         receiver = await connect(session, faults.gateway, bob)
         await sender.ok("new_message", room=room["id"], text="before the kill")
 
         loop = asyncio.get_running_loop()
-        killed = admin.client_kill_filter(_type="pubsub")
+        killed = faults.kill_pubsub_connections()
         # Every subscriber back, by itself: both workers and every gateway process.
         resubscribed = asyncio.create_task(_subscribers_until(admin, expected, RECOVERY_BOUND))
         killed_at = loop.time()
         # One subscribing connection per worker and per gateway process, all of them gone.
-        assert killed == len(faults.worker_topics) + GATEWAY_PROCESSES
+        faults.assert_every_subscription_killed(killed)
 
         # Each gateway process, subscribed again, tells its authenticated clients that they may
         # have missed something: `resync`, on the connections they hold. They retry what got no
@@ -624,12 +659,12 @@ def test_every_request_a_killed_worker_subscription_accepted_is_answered(faults)
     expected = _expected_subscribers(faults)
     probe_topic = f"{faults.tag}_probe_replies"
     admin = faults.redis_client()
-    listener = faults.redis_client().pubsub(ignore_subscribe_messages=True)
+    listener = redis_clients.subscription(admin)
 
     async def scenario():
         loop = asyncio.get_running_loop()
         await _subscribers_until(admin, expected, RECOVERY_BOUND)
-        assert admin.client_kill_filter(_type="pubsub") == len(faults.worker_topics) + GATEWAY_PROCESSES
+        faults.assert_every_subscription_killed(faults.kill_pubsub_connections())
         listener.subscribe(probe_topic)  # after the kill, which would take it too
         accepted: set[str] = set()
         refused = 0
@@ -641,7 +676,7 @@ def test_every_request_a_killed_worker_subscription_accepted_is_answered(faults)
                 request_id = f"probe:{number}:{topic}"
                 request = {"uuid": request_id, "action": "list_rooms", "session_data": {"user_pk": user["id"]},
                            "request_id": request_id, "reply_to": probe_topic}
-                if admin.publish(topic, json.dumps(request)):
+                if redis_clients.publish(admin, topic, json.dumps(request)):
                     accepted.add(request_id)
                 else:
                     refused += 1

@@ -51,12 +51,15 @@ def shop(tmp_path_factory):
         env = {"PATH": "/usr/bin:/bin", "HOME": str(base), "LANG": "C.UTF-8", "PYTHONUNBUFFERED": "1",
                "DJANGO_SETTINGS_MODULE": "host.settings", "HOST_DB": str(base / "shop.sqlite3"),
                "REDIS_URL": redis_url, "GATEWAY_URL": f"ws://127.0.0.1:{gateway_port}/ws"}
+        if stack.redis_cluster:
+            # The shop's CHAT does not set REDIS_CLUSTER: its workers take it from the environment.
+            env["REDIS_CLUSTER"] = "1"
         run(python, "manage.py", "migrate", cwd=project, env=env)
         tokens = json.loads(run(python, "manage.py", "shell", "-c", MAKE_USERS, cwd=project, env=env)
                             .strip().splitlines()[-1])
         worker = stack.spawn("worker", [str(python), "manage.py", "message_process_worker", "--subscribe_topic",
                                         WORKER_TOPIC], env=env, cwd=project)
-        wait_for(lambda: subscribed(redis_url, [WORKER_TOPIC]), "the shop's worker", 30, worker)
+        wait_for(lambda: subscribed(redis_url, [WORKER_TOPIC], stack.redis_cluster), "the shop's worker", 30, worker)
         gateway = stack.spawn("gateway", [str(python), "-m", "gunicorn", "websockets_gateway.app:app",
                                           "--worker-class", "aiohttp.GunicornWebWorker", "--bind",
                                           f"127.0.0.1:{gateway_port}", "--workers", "1", "--no-control-socket"],

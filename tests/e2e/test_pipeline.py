@@ -12,12 +12,12 @@ import uuid
 
 import aiohttp
 import pytest
-import redis
 
 from chat.models import ChatMessage, ChatRoom
 from scripts.stack import ROOT
 from tests.e2e.client import Client
 from tests.e2e.conftest import connect, run
+from websockets_gateway import redis_clients
 from workers.actions import registry
 
 # The processes share the test database, so the tests commit for real (and are flushed after).
@@ -291,7 +291,8 @@ def test_timeout_at_once_when_no_worker_is_alive(e2e, gateway_with_topics):
 def test_timeout_when_the_worker_never_answers(e2e, gateway_with_topics):
     data = e2e.fixtures(users=1)
     deaf_topic = f"{e2e.tag}_deaf"
-    listener = redis.Redis.from_url(e2e.redis_url).pubsub()
+    redis_client = e2e.redis_client()
+    listener = redis_clients.subscription(redis_client)
     listener.subscribe(deaf_topic)
     try:
         url = gateway_with_topics([deaf_topic], REQUEST_TIMEOUT="1")
@@ -315,6 +316,7 @@ def test_timeout_when_the_worker_never_answers(e2e, gateway_with_topics):
         assert request["reply_to"].startswith("gateway_reply:") and ":" in request["request_id"]
     finally:
         listener.close()
+        redis_client.close()
 
 
 def test_client_cannot_forge_gateway_keys(e2e):
@@ -337,9 +339,9 @@ def test_worker_stops_cleanly_on_sigterm(e2e):
     proc = e2e.stack.start_worker(topic)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=15) == 0
-    client = redis.Redis.from_url(e2e.redis_url)
+    client = e2e.redis_client()
     try:
-        assert dict(client.pubsub_numsub(topic))[topic.encode()] == 0
+        assert redis_clients.subscriber_count(client, topic) == 0
     finally:
         client.close()
 

@@ -95,6 +95,7 @@ def test_the_development_secret_key_is_accepted_only_with_debug_on():
 # key, so that the settings read only when DEBUG is off are read too).
 BAD_VALUES = [
     ("DEBUG", "maybe"),
+    ("REDIS_CLUSTER", "maybe"),
     ("DATABASE_URL", "mongodb://db.example/chat"),
     ("DATABASE_URL", "postgres://chat:a-database-password@db.example:notaport/chat"),
     ("DB_CONN_MAX_AGE", "abc"),

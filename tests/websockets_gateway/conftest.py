@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fakeredis
 import pytest
+import redis.asyncio as aioredis
 
 from websockets_gateway import bus as bus_module
 from websockets_gateway.keys import Keys
@@ -25,8 +26,8 @@ def redis_server(monkeypatch):
     def pool_from_url(url, max_connections, timeout, **kwargs):
         return fake_blocking_pool(server, max_connections, timeout)
 
-    monkeypatch.setattr(bus_module.aioredis.Redis, "from_url", from_url)
-    monkeypatch.setattr(bus_module.aioredis.BlockingConnectionPool, "from_url", pool_from_url)
+    monkeypatch.setattr(aioredis.Redis, "from_url", from_url)
+    monkeypatch.setattr(aioredis.BlockingConnectionPool, "from_url", pool_from_url)
     return server
 
 
@@ -41,5 +42,5 @@ def publisher_pools(redis_server, monkeypatch):
         pools.append(pool)
         return pool
 
-    monkeypatch.setattr(bus_module.aioredis.BlockingConnectionPool, "from_url", pool_from_url)
+    monkeypatch.setattr(aioredis.BlockingConnectionPool, "from_url", pool_from_url)
     return pools

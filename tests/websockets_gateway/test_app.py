@@ -7,6 +7,7 @@ import os
 import re
 
 import fakeredis
+import redis.asyncio as aioredis
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -74,8 +75,8 @@ def test_startup_builds_the_gateway_and_cleanup_releases_it(monkeypatch):
         pools.append((url, kwargs, pool))
         return pool
 
-    monkeypatch.setattr(bus_module.aioredis.Redis, "from_url", from_url)
-    monkeypatch.setattr(bus_module.aioredis.BlockingConnectionPool, "from_url", pool_from_url)
+    monkeypatch.setattr(aioredis.Redis, "from_url", from_url)
+    monkeypatch.setattr(aioredis.BlockingConnectionPool, "from_url", pool_from_url)
     settings = make_settings(request_timeout=7.0, max_in_flight=3, redis_url="redis://example:6379/5")
 
     async def scenario():
@@ -221,8 +222,8 @@ def test_the_gateway_sends_one_resync_per_bus_gap_and_keeps_every_connection(mon
         clients.append(GappyRedis(server=server))
         return clients[-1]
 
-    monkeypatch.setattr(bus_module.aioredis.Redis, "from_url", from_url)
-    monkeypatch.setattr(bus_module.aioredis.BlockingConnectionPool, "from_url",
+    monkeypatch.setattr(aioredis.Redis, "from_url", from_url)
+    monkeypatch.setattr(aioredis.BlockingConnectionPool, "from_url",
                         lambda url, **kwargs: fake_blocking_pool(server, kwargs["max_connections"], kwargs["timeout"]))
     monkeypatch.setattr(bus_module, "RECONNECT_BACKOFF_FIRST", 0.01)
 

@@ -249,17 +249,6 @@ def test_a_publish_that_no_pipeline_takes_within_the_timeout_fails_and_one_on_it
     run(scenario())
 
 
-def test_the_command_is_a_parameter_for_sharded_pub_sub():
-    async def scenario():
-        server = fakeredis.FakeServer()
-        redis = RoundTripRedis(server)
-        publisher = PipelinedPublisher(redis, timeout=WAIT, publish_command="SPUBLISH")
-        assert await asyncio.gather(publisher.publish("a", "x"), publisher.publish("b", "y")) == [0, 0]
-        assert redis.round_trips == [[("SPUBLISH", "a"), ("SPUBLISH", "b")]]
-
-    run(scenario())
-
-
 def test_through_fakeredis_own_pipeline():
     async def scenario():
         server = fakeredis.FakeServer()

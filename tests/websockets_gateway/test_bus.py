@@ -11,6 +11,7 @@ import random
 
 import fakeredis
 import pytest
+import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from websockets_gateway import bus as bus_module
@@ -489,7 +490,7 @@ def test_the_publisher_is_a_bounded_blocking_pool_waiting_at_most_the_publish_ti
     async def scenario():
         publisher = bus_module.publisher_client("redis://127.0.0.1:1/0", timeout=1.5)
         pool = publisher.connection_pool
-        assert isinstance(pool, bus_module.aioredis.BlockingConnectionPool)
+        assert isinstance(pool, aioredis.BlockingConnectionPool)
         assert pool.max_connections == bus_module.PUBLISH_CONNECTIONS
         assert pool.timeout == 1.5
         assert pool.connection_kwargs["socket_timeout"] == 1.5
@@ -502,7 +503,7 @@ def test_publishes_past_the_pools_connections_wait_for_one_instead_of_failing():
     async def scenario():
         server = fakeredis.FakeServer()
         pool = fake_blocking_pool(server, max_connections=2, timeout=WAIT)
-        publisher = bus_module.aioredis.Redis.from_pool(pool)
+        publisher = aioredis.Redis.from_pool(pool)
         async with FakeWorker(server, topic="w1") as worker:
             bus = _bus(server, topics=("w1",), publisher=publisher)
             # Both connections busy (as if two publishes were waiting on Redis).
@@ -526,7 +527,7 @@ def test_a_publish_that_waits_past_the_pool_timeout_is_bus_unavailable():
     async def scenario():
         server = fakeredis.FakeServer()
         pool = fake_blocking_pool(server, max_connections=1, timeout=0.05)
-        bus = _bus(server, topics=("w1",), publisher=bus_module.aioredis.Redis.from_pool(pool))
+        bus = _bus(server, topics=("w1",), publisher=aioredis.Redis.from_pool(pool))
         bus.metrics = GatewayMetrics("gw-test")
         held = await pool.get_connection()
         with pytest.raises(BusUnavailable, match="No connection available"):

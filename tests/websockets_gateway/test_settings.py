@@ -169,3 +169,15 @@ def test_max_connections_per_ip_is_off_by_default_and_not_negative():
         GatewaySettings.from_env({"MAX_CONNECTIONS_PER_IP": "-1"})
     with pytest.raises(SettingsError, match="MAX_CONNECTIONS_PER_IP='many' is not a"):
         GatewaySettings.from_env({"MAX_CONNECTIONS_PER_IP": "many"})
+
+
+@pytest.mark.parametrize("value, cluster", [("1", True), ("TRUE", True), (" on ", True), ("yes", True),
+                                            ("0", False), ("off", False), ("", False)])
+def test_redis_cluster(value, cluster):
+    assert GatewaySettings.from_env({"REDIS_CLUSTER": value}).redis_cluster is cluster
+    assert GatewaySettings.from_env({}).redis_cluster is False
+
+
+def test_a_bad_redis_cluster_is_refused():
+    with pytest.raises(SettingsError, match="REDIS_CLUSTER='maybe' is not a boolean"):
+        GatewaySettings.from_env({"REDIS_CLUSTER": "maybe"})

@@ -32,8 +32,8 @@ def test_blank_subscribe_topic_is_refused(no_consumer):
 class FakeConsumer:
     started: list["FakeConsumer"] = []
 
-    def __init__(self, redis_url: str, topic: str, response_topic: str, ttl: float) -> None:
-        self.args = (redis_url, topic, response_topic, ttl)
+    def __init__(self, redis_url: str, topic: str, response_topic: str, ttl: float, cluster: bool = False) -> None:
+        self.args = (redis_url, topic, response_topic, ttl, cluster)
         self.calls: list[str] = []
         FakeConsumer.started.append(self)
 
@@ -53,10 +53,10 @@ def fake_consumer(monkeypatch):
 
 def test_runs_a_consumer_on_the_topic_with_the_settings(fake_consumer, settings):
     settings.CHAT = {**settings.CHAT, "REDIS_URL": "redis://example:6379/5", "WORKER_RESPONSE_TOPIC": "responses",
-                     "WORKER_TTL": 4.5}
+                     "WORKER_TTL": 4.5, "REDIS_CLUSTER": True}
     call_command("message_process_worker", "--subscribe_topic", "worker_process_9")
     [consumer] = fake_consumer.started
-    assert consumer.args == ("redis://example:6379/5", "worker_process_9", "responses", 4.5)
+    assert consumer.args == ("redis://example:6379/5", "worker_process_9", "responses", 4.5, True)
     assert consumer.calls == ["install_signal_handlers", "run"]
 
 
@@ -92,7 +92,7 @@ class ScrapingConsumer:
     # The port the test gave the command, if any.
     port: int | None = None
 
-    def __init__(self, redis_url: str, topic: str, response_topic: str, ttl: float) -> None:
+    def __init__(self, redis_url: str, topic: str, response_topic: str, ttl: float, cluster: bool = False) -> None:
         self.metrics = WorkerMetrics(topic)
         self.metrics.answered("authenticate", {"status": "success"}, 0.01)
         self.scraped = ""

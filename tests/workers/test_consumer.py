@@ -12,6 +12,7 @@ import uuid
 from typing import Any, Iterator
 
 import fakeredis
+import redis
 import pytest
 from django.db import connections
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -36,7 +37,7 @@ WAIT = 5.0
 def redis_server(monkeypatch) -> fakeredis.FakeServer:
     """One fake Redis server; every client the consumer opens talks to it."""
     server = fakeredis.FakeServer()
-    monkeypatch.setattr(consumer_module.redis.Redis, "from_url",
+    monkeypatch.setattr(redis.Redis, "from_url",
                         lambda *args, **kwargs: fakeredis.FakeRedis(server=server))
     # The loop notices a stop request when it wakes; wake often so that tests stop quickly.
     monkeypatch.setattr(consumer_module, "POLL_INTERVAL", 0.02)

@@ -55,7 +55,7 @@ class Command(BaseCommand):
             except OSError as exc:
                 raise CommandError(f"cannot write the topic to {topic_file}: {exc}") from exc
         consumer = Consumer(chat_settings.REDIS_URL, topic, chat_settings.WORKER_RESPONSE_TOPIC,
-                            ttl=chat_settings.WORKER_TTL)
+                            ttl=chat_settings.WORKER_TTL, cluster=chat_settings.REDIS_CLUSTER)
         server = None
         if metrics_port:
             try:
