@@ -304,6 +304,9 @@ class RoundTripPipeline:
         self.commands.append(args)
         return self
 
+    def publish(self, channel: str, payload: Any) -> "RoundTripPipeline":
+        return self.execute_command("PUBLISH", channel, payload)
+
     async def execute(self, raise_on_error: bool = True) -> list[Any]:
         assert raise_on_error is False, "one publish's error must not fail the others"
         return await self.redis._round_trip(self.commands)

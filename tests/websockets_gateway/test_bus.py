@@ -227,6 +227,9 @@ class BrokenRedis:
     async def execute_command(self, *args):
         raise RedisConnectionError("Connection refused")
 
+    async def publish(self, channel, message):
+        raise RedisConnectionError("Connection refused")
+
     def pipeline(self, transaction=True):
         return self
 

@@ -15,7 +15,6 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from websockets_gateway import redis_clients
-from websockets_gateway.bus import PublishSlots
 
 # How long a test waits for what must come.
 WAIT = 5.0
@@ -140,33 +139,3 @@ class BlockingPublisher:
         await self.release.wait()
         self.published += 1
         return 1
-
-
-def test_past_its_slots_a_cluster_publish_waits_then_fails_as_a_full_pool_does():
-    async def scenario():
-        client = BlockingPublisher()
-        slots = PublishSlots(2, wait_timeout=0.2, publish_timeout=WAIT)
-        held = [asyncio.create_task(slots.publish(client, "topic", b"x")) for _ in range(2)]
-        await asyncio.sleep(0)
-        with pytest.raises(RedisConnectionError, match="No connection available"):
-            await slots.publish(client, "topic", b"x")
-        # One waiting for a slot gets it when one is free.
-        waiting = asyncio.create_task(slots.publish(client, "topic", b"x"))
-        await asyncio.sleep(0)
-        client.release.set()
-        assert await asyncio.gather(*held, waiting) == [1, 1, 1]
-        assert client.published == 3
-
-    asyncio.run(scenario())
-
-
-def test_a_cluster_publish_that_takes_too_long_fails_and_frees_its_slot():
-    async def scenario():
-        client = BlockingPublisher()
-        slots = PublishSlots(1, wait_timeout=WAIT, publish_timeout=0.1)
-        with pytest.raises(RedisTimeoutError, match="publish to topic took over"):
-            await slots.publish(client, "topic", b"x")
-        client.release.set()
-        assert await slots.publish(client, "topic", b"x") == 1
-
-    asyncio.run(scenario())
