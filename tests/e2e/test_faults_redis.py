@@ -27,6 +27,7 @@ from chat.models import ChatMessage
 from bench.run import raise_fd_limit
 from scripts.cluster import ClusterUnavailable, LocalCluster
 from scripts.stack import Stack, free_port, wait_for
+from websockets_gateway.keys import Keys
 from tests.e2e.client import Client, ConnectionClosed, request_until_success
 from tests.e2e.conftest import connect, run
 from websockets_gateway import redis_clients
