@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.run import redis_pids_of, parse_args, stop_target
+from bench.run import parse_args, redis_pids_of, stop_target
 from scripts.stack import Stack
 
 
@@ -37,8 +37,8 @@ def test_redis_cluster_refuses_what_it_cannot_run_on(extra, says, capsys):
 class FakeCluster:
     """A cluster's processes and a record of being stopped."""
 
-    def __init__(self, pids: list[int]) -> None:
-        self.processes = {7000 + n: subprocess.Popen(["sleep", "30"]) for n in range(len(pids))}
+    def __init__(self, masters: int) -> None:
+        self.processes = {7000 + n: subprocess.Popen(["sleep", "30"]) for n in range(masters)}
         self.stopped = False
 
     def stop(self) -> None:
@@ -51,7 +51,7 @@ class FakeCluster:
 def test_a_target_on_a_cluster_watches_its_masters_and_stops_them_with_it(tmp_path: Path):
     stack = Stack.create(log_dir=tmp_path)
     assert redis_pids_of(stack) == []
-    cluster = FakeCluster([0, 1, 2])
+    cluster = FakeCluster(3)
     stack.cluster = cluster  # type: ignore[assignment]
     try:
         assert redis_pids_of(stack) == [proc.pid for proc in cluster.processes.values()]
