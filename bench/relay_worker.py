@@ -4,8 +4,9 @@ A bus worker without Django and without a database: the fixtures' users (token â
 (room â†’ member ids) are held in memory, and `authenticate` and `new_message` are answered with
 the reply shapes, `send_to` members and envelopes of the real worker (`workers/consumer.py`,
 `workers/dispatch.py`, `workers/envelopes.py`). `python -m bench` runs it in place of the real
-workers, on the same gateway and Redis, so that real/baseline ratios show what the Django worker
-costs beyond the relay path itself. Every other action is answered `invalid_action`.
+workers, on the same gateway and Redis (one Redis, or a Redis Cluster with REDIS_CLUSTER=1, through
+websockets_gateway/redis_clients.py as the real worker), so that real/baseline ratios show what the
+Django worker costs beyond the relay path itself. Every other action is answered `invalid_action`.
 """
 
 from __future__ import annotations
@@ -24,9 +25,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import redis
-
-from websockets_gateway import wire
+from websockets_gateway import redis_clients, wire
 
 logger = logging.getLogger("relay_worker")
 
@@ -147,11 +146,11 @@ def _envelope(request: dict[str, Any], response: dict[str, Any], ok: bool = True
 class RelayConsumer:
     """The real worker's loop (workers/consumer.py) in its plain form: subscribe, answer, publish."""
 
-    def __init__(self, redis_url: str, topic: str, relay: Relay) -> None:
+    def __init__(self, redis_url: str, topic: str, relay: Relay, cluster: bool = False) -> None:
         self.topic = topic
         self.relay = relay
-        self._redis = redis.Redis.from_url(redis_url, socket_connect_timeout=2.0, socket_timeout=5.0,
-                                           health_check_interval=10)
+        self._redis = redis_clients.sync_client(redis_url, cluster, socket_connect_timeout=2.0, socket_timeout=5.0,
+                                                health_check_interval=10)
         self._stopping = False
         self.handled = 0
 
@@ -159,7 +158,7 @@ class RelayConsumer:
         self._stopping = True
 
     def run(self) -> None:
-        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        pubsub = redis_clients.subscription(self._redis)
         pubsub.subscribe(self.topic)
         logger.info("relay worker subscribed to %s", self.topic)
         try:
@@ -170,7 +169,7 @@ class RelayConsumer:
                 self.handled += 1
                 outgoing = self.relay.process(message["data"])
                 if outgoing is not None:
-                    self._redis.publish(*outgoing)
+                    redis_clients.publish(self._redis, *outgoing)
         finally:
             pubsub.close()
             self._redis.close()
@@ -188,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(name)s %(message)s")
     relay = Relay(Directory.load(args.fixtures), os.environ.get("WORKER_RESPONSE_TOPIC") or "worker_response",
                   args.first_message_id, args.message_id_step)
-    consumer = RelayConsumer(os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0", args.subscribe_topic, relay)
+    consumer = RelayConsumer(os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0", args.subscribe_topic, relay,
+                             redis_clients.cluster_from_env())
     signal.signal(signal.SIGTERM, consumer.request_stop)
     signal.signal(signal.SIGINT, consumer.request_stop)
     consumer.run()

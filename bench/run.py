@@ -14,7 +14,8 @@ real,baseline,channels,socketio` adds the same chat on Django Channels (uvicorn 
 bench/channels_chat.py) and on python-socketio (bench/socketio_chat.py), and real/their ratios. `--gateways N`
 runs N gateways of one process each, the clients spread over them, with each process's envelopes,
 frames and CPU per step (bench/gateways.py); `--scenario direct` measures direct messages between
-pairs of users instead of the rooms. With --gateway URL --fixtures PATH it measures a stack that is
+pairs of users instead of the rooms; `--redis-cluster` runs each target on a local Redis Cluster of
+three masters (scripts/cluster.py) instead of one Redis. With --gateway URL --fixtures PATH it measures a stack that is
 already running instead. See docs/performance.md.
 """
 
@@ -43,6 +44,7 @@ import psutil
 
 from bench.load import DirectScenario, LoadGenerator, Plannable, Scenario, StepResult, Watched
 from bench.report import compare, plot, ratios_of, table
+from scripts.cluster import MASTERS, ClusterUnavailable, LocalCluster
 from scripts.stack import ROOT, Stack, StackError, subscribed, wait_for
 
 logger = logging.getLogger("bench")
@@ -328,14 +330,38 @@ async def measure(endpoints: dict[str, Endpoint], work: Workload, profile: Profi
 
 def start_target(kind: str, redis_url: str | None, database_url: str, fixture_paths: list[Path], workers: int,
                  gateway_processes: int, log_dir: Path, log_level: str,
-                 channels_layer: str = "core", gateways: int | None = None) -> tuple[Stack, Endpoint]:
-    """Start a Redis of its own (unless one is given), the workers ("real": Django; "baseline":
-    relay) and the gateway (one gunicorn of `gateway_processes`, or `gateways` gunicorns of one
-    process each, on ports of their own); return the stack and where its clients connect."""
+                 channels_layer: str = "core", gateways: int | None = None,
+                 redis_cluster: bool = False) -> tuple[Stack, Endpoint]:
+    """Start a Redis of its own (unless one is given; with `redis_cluster`, a local Redis Cluster of
+    three masters, which `stop_target` stops with the stack), the workers ("real": Django;
+    "baseline": relay) and the gateway (one gunicorn of `gateway_processes`, or `gateways`
+    gunicorns of one process each, on ports of their own); return the stack and where its clients
+    connect. A stack that fails to start is stopped before the error goes on."""
     # Topics of their own too, so that the two stacks never hear each other even on one Redis.
     stack = Stack.create(log_dir=log_dir, DATABASE_URL=database_url, WORKER_RESPONSE_TOPIC=f"bench_{kind}_responses",
                          **dict(BENCH_ENV, LOG_LEVEL=log_level))
-    if redis_url:
+    stack.env.pop("REDIS_CLUSTER", None)  # one Redis unless asked, whatever this shell's environment says
+    try:
+        return _start_target(stack, kind, redis_url, fixture_paths, workers, gateway_processes, channels_layer,
+                             gateways, redis_cluster)
+    except BaseException:
+        stop_target(stack)
+        raise
+
+
+def stop_target(stack: Stack) -> None:
+    """Stop a target's processes, then the Redis Cluster it ran on, if it had one."""
+    stack.stop()
+    if stack.cluster is not None:
+        stack.cluster.stop()
+
+
+def _start_target(stack: Stack, kind: str, redis_url: str | None, fixture_paths: list[Path], workers: int,
+                  gateway_processes: int, channels_layer: str, gateways: int | None,
+                  redis_cluster: bool) -> tuple[Stack, Endpoint]:
+    if redis_cluster:
+        stack.use_cluster(LocalCluster.start(data_dir=stack.log_dir / "cluster"))
+    elif redis_url:
         stack.env["REDIS_URL"] = redis_url
     else:
         stack.env.pop("REDIS_URL", None)  # embedded, whatever this shell's environment says
@@ -357,7 +383,7 @@ def start_target(kind: str, redis_url: str | None, database_url: str, fixture_pa
                 args += ["--fixtures", str(path)]
             worker_procs.append(stack.spawn(f"relay-{topic}", args))
         stack.env["WORKER_PROCESS_TOPICS"] = ",".join(topics)
-        wait_for(lambda: subscribed(redis_url, topics), "relay workers", 60)
+        wait_for(lambda: subscribed(redis_url, topics, stack.redis_cluster), "relay workers", 60)
     if gateways:
         started = [stack.start_gateway(processes=1, name=f"gateway-{n}") for n in range(1, gateways + 1)]
     else:
@@ -367,8 +393,9 @@ def start_target(kind: str, redis_url: str | None, database_url: str, fixture_pa
         # gunicorn answers /healthz as soon as one process does: wait for all of them.
         wait_for(lambda master=gateway: len(psutil.Process(master.pid).children()) >= processes,
                  "gateway processes", 30, gateway)
-    # An embedded Redis is watched (CPU per step); one given with --redis-url is not ours to watch.
-    redis_pids = [stack.redis_process.pid] if stack.redis_process is not None else []
+    # An embedded Redis (or the cluster's masters) is watched (CPU per step); one given with
+    # --redis-url is not ours to watch.
+    redis_pids = redis_pids_of(stack)
     masters = [gateway.pid for gateway, _ in started]
     watched = Watched({"gateway": masters, "workers": [p.pid for p in worker_procs], "redis": redis_pids},
                       tree_roots=masters)
@@ -377,12 +404,19 @@ def start_target(kind: str, redis_url: str | None, database_url: str, fixture_pa
                            [f"http://127.0.0.1:{port}/metrics" for port in ports] if gateways else [])
 
 
+def redis_pids_of(stack: Stack) -> list[int]:
+    """The pids of the Redis processes the stack started: its embedded Redis, or its cluster's masters."""
+    if stack.cluster is not None:
+        return [proc.pid for proc in stack.cluster.processes.values()]
+    return [stack.redis_process.pid] if stack.redis_process is not None else []
+
+
 def start_channels(stack: Stack, processes: int, layer: str) -> tuple[Stack, Endpoint]:
     """The Django Channels comparison (bench/channels_chat.py) on the stack's Redis and database:
     uvicorn with as many processes as the gateway has; they are its "gateway" (no bus workers)."""
     server, port = stack.start_channels(processes=processes, layer=layer)
     wait_for(lambda: len(psutil.Process(server.pid).children()) >= processes, "uvicorn processes", 30, server)
-    redis_pids = [stack.redis_process.pid] if stack.redis_process is not None else []
+    redis_pids = redis_pids_of(stack)
     watched = Watched({"gateway": [server.pid], "workers": [], "redis": redis_pids}, tree_roots=[server.pid])
     return stack, Endpoint([f"http://127.0.0.1:{port}/ws"], watched, [])
 
@@ -392,7 +426,7 @@ def start_socketio(stack: Stack, processes: int) -> tuple[Stack, Endpoint]:
     gunicorn with as many processes as the gateway has; they are its "gateway" (no bus workers)."""
     server, port = stack.start_socketio(processes=processes)
     wait_for(lambda: len(psutil.Process(server.pid).children()) >= processes, "socketio processes", 30, server)
-    redis_pids = [stack.redis_process.pid] if stack.redis_process is not None else []
+    redis_pids = redis_pids_of(stack)
     watched = Watched({"gateway": [server.pid], "workers": [], "redis": redis_pids}, tree_roots=[server.pid])
     return stack, Endpoint([f"http://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket"], watched, [])
 
@@ -438,13 +472,13 @@ def run_local(args: argparse.Namespace, profile: Profile, work_dir: Path) -> dic
                             "Django" if kind == "real" else "relay", args.gateway_processes)
             stack, endpoint = start_target(kind, args.redis_url, database_url, fixture_paths, args.workers,
                                            args.gateway_processes, work_dir / kind, args.log_level,
-                                           args.channels_layer, args.gateways)
+                                           args.channels_layer, args.gateways, args.redis_cluster)
             stacks.append(stack)
             endpoints[kind] = endpoint
         return asyncio.run(measure(endpoints, work, profile, args.scenario))
     finally:
         for stack in reversed(stacks):
-            stack.stop()
+            stop_target(stack)
 
 
 def run_remote(args: argparse.Namespace, profile: Profile) -> dict[str, dict[str, Any]]:
@@ -476,6 +510,10 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Profile]:
                              "in random pairs sending each other direct_message (real target only)")
     parser.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
     parser.add_argument("--redis-url", default=None, help="default: an embedded redis-server")
+    parser.add_argument("--redis-cluster", action="store_true",
+                        help="run each target on a fresh local Redis Cluster of three masters (a redis-server 7 or "
+                             "later on the PATH: scripts/cluster.py) instead of one embedded Redis (real and "
+                             "baseline only)")
     parser.add_argument("--gateway", default=None, metavar="URL",
                         help="measure a running stack at this gateway (ws://HOST:PORT/ws); needs --fixtures")
     parser.add_argument("--fixtures", action="append", default=[], metavar="PATH",
@@ -531,6 +569,11 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Profile]:
         parser.error("--targets takes real, baseline, channels and/or socketio")
     if args.gateways is not None and set(args.targets) - {"real", "baseline"}:
         parser.error("--gateways applies to the real and baseline targets")
+    if args.redis_cluster and (args.redis_url or args.gateway):
+        parser.error("--redis-cluster starts a Redis Cluster of its own: not with --redis-url or --gateway")
+    if args.redis_cluster and set(args.targets) - {"real", "baseline"}:
+        parser.error("--redis-cluster applies to the real and baseline targets (channels_redis and "
+                     "python-socketio's Redis queue take one Redis)")
     return args, profile
 
 
@@ -555,7 +598,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             targets = run_local(args, profile, work_dir)
         ok = True
-    except (StackError, subprocess.CalledProcessError) as exc:
+    except (StackError, ClusterUnavailable, subprocess.CalledProcessError) as exc:
         detail = getattr(exc, "stderr", "") or ""
         logger.error("the benchmark's stack failed: %s\n%s\nlogs: %s", exc, detail, work_dir)
         return 1
@@ -577,7 +620,8 @@ def main(argv: list[str] | None = None) -> int:
             "scenario": args.scenario,
             "database": "running stack's" if args.gateway else (
                 args.database_url.split("://")[0] if args.database_url else "sqlite (fresh file)"),
-            "redis": "running stack's" if args.gateway else ("given" if args.redis_url else "embedded"),
+            "redis": "running stack's" if args.gateway else (
+                "given" if args.redis_url else f"cluster of {MASTERS} masters" if args.redis_cluster else "embedded"),
             "log_level": None if args.gateway else args.log_level,
             "channels_layer": args.channels_layer if "channels" in args.targets else None,
             "gateway": args.gateway,

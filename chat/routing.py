@@ -116,7 +116,9 @@ def live_holders(client: SyncClient, groups: Sequence[tuple[int, ...]], keys: Ke
         return [set() for _ in groups]
     pipe = client.pipeline(transaction=False)
     for group in distinct:
-        pipe.sunion([keys.presence_user(user_pk) for user_pk in group])
+        # As a command, not `pipe.sunion`: redis-py's cluster pipeline refuses that method (a
+        # multi-key command) though the keys share one slot (keys.py's hash tag), where it goes.
+        pipe.execute_command("SUNION", *[keys.presence_user(user_pk) for user_pk in group])
     held = {group: {_text(member) for member in members}
             for group, members in zip(distinct, pipe.execute(), strict=True)}
     found = set().union(*held.values())
