@@ -51,6 +51,11 @@ async def gateway_context(app: web.Application) -> AsyncIterator[None]:
     presence = PresenceWriter(registry, run, settings.presence_ttl, settings.redis_url, metrics=metrics, keys=keys,
                               cluster=settings.redis_cluster)
     registry.on_presence_change = presence.mark_dirty
+    # After a gap in the bus or in presence, the clients `sync` once replies can reach this process
+    # again: its subscription is back (which writes presence anew: Redis may have restarted empty)
+    # and its presence is written (replies for several users are routed by it). A registration
+    # while the subscription is still down tells no one: the resubscription registers again.
+    presence.on_registered_again = lambda: resync_after_bus_gap(registry) if bus.subscribed.is_set() else None
     pending = PendingRequests(run, settings.request_timeout, settings.max_in_flight,
                               on_timeout=send_timeout_reply, metrics=metrics)
     auth_deadlines = AuthDeadlines(settings.auth_timeout)
@@ -58,7 +63,7 @@ async def gateway_context(app: web.Application) -> AsyncIterator[None]:
     bus = Bus(settings.redis_url, settings.worker_topics, settings.response_topic,
               reply_topic=keys.gateway_reply_topic(gateway_id), on_reply=router.route,
               publish_timeout=min(settings.request_timeout, 5.0),
-              on_resubscribed=lambda: resync_after_bus_gap(registry), metrics=metrics, cluster=settings.redis_cluster)
+              on_resubscribed=presence.register_again, metrics=metrics, cluster=settings.redis_cluster)
     metrics.watch(connections=registry.__len__, in_flight=pending.__len__)
     heartbeat = Heartbeat(settings.ws_heartbeat) if settings.ws_heartbeat else None
     if settings.max_in_flight > settings.send_queue_size - settings.send_queue_size // 2:
@@ -126,7 +131,8 @@ BUS_GAP_REASON = "The gateway lost its message bus for a moment: messages may ha
 
 
 def resync_after_bus_gap(registry: ConnectionRegistry) -> int:
-    """After the reply subscription came back: tell every authenticated connection to `sync`.
+    """After the reply subscription came back and presence was written again (presence.py's
+    `on_registered_again`): tell every authenticated connection to `sync`.
 
     Messages for them published while this process was not subscribed are lost here (pub/sub
     keeps nothing). The `resync` frame turns that silent loss into the documented recovery: the
@@ -144,7 +150,7 @@ def resync_after_bus_gap(registry: ConnectionRegistry) -> int:
         if conn.user_pk is not None:
             conn.send(frame)
             told += 1
-    logger.warning("reply subscription back after a gap: sent resync to %d authenticated connections", told)
+    logger.warning("bus and presence back after a gap: sent resync to %d authenticated connections", told)
     return told
 
 

@@ -106,6 +106,11 @@ class PresenceWriter:
         # resolves; shared by that user's connections, so bounded by the users with a change
         # not yet written, like `_dirty`.
         self._written: dict[int, asyncio.Future[None]] = {}
+        # Called once this process's presence is written again under a new epoch after it was
+        # lost (a failed write, a lapsed heartbeat, `register_again`): replies for several users
+        # routed meanwhile found no trace of this process in Redis and skipped it (chat/routing.py),
+        # so the app tells its clients to `sync` (app.py). Never at the first registration.
+        self.on_registered_again: Callable[[], None] | None = None
 
     @property
     def presence_id(self) -> str:
@@ -118,6 +123,17 @@ class PresenceWriter:
     def mark_dirty(self, user_pk: int) -> None:
         """The registry's hook: `user_pk` got its first or lost its last connection here. O(1)."""
         self._dirty.add(user_pk)
+        self.synced.clear()
+        self._wake.set()
+
+    def register_again(self) -> None:
+        """Write every user here again, under a new epoch, at once; then `on_registered_again`.
+
+        For when Redis may have lost this process's keys without a write failing here: the bus's
+        subscription came back after a gap, and a Redis restarted without persistence is empty.
+        """
+        self._registered = False
+        self._lost = True
         self.synced.clear()
         self._wake.set()
 
@@ -300,11 +316,17 @@ class PresenceWriter:
             raise
         self._last_write = self._clock()
         self._registered = True
-        if self._live_id is not None and self._live_id != presence_id:
+        again = self._live_id is not None and self._live_id != presence_id
+        if again:
             logger.info("presence %s: registered again with %d users (was %s)", presence_id, len(users), self._live_id)
         else:
             logger.info("presence %s: registered with %d users", presence_id, len(users))
         self._live_id = presence_id
+        if again and self.on_registered_again is not None:
+            try:
+                self.on_registered_again()
+            except Exception:
+                logger.exception("presence %s: the handler of a registration after a loss failed", presence_id)
         # Every user connected at the snapshot is written: the waits of those not dirty again end.
         if self._written:
             self._resolve_written(list(self._written))

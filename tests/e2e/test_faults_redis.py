@@ -159,7 +159,7 @@ class FaultStack:
             return
         response_owner = self.cluster.owner_port(self.response_topic)
         most = len(self.worker_topics) + sum(
-            len({response_owner, self.cluster.owner_port(f"gateway_reply:{gateway_id}")})
+            len({response_owner, self.cluster.owner_port(Keys(self.response_topic).gateway_reply_topic(gateway_id))})
             for gateway_id in self.gateway_ids)
         assert len(self.worker_topics) < killed <= most, (killed, most)
 

@@ -249,6 +249,10 @@ def test_the_gateway_sends_one_resync_per_bus_gap_and_keeps_every_connection(mon
             resync = {"action": "resync", "reason": BUS_GAP_REASON}
             for number in (1, 2):
                 await gap(gateway.bus, number)
+                # The resync follows the presence written again under a new epoch (Redis may have
+                # restarted empty), so that the clients' sync comes once replies can reach them.
+                await asyncio.wait_for(_until(lambda: gateway.presence.epoch == number and all(
+                    len(conn.received) >= number for conn in authenticated)), 3 * WAIT)
                 for conn in authenticated:
                     assert conn.received == [resync] * number
                     assert not conn.closed and conn.ws.close_calls == []
@@ -258,6 +262,11 @@ def test_the_gateway_sends_one_resync_per_bus_gap_and_keeps_every_connection(mon
             await test_server.close()
 
     run(scenario())
+
+
+async def _until(condition) -> None:
+    while not condition():
+        await asyncio.sleep(0.01)
 
 
 def test_a_max_in_flight_over_half_the_send_queue_is_warned_about(redis_server, caplog):

@@ -338,6 +338,34 @@ def test_a_lapsed_heartbeat_registers_again_under_a_new_id():
     run(scenario())
 
 
+def test_only_a_registration_after_a_loss_calls_on_registered_again():
+    async def scenario():
+        server = fakeredis.FakeServer()
+        registry, writer, _ = _writer(server)
+        probe = fakeredis.FakeAsyncRedis(server=server)
+        calls = []
+        writer.on_registered_again = lambda: calls.append(writer.presence_id)
+        connected(registry, "c1", user_pk=1)
+        await writer.sync_once()
+        await writer.sync_once()
+        assert calls == []  # the first registration and a plain write are no loss
+
+        # Redis restarted empty: the bus's subscription came back, and asks for presence anew.
+        await probe.flushall()
+        writer.register_again()
+        await writer.sync_once()
+        assert writer.epoch == 1 and calls == [writer.presence_id]
+        assert await _members(probe, 1) == {writer.presence_id}
+
+        # A lapsed heartbeat is a loss too: found by the refresh, written again by the next step.
+        await probe.delete(KEYS.presence_gateway(writer.presence_id))
+        await writer.sync_once()
+        await writer.sync_once()
+        assert writer.epoch == 2 and calls == [f"{GATEWAY_ID}.1", f"{GATEWAY_ID}.2"]
+
+    run(scenario())
+
+
 def test_withdraw_on_shutdown_removes_the_heartbeat_and_our_id_from_our_users():
     async def scenario():
         server = fakeredis.FakeServer()
