@@ -23,7 +23,7 @@ from pathlib import Path
 
 import redis
 
-from scripts.stack import STOP_TIMEOUT, StackError, free_port, port_open, wait_for
+from scripts.stack import STOP_TIMEOUT, StackError, free_port, port_open, stop_process, wait_for
 
 logger = logging.getLogger("cluster")
 
@@ -147,15 +147,7 @@ class LocalCluster:
 
     def stop_node(self, port: int, sig: int = signal.SIGTERM) -> int:
         """Stop one master (by its pid) and return its exit code; its slots are unserved until it is back."""
-        proc = self.processes[port]
-        if proc.poll() is None:
-            proc.send_signal(sig)
-            try:
-                proc.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        return proc.returncode
+        return stop_process(self.processes[port], sig)
 
     def restart_node(self, port: int) -> None:
         """Stop one master and start it again on its port; returns once the cluster is ok again."""

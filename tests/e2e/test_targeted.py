@@ -23,6 +23,9 @@ RECIPIENTS = 4
 SESSIONS = 25
 # The sender posts over this many connections in turn, to stay under each one's rate limit.
 SENDER_CONNECTIONS = 3
+# The least time between two of the sender's messages: each of its connections then sends at most
+# 20 frames a second, under the gateway's rate limit (30 a second), however fast the replies come.
+POST_INTERVAL = 1 / (20 * SENDER_CONNECTIONS)
 # A recipient stays connected, and then away, a random time up to this (seconds).
 MAX_STAY = 0.02
 # How long a last session waits for a message still on its way.
@@ -93,6 +96,7 @@ def test_a_user_who_connects_while_messages_are_on_their_way_misses_none(e2e):
                 reply = await posting[number % SENDER_CONNECTIONS].ok("new_message", room=room_id, text=f"m{number}")
                 sent.append(reply["message"]["id"])
                 number += 1
+                await asyncio.sleep(POST_INTERVAL)
 
         async def visit(user: dict[str, Any], gateway: str, seen: set[int], stay: float | None) -> set[int]:
             """One session: authenticate, sync from the newest seen, stay `stay` seconds (None: until
