@@ -16,11 +16,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import redis
 
 from chat.models import ChatMessage
 from scripts.stack import Stack, wait_for
 from tests.e2e.conftest import connect, run
+from websockets_gateway import redis_clients
 from websockets_gateway.keys import Keys
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -37,11 +37,11 @@ LEAVES_WITHIN = 20.0
 ANSWER_WAIT = 30.0
 
 
-def registry(redis_url: str, keys: Keys) -> tuple[set[str], set[str]]:
+def registry(redis_url: str, keys: Keys, cluster: bool) -> tuple[set[str], set[str]]:
     """The registered topics, and those of them with a live heartbeat."""
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    client = redis_clients.sync_client(redis_url, cluster)
     try:
-        topics = client.smembers(keys.worker_topics)
+        topics = {member.decode() for member in client.smembers(keys.worker_topics)}
         live = {topic for topic in topics if client.exists(keys.worker_heartbeat(topic))}
     finally:
         client.close()
@@ -57,7 +57,7 @@ class DiscoveryStack:
         self.url = url
 
     def registry(self) -> tuple[set[str], set[str]]:
-        return registry(self.stack.env["REDIS_URL"], self.keys)
+        return registry(self.stack.env["REDIS_URL"], self.keys, self.stack.redis_cluster)
 
     def handled_by(self, topic: str) -> int:
         name = next(name for name, proc in self.stack.processes if proc is self.workers[topic])
