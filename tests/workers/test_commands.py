@@ -7,6 +7,7 @@ import urllib.request
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection
 
 from scripts.stack import free_port
 from workers.management.commands import message_process_worker
@@ -153,6 +154,7 @@ def test_a_bad_or_busy_metrics_port_is_a_command_error(scraping_consumer):
                          "--metrics-addr", "127.0.0.1")
 
 
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="the WAL checkpointer is SQLite's alone")
 def test_on_sqlite_the_wal_is_checkpointed_by_a_thread_while_the_consumer_runs(monkeypatch):
     # The requests' commits must not run the checkpoints (workers/checkpoints.py): a thread of the
     # worker's own does, from before the first request until the consumer returns.
