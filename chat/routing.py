@@ -15,7 +15,7 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 
 
 from websockets_gateway.keys import Keys, gateway_of
-from websockets_gateway.redis_clients import REDIS_ERRORS, SyncClient
+from websockets_gateway.redis_clients import REDIS_ERRORS, SyncClient, text
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def live_presence(client: SyncClient, user_ids: Iterable[int], keys: Keys,
     pipe = client.pipeline(transaction=False)
     for user_pk in users:
         pipe.smembers(keys.presence_user(user_pk))
-    ids_by_user = {user_pk: {_text(member) for member in members}
+    ids_by_user = {user_pk: {text(member) for member in members}
                    for user_pk, members in zip(users, pipe.execute(), strict=True) if members}
     if not ids_by_user:
         return {}
@@ -119,7 +119,7 @@ def live_holders(client: SyncClient, groups: Sequence[tuple[int, ...]], keys: Ke
         # As a command, not `pipe.sunion`: redis-py's cluster pipeline refuses that method (a
         # multi-key command) though the keys share one slot (keys.py's hash tag), where it goes.
         pipe.execute_command("SUNION", *[keys.presence_user(user_pk) for user_pk in group])
-    held = {group: {_text(member) for member in members}
+    held = {group: {text(member) for member in members}
             for group, members in zip(distinct, pipe.execute(), strict=True)}
     found = set().union(*held.values())
     live = _live(client, found, keys, alive)
@@ -212,6 +212,3 @@ class ReplyRoutes:
             return self.fallback_topic
         return self.keys.gateway_reply_topic(gateway_id)
 
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 
 from .bus import WorkerTopics
 from .keys import Keys
-from .redis_clients import REDIS_ERRORS, AsyncClient
+from .redis_clients import REDIS_ERRORS, AsyncClient, text
 from .reconnect import RECONNECT_BACKOFF_FIRST, RECONNECT_BACKOFF_MAX, Backoff, raise_if_cancel_requested
 
 logger = logging.getLogger(__name__)
@@ -30,9 +30,6 @@ READ_INTERVAL = 1.0
 # read after read, since the dead ones of each sample are removed.
 MAX_TOPICS = 1000
 
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 class WorkerDiscovery:
@@ -58,7 +55,7 @@ class WorkerDiscovery:
         pipe.scard(self.keys.worker_topics)
         pipe.srandmember(self.keys.worker_topics, self.max_topics)
         size, members = await pipe.execute()
-        registered = sorted({_text(member) for member in members})
+        registered = sorted({text(member) for member in members})
         if size > self.max_topics:
             logger.warning("the worker registry holds %d topics; reading %d of them", size, self.max_topics)
         heartbeats = await self._client.mget([self.keys.worker_heartbeat(t) for t in registered]) if registered else []

@@ -167,7 +167,8 @@ class SubscriptionMoved(ConnectionError):
     """A node ended a sharded subscription by itself (its slot moved to another master): subscribe again."""
 
 
-def _text(value: bytes | str) -> str:
+def text(value: bytes | str) -> str:
+    """A reply's member, channel or name as text: clients made without decode_responses give bytes."""
     return value.decode() if isinstance(value, bytes) else value
 
 
@@ -180,7 +181,7 @@ def _shard_message(message: dict[str, Any] | None, unsubscribing: set[str]) -> d
     if kind == "smessage":
         return dict(message, type="message")
     if kind == "sunsubscribe":
-        channel = _text(message["channel"])
+        channel = text(message["channel"])
         if channel not in unsubscribing:
             raise SubscriptionMoved(f"the node serving {channel} unsubscribed it (its slot moved)")
         unsubscribing.discard(channel)
