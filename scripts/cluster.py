@@ -23,7 +23,7 @@ from pathlib import Path
 
 import redis
 
-from scripts.stack import STOP_TIMEOUT, StackError, free_port, port_open, stop_process, wait_for
+from scripts.stack import STOP_TIMEOUT, StackError, StopRequest, free_port, port_open, stop_process, wait_for
 
 logger = logging.getLogger("cluster")
 
@@ -206,7 +206,8 @@ def run(argv: list[str] | None = None) -> int:
     run_parser = commands.add_parser("run", help="start a cluster, run a command with REDIS_URL and REDIS_CLUSTER=1 "
                                                  "set, stop the cluster; exit with the command's code")
     run_parser.add_argument("argv", nargs=argparse.REMAINDER, help="-- COMMAND [ARG…]")
-    commands.add_parser("serve", help="start a cluster and keep it until Ctrl-C")
+    # `serve` runs no command: the same empty one as `run` with none given.
+    commands.add_parser("serve", help="start a cluster and keep it until Ctrl-C").set_defaults(argv=[])
     commands.add_parser("check", help="exit 0 if a cluster can be started here, else 1 saying why")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -231,16 +232,9 @@ def run(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return subprocess.run(command, env=dict(os.environ, **cluster.env())).returncode
-        stopping = False
-
-        def on_signal(signum, frame):
-            nonlocal stopping
-            stopping = True
-
-        signal.signal(signal.SIGINT, on_signal)
-        signal.signal(signal.SIGTERM, on_signal)
+        stopping = StopRequest()
         logger.info("Press Ctrl-C to stop.")
-        while not stopping:
+        while not stopping.requested:
             time.sleep(0.5)
         return 0
     finally:

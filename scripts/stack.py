@@ -51,6 +51,20 @@ class StackError(RuntimeError):
     """A part of the stack did not start."""
 
 
+class StopRequest:
+    """Whether SIGINT (Ctrl-C) or SIGTERM came, for a command's foreground loop to end on. A plain
+    flag, not a threading.Event: a handler that took the Event's lock while the loop held it would
+    wait on itself."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGTERM, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        self.requested = True
+
+
 def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT) -> int:
     """Send `sig` to a process we started, wait up to `timeout` for it, then kill it; its exit code."""
     if proc.poll() is None:
@@ -423,14 +437,7 @@ def run(argv: list[str] | None = None) -> int:
     stack.env.setdefault("ALLOWED_ORIGINS",
                          f"http://127.0.0.1:{args.web_port},http://localhost:{args.web_port}")
     demo = demo_users_wanted(args.demo, stack.env)
-    stopping = False
-
-    def on_signal(signum, frame):
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    stopping = StopRequest()
     # Another server on our ports would answer our readiness checks in our place.
     for option, port in (("--web-port", args.web_port), ("--gateway-port", args.gateway_port)):
         if port_open(port):
@@ -466,12 +473,12 @@ def run(argv: list[str] | None = None) -> int:
         logger.info("Gateway: ws://127.0.0.1:%d/ws. Logs: %s", args.gateway_port, stack.log_dir)
     logger.info("Press Ctrl-C to stop.")
     try:
-        while not stopping:
+        while not stopping.requested:
             for name, proc in stack.processes:
                 if proc.poll() is not None:
                     logger.error("%s exited with code %s; stopping (see %s/%s.log)", name, proc.returncode,
                                  stack.log_dir, name)
-                    stopping = True
+                    stopping.requested = True
                     break
             time.sleep(0.5)
     finally:
