@@ -11,11 +11,11 @@ import secrets
 from collections.abc import Iterator
 
 import pytest
-from django.db import connection
 
 from scripts.cluster import ClusterUnavailable, LocalCluster
 from scripts.stack import Stack
-from tests.e2e.conftest import E2EStack, database_url
+# e2e_database_url: the fixture of the end-to-end tests, the test database's URL for the processes.
+from tests.e2e.conftest import E2EStack, e2e_database_url  # noqa: F401
 
 # Short, so that requests lost while a master is down are answered `timeout` soon and retried.
 REQUEST_TIMEOUT = 3.0
@@ -36,18 +36,12 @@ def local_cluster(tmp_path_factory) -> Iterator[LocalCluster]:
         cluster.stop()
 
 
-@pytest.fixture(scope="session")
-def cluster_database_url(django_db_setup, django_db_blocker) -> str:
-    with django_db_blocker.unblock():
-        return database_url(connection.settings_dict)
-
-
 @pytest.fixture(scope="module")
-def cluster_stack(local_cluster, cluster_database_url, django_db_blocker, tmp_path_factory) -> Iterator[E2EStack]:
+def cluster_stack(local_cluster, e2e_database_url, django_db_blocker, tmp_path_factory) -> Iterator[E2EStack]:
     tag = f"cl{secrets.token_hex(3)}"
     stack = Stack.create(
         log_dir=tmp_path_factory.mktemp("cluster-stack-logs"),
-        DATABASE_URL=cluster_database_url,
+        DATABASE_URL=e2e_database_url,
         WORKER_RESPONSE_TOPIC=f"{tag}_response",
         REQUEST_TIMEOUT=str(REQUEST_TIMEOUT),
         PRESENCE_TTL=str(PRESENCE_TTL),
