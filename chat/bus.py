@@ -91,12 +91,6 @@ def publish(response: dict[str, Any], send_to: list[int]) -> None:
         # Presence unreadable: the response topic alone (the router logs why); a Redis that is
         # down fails that publish too, which raises PublishError below.
         [topics] = _reply_routes().topics(client, [(recipients, None)])
-        if len(topics) == 1:
-            redis_clients.publish(client, next(iter(topics)), encoded)
-        elif topics:
-            pipe = client.pipeline(transaction=False)
-            for topic in sorted(topics):
-                redis_clients.publish(pipe, topic, encoded)
-            pipe.execute()
+        redis_clients.publish_all(client, [(topic, encoded) for topic in sorted(topics)])
     except redis_clients.REDIS_ERRORS as exc:
         raise PublishError(f"{type(exc).__name__}: {exc}") from exc

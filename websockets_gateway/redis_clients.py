@@ -15,7 +15,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
@@ -136,6 +136,18 @@ def publish(client: Any, channel: str, message: bytes | str) -> Any:
     if is_cluster(client):
         return client.spublish(channel, message)
     return client.publish(channel, message)
+
+
+def publish_all(client: SyncClient, messages: Sequence[tuple[str, bytes | str]]) -> None:
+    """Publish each (channel, message) in one round trip: a lone command for one, a pipeline (not a
+    transaction) for more, which on a cluster sends each SPUBLISH to its channel's master."""
+    if len(messages) == 1:
+        publish(client, *messages[0])
+    elif messages:
+        pipe = client.pipeline(transaction=False)
+        for channel, message in messages:
+            publish(pipe, channel, message)
+        pipe.execute()
 
 
 def subscriber_count(client: SyncClient, channel: str) -> int:

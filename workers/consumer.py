@@ -145,16 +145,7 @@ class Consumer:
             encoded = outgoing.encode()
             topics = (outgoing.topic,) if outgoing.envelope["send_to"] is None else sorted(next(routed))
             messages += [(topic, encoded) for topic in topics]
-        if len(messages) == 1:
-            redis_clients.publish(self._redis, *messages[0])
-            return
-        if not messages:
-            return
-        # On a cluster, redis-py's pipeline sends each SPUBLISH to the master of its channel's slot.
-        pipe = self._redis.pipeline(transaction=False)
-        for topic, encoded in messages:
-            redis_clients.publish(pipe, topic, encoded)
-        pipe.execute()
+        redis_clients.publish_all(self._redis, messages)
 
     def _answer_stragglers(self, pubsub: Any) -> None:
         """Before a broken subscription is closed: end it cleanly and answer what it accepted.
