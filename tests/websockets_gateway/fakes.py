@@ -26,6 +26,18 @@ TEST_TIMEOUT = 10.0
 # Upper bound for one wait inside a test (a reply, a close, a subscription).
 WAIT = 2.0
 
+
+
+async def wait_until(predicate: Callable[[], Any], timeout: float = WAIT, interval: float = 0.01) -> None:
+    """For state no event announces (a timer's effect, a handler's clean-up, a task's progress):
+    re-check every `interval` seconds (0: every turn of the loop) until true, bounded by `timeout`."""
+    async def poll() -> None:
+        while not predicate():
+            await asyncio.sleep(interval)
+
+    await asyncio.wait_for(poll(), timeout)
+
+
 ALLOWED_ORIGIN = "http://chat.example"
 WORKER_TOPIC = "worker_test"
 # The protocol's actions and error codes as the workers publish them (workers.actions): what the

@@ -20,7 +20,7 @@ from websockets_gateway.keys import DEFAULT_KEYS as KEYS
 from websockets_gateway.registry import ConnectionRegistry
 from websockets_gateway.state import GATEWAY_KEY, SETTINGS_KEY
 
-from .fakes import WAIT, RecordingConnection, connected, fake_blocking_pool, make_settings, run
+from .fakes import WAIT, RecordingConnection, connected, fake_blocking_pool, make_settings, run, wait_until
 
 
 def test_the_module_level_app_is_built_from_the_environment():
@@ -251,8 +251,8 @@ def test_the_gateway_sends_one_resync_per_bus_gap_and_keeps_every_connection(mon
                 await gap(gateway.bus, number)
                 # The resync follows the presence written again under a new epoch (Redis may have
                 # restarted empty), so that the clients' sync comes once replies can reach them.
-                await asyncio.wait_for(_until(lambda: gateway.presence.epoch == number and all(
-                    len(conn.received) >= number for conn in authenticated)), 3 * WAIT)
+                await wait_until(lambda: gateway.presence.epoch == number and all(
+                    len(conn.received) >= number for conn in authenticated), 3 * WAIT)
                 for conn in authenticated:
                     assert conn.received == [resync] * number
                     assert not conn.closed and conn.ws.close_calls == []
@@ -262,11 +262,6 @@ def test_the_gateway_sends_one_resync_per_bus_gap_and_keeps_every_connection(mon
             await test_server.close()
 
     run(scenario())
-
-
-async def _until(condition) -> None:
-    while not condition():
-        await asyncio.sleep(0.01)
 
 
 def test_a_max_in_flight_over_half_the_send_queue_is_warned_about(redis_server, caplog):

@@ -3,21 +3,12 @@ up is closed with 4001; one that authenticated, or whose deadline was dropped, i
 
 from __future__ import annotations
 
-import asyncio
-
 from websockets_gateway.auth_deadline import AuthDeadlines
 from websockets_gateway.connection import CLOSE_AUTH_TIMEOUT
 
-from .fakes import WAIT, FakeWebSocket, make_connection, run
+from .fakes import FakeWebSocket, make_connection, run, wait_until
 
 
-async def _until(predicate) -> None:
-    """For a timer's effect, which no event announces: re-check until true (bounded by WAIT)."""
-    async def poll() -> None:
-        while not predicate():
-            await asyncio.sleep(0.01)
-
-    await asyncio.wait_for(poll(), WAIT)
 
 
 def test_an_anonymous_connection_is_closed_with_4001_when_its_deadline_passes(caplog):
@@ -46,7 +37,7 @@ def test_the_deadline_closes_only_unauthenticated_connections():
         deadlines.start(authenticated)
         # Authenticated, but its deadline not dropped (the router drops it): it fires, and spares it.
         authenticated.session_data = {"user_pk": 1}
-        await _until(lambda: len(deadlines) == 0)
+        await wait_until(lambda: len(deadlines) == 0)
         await anonymous.stop()
         await authenticated.stop()
         assert anonymous_ws.close_calls == [(CLOSE_AUTH_TIMEOUT, b"Authentication timeout")]

@@ -16,7 +16,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from websockets_gateway.batching import MAX_BATCH, PipelinedPublisher, PublishQueueFull
 
-from .fakes import WAIT, RoundTripRedis, run
+from .fakes import WAIT, RoundTripRedis, run, wait_until
 
 
 async def _subscribers(server: fakeredis.FakeServer, channels: dict[str, int]) -> list:
@@ -38,11 +38,7 @@ async def _close(pubsubs: list) -> None:
 
 async def _until(predicate) -> None:
     """Let the loop run until `predicate()` holds (a pipeline started, a publish queued)."""
-    async def poll() -> None:
-        while not predicate():
-            await asyncio.sleep(0)
-
-    await asyncio.wait_for(poll(), WAIT)
+    await wait_until(predicate, interval=0)
 
 
 def test_concurrent_publishes_share_one_round_trip_and_each_caller_gets_its_own_count():

@@ -25,7 +25,7 @@ from websockets_gateway.state import GATEWAY_KEY
 
 from tests.raw_websocket import OPCODE_CLOSE, OPCODE_TEXT, RawWebSocket
 
-from .fakes import ALLOWED_ORIGIN, PROTOCOL_ACTIONS, WAIT, FakeWorker, envelope, make_settings, run
+from .fakes import ALLOWED_ORIGIN, PROTOCOL_ACTIONS, WAIT, FakeWorker, envelope, make_settings, run, wait_until
 
 CLOSE_MESSAGE_TOO_BIG = 1009
 
@@ -55,13 +55,6 @@ async def request(ws, frame):
     return await receive_json(ws)
 
 
-async def wait_until(predicate, timeout=WAIT):
-    """For server-side state no event announces (a handler's clean-up): re-check until true."""
-    async def poll():
-        while not predicate():
-            await asyncio.sleep(0.01)
-
-    await asyncio.wait_for(poll(), timeout)
 
 
 def authenticating(users):
