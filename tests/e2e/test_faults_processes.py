@@ -397,8 +397,10 @@ class PublishLog:
             await client.aclose()
 
     def by_request(self) -> dict[str, list[tuple[float, str]]]:
+        """Each request's publishes in server-time order: on a Cluster the masters' MONITOR streams
+        arrive interleaved in any order, so arrival order is not publish order."""
         requests: dict[str, list[tuple[float, str]]] = {}
-        for at, topic, request_id in self.publishes:
+        for at, topic, request_id in sorted(self.publishes):
             requests.setdefault(request_id, []).append((at, topic))
         return requests
 
