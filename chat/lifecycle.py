@@ -17,7 +17,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from . import errors, feed, fields, reactions
+from . import errors, feed, fields, reactions, signals
 from .models import ChatChange, ChatMessage, ChatReaction
 from .services import room_member_ids
 
@@ -67,8 +67,13 @@ def _authored(user: Any, message: ChatMessage, what: str) -> None:
         raise errors.Forbidden(f"Only its author may {what} a message")
 
 
-def _changed(message: ChatMessage, cursor: str | None) -> ChangedMessage:
-    return ChangedMessage(message, room_member_ids(message.room_id), cursor)
+def _changed(user: Any, message: ChatMessage, kind: Kind, cursor: str | None) -> ChangedMessage:
+    """The outcome, and the `message_changed` signal when a change was stored."""
+    changed = ChangedMessage(message, room_member_ids(message.room_id), cursor)
+    if cursor is not None:
+        signals.send_on_commit(signals.message_changed, ChatMessage, message=message, action=kind.label, user=user,
+                               member_ids=changed.member_ids)
+    return changed
 
 
 def edit_message(user: Any, message_id: Any, text: Any, client_uuid: Any) -> ChangedMessage:
@@ -88,7 +93,7 @@ def edit_message(user: Any, message_id: Any, text: Any, client_uuid: Any) -> Cha
             cursor = feed.record(Kind.EDIT_MESSAGE, message.room_id, user.pk, message.pk, client_uuid,
                                  message.edited_at)
         reactions.load([message])
-    return _changed(message, cursor)
+    return _changed(user, message, Kind.EDIT_MESSAGE, cursor)
 
 
 def delete_message(user: Any, message_id: Any, client_uuid: Any) -> ChangedMessage:
@@ -105,7 +110,7 @@ def delete_message(user: Any, message_id: Any, client_uuid: Any) -> ChangedMessa
             message.save(update_fields=["text", "deleted"])
             cursor = feed.record(Kind.DELETE_MESSAGE, message.room_id, user.pk, message.pk, client_uuid)
         reactions.attach(message, [])
-    return _changed(message, cursor)
+    return _changed(user, message, Kind.DELETE_MESSAGE, cursor)
 
 
 def add_reaction(user: Any, message_id: Any, emoji_value: Any, client_uuid: Any) -> ChangedMessage:
@@ -136,4 +141,4 @@ def _react(user: Any, message_id: Any, emoji_value: Any, client_uuid: Any, add: 
             elif not add and mine.delete()[0]:
                 cursor = feed.record(Kind.REMOVE_REACTION, message.room_id, user.pk, message.pk, client_uuid)
         reactions.load([message])
-    return _changed(message, cursor)
+    return _changed(user, message, Kind.ADD_REACTION if add else Kind.REMOVE_REACTION, cursor)

@@ -117,8 +117,9 @@ class ChatChange(models.Model):
     writers take turns, `xid` is 0 and `id` is in commit order. Rows older than
     SYNC_RETENTION_DAYS are deleted (manage.py prune_changes).
 
-    No foreign-key constraints in the database: every message would check three more rows on
-    insert. Deleting a room, message or user through the ORM deletes its changes all the same.
+    Rows are written by chat.feed and chat.statements only, which set `xid`. No foreign-key
+    constraints in the database: every message would check three more rows on insert. Deleting a
+    room, message or user through the ORM deletes its changes all the same.
     """
 
     class Kind(models.IntegerChoices):

@@ -19,6 +19,10 @@ logger = logging.getLogger(__name__)
 # sender ChatMessage; message (its author attached), room_id (UUID), member_ids. Once per stored
 # message: a retry that finds its message stored already sends nothing.
 message_posted = Signal()
+# sender ChatMessage; message (as stored now, its author and reactions attached), action
+# ("edit_message", "delete_message", "add_reaction" or "remove_reaction"), user (who did it),
+# member_ids. Once per stored change: a request that changed nothing (a retry) sends nothing.
+message_changed = Signal()
 # sender ChatRoom; room, user (who made it: a direct room's first sender), member_ids.
 room_created = Signal()
 # sender ChatRoom; room, user (who added them), added (the users named: some may have been

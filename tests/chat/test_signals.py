@@ -19,7 +19,7 @@ from workers import dispatch
 
 pytestmark = pytest.mark.filterwarnings("ignore:No directory at:UserWarning")
 
-SIGNALS = ("message_posted", "room_created", "members_added", "member_left", "room_read")
+SIGNALS = ("message_posted", "message_changed", "room_created", "members_added", "member_left", "room_read")
 
 
 @pytest.fixture(autouse=True)
@@ -35,7 +35,7 @@ def sent() -> list[tuple[str, dict[str, Any]]]:
     receivers = []
     for name in SIGNALS:
         def receiver(sender, signal, name=name, **arguments):
-            assert sender is (ChatMessage if name == "message_posted" else ChatRoom)
+            assert sender is (ChatMessage if name.startswith("message_") else ChatRoom)
             recorded.append((name, arguments))
         getattr(signals, name).connect(receiver, weak=False)
         receivers.append((name, receiver))
@@ -82,6 +82,24 @@ def test_message_posted_once_per_stored_message_not_for_a_retry(committed, sent,
         over_rest(alice, f"/api/rooms/{room.pk.hex}/messages/", {"text": "again", "uuid": "r-1"})
     assert [name for name, _ in sent] == ["message_posted", "message_posted"]
     assert sent[1][1]["message"].text == "again" and sent[1][1]["member_ids"] == [alice.pk, bob.pk]
+
+
+def test_message_changed_once_per_stored_change_with_the_message_as_stored(committed, sent, alice, bob, room):
+    with committed():
+        message_id = over_websocket(alice, "new_message", room=room.pk.hex, text="hi")["message"]["id"]
+        over_websocket(alice, "edit_message", message=message_id, text="hello", uuid="e-1")
+        over_websocket(alice, "edit_message", message=message_id, text="hello", uuid="e-1")  # a retry: nothing
+        over_websocket(bob, "add_reaction", message=message_id, emoji="👍")
+        over_websocket(bob, "add_reaction", message=message_id, emoji="👍")  # there already: nothing
+        over_websocket(bob, "remove_reaction", message=message_id, emoji="👍")
+        over_websocket(alice, "delete_message", message=message_id)
+        over_websocket(alice, "delete_message", message=message_id)  # deleted already: nothing
+    changed = [arguments for name, arguments in sent if name == "message_changed"]
+    assert [(arguments["action"], arguments["user"]) for arguments in changed] == [
+        ("edit_message", alice), ("add_reaction", bob), ("remove_reaction", bob), ("delete_message", alice)]
+    assert all(arguments["member_ids"] == [alice.pk, bob.pk] and arguments["message"].pk == message_id
+               for arguments in changed)
+    assert changed[-1]["message"].deleted and changed[-1]["message"].text == ""
 
 
 def test_a_batch_of_new_messages_sends_one_per_stored_message_in_order(committed, sent, alice, bob, carol, room):

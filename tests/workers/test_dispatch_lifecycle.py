@@ -166,3 +166,66 @@ class TestSyncByCursor:
         response = assert_private(send(request), request)
         assert set(response) == {"uuid", "action", "status", "messages", "has_more"}
         assert [m["id"] for m in response["messages"]] == [message["id"]]
+
+
+class TestEveryReply:
+    def test_every_live_reply_of_a_stored_change_carries_a_cursor(self, alice, bob, carol):
+        created = send(bus_request("create_room", user=alice, name="r", members=["bob"])).envelope["response"]
+        room_id = created["room"]["id"]
+        added = send(bus_request("add_members", user=alice, room=room_id, members=["carol"])).envelope["response"]
+        message = send(bus_request("new_message", user=bob, room=room_id, text="hi")).envelope["response"]
+        direct = send(bus_request("direct_message", user=bob, to="alice", text="psst")).envelope["response"]
+        read = send(bus_request("mark_read", user=alice, room=room_id, message=message["message"]["id"]))
+        left = send(bus_request("leave_room", user=carol, room=room_id)).envelope["response"]
+        replies = [created, added, message, direct, read.envelope["response"], left]
+        assert [reply["status"] for reply in replies] == ["success"] * 6
+        assert all(isinstance(reply["cursor"], str) for reply in replies), replies
+
+    def test_every_message_object_in_every_reply_has_the_new_keys(self, alice, bob, room):
+        posted_reply = posted(alice, room)
+        message_id = posted_reply["message"]["id"]
+        send(bus_request("add_reaction", user=bob, message=message_id, emoji="👍"))
+        expected = {"edited_at": None, "deleted": False, "reactions": [{"emoji": "👍", "users": ["bob"]}]}
+
+        def reply(action, **fields):
+            return send(bus_request(action, user=bob, **fields)).envelope["response"]
+
+        found = [reply("select_room", room=room.pk.hex)["room_messages"][0],
+                 reply("load_history", room=room.pk.hex)["room_messages"][0],
+                 reply("list_rooms")["rooms"][0]["last_message"],
+                 reply("sync", after=0)["messages"][0],
+                 reply("sync", since="0.0")["events"][-1]["message"]]
+        for message in found:
+            assert set(message) == MESSAGE_KEYS
+            assert {key: message[key] for key in expected} == expected
+        assert set(posted_reply["message"]) == MESSAGE_KEYS
+
+
+@pytest.mark.action("sync")
+class TestSyncEvents:
+    def test_each_kind_of_change_as_the_reply_a_member_got(self, alice, bob, carol):
+        start = send(bus_request("sync", user=bob, since="")).envelope["response"]["cursor"]
+        created = send(bus_request("create_room", user=alice, name="r", members=["bob"])).envelope["response"]
+        room_id = created["room"]["id"]
+        message = posted_in(alice, room_id, "one")
+        reacted = send(bus_request("add_reaction", user=alice, message=message["message"]["id"], emoji="👍"))
+        unreacted = send(bus_request("remove_reaction", user=alice, message=message["message"]["id"], emoji="👍"))
+        events = send(bus_request("sync", user=bob, since=start)).envelope["response"]["events"]
+        assert [event["action"] for event in events] == ["create_room", "remove_reaction"]
+        assert events[0]["room"] == created["room"] | {"unread_count": events[0]["room"]["unread_count"],
+                                                      "last_message": events[0]["room"]["last_message"]}
+        expected = unreacted.envelope["response"]
+        assert events[1] == {"action": "remove_reaction", "room": room_id, "message": expected["message"],
+                             "cursor": events[1]["cursor"]}
+        assert reacted.envelope["response"]["status"] == "success"
+
+    def test_the_default_limit_is_200(self, alice, bob, room):
+        from chat import services
+        start = send(bus_request("sync", user=bob, since="")).envelope["response"]["cursor"]
+        services.post_messages_as([services.Post(alice.pk, room.pk.hex, str(n), f"m-{n}") for n in range(201)])
+        page = send(bus_request("sync", user=bob, since=start)).envelope["response"]
+        assert len(page["events"]) == 200 and page["has_more"] is True
+
+
+def posted_in(user, room_id: str, text: str) -> dict:
+    return send(bus_request("new_message", user=user, room=room_id, text=text)).envelope["response"]
