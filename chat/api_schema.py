@@ -62,6 +62,17 @@ class EditMessageRequest(serializers.Serializer):
                                            "space; at most MAX_MESSAGE_LENGTH (default 4000) characters.")
     uuid = _client_uuid()
 
+    # drf-spectacular describes a PATCH body as REST framework's partial update, every field
+    # optional (it sets `partial` on a copy). This PATCH changes the one thing an edit changes,
+    # and `text` is required: the body is never partial.
+    @property
+    def partial(self) -> bool:
+        return False
+
+    @partial.setter
+    def partial(self, value: bool) -> None:
+        pass
+
 
 class AddReactionRequest(serializers.Serializer):
     # The body is optional: the emoji is in the path. (A DELETE's body, which OpenAPI 3.0 cannot
