@@ -94,8 +94,9 @@ def test_direct_message_goes_to_both_users(as_alice, alice, bob, published):
 
 def test_create_room_goes_to_every_member(as_alice, alice, bob, carol, published):
     response = post(as_alice, "/api/rooms/", {"name": "Plans", "members": ["bob", "carol"], "uuid": "c-1"})
-    assert changes(published) == [({"uuid": "c-1", "action": "create_room", "status": "success", "room": response.json()},
-                          [alice.pk, bob.pk, carol.pk])]
+    assert changes(published) == [
+        ({"uuid": "c-1", "action": "create_room", "status": "success", "room": response.json()},
+         [alice.pk, bob.pk, carol.pk])]
     over_websocket = worker(alice, {"uuid": "c-2", "action": "create_room", "name": "Plans",
                                     "members": ["bob", "carol"]})["response"]
     assert list(over_websocket) == list(published[0][0])
@@ -104,8 +105,9 @@ def test_create_room_goes_to_every_member(as_alice, alice, bob, carol, published
 
 def test_add_members_goes_to_every_member_the_new_ones_included(as_alice, alice, bob, carol, room, published):
     response = post(as_alice, f"/api/rooms/{room.pk.hex}/members/", {"members": ["carol"], "uuid": "a-1"})
-    assert changes(published) == [({"uuid": "a-1", "action": "add_members", "status": "success", "room": response.json()},
-                          [alice.pk, bob.pk, carol.pk])]
+    assert changes(published) == [
+        ({"uuid": "a-1", "action": "add_members", "status": "success", "room": response.json()},
+         [alice.pk, bob.pk, carol.pk])]
 
 
 def test_leave_room_goes_to_the_remaining_members_and_the_leaver(as_alice, alice, bob, carol, make_room,

@@ -112,7 +112,8 @@ def test_message_changes_over_rest_reach_connected_members_live(e2e, web):
 
         # Nothing for a non-member, who is refused like a message that does not exist.
         await stranger.barrier()
-        assert stranger.unread(lambda f: isinstance(f.get("message"), dict) and f["message"]["id"] == posted["id"]) == []
+        assert stranger.unread(lambda f: isinstance(f.get("message"), dict)
+                               and f["message"]["id"] == posted["id"]) == []
         async with session.put(reaction_url, headers={"Authorization": f"Token {outsider['token']}"}) as response:
             assert response.status == 404, response.status
         # The WebSocket's history shows the tombstone, as REST answered it.
