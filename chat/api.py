@@ -1,10 +1,9 @@
 """The REST API: the chat for clients that hold no WebSocket, with the WebSocket protocol's rules.
 
 The views are thin: the domain functions (`chat.rooms`, `chat.services`, `chat.reading`,
-`chat.lifecycle`) parse the
-fields and refuse with the protocol's error codes (see `chat.api_errors` for their HTTP status);
-every change is then published live (`chat.events`), as if it had been made over the WebSocket.
-Bodies are JSON objects.
+`chat.lifecycle`) parse the fields and refuse with the protocol's error codes (see `chat.api_errors`
+for their HTTP status); every change is then published live (`chat.events`), as if it had been made
+over the WebSocket. Bodies are JSON objects.
 """
 
 from __future__ import annotations
