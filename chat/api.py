@@ -1,9 +1,9 @@
 """The REST API: the chat for clients that hold no WebSocket, with the WebSocket protocol's rules.
 
-The views are thin: the domain functions (`chat.rooms`, `chat.services`, `chat.reading`) parse the
-fields and refuse with the protocol's error codes (see `chat.api_errors` for their HTTP status);
-every change is then published live (`chat.events`), as if it had been made over the WebSocket.
-Bodies are JSON objects.
+The views are thin: the domain functions (`chat.rooms`, `chat.services`, `chat.reading`,
+`chat.lifecycle`) parse the fields and refuse with the protocol's error codes (see `chat.api_errors`
+for their HTTP status); every change is then published live (`chat.events`), as if it had been made
+over the WebSocket. Bodies are JSON objects.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from . import api_schema, errors, events, fields, reactions, reading, rooms, services, throttles, tickets
+from . import api_schema, errors, events, fields, lifecycle, reactions, reading, rooms, services, throttles, tickets
 from .api_errors import ChatErrorResponses
 from .conf import chat_settings
 from .pagination import MessageCursorPagination
@@ -43,6 +43,27 @@ ERROR_403 = OpenApiResponse(api_schema.ChatErrorResponse, description="`forbidde
                             "(`CHAT[\"POLICY\"]`) refuses it; nothing is stored.")
 ERROR_404 = OpenApiResponse(api_schema.ChatErrorResponse, description="`invalid_room_id`: no such room, or the user "
                             "is not a member of it (the same answer).")
+
+MESSAGE_ID = OpenApiParameter("message_id", int, OpenApiParameter.PATH, description="The message's id.")
+EMOJI = OpenApiParameter("emoji", str, OpenApiParameter.PATH,
+                         description="The emoji, percent-encoded as UTF-8 (`%F0%9F%91%8D` for 👍): any 1..32 "
+                                     "characters, not only white space; a `/` in it as `%2F`.")
+# A message's change without a body of its own: DELETE. OpenAPI 3.0 describes no DELETE body.
+UUID_IN_BODY = ("An optional JSON body `{\"uuid\"}` names the request: echoed in the live event, and the "
+                "idempotency key of a retry (a retry with the same uuid does nothing again).")
+UUID_ERROR_400 = OpenApiResponse(api_schema.ChatErrorResponse, description="`invalid_message_format`: a body that "
+                                 "is not a JSON object, or a `uuid` that is not 1..64 characters.")
+EDIT_ERROR_400 = OpenApiResponse(api_schema.ChatErrorResponse, description="`empty_text`, `text_too_long`, or "
+                                 "`invalid_message_format` (`text` missing or not a string, a bad `uuid`).")
+EMOJI_ERROR_400 = OpenApiResponse(api_schema.ChatErrorResponse, description="`invalid_emoji`: not 1..32 characters, or "
+                                  "only white space; or `invalid_message_format` (an emoji that is not valid UTF-8 or "
+                                  "holds a NUL, a bad `uuid`).")
+AUTHOR_ERROR_403 = OpenApiResponse(api_schema.ChatErrorResponse, description="`forbidden`: another user's message; "
+                                   "only its author edits or deletes it. Nothing is changed.")
+MESSAGE_ERROR_404 = OpenApiResponse(api_schema.ChatErrorResponse, description="`invalid_message_id`: no such message, "
+                                    "or it is in a room the user is not a member of (the same answer).")
+DELETED_ERROR_409 = OpenApiResponse(api_schema.ChatErrorResponse, description="`message_deleted`: the message is "
+                                    "deleted; it takes no edit and no reaction.")
 
 
 class AuthToken(ObtainAuthToken):
@@ -222,6 +243,87 @@ class RoomRead(ChatView):
         mark = reading.mark_read(request.user, room_uuid.hex, body.get("message"))
         events.read_marked(request.user, room_uuid, body["message"], mark, client_uuid, request.path)
         return Response({"room": room_uuid.hex, "last_read_id": mark.last_read_id, "unread_count": mark.unread_count})
+
+
+class MessageChangeView(ChatView):
+    """The base of the endpoints that change a message (chat.lifecycle): each answers 200 with the
+    message as stored now (a retry too: the message as the first try left it, or as changed since)
+    and publishes the WebSocket's success reply to every member of its room."""
+
+    def changed(self, action: str, changed: lifecycle.ChangedMessage, client_uuid: str | None) -> Response:
+        events.message_changed(action, changed, client_uuid, self.request.path)
+        return Response(MessageSerializer(changed.message).data)
+
+
+class MessageDetail(MessageChangeView):
+    """One message of a room of the user's: its author edits or deletes it."""
+
+    @extend_schema(parameters=[MESSAGE_ID], tags=[MESSAGES_TAG], request=api_schema.EditMessageRequest,
+                   responses={200: MessageSerializer, 400: EDIT_ERROR_400, 403: AUTHOR_ERROR_403,
+                              404: MESSAGE_ERROR_404, 409: DELETED_ERROR_409},
+                   summary="Edit the user's own message",
+                   description="The text is checked as a new message's. The same text again changes nothing "
+                               "(and is a success). Every member's WebSocket connections get the `edit_message` "
+                               "reply live.")
+    def patch(self, request: Request, message_id: str) -> Response:
+        body = self.body()
+        client_uuid = self.client_uuid(body)
+        changed = lifecycle.edit_message(request.user, message_in_path(message_id), body.get("text"), client_uuid)
+        return self.changed("edit_message", changed, client_uuid)
+
+    @extend_schema(parameters=[MESSAGE_ID], tags=[MESSAGES_TAG], request=None,
+                   responses={200: OpenApiResponse(MessageSerializer, description=(
+                       "The deleted message: `deleted` true, `text` \"\" and `reactions` [], its id, user, room "
+                       "and timestamp kept.")), 400: UUID_ERROR_400, 403: AUTHOR_ERROR_403, 404: MESSAGE_ERROR_404},
+                   summary="Delete the user's own message",
+                   description="Its text is erased from storage and its reactions deleted; the message stays in "
+                               "the history as a tombstone. Deleting a deleted message is a success. Every "
+                               "member's WebSocket connections get the `delete_message` reply live. "
+                               + UUID_IN_BODY)
+    def delete(self, request: Request, message_id: str) -> Response:
+        client_uuid = self.client_uuid(self.body())
+        changed = lifecycle.delete_message(request.user, message_in_path(message_id), client_uuid)
+        return self.changed("delete_message", changed, client_uuid)
+
+
+class MessageReaction(MessageChangeView):
+    """The user's reaction with one emoji to a message of a room of theirs."""
+
+    @extend_schema(parameters=[MESSAGE_ID, EMOJI], tags=[MESSAGES_TAG], request=api_schema.AddReactionRequest,
+                   responses={200: MessageSerializer, 400: EMOJI_ERROR_400, 404: MESSAGE_ERROR_404,
+                              409: DELETED_ERROR_409},
+                   summary="Add the user's reaction to a message",
+                   description="Adding one that is there is a success. Every member's WebSocket connections get "
+                               "the `add_reaction` reply live, with the whole message.")
+    def put(self, request: Request, message_id: str, emoji: str) -> Response:
+        client_uuid = self.client_uuid(self.body())
+        changed = lifecycle.add_reaction(request.user, message_in_path(message_id), emoji, client_uuid)
+        return self.changed("add_reaction", changed, client_uuid)
+
+    @extend_schema(parameters=[MESSAGE_ID, EMOJI], tags=[MESSAGES_TAG], request=None,
+                   responses={200: MessageSerializer, 400: EMOJI_ERROR_400, 404: MESSAGE_ERROR_404,
+                              409: DELETED_ERROR_409},
+                   summary="Remove the user's reaction from a message",
+                   description="Removing one that is not there is a success. Every member's WebSocket "
+                               "connections get the `remove_reaction` reply live, with the whole message. "
+                               + UUID_IN_BODY)
+    def delete(self, request: Request, message_id: str, emoji: str) -> Response:
+        client_uuid = self.client_uuid(self.body())
+        changed = lifecycle.remove_reaction(request.user, message_in_path(message_id), emoji, client_uuid)
+        return self.changed("remove_reaction", changed, client_uuid)
+
+
+# More digits than any id has (a 64-bit integer has 19); a longer run names no message either.
+MAX_MESSAGE_ID_DIGITS = 20
+
+
+def message_in_path(value: str) -> int:
+    """The message id a path names: decimal digits. Anything else names no message: the 404 of a
+    message that does not exist, as for a malformed room id (over the WebSocket, where the id is a
+    JSON number, a string is a format error instead)."""
+    if not (value.isascii() and value.isdigit()) or len(value) > MAX_MESSAGE_ID_DIGITS:
+        raise errors.InvalidMessageId()
+    return int(value)
 
 
 def message_response(posted: services.PostedMessage) -> Response:

@@ -1,6 +1,7 @@
 """The REST API's answer to a refused request: the chat's domain error as `{"error_code", "error_message"}`.
 
-A room that does not exist and a room the user is not a member of get the same 404, body and all.
+A room (a message) that does not exist and one in a room the user is not a member of get the same
+404, body and all.
 """
 
 from __future__ import annotations
@@ -17,8 +18,14 @@ from . import errors
 logger = logging.getLogger(__name__)
 
 # Every other ChatError is the client's mistake in the request: 400.
-STATUS_BY_ERROR: dict[type[errors.ChatError], int] = {errors.InvalidRoomId: status.HTTP_404_NOT_FOUND,
-                                                     errors.Forbidden: status.HTTP_403_FORBIDDEN}
+STATUS_BY_ERROR: dict[type[errors.ChatError], int] = {
+    errors.InvalidRoomId: status.HTTP_404_NOT_FOUND,
+    errors.InvalidMessageId: status.HTTP_404_NOT_FOUND,
+    errors.Forbidden: status.HTTP_403_FORBIDDEN,
+    # The request is well formed, but the message's state refuses it: a deleted message takes no
+    # edit and no reaction.
+    errors.MessageDeleted: status.HTTP_409_CONFLICT,
+}
 
 
 def status_for(exc: errors.ChatError) -> int:

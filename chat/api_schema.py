@@ -11,8 +11,9 @@ from websockets_gateway import wire
 from . import fields, users
 
 UUID_HELP = ("The client's id for this request, 1..64 characters; echoed as `uuid` in the live event. "
-             "For a message it is also the idempotency key: a retry with the same uuid stores nothing new "
-             "and answers the stored message (over REST or the WebSocket alike).")
+             "For a message, and for a change of one (edit, delete, reaction), it is also the idempotency "
+             "key: a retry with the same uuid stores nothing new and answers the message as stored (over "
+             "REST or the WebSocket alike).")
 
 
 def _client_uuid() -> serializers.CharField:
@@ -54,6 +55,29 @@ class PostMessageRequest(serializers.Serializer):
 class DirectMessageRequest(PostMessageRequest):
     to = serializers.CharField(max_length=_name_length(),
                                help_text="The other user's login name (the user model's USERNAME_FIELD).")
+
+
+class EditMessageRequest(serializers.Serializer):
+    text = serializers.CharField(help_text="The new text, checked as a new message's: not empty or only white "
+                                           "space; at most MAX_MESSAGE_LENGTH (default 4000) characters.")
+    uuid = _client_uuid()
+
+    # drf-spectacular describes a PATCH body as REST framework's partial update, every field
+    # optional (it sets `partial` on a copy). This PATCH changes the one thing an edit changes,
+    # and `text` is required: the body is never partial.
+    @property
+    def partial(self) -> bool:
+        return False
+
+    @partial.setter
+    def partial(self, value: bool) -> None:
+        pass
+
+
+class AddReactionRequest(serializers.Serializer):
+    # The body is optional: the emoji is in the path. (A DELETE's body, which OpenAPI 3.0 cannot
+    # describe, takes the same `uuid`; see the operations' descriptions.)
+    uuid = _client_uuid()
 
 
 class MarkReadRequest(serializers.Serializer):

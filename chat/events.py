@@ -14,6 +14,7 @@ from typing import Any
 
 from . import bus, replies
 from .bus import PublishError
+from .lifecycle import ChangedMessage
 from .reading import ReadMark
 from .rooms import Departure, RoomSummary
 from .services import PostedMessage
@@ -21,7 +22,8 @@ from .services import PostedMessage
 logger = logging.getLogger(__name__)
 
 # chat.bus's error, named here too for the callers of these functions.
-__all__ = ["PublishError", "message_posted", "room_changed", "room_left", "read_marked", "publish"]
+__all__ = ["PublishError", "message_posted", "message_changed", "room_changed", "room_left", "read_marked",
+           "publish"]
 
 
 # What the REST API calls once the change is stored. `origin` (the request's path) is for the log.
@@ -31,6 +33,14 @@ def message_posted(action: str, posted: PostedMessage, client_uuid: str | None, 
     # it now, and clients recognise a message they already have by its id.
     publish(replies.message_posted(replies.rest_frame(action, client_uuid, posted.message.room_id), posted),
             posted.member_ids, room_id=posted.message.room_id, origin=origin)
+
+
+def message_changed(action: str, changed: ChangedMessage, client_uuid: str | None, origin: str) -> None:
+    # edit_message, delete_message, add_reaction or remove_reaction, to every member. The frame
+    # names no room, as the WebSocket's does not: the reply takes the message's. A request that
+    # changed nothing (a retry) is published again without a cursor, as the worker does.
+    publish(replies.message_changed(replies.rest_frame(action, client_uuid), changed), changed.member_ids,
+            room_id=changed.message.room_id, origin=origin)
 
 
 def room_changed(action: str, summary: RoomSummary, client_uuid: str | None, origin: str) -> None:

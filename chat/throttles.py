@@ -20,8 +20,8 @@ class LoginRateThrottle(SimpleRateThrottle):
 
 
 class WriteRateThrottle(UserRateThrottle):
-    """A user's writes (POST, DELETE), whatever the client or credential, at the WebSocket's frame
-    rate (RATE_LIMIT). Per user when authenticated, else per address."""
+    """A user's writes (POST, PUT, PATCH, DELETE), whatever the client or credential, at the
+    WebSocket's frame rate (RATE_LIMIT). Per user when authenticated, else per address."""
 
     scope = "write"
 

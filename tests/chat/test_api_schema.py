@@ -24,6 +24,8 @@ ENDPOINTS = {
     "/api/rooms/{room_id}/messages/": {"get", "post"},
     "/api/rooms/{room_id}/read/": {"post"},
     "/api/direct-messages/": {"post"},
+    "/api/messages/{message_id}/": {"patch", "delete"},
+    "/api/messages/{message_id}/reactions/{emoji}/": {"put", "delete"},
 }
 HTTP_METHODS = {"get", "put", "patch", "post", "delete", "head", "options", "trace"}
 
@@ -82,11 +84,47 @@ def test_the_schema_gives_the_request_and_response_bodies(schema):
         "/api/direct-messages/": "DirectMessageRequest",
     }
     message = schema["components"]["schemas"]["Message"]["properties"]
-    assert set(message) == {"id", "user", "room", "timestamp", "text"}
+    assert set(message) == {"id", "user", "room", "timestamp", "text", "edited_at", "deleted", "reactions"}
     assert message["timestamp"]["type"] == "number"
+    assert (message["edited_at"]["type"], message["edited_at"]["nullable"]) == ("number", True)
+    assert message["reactions"]["items"]["$ref"] == "#/components/schemas/Reaction"
+    assert set(schema["components"]["schemas"]["Reaction"]["properties"]) == {"emoji", "users"}
     room = schema["components"]["schemas"]["Room"]["properties"]
     assert set(room) == {"id", "name", "is_direct", "members", "last_message", "unread_count"}
     assert room["last_message"]["nullable"] is True
+
+
+MESSAGE = "/api/messages/{message_id}/"
+REACTION = "/api/messages/{message_id}/reactions/{emoji}/"
+
+
+def test_the_schema_gives_the_changes_of_a_message_their_bodies_and_errors(schema):
+    for path, method in ((MESSAGE, "patch"), (MESSAGE, "delete"), (REACTION, "put"), (REACTION, "delete")):
+        assert body_ref(schema, path, method, "200") == "#/components/schemas/Message"
+        for status in ("400", "404"):
+            assert body_ref(schema, path, method, status) == "#/components/schemas/ChatErrorResponse"
+        parameters = {parameter["name"]: parameter["schema"]["type"]
+                      for parameter in operation(schema, path, method)["parameters"] if parameter["in"] == "path"}
+        assert parameters == ({"message_id": "integer", "emoji": "string"} if path == REACTION
+                              else {"message_id": "integer"})
+    # 403: another's message (edit, delete); 409: a deleted message (edit, reactions).
+    assert set(operation(schema, MESSAGE, "patch")["responses"]) == {"200", "400", "403", "404", "409"}
+    assert set(operation(schema, MESSAGE, "delete")["responses"]) == {"200", "400", "403", "404"}
+    for method in ("put", "delete"):
+        assert set(operation(schema, REACTION, method)["responses"]) == {"200", "400", "404", "409"}
+    requests = {(path, method): operation(schema, path, method)["requestBody"]["content"]["application/json"]
+                ["schema"]["$ref"].rsplit("/", 1)[1] for path, method in ((MESSAGE, "patch"), (REACTION, "put"))}
+    assert requests == {(MESSAGE, "patch"): "EditMessageRequest", (REACTION, "put"): "AddReactionRequest"}
+    # An edit's body is required, `text` in it (not a partial update's, every field optional).
+    assert operation(schema, MESSAGE, "patch")["requestBody"]["required"] is True
+    assert schema["components"]["schemas"]["EditMessageRequest"]["required"] == ["text"]
+    # The body of a reaction is optional; a DELETE's, which OpenAPI 3.0 cannot describe, is in the text.
+    assert not operation(schema, REACTION, "put")["requestBody"].get("required", False)
+    for path in (MESSAGE, REACTION):
+        assert "requestBody" not in operation(schema, path, "delete")
+        assert '`{"uuid"}`' in operation(schema, path, "delete")["description"]
+    assert "%2F" in next(parameter["description"] for parameter in operation(schema, REACTION, "put")["parameters"]
+                         if parameter["name"] == "emoji")
 
 
 def test_the_schema_names_both_authentication_schemes(schema):

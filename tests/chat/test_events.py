@@ -14,6 +14,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from chat import bus as broadcast
+from chat import services
 from chat.models import ChatMessage, ChatRoom
 from tests.chat.conftest import REAL_PUBLISH, online_on
 from websockets_gateway.keys import Keys
@@ -46,11 +47,23 @@ def worker(user, frame: dict[str, Any]) -> dict[str, Any]:
     return dispatch.handle(data, "worker_response").envelope
 
 
+def stored_change(reply: dict[str, Any]) -> dict[str, Any]:
+    """A live reply of a change that was stored, without its cursor: the cursor is checked here (a
+    string, the reply's last key), the rest is for the caller to compare whole."""
+    assert list(reply)[-1] == "cursor" and isinstance(reply["cursor"], str), reply
+    return {key: value for key, value in reply.items() if key != "cursor"}
+
+
+def changes(published: list[tuple[dict[str, Any], list[int]]]) -> list[tuple[dict[str, Any], list[int]]]:
+    """What was published, each reply a stored change's (`stored_change`)."""
+    return [(stored_change(reply), send_to) for reply, send_to in published]
+
+
 # The reply bodies and who gets them (recorded publisher, tests/chat/conftest.py)
 
 def test_new_message_goes_to_every_member(as_alice, alice, bob, room, published):
     response = post(as_alice, f"/api/rooms/{room.pk.hex}/messages/", {"text": "hi", "uuid": "m-1"})
-    assert published == [({"uuid": "m-1", "action": "new_message", "room": room.pk.hex, "status": "success",
+    assert changes(published) == [({"uuid": "m-1", "action": "new_message", "room": room.pk.hex, "status": "success",
                            "message": response.json()}, [alice.pk, bob.pk])]
 
 
@@ -64,24 +77,26 @@ def test_without_a_client_uuid_the_reply_gets_a_fresh_one(as_alice, room, publis
 
 def test_new_message_reply_is_the_workers_reply(as_alice, alice, room, published):
     post(as_alice, f"/api/rooms/{room.pk.hex}/messages/", {"text": "hi", "uuid": "same-1"})
-    # The worker answering a retry of that message over the WebSocket says exactly the same.
+    # The worker answering a retry of that message over the WebSocket says exactly the same, but
+    # for the cursor: the retry stored nothing.
     over_websocket = worker(alice, {"uuid": "same-1", "action": "new_message", "room": room.pk.hex, "text": "hi"})
-    assert published == [(over_websocket["response"], over_websocket["send_to"])]
+    assert changes(published) == [(over_websocket["response"], over_websocket["send_to"])]
 
 
 def test_direct_message_goes_to_both_users(as_alice, alice, bob, published):
     response = post(as_alice, "/api/direct-messages/", {"to": "bob", "text": "psst", "uuid": "d-1"})
     room = ChatRoom.objects.get()
-    assert published == [({"uuid": "d-1", "action": "direct_message", "room": room.pk.hex, "status": "success",
-                           "message": response.json()}, [alice.pk, bob.pk])]
+    assert changes(published) == [({"uuid": "d-1", "action": "direct_message", "room": room.pk.hex,
+                                    "status": "success", "message": response.json()}, [alice.pk, bob.pk])]
     over_websocket = worker(alice, {"uuid": "d-1", "action": "direct_message", "to": "bob", "text": "psst"})
-    assert published[0] == (over_websocket["response"], over_websocket["send_to"])
+    assert changes(published)[0] == (over_websocket["response"], over_websocket["send_to"])
 
 
 def test_create_room_goes_to_every_member(as_alice, alice, bob, carol, published):
     response = post(as_alice, "/api/rooms/", {"name": "Plans", "members": ["bob", "carol"], "uuid": "c-1"})
-    assert published == [({"uuid": "c-1", "action": "create_room", "status": "success", "room": response.json()},
-                          [alice.pk, bob.pk, carol.pk])]
+    assert changes(published) == [
+        ({"uuid": "c-1", "action": "create_room", "status": "success", "room": response.json()},
+         [alice.pk, bob.pk, carol.pk])]
     over_websocket = worker(alice, {"uuid": "c-2", "action": "create_room", "name": "Plans",
                                     "members": ["bob", "carol"]})["response"]
     assert list(over_websocket) == list(published[0][0])
@@ -90,18 +105,20 @@ def test_create_room_goes_to_every_member(as_alice, alice, bob, carol, published
 
 def test_add_members_goes_to_every_member_the_new_ones_included(as_alice, alice, bob, carol, room, published):
     response = post(as_alice, f"/api/rooms/{room.pk.hex}/members/", {"members": ["carol"], "uuid": "a-1"})
-    assert published == [({"uuid": "a-1", "action": "add_members", "status": "success", "room": response.json()},
-                          [alice.pk, bob.pk, carol.pk])]
+    assert changes(published) == [
+        ({"uuid": "a-1", "action": "add_members", "status": "success", "room": response.json()},
+         [alice.pk, bob.pk, carol.pk])]
 
 
 def test_leave_room_goes_to_the_remaining_members_and_the_leaver(as_alice, alice, bob, carol, make_room,
                                                                   published):
     room = make_room(alice, bob, carol)
     post(as_alice, f"/api/rooms/{room.pk.hex}/leave/", {"uuid": "l-1"})
-    assert published == [({"uuid": "l-1", "action": "leave_room", "room": room.pk.hex, "status": "success",
+    assert changes(published) == [({"uuid": "l-1", "action": "leave_room", "room": room.pk.hex, "status": "success",
                            "user": {"username": "alice"}}, [alice.pk, bob.pk, carol.pk])]
     over_websocket = worker(bob, {"uuid": "l-2", "action": "leave_room", "room": room.pk.hex})
-    assert over_websocket["response"] == {**published[0][0], "uuid": "l-2", "user": {"username": "bob"}}
+    assert stored_change(over_websocket["response"]) == {**changes(published)[0][0], "uuid": "l-2",
+                                                         "user": {"username": "bob"}}
     assert over_websocket["send_to"] == [bob.pk, carol.pk]
 
 
@@ -115,9 +132,59 @@ def test_mark_read_goes_to_the_readers_connections(as_alice, alice, bob, room, p
     post(as_alice, f"/api/rooms/{room.pk.hex}/read/", {"message": message.pk, "uuid": "r-1"})
     expected = {"uuid": "r-1", "action": "mark_read", "room": room.pk.hex, "status": "success",
                 "message": message.pk, "last_read_id": message.pk, "unread_count": 0}
-    assert published == [(expected, [alice.pk])]
+    assert changes(published) == [(expected, [alice.pk])]
+    # The same mark again over the WebSocket moves nothing: the same reply, without a cursor.
     over_websocket = worker(alice, {"uuid": "r-1", "action": "mark_read", "room": room.pk.hex, "message": message.pk})
-    assert published[0] == (over_websocket["response"], over_websocket["send_to"])
+    assert changes(published)[0] == (over_websocket["response"], over_websocket["send_to"])
+
+
+# The changes of a message: edit, delete, reactions
+
+MESSAGE_CHANGES = [
+    # (action, by the author or another member, method, path after /api/messages/ID/, body)
+    ("edit_message", "author", "patch", "", {"text": "hi, all", "uuid": "x-1"}),
+    ("delete_message", "author", "delete", "", {"uuid": "x-1"}),
+    ("add_reaction", "member", "put", "reactions/%F0%9F%91%8D/", {"uuid": "x-1"}),
+    ("remove_reaction", "member", "delete", "reactions/%F0%9F%91%8D/", {"uuid": "x-1"}),
+]
+
+
+def change(client: APIClient, message: ChatMessage, method: str, suffix: str, body: Any):
+    return getattr(client, method)(f"/api/messages/{message.pk}/{suffix}", body, format="json")
+
+
+def message_to_change(alice, bob, room: ChatRoom, action: str, published: list) -> ChatMessage:
+    """alice's message in `room`; for remove_reaction, with bob's 👍 (its publish forgotten)."""
+    message = services.post_message(alice, room.pk.hex, "hi", None).message
+    if action == "remove_reaction":
+        change(token_client(bob), message, "put", "reactions/%F0%9F%91%8D/", None)
+    published.clear()
+    return message
+
+
+@pytest.mark.parametrize("action, who, method, suffix, body", MESSAGE_CHANGES)
+def test_a_message_change_goes_to_every_member_with_its_cursor(alice, bob, carol, make_room, published,
+                                                               action, who, method, suffix, body):
+    room = make_room(alice, bob, carol)
+    message = message_to_change(alice, bob, room, action, published)
+    response = change(token_client(alice if who == "author" else bob), message, method, suffix, body)
+    assert response.status_code == 200, response.content
+    # The room is the message's: the frame names none, as over the WebSocket.
+    assert changes(published) == [({"uuid": "x-1", "action": action, "room": room.pk.hex, "status": "success",
+                                    "message": response.json()}, [alice.pk, bob.pk, carol.pk])]
+
+
+@pytest.mark.parametrize("action, who, method, suffix, body", MESSAGE_CHANGES)
+def test_a_message_change_reply_is_the_workers_reply(alice, bob, room, published, action, who, method, suffix, body):
+    message = message_to_change(alice, bob, room, action, published)
+    user = alice if who == "author" else bob
+    change(token_client(user), message, method, suffix, body)
+    # The worker answering a retry of it over the WebSocket (same uuid: not made again) says the
+    # same, but for the cursor: the retry stored nothing.
+    frame = {"uuid": "x-1", "action": action, "message": message.pk, "text": "hi, all", "emoji": "👍"}
+    over_websocket = worker(user, frame)
+    assert "cursor" not in over_websocket["response"]
+    assert changes(published) == [(over_websocket["response"], over_websocket["send_to"])]
 
 
 def test_reads_publish_nothing(as_alice, room, published):
@@ -164,27 +231,48 @@ def test_each_rest_write_publishes_one_envelope_to_the_gateway_of_its_recipients
     created = post(as_alice, "/api/rooms/", {"name": "Plans", "members": ["bob"], "uuid": "c-1"}).json()
     room_id = created["id"]
     posted = post(as_alice, f"/api/rooms/{room_id}/messages/", {"text": "hi", "uuid": "m-1"}).json()
+    message_url = f"/api/messages/{posted['id']}/"
+    edited = as_alice.patch(message_url, {"text": "hi!", "uuid": "e-1"}, format="json").json()
+    reacted = as_alice.put(message_url + "reactions/%F0%9F%91%8D/", {"uuid": "ra-1"}, format="json").json()
+    unreacted = as_alice.delete(message_url + "reactions/%F0%9F%91%8D/", {"uuid": "rr-1"}, format="json").json()
+    deleted = as_alice.delete(message_url, {"uuid": "x-1"}, format="json").json()
     added = post(as_alice, f"/api/rooms/{room_id}/members/", {"members": ["carol"], "uuid": "a-1"}).json()
     read = post(as_alice, f"/api/rooms/{room_id}/read/", {"message": posted["id"], "uuid": "r-1"}).json()
     post(as_alice, f"/api/rooms/{room_id}/leave/", {"uuid": "l-1"})
     direct = post(as_alice, "/api/direct-messages/", {"to": "bob", "text": "psst", "uuid": "d-1"}).json()
-    assert received(bus) == [(GATEWAY_TOPIC, envelope(value, send_to)) for value, send_to in [
-        ({"uuid": "c-1", "action": "create_room", "status": "success", "room": created}, [alice.pk, bob.pk]),
-        ({"uuid": "m-1", "action": "new_message", "room": room_id, "status": "success", "message": posted},
-         [alice.pk, bob.pk]),
-        ({"uuid": "a-1", "action": "add_members", "status": "success", "room": added},
-         [alice.pk, bob.pk, carol.pk]),
-        ({"uuid": "r-1", "action": "mark_read", "room": room_id, "status": "success", "message": posted["id"],
-          "last_read_id": read["last_read_id"], "unread_count": read["unread_count"]}, [alice.pk]),
-        ({"uuid": "l-1", "action": "leave_room", "room": room_id, "status": "success",
-          "user": {"username": "alice"}}, [alice.pk, bob.pk, carol.pk]),
-        ({"uuid": "d-1", "action": "direct_message", "room": direct["room"], "status": "success",
-          "message": direct}, [alice.pk, bob.pk]),
-    ]]
+    # Every one stored a change: each carries a cursor (checked, then left out of the comparison).
+    assert [(topic, {**sent, "response": stored_change(sent["response"])}) for topic, sent in received(bus)] == [
+        (GATEWAY_TOPIC, envelope(value, send_to)) for value, send_to in [
+            ({"uuid": "c-1", "action": "create_room", "status": "success", "room": created}, [alice.pk, bob.pk]),
+            ({"uuid": "m-1", "action": "new_message", "room": room_id, "status": "success", "message": posted},
+             [alice.pk, bob.pk]),
+            ({"uuid": "e-1", "action": "edit_message", "room": room_id, "status": "success", "message": edited},
+             [alice.pk, bob.pk]),
+            ({"uuid": "ra-1", "action": "add_reaction", "room": room_id, "status": "success", "message": reacted},
+             [alice.pk, bob.pk]),
+            ({"uuid": "rr-1", "action": "remove_reaction", "room": room_id, "status": "success",
+              "message": unreacted}, [alice.pk, bob.pk]),
+            ({"uuid": "x-1", "action": "delete_message", "room": room_id, "status": "success", "message": deleted},
+             [alice.pk, bob.pk]),
+            ({"uuid": "a-1", "action": "add_members", "status": "success", "room": added},
+             [alice.pk, bob.pk, carol.pk]),
+            ({"uuid": "r-1", "action": "mark_read", "room": room_id, "status": "success", "message": posted["id"],
+              "last_read_id": read["last_read_id"], "unread_count": read["unread_count"]}, [alice.pk]),
+            ({"uuid": "l-1", "action": "leave_room", "room": room_id, "status": "success",
+              "user": {"username": "alice"}}, [alice.pk, bob.pk, carol.pk]),
+            ({"uuid": "d-1", "action": "direct_message", "room": direct["room"], "status": "success",
+              "message": direct}, [alice.pk, bob.pk]),
+        ]]
+    assert (edited["text"], reacted["reactions"], unreacted["reactions"], deleted["deleted"]) == (
+        "hi!", [{"emoji": "👍", "users": ["alice"]}], [], True)
 
 
-def test_refused_writes_publish_nothing(bus, as_alice, room):
+def test_refused_writes_publish_nothing(bus, as_alice, alice, room):
     post(as_alice, f"/api/rooms/{room.pk.hex}/messages/", {"text": ""})
+    message = services.post_message(alice, room.pk.hex, "hi", None).message  # stored, not published
+    as_alice.patch(f"/api/messages/{message.pk}/", {"text": ""}, format="json")
+    token_client(room.users.get(username="bob")).delete(f"/api/messages/{message.pk}/")
+    as_alice.put(f"/api/messages/{message.pk}/reactions/%20/")
     post(as_alice, "/api/direct-messages/", {"to": "nobody", "text": "hi"})
     post(token_client(room.users.get(username="bob")), "/api/rooms/" + "ab" * 16 + "/leave/")
     assert received(bus) == []
