@@ -200,8 +200,14 @@ export class ChatClient extends EventTarget {
    *   before the reply (default: for the actions the server's catalogue marks `retry`)
    */
   request(action, fields = {}, { uuid = newUuid(), resend = null } = {}) {
+    return this.#enqueue(action, fields, { uuid, resend, bounded: true });
+  }
+
+  /** A request of the caller's (`bounded`: refused past maxQueued), or of the client's own (its
+   * catch-up's one `sync` at a time, which a queue full of the caller's requests must not stop). */
+  #enqueue(action, fields, { uuid, resend, bounded }) {
     if (this.#state === "stopped") return Promise.reject(new ChatError("stopped", "The client was stopped"));
-    if (this.#pending.size >= this.#options.maxQueued) {
+    if (bounded && this.#pending.size >= this.#options.maxQueued) {
       return Promise.reject(new ChatError("queue_full", "Too many requests waiting"));
     }
     if (this.#pending.has(uuid)) return Promise.reject(new ChatError("duplicate_uuid", `uuid ${uuid} is in use`));
@@ -591,7 +597,7 @@ export class ChatClient extends EventTarget {
       let reply;
       try {
         // Not resent by itself after a loss: the next connection's catch-up starts over from the cursor.
-        const pending = this.request("sync", { since, limit: this.#options.syncPageSize }, { uuid, resend: false });
+        const pending = this.#enqueue("sync", { since, limit: this.#options.syncPageSize }, { uuid, resend: false, bounded: false });
         this.#pump();
         reply = await pending;
       } finally {
