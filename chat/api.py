@@ -25,7 +25,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from . import api_schema, errors, events, fields, reading, rooms, services, throttles, tickets
+from . import api_schema, errors, events, fields, reactions, reading, rooms, services, throttles, tickets
 from .api_errors import ChatErrorResponses
 from .conf import chat_settings
 from .pagination import MessageCursorPagination
@@ -175,6 +175,7 @@ class RoomMessages(ChatView):
     def get(self, request: Request, room_id: str) -> Response:
         room = services.member_room(request.user, room_id)
         page = self.paginate_queryset(room.messages.select_related("user"))
+        reactions.load(page)
         return self.get_paginated_response(MessageSerializer(page, many=True).data)
 
     @extend_schema(parameters=[ROOM_ID], tags=[MESSAGES_TAG], request=api_schema.PostMessageRequest,

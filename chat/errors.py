@@ -55,9 +55,31 @@ class InvalidUser(ChatError):
 
 
 class Forbidden(ChatError):
-    # The permission policy (chat.policy, CHAT["POLICY"]) refused a request the chat's own rules allow.
+    # The permission policy (chat.policy, CHAT["POLICY"]) refused a request the chat's own rules
+    # allow; or the user may see a message but not do that to it (edit or delete another's).
     code = "forbidden"
     default_message = "Not allowed"
+
+
+class InvalidMessageId(ChatError):
+    # Also the answer for a message in a room the user is not a member of, as for rooms.
+    code = "invalid_message_id"
+    default_message = "Invalid message id"
+
+
+class MessageDeleted(ChatError):
+    code = "message_deleted"
+    default_message = "The message is deleted"
+
+
+class InvalidEmoji(ChatError):
+    code = "invalid_emoji"
+    default_message = "An emoji is 1 to 32 characters, not only white space"
+
+
+class CursorExpired(ChatError):
+    code = "cursor_expired"
+    default_message = "The cursor is older than the change feed keeps: reload with list_rooms and select_room"
 
 
 def codes() -> set[str]:

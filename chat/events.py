@@ -39,7 +39,8 @@ def room_changed(action: str, summary: RoomSummary, client_uuid: str | None, ori
 
 
 def room_left(departure: Departure, user: Any, client_uuid: str | None, origin: str) -> None:
-    publish(replies.member_left(replies.rest_frame("leave_room", client_uuid, departure.room_id), user),
+    publish(replies.member_left(replies.rest_frame("leave_room", client_uuid, departure.room_id), user,
+                                departure.cursor),
             departure.notify_ids, room_id=departure.room_id, origin=origin)
 
 

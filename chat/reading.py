@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from . import errors, fields, signals
-from .models import ChatMessage, ChatRoom, Membership
+from django.db import transaction
+
+from . import errors, feed, fields, reactions, signals
+from .models import ChatChange, ChatMessage, ChatRoom, Membership
 from .services import member_room
 
 HISTORY_LIMIT_DEFAULT = 20
@@ -32,6 +34,7 @@ def load_history(user: Any, room_id: Any, before: Any, limit: Any) -> MessagePag
     newest_first = list(older[:count + 1])
     page = newest_first[:count]
     page.reverse()
+    reactions.load(page)
     return MessagePage(page, has_more=len(newest_first) > count)
 
 
@@ -42,6 +45,7 @@ def sync(user: Any, after: Any, limit: Any) -> MessagePage:
     rooms = Membership.objects.filter(user=user).values("room_id")
     found = list(ChatMessage.objects.select_related("user").filter(room_id__in=rooms, id__gt=after_id)
                  .order_by("id")[:count + 1])
+    reactions.load(found[:count])
     return MessagePage(found[:count], has_more=len(found) > count)
 
 
@@ -49,6 +53,8 @@ def sync(user: Any, after: Any, limit: Any) -> MessagePage:
 class ReadMark:
     last_read_id: int
     unread_count: int
+    # The feed's cursor for the live reply; None when the mark did not move (nothing stored).
+    cursor: str | None = None
 
 
 def mark_read(user: Any, room_id: Any, message: Any) -> ReadMark:
@@ -63,7 +69,11 @@ def mark_read(user: Any, room_id: Any, message: Any) -> ReadMark:
     room = member_room(user, room_id)
     newest = room.messages.order_by("-id").values_list("id", flat=True).first() or 0
     up_to = min(up_to, newest)
-    moved = Membership.objects.filter(room=room, user=user, last_read_id__lt=up_to).update(last_read_id=up_to)
+    cursor = None
+    with transaction.atomic():
+        moved = Membership.objects.filter(room=room, user=user, last_read_id__lt=up_to).update(last_read_id=up_to)
+        if moved:
+            cursor = feed.record(ChatChange.Kind.MARK_READ, room.pk, user.pk)
     last_read = Membership.objects.filter(room=room, user=user).values_list("last_read_id", flat=True).first()
     if last_read is None:  # the user left the room meanwhile
         raise errors.InvalidRoomId()
@@ -71,4 +81,4 @@ def mark_read(user: Any, room_id: Any, message: Any) -> ReadMark:
     if moved:
         signals.send_on_commit(signals.room_read, ChatRoom, user=user, room=room, last_read_id=last_read,
                                unread_count=unread)
-    return ReadMark(last_read, unread)
+    return ReadMark(last_read, unread, cursor)

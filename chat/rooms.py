@@ -15,8 +15,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 
-from . import errors, fields, policy, signals, users
-from .models import ChatMessage, ChatRoom, Membership
+from . import errors, feed, fields, policy, reactions, signals, users
+from .models import ChatChange, ChatMessage, ChatRoom, Membership
 from .services import PostedMessage, member_room, store_message
 
 User = get_user_model()
@@ -30,6 +30,10 @@ class RoomSummary:
     members: list[Any] = field(default_factory=list)  # users.Named (or users), by name
     last_message: ChatMessage | None = None
     unread_count: int = 0
+    # How far the user has read the room (the id of the newest message read; 0: none).
+    last_read_id: int = 0
+    # The feed's cursor for the live reply of the change that made this summary (chat.feed).
+    cursor: str | None = None
 
     @property
     def member_ids(self) -> list[int]:
@@ -41,13 +45,14 @@ class RoomSummary:
         return latest.timestamp()
 
 
-def _summaries(memberships: QuerySet[Membership]) -> list[RoomSummary]:
-    """Summaries of the rooms of these memberships in three queries, whatever their number.
+def summaries(memberships: QuerySet[Membership]) -> list[RoomSummary]:
+    """Summaries of the rooms of these memberships in four queries, whatever their number.
 
     1. the memberships and their rooms, each with its newest message id and unread count
        (correlated subqueries on the (room, -id) index);
     2. those newest messages, with their authors;
-    3. the members of all those rooms.
+    3. their reactions (none when they have no newest message);
+    4. the members of all those rooms.
     """
     room_messages = ChatMessage.objects.filter(room=OuterRef("room_id")).order_by()
     # A user's own messages are never unread to them.
@@ -61,7 +66,9 @@ def _summaries(memberships: QuerySet[Membership]) -> list[RoomSummary]:
         return []
     newest_ids = [row.newest_id for row in rows if row.newest_id is not None]
     newest = {message.pk: message for message in ChatMessage.objects.select_related("user").filter(pk__in=newest_ids)}
-    summaries = {row.room_id: RoomSummary(row.room, [], newest.get(row.newest_id), row.unread) for row in rows}
+    reactions.load(newest.values())
+    summaries = {row.room_id: RoomSummary(row.room, [], newest.get(row.newest_id), row.unread, row.last_read_id)
+                 for row in rows}
     named = users.names_of(Membership.objects.filter(room_id__in=list(summaries)), ordered=True)
     for room_uuid, user_pk, name in named:
         summaries[room_uuid].members.append(users.Named(user_pk, name))
@@ -70,12 +77,12 @@ def _summaries(memberships: QuerySet[Membership]) -> list[RoomSummary]:
 
 def list_rooms(user: Any) -> list[RoomSummary]:
     """The user's rooms, the one with the newest activity first."""
-    return _summaries(Membership.objects.filter(user=user))
+    return summaries(Membership.objects.filter(user=user))
 
 
 def room_summary(user: Any, room_id: Any) -> RoomSummary:
     """One room as `user` sees it, if they are a member."""
-    found = _summaries(Membership.objects.filter(user=user, room_id=fields.room_id(room_id)))
+    found = summaries(Membership.objects.filter(user=user, room_id=fields.room_id(room_id)))
     if not found:
         raise errors.InvalidRoomId()
     return found[0]
@@ -114,7 +121,8 @@ def create_room(user: Any, name: Any, member_names: Any) -> RoomSummary:
     with transaction.atomic():
         room = ChatRoom.objects.create(name=room_name)
         _join(room.pk, [user, *members])
-    summary = RoomSummary(room, sorted([user, *members], key=users.display_name))
+        cursor = feed.record(ChatChange.Kind.CREATE_ROOM, room.pk, user.pk, at=room.date_created)
+    summary = RoomSummary(room, sorted([user, *members], key=users.display_name), cursor=cursor)
     signals.send_on_commit(signals.room_created, ChatRoom, room=room, user=user, member_ids=summary.member_ids)
     return summary
 
@@ -131,8 +139,10 @@ def add_members(user: Any, room_id: Any, member_names: Any) -> RoomSummary:
     policy.require(policy.current().can_add_members(user, room, newcomers))
     with transaction.atomic():
         _join(room.pk, newcomers)
+        cursor = feed.record(ChatChange.Kind.ADD_MEMBERS, room.pk, user.pk)
     summary = room_summary(user, room.pk.hex)
     summary.unread_count = 0
+    summary.cursor = cursor
     signals.send_on_commit(signals.members_added, ChatRoom, room=room, user=user, added=newcomers,
                            member_ids=summary.member_ids)
     return summary
@@ -143,6 +153,7 @@ class Departure:
     room_id: uuid.UUID
     # Who hears of it: the members who remain, and the one who left.
     notify_ids: list[int]
+    cursor: str | None = None  # the feed's, for the live reply
 
 
 def leave_room(user: Any, room_id: Any) -> Departure:
@@ -153,7 +164,8 @@ def leave_room(user: Any, room_id: Any) -> Departure:
         if user.pk not in member_ids:
             raise errors.InvalidRoomId()
         Membership.objects.filter(room_id=room_uuid, user=user).delete()
-    departure = Departure(room_uuid, sorted(member_ids))
+        cursor = feed.record(ChatChange.Kind.LEAVE_ROOM, room_uuid, user.pk)
+    departure = Departure(room_uuid, sorted(member_ids), cursor)
     signals.send_on_commit(signals.member_left, ChatRoom, room_id=room_uuid, user=user,
                            member_ids=[pk for pk in departure.notify_ids if pk != user.pk])
     return departure
@@ -207,4 +219,5 @@ def direct_message(user: Any, to: Any, text: Any, client_uuid: str | None) -> Po
     clean = fields.text(text)
     client_uuid = fields.client_uuid(client_uuid)
     room, other = direct_room(user, to)
-    return store_message(user, room.pk, sorted((user.pk, other.pk)), clean, client_uuid)
+    return store_message(user, room.pk, sorted((user.pk, other.pk)), clean, client_uuid,
+                         ChatChange.Kind.DIRECT_MESSAGE)

@@ -7,6 +7,7 @@ from the model on every instance, which costs more than the rest of a message's 
 from rest_framework import serializers
 
 from .models import ChatMessage
+from .reactions import of as reactions_of
 from .users import display_name
 
 
@@ -25,12 +26,20 @@ class UserSerializer(serializers.Serializer):
     username = DisplayNameField()
 
 
+class ReactionSerializer(serializers.Serializer):
+    emoji = serializers.CharField(read_only=True)
+    users = serializers.ListField(child=serializers.CharField(), read_only=True)
+
+
 class MessageSerializer(serializers.Serializer):
     id = serializers.IntegerField(read_only=True)
     user = UserSerializer(read_only=True)
     room = serializers.SerializerMethodField()
     timestamp = serializers.SerializerMethodField()
     text = serializers.CharField(read_only=True)
+    edited_at = serializers.SerializerMethodField()
+    deleted = serializers.BooleanField(read_only=True)
+    reactions = ReactionSerializer(many=True, read_only=True)
 
     def get_room(self, message: ChatMessage) -> str:
         return message.room_id.hex
@@ -38,12 +47,18 @@ class MessageSerializer(serializers.Serializer):
     def get_timestamp(self, message: ChatMessage) -> float:
         return message.date_created.timestamp()
 
+    def get_edited_at(self, message: ChatMessage) -> float | None:
+        return message.edited_at.timestamp() if message.edited_at is not None else None
+
     def to_representation(self, message: ChatMessage) -> dict:
         # The fields above, built directly: this runs for every message a worker answers, and
         # REST framework's field-by-field walk costs more than the rest of it. The declared
         # fields still describe the object (OpenAPI schema); a test keeps the two the same.
+        edited_at = message.edited_at
         return {"id": message.pk, "user": {"username": display_name(message.user)}, "room": message.room_id.hex,
-                "timestamp": message.date_created.timestamp(), "text": message.text}
+                "timestamp": message.date_created.timestamp(), "text": message.text,
+                "edited_at": edited_at.timestamp() if edited_at is not None else None, "deleted": message.deleted,
+                "reactions": reactions_of(message)}
 
 
 _MESSAGE_SERIALIZER = MessageSerializer()

@@ -13,8 +13,8 @@ from typing import Any, Callable, Sequence, TypeVar
 from django.contrib.auth import get_user_model
 from django.db import DatabaseError, IntegrityError, transaction
 
-from . import errors, fields, policy, signals, statements, tickets, users
-from .models import ChatMessage, ChatRoom, Membership
+from . import errors, fields, policy, reactions, signals, statements, tickets, users
+from .models import ChatChange, ChatMessage, ChatRoom, Membership
 
 User = get_user_model()
 logger = logging.getLogger(__name__)
@@ -85,6 +85,7 @@ def recent_messages(room: ChatRoom, count: int = RECENT_MESSAGES) -> list[ChatMe
     """The room's last `count` messages, oldest first."""
     newest_first = list(room.messages.select_related("user").order_by("-id")[:count])
     newest_first.reverse()
+    reactions.load(newest_first)
     return newest_first
 
 
@@ -109,6 +110,8 @@ class PostedMessage:
     created: bool
     # The members of the message's room: who hears about it.
     member_ids: list[int]
+    # The change feed's cursor for the live reply (chat.feed); None for a retry, which stored nothing.
+    cursor: str | None = None
 
 
 def post_message(user: User, room_id: Any, text: Any, client_uuid: str | None) -> PostedMessage:
@@ -195,8 +198,9 @@ def post_messages_as(posts: Sequence[Post]) -> list[PostedMessage | Exception]:
         if isinstance(outcome, errors.ChatError) and not isinstance(outcome, errors.Forbidden) \
                 and active_user(posts[index].user_pk) is None:
             outcomes[index] = errors.AuthenticationRequired()
-    for (index, _, member_ids), stored in zip(accepted, _insert_together([new for _, new, _ in accepted])):
-        outcomes[index] = _stored(PostedMessage(stored, created=True, member_ids=member_ids))
+    for (index, _, member_ids), inserted in zip(accepted, _insert_together([new for _, new, _ in accepted])):
+        outcomes[index] = _stored(PostedMessage(inserted.message, created=True, member_ids=member_ids,
+                                                cursor=inserted.cursor))
     for index, new, member_ids in accepted:
         if outcomes[index] is not None:
             continue
@@ -207,7 +211,7 @@ def post_messages_as(posts: Sequence[Post]) -> list[PostedMessage | Exception]:
     return outcomes
 
 
-def _insert_together(new: list[statements.NewMessage]) -> list[ChatMessage]:
+def _insert_together(new: list[statements.NewMessage]) -> list[statements.Inserted]:
     """The messages inserted in one statement, or none (empty) when they are to be stored one by one:
     fewer than two, a backend that cannot, one without a client uuid, or the insert failed."""
     if len(new) < 2 or not statements.can_insert_messages() or any(one.client_uuid is None for one in new):
@@ -228,11 +232,12 @@ def _atomically(insert: Callable[..., T], *args: Any) -> T:
     return insert(*args)
 
 
-def store_message(user: User, room_uuid: uuid.UUID, members: list[int], text: str,
-                  client_uuid: str | None) -> PostedMessage:
-    """Insert a checked message; a retry (same user and client uuid) gets the stored one back."""
+def store_message(user: User, room_uuid: uuid.UUID, members: list[int], text: str, client_uuid: str | None,
+                  kind: ChatChange.Kind = ChatChange.Kind.NEW_MESSAGE) -> PostedMessage:
+    """Insert a checked message (its change in the feed `kind`); a retry (same user and client
+    uuid) gets the stored one back."""
     try:
-        message = _atomically(statements.insert_message, user, room_uuid, text, client_uuid)
+        inserted = _atomically(statements.insert_message, user, room_uuid, text, client_uuid, kind)
     except IntegrityError:
         # A retry: this user already stored a message with this uuid (maybe through another worker).
         existing = _message_by_client_uuid(user, client_uuid) if client_uuid is not None else None
@@ -241,7 +246,7 @@ def store_message(user: User, room_uuid: uuid.UUID, members: list[int], text: st
         if existing.room_id != room_uuid:
             members = room_member_ids(existing.room_id)
         return PostedMessage(existing, created=False, member_ids=members)
-    return _stored(PostedMessage(message, created=True, member_ids=members))
+    return _stored(PostedMessage(inserted.message, created=True, member_ids=members, cursor=inserted.cursor))
 
 
 def _stored(posted: PostedMessage) -> PostedMessage:
@@ -252,4 +257,7 @@ def _stored(posted: PostedMessage) -> PostedMessage:
 
 
 def _message_by_client_uuid(user: User, client_uuid: str) -> ChatMessage | None:
-    return ChatMessage.objects.select_related("user").filter(user=user, client_uuid=client_uuid).first()
+    found = ChatMessage.objects.select_related("user").filter(user=user, client_uuid=client_uuid).first()
+    if found is not None:
+        reactions.load([found])
+    return found

@@ -17,13 +17,13 @@ import uuid
 from typing import Collection, NamedTuple, Sequence
 
 from django.contrib.auth import get_user_model
-from django.db import connections, router
+from django.db import connections, router, transaction
 from django.utils import timezone
 
 from rest_framework.authtoken.models import Token
 
-from . import users
-from .models import ChatMessage, ChatRoom, Membership
+from . import feed, reactions, users
+from .models import ChatChange, ChatMessage, ChatRoom, Membership
 
 User = get_user_model()
 
@@ -84,21 +84,46 @@ def _tokens_queryset(keys: int, loaded: tuple[str, ...]):
 
 
 def _insert_sql(connection, rows: int = 1) -> str:
-    """One message's insert (returning its id, where the backend can); for more rows, returning
-    each row's id with its author and client uuid, which say which message it is."""
-    key = ("insert", connection.vendor) if rows == 1 else (f"insert/{rows}", connection.vendor)
+    """The insert of `rows` messages, returning each one's id, author and client uuid (which say
+    which message a row is), and its change's id, xid and horizon (chat.feed.live_cursor).
+
+    On PostgreSQL one statement writes both the messages and their changes (a data-modifying WITH),
+    so a message still costs one statement, in one transaction. Elsewhere it returns the messages
+    only, and `_changes_sql` follows, in the same transaction."""
+    key = (f"insert/{rows}", connection.vendor)
     sql = _statements.get(key)
     if sql is None:
         quote = connection.ops.quote_name
         meta = ChatMessage._meta
         columns = ", ".join(quote(meta.get_field(name).column) for name in _INSERTED)
         values = ", ".join([f"({', '.join(['%s'] * len(_INSERTED))})"] * rows)
-        sql = f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES {values}"
-        if rows > 1:
-            returned = (meta.pk.column, meta.get_field("user").column, meta.get_field("client_uuid").column)
-            sql += " RETURNING " + ", ".join(quote(column) for column in returned)
-        elif connection.features.can_return_columns_from_insert:
-            sql += f" RETURNING {quote(meta.pk.column)}"
+        returned = ", ".join(quote(meta.get_field(name).column) for name in ("id", "user", "client_uuid", "room"))
+        sql = f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES {values} RETURNING {returned}"
+        if feed.by_transaction(connection):
+            change = ChatChange._meta
+            change_columns = ", ".join(quote(change.get_field(name).column)
+                                       for name in ("kind", "at", "room", "message", "user", "xid"))
+            sql = (f"WITH m AS ({sql}), c AS (INSERT INTO {quote(change.db_table)} ({change_columns}) "
+                   f"SELECT %s, %s, m.{quote('room_id')}, m.{quote('id')}, m.{quote('user_id')}, {feed.XID_SQL} "
+                   f"FROM m RETURNING {quote('message_id')}, {feed.returning(connection)} AS horizon) "
+                   f"SELECT m.{quote('id')}, m.{quote('user_id')}, m.{quote('client_uuid')}, c.{quote('id')}, "
+                   f"c.{quote('xid')}, c.horizon FROM m JOIN c ON c.{quote('message_id')} = m.{quote('id')}")
+        _statements[key] = sql
+    return sql
+
+
+def _changes_sql(connection, rows: int) -> str:
+    """Where the messages' insert cannot write their changes too: the changes of `rows` messages,
+    returning each one's message id and what chat.feed.live_cursor takes."""
+    key = (f"changes/{rows}", connection.vendor)
+    sql = _statements.get(key)
+    if sql is None:
+        quote = connection.ops.quote_name
+        change = ChatChange._meta
+        columns = ", ".join(quote(change.get_field(name).column) for name in ("kind", "at", "room", "message", "user"))
+        values = ", ".join(["(%s, %s, %s, %s, %s)"] * rows)
+        sql = (f"INSERT INTO {quote(change.db_table)} ({columns}) VALUES {values} "
+               f"RETURNING {quote('message_id')}, {feed.returning(connection)}")
         _statements[key] = sql
     return sql
 
@@ -145,16 +170,21 @@ class NewMessage(NamedTuple):
     author: object  # a user instance (see `user`)
     room_uuid: uuid.UUID
     text: str
-    client_uuid: str
+    client_uuid: str | None
 
 
-def insert_messages(new: Sequence[NewMessage]) -> list[ChatMessage]:
-    """Insert several messages in one statement (and so one transaction, in autocommit), in this
-    order; returns them as insert_message does, in the same order.
+class Inserted(NamedTuple):
+    message: ChatMessage
+    cursor: str  # for the live reply (chat.feed.live_cursor)
 
-    Every message has a client uuid; raises IntegrityError, and stores none of them, if one of
-    them (a retry) is stored already, or two of them are the same. Run inside a savepoint when the
-    caller is in a transaction, as insert_message.
+
+def insert_messages(new: Sequence[NewMessage], kind: ChatChange.Kind = ChatChange.Kind.NEW_MESSAGE) -> list[Inserted]:
+    """Insert messages and their changes in the feed, in one transaction (on PostgreSQL one
+    statement), in this order; returns each one's saved instance, its author attached, and cursor.
+
+    Raises IntegrityError, and stores none of them, if one of them (a retry: same author and
+    client uuid) is stored already, or two of them are the same; so that a failed insert leaves the
+    caller's transaction usable, run it inside a savepoint when the caller is in a transaction.
     """
     connection = _connection()
     created = timezone.now()
@@ -163,26 +193,38 @@ def insert_messages(new: Sequence[NewMessage]) -> list[ChatMessage]:
     for message in new:
         values += _prepared_row(connection, message.author, message.room_uuid, at, message.text, message.client_uuid)
     with connection.cursor() as cursor:
-        cursor.execute(_insert_sql(connection, len(new)), values)
-        ids = {(user_id, client_uuid): message_id for message_id, user_id, client_uuid in cursor.fetchall()}
-    return [_stored(connection, ids[(message.author.pk, message.client_uuid)], message.author, message.room_uuid,
-                    created, message.text, message.client_uuid) for message in new]
+        if feed.by_transaction(connection):
+            cursor.execute(_insert_sql(connection, len(new)), [*values, kind.value, at])
+            rows = cursor.fetchall()
+        else:
+            with transaction.atomic(using=connection.alias):
+                cursor.execute(_insert_sql(connection, len(new)), values)
+                messages = cursor.fetchall()
+                changes: list = []
+                for message_id, user_id, _, room_id in messages:
+                    changes += [kind.value, at, room_id, message_id, user_id]
+                cursor.execute(_changes_sql(connection, len(messages)), changes)
+                cursors = {message_id: (change_id, xid, horizon) for message_id, change_id, xid, horizon
+                           in cursor.fetchall()}
+            rows = [(message_id, user_id, client_uuid, *cursors[message_id])
+                    for message_id, user_id, client_uuid, _ in messages]
+    # The author and client uuid say which message a row is: a uuid is unique to its author, and
+    # a message without one comes alone.
+    stored = {(user_id, client_uuid): (message_id, feed.live_cursor(connection, change_id, xid, horizon))
+              for message_id, user_id, client_uuid, change_id, xid, horizon in rows}
+    inserted = []
+    for message in new:
+        message_id, cursor = stored[(message.author.pk, message.client_uuid)]
+        inserted.append(Inserted(_stored(connection, message_id, message.author, message.room_uuid, created,
+                                         message.text, message.client_uuid), cursor))
+    return inserted
 
 
-def insert_message(author, room_uuid: uuid.UUID, text: str, client_uuid: str | None) -> ChatMessage:
-    """Insert one message and return it as a saved instance, its author attached.
-
-    Raises IntegrityError for a (user, client uuid) already stored. Run inside a transaction or
-    savepoint when the caller is in one (a failed statement must not spoil it, on PostgreSQL).
-    """
-    connection = _connection()
-    insert_sql = _insert_sql(connection)
-    created = timezone.now()
-    prepared = _prepared_row(connection, author, room_uuid, _prepared_time(created, connection), text, client_uuid)
-    with connection.cursor() as cursor:
-        cursor.execute(insert_sql, prepared)
-        message_id = cursor.fetchone()[0] if connection.features.can_return_columns_from_insert else cursor.lastrowid
-    return _stored(connection, message_id, author, room_uuid, created, text, client_uuid)
+def insert_message(author, room_uuid: uuid.UUID, text: str, client_uuid: str | None,
+                   kind: ChatChange.Kind = ChatChange.Kind.NEW_MESSAGE) -> Inserted:
+    """Insert one message and its change (insert_messages for one; its client uuid may be None)."""
+    [inserted] = insert_messages([NewMessage(author, room_uuid, text, client_uuid)], kind)
+    return inserted
 
 
 def _prepared_time(created, connection):
@@ -202,9 +244,10 @@ def _stored(connection, message_id: int, author, room_uuid: uuid.UUID, created, 
     """A message just inserted, as a saved instance with its author attached."""
     meta = ChatMessage._meta
     row = {meta.pk.attname: message_id, "user_id": author.pk, "room_id": room_uuid, "date_created": created,
-           "text": text, "client_uuid": client_uuid}
+           "text": text, "client_uuid": client_uuid, "edited_at": None, "deleted": False}
     message = ChatMessage.from_db(connection.alias, list(row), [row[field.attname] for field in meta.concrete_fields])
     ChatMessage.user.field.set_cached_value(message, author)
+    reactions.attach(message, [])
     return message
 
 

@@ -10,7 +10,7 @@ from typing import Sequence
 
 from django.contrib.auth.models import AbstractBaseUser
 
-from chat import reading, replies, rooms, services
+from chat import catchup, lifecycle, reading, replies, rooms, services
 from chat.serializers import MessageSerializer, RoomSerializer, UserSerializer
 
 from .actions import Request, action, registry
@@ -95,7 +95,8 @@ def add_members(request: Request) -> HandlerResult:
 @action("leave_room")
 def leave_room(request: Request) -> HandlerResult:
     departure = rooms.leave_room(request.user, request.get("room"))
-    return HandlerResult(replies.member_left(request.data, request.user), send_to=departure.notify_ids)
+    return HandlerResult(replies.member_left(request.data, request.user, departure.cursor),
+                         send_to=departure.notify_ids)
 
 
 @action("direct_message", retry=True)
@@ -137,8 +138,39 @@ def who_is_online(request: Request) -> HandlerResult:
     return HandlerResult(request.success(online=sorted(members[pk] for pk in online if pk in members)))
 
 
+# With `since` (a cursor), every change the user missed; with `after` (version 1), new messages only.
 @action("sync", retry=True)
 def sync(request: Request) -> HandlerResult:
+    if "since" in request.data:
+        caught_up = catchup.sync_since(request.user, request.get("since"), request.get("limit"))
+        return HandlerResult(request.success(events=caught_up.events, cursor=caught_up.cursor,
+                                             has_more=caught_up.has_more))
     page = reading.sync(request.user, request.get("after"), request.get("limit"))
     return HandlerResult(request.success(messages=MessageSerializer(page.messages, many=True).data,
                                          has_more=page.has_more))
+
+
+# The changes of a message: retried with the same uuid, the change is found done and not made again.
+@action("edit_message", retry=True)
+def edit_message(request: Request) -> HandlerResult:
+    changed = lifecycle.edit_message(request.user, request.get("message"), request.get("text"), request.get("uuid"))
+    return HandlerResult(replies.message_changed(request.data, changed), send_to=changed.member_ids)
+
+
+@action("delete_message", retry=True)
+def delete_message(request: Request) -> HandlerResult:
+    changed = lifecycle.delete_message(request.user, request.get("message"), request.get("uuid"))
+    return HandlerResult(replies.message_changed(request.data, changed), send_to=changed.member_ids)
+
+
+@action("add_reaction", retry=True)
+def add_reaction(request: Request) -> HandlerResult:
+    changed = lifecycle.add_reaction(request.user, request.get("message"), request.get("emoji"), request.get("uuid"))
+    return HandlerResult(replies.message_changed(request.data, changed), send_to=changed.member_ids)
+
+
+@action("remove_reaction", retry=True)
+def remove_reaction(request: Request) -> HandlerResult:
+    changed = lifecycle.remove_reaction(request.user, request.get("message"), request.get("emoji"),
+                                        request.get("uuid"))
+    return HandlerResult(replies.message_changed(request.data, changed), send_to=changed.member_ids)
