@@ -50,6 +50,40 @@ test("two clients chat through the gateway, and the catalogue says what is resen
   }
 });
 
+test("an edit, a reaction and a deletion reach the other client as messagechange, and each client keeps a cursor", { skip: !REAL_STACK && "no stack: run through tests/e2e/test_js_client.py" }, async () => {
+  const alice = await started(env("CHAT_WS_URL_A"), env("CHAT_TOKEN_A"));
+  const bob = await started(env("CHAT_WS_URL_B"), env("CHAT_TOKEN_B"));
+  try {
+    const room = env("CHAT_ROOM");
+    assert.equal(typeof alice.cursor, "string");  // taken from now, before anything else
+    const sent = await alice.sendMessage(room, "to be edited");
+    assert.deepEqual([sent.edited_at, sent.deleted, sent.reactions], [null, false, []]);
+    const before = alice.cursor;
+
+    const heardEdit = nextEvent(bob, "messagechange", ({ message }) => message.id === sent.id && message.text === "edited");
+    const edited = await alice.editMessage(sent.id, "edited");
+    assert.equal(typeof edited.edited_at, "number");
+    const { action, source } = await heardEdit;
+    assert.deepEqual([action, source], ["edit_message", "live"]);
+    assert.notEqual(alice.cursor, before);  // the edit's reply carried the cursor of its change
+    await assert.rejects(bob.editMessage(sent.id, "not yours"), (error) => error.code === "forbidden");
+
+    const heardReaction = nextEvent(alice, "messagechange", ({ action: name }) => name === "add_reaction");
+    const reacted = await bob.addReaction(sent.id, "👍");
+    assert.deepEqual(reacted.reactions, [{ emoji: "👍", users: [bob.user.username] }]);
+    assert.deepEqual((await heardReaction).message.reactions, reacted.reactions);
+
+    const heardDeletion = nextEvent(bob, "messagechange", ({ action: name }) => name === "delete_message");
+    const deleted = await alice.deleteMessage(sent.id);
+    assert.deepEqual([deleted.deleted, deleted.text, deleted.reactions], [true, "", []]);
+    assert.equal((await heardDeletion).message.deleted, true);
+    await assert.rejects(alice.editMessage(sent.id, "too late"), (error) => error.code === "message_deleted");
+  } finally {
+    alice.stop();
+    bob.stop();
+  }
+});
+
 // --- without a server: chat-client.js against FakeSocket (tests/js/fake-socket.mjs) ---------------
 
 // A test's body, given `newClient(options)`: a client on FakeSocket, stopped after the test.
