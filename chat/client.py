@@ -142,6 +142,17 @@ class ChatClient:
                 return messages
             after = reply["messages"][-1]["id"]
 
+    async def changes(self, since: str, limit: int = 200) -> tuple[list[dict[str, Any]], str]:
+        """Every change after cursor `since` ("": from now) as `sync`'s events, paging while
+        `has_more`, and the cursor to resume from next time."""
+        events: list[dict[str, Any]] = []
+        while True:
+            reply = await self.request("sync", since=since, limit=limit)
+            events += reply["events"]
+            since = reply["cursor"]
+            if not reply.get("has_more"):
+                return events, since
+
     def on(self, event: str, handler: Callable[[dict[str, Any]], Any]) -> Callable[[], None]:
         """Call `handler(data)` for each `{"action": "event", "event": event}` frame (a server-side
         publish) instead of buffering it; returns a function that removes the handler."""

@@ -1,8 +1,9 @@
 """The statements on the chat's hot paths, built once and run many times.
 
 A new message is two statements: the room's members (joined with their accounts, so the
-sender's state comes in the same round trip) and the insert; messages that a worker answers
-together share those two (the members of all their rooms; one insert of many rows). A
+sender's state comes in the same round trip) and the insert, which writes the message's change in
+the feed too (chat.feed; on SQLite a third statement does, in the same transaction); messages that
+a worker answers together share those (the members of all their rooms; one insert of many rows). A
 connection's authenticate is one (the token joined with its user), shared in the same way. Built through the ORM on
 every call, each cost several times more in Python than in the database (measured with the
 worker's profile, docs/performance.md); so the SQL is made once per database backend (and
@@ -159,6 +160,12 @@ def rooms_members(room_uuids: Collection[uuid.UUID]) -> dict[uuid.UUID, list[Mem
         for row in cursor.fetchall():
             members[by_value[row[0]]].append(Member(row[1], bool(row[2]), row[3:]))
     return members
+
+
+def insert_statements(connection=None) -> int:
+    """How many statements `insert_messages` runs: one on PostgreSQL, which writes the feed's rows
+    in the same statement; two elsewhere (the messages, then their changes)."""
+    return 1 if feed.by_transaction(connection or _connection()) else 2
 
 
 def can_insert_messages(connection=None) -> bool:

@@ -192,3 +192,22 @@ def test_a_refused_authentication_is_an_error():
                 await client.close()
 
     assert asyncio.run(run()) == "invalid_token"
+
+
+def test_changes_pages_by_cursor_until_has_more_is_false():
+    pages = {"": ([], "c0", False), "c0": ([{"action": "edit_message", "cursor": "c1"}], "c1", True),
+             "c1": ([{"action": "add_reaction", "cursor": "c2"}], "c2", False)}
+
+    async def answer(ws, frame):
+        events, cursor, more = pages[frame["since"]]
+        await ws.send_json(ok(frame, events=events, cursor=cursor, has_more=more))
+
+    async def body(client, gateway):
+        start = await client.changes("")
+        caught_up = await client.changes(start[1], limit=1)
+        return start, caught_up, [(f["since"], f.get("limit")) for f in gateway.frames[1:]]
+
+    start, caught_up, sent = scenario(answer, body)
+    assert start == ([], "c0")
+    assert caught_up == ([{"action": "edit_message", "cursor": "c1"}, {"action": "add_reaction", "cursor": "c2"}], "c2")
+    assert sent == [("", 200), ("c0", 1), ("c1", 1)]

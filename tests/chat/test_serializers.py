@@ -20,7 +20,8 @@ def message(make_user, make_room):
 
 def test_message_has_the_protocol_shape(message):
     data = MessageSerializer(message).data
-    assert set(data) == {"id", "user", "room", "timestamp", "text"}
+    assert set(data) == {"id", "user", "room", "timestamp", "text", "edited_at", "deleted", "reactions"}
+    assert (data["edited_at"], data["deleted"], data["reactions"]) == (None, False, [])
     assert data["id"] == message.pk
     assert data["user"] == {"username": "alice"}
     assert re.fullmatch(r"[0-9a-f]{32}", data["room"])
@@ -42,6 +43,9 @@ def test_serialized_message_is_plain_json(message):
         "room": message.room.pk.hex,
         "timestamp": data["timestamp"],
         "text": "héllo",
+        "edited_at": None,
+        "deleted": False,
+        "reactions": [],
     }
 
 

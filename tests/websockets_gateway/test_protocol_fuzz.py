@@ -40,6 +40,7 @@ ACTIONS = ("authenticate", "select_room", "new_message", "list_rooms", "create_r
 ERROR_CODES = frozenset({
     "invalid_message_format", "invalid_action", "invalid_token", "authentication_required", "invalid_room_id",
     "empty_text", "text_too_long", "invalid_user", "forbidden", "rate_limited", "timeout", "server_error",
+    "invalid_message_id", "message_deleted", "invalid_emoji", "cursor_expired",
 })
 
 # -- strategies -------------------------------------------------------------------------------------

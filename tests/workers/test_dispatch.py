@@ -23,7 +23,7 @@ from workers.actions import registry
 
 REPLY_TO = "gateway-1-replies"
 RESPONSE_TOPIC = "worker_response_test"
-MESSAGE_KEYS = {"id", "user", "room", "timestamp", "text"}
+MESSAGE_KEYS = {"id", "user", "room", "timestamp", "text", "edited_at", "deleted", "reactions"}
 
 
 def bus_request(action: str, user=None, **fields: Any) -> dict[str, Any]:
@@ -226,7 +226,8 @@ class TestNewMessage:
         assert envelope["send_to"] == sorted([alice.pk, bob.pk, carol.pk])
         assert envelope["session_data"] is None
         response = envelope["response"]
-        assert set(response) == {"uuid", "action", "room", "status", "message"}
+        assert set(response) == {"uuid", "action", "room", "status", "message", "cursor"}
+        assert isinstance(response["cursor"], str)
         assert (response["uuid"], response["action"], response["room"], response["status"]) == (
             request["uuid"], "new_message", room.pk.hex, "success")
         message = response["message"]

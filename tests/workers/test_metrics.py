@@ -17,7 +17,8 @@ def test_the_workers_error_codes_and_the_gateways_are_the_protocols():
     # The workers count a status by their catalogue's codes; the gateway by those and its own.
     assert registry.error_codes() | protocol.GATEWAY_ERROR_CODES == {
         "invalid_message_format", "invalid_action", "invalid_token", "authentication_required", "invalid_room_id",
-        "empty_text", "text_too_long", "invalid_user", "forbidden", "rate_limited", "timeout", "server_error"}
+        "empty_text", "text_too_long", "invalid_user", "forbidden", "rate_limited", "timeout", "server_error",
+        "invalid_message_id", "message_deleted", "invalid_emoji", "cursor_expired"}
 
 
 def test_action_labels_are_the_registrys_actions_or_unknown():
