@@ -24,11 +24,14 @@ ORIGIN = "http://chat.test"
 SCENARIO_BOUND_MS = 20_000
 
 # A WebSocket look-alike: `FakeSocket.server(socket, frame)` answers what the client sends (set by
-# each scenario); every socket made is in `FakeSocket.sockets`, with the frames it was sent.
+# each scenario), but for `sync`, which `FakeSocket.feed(socket, frame)` answers: by default with
+# no events and a cursor (the one asked from, or "c0" from now), what every client's first
+# authentication needs; every socket made is in `FakeSocket.sockets`, with the frames it was sent.
 FAKE_SOCKET = """
 class FakeSocket {
   static sockets = [];
   static server = () => {};
+  static feed = (socket, frame) => socket.reply(ok(frame, { events: [], cursor: frame.since || "c0", has_more: false }));
   constructor(url, protocols) {
     this.url = url;
     this.protocols = protocols;
@@ -40,7 +43,7 @@ class FakeSocket {
   send(data) {
     const frame = JSON.parse(data);
     this.sent.push(frame);
-    setTimeout(() => FakeSocket.server(this, frame), 0);
+    setTimeout(() => (frame.action === "sync" ? FakeSocket.feed : FakeSocket.server)(this, frame), 0);
   }
   reply(frame) {
     if (this.readyState === 1) this.onmessage?.({ data: JSON.stringify(frame) });
@@ -56,7 +59,15 @@ const ok = (frame, extra = {}) => ({ uuid: frame.uuid, action: frame.action, sta
 const signedIn = (frame) => ok(frame, { user: { username: "alice" }, actions: CATALOGUE });
 const fail = (frame, code) => ({ uuid: frame.uuid, action: frame.action, status: "error", error_code: code,
                                  error_message: code });
-const msg = (id, text = `m${id}`, room = "r1") => ({ id, user: { username: "bob" }, room, timestamp: 1e9 + id, text });
+const msg = (id, text = `m${id}`, room = "r1") => ({ id, user: { username: "bob" }, room, timestamp: 1e9 + id, text,
+                                                     edited_at: null, deleted: false, reactions: [] });
+// A sync reply's events: new_message events of these messages, each with its cursor "e<id>".
+const events = (messages) => messages.map((m) => ({ action: "new_message", room: m.room, message: m, cursor: `e${m.id}` }));
+// A sync reply: the events of `messages`, the cursor of the last (or the one asked from).
+const page = (frame, messages, hasMore = false) => ok(frame, {
+  events: events(messages), cursor: messages.length ? `e${messages.at(-1).id}` : frame.since, has_more: hasMore });
+// A live new_message reply of someone else's, with its cursor "c<id>".
+const live = (m) => ({ uuid: "theirs", action: "new_message", status: "success", room: m.room, message: m, cursor: `c${m.id}` });
 // A list_rooms reply: room r1, its newest message `lastId`.
 const oneRoom = (frame, lastId) => ok(frame, { rooms: [
   { id: "r1", name: "R", is_direct: false, members: [], last_message: msg(lastId), unread_count: 0 }] });
@@ -80,7 +91,8 @@ const dropAndCatchUp = async (code) => {
   const ready = await nextEvent(client, "ready");
   return { ids, ready };
 };
-const syncAfters = () => FakeSocket.sockets.map((s) => s.sent.filter((f) => f.action === "sync").map((f) => f.after));
+// The cursor each connection's syncs were sent from ("": the first, from now).
+const syncSinces = () => FakeSocket.sockets.map((s) => s.sent.filter((f) => f.action === "sync").map((f) => f.since));
 const nextEvent = (target, type) => new Promise((resolve) => target.addEventListener(type, (e) => resolve(e.detail), { once: true }));
 const { ChatClient, ChatError, backoffDelay, SUBPROTOCOL } = await import("/static/chat/chat-client.js");
 const newClient = (options = {}) => new ChatClient({
@@ -141,136 +153,176 @@ def test_backoff_doubles_up_to_its_cap_with_jitter(chromium_executable):
     assert delays == [[c // 2, c] for c in ceilings]
 
 
-def test_a_message_whose_reply_was_lost_is_sent_again_with_its_uuid_then_sync_from_the_last_seen(chromium_executable):
+def test_a_message_whose_reply_was_lost_is_sent_again_with_its_uuid_then_sync_from_the_cursor(chromium_executable):
     result = in_browser(chromium_executable, """
         let stored = null;
         FakeSocket.server = (socket, frame) => {
           const first = socket === FakeSocket.sockets[0];
           if (frame.action === "authenticate") socket.reply(signedIn(frame));
-          else if (frame.action === "list_rooms") socket.reply(oneRoom(frame, 7));
+          else if (frame.action === "list_rooms") socket.reply(oneRoom(frame, 6));
           else if (frame.action === "new_message" && first) socket.close(1006, "");  // no reply
           else if (frame.action === "new_message") {
             stored = stored || msg(9, frame.text);
-            socket.reply(ok(frame, { room: "r1", message: stored }));
-          } else if (frame.action === "sync") {
-            socket.reply(ok(frame, { messages: [msg(8), msg(9, "hello")].filter((m) => m.id > frame.after), has_more: false }));
+            socket.reply(ok(frame, { room: "r1", message: stored, cursor: "c9" }));
           }
         };
+        FakeSocket.feed = (socket, frame) => socket.reply(frame.since === ""
+          ? ok(frame, { events: [], cursor: "c0", has_more: false })
+          : page(frame, [msg(8), msg(9, "hello")]));
         const client = newClient();
-        const events = [];
+        const seen = [];
         const states = [];
-        client.addEventListener("message", (e) => events.push([e.detail.message.id, e.detail.source, e.detail.uuid]));
+        const cursors = [];
+        client.addEventListener("message", (e) => { seen.push([e.detail.message.id, e.detail.source, e.detail.uuid]); cursors.push(client.cursor); });
         client.addEventListener("state", (e) => states.push(e.detail.state));
-        client.addEventListener("ready", (e) => events.push(["ready", e.detail.reconnected]));
+        client.addEventListener("ready", (e) => seen.push(["ready", e.detail.reconnected]));
         client.start();
         await nextEvent(client, "ready");
         await client.listRooms();
+        FakeSocket.sockets[0].reply(live(msg(7)));
         const sent = await client.sendMessage("r1", "hello", { uuid: "uuid-1" });
         await nextEvent(client, "ready");
         return {
-          sent, events, states: [...new Set(states)], lastSeen: client.lastSeenId,
-          frames: FakeSocket.sockets.map((socket) => socket.sent.map((f) => [f.action, f.uuid === "uuid-1" ? "uuid-1" : null, f.after ?? null])),
+          sent, seen, cursors, states: [...new Set(states)], cursor: client.cursor,
+          frames: FakeSocket.sockets.map((socket) => socket.sent.map((f) => [f.action, f.uuid === "uuid-1" ? "uuid-1" : null, f.since ?? null])),
         };
     """)
     assert result["sent"]["id"] == 9
-    # The first connection lost the reply; the second authenticated, sent the same uuid again, and
-    # only then asked for what came after the newest message seen before the loss (7).
+    # The first connection took a cursor from now before anything else, then lost the reply; the
+    # second authenticated, sent the same uuid again, and only then asked for every change after
+    # the last one processed before the loss (7's): not after the retry's, which came after the gap.
     assert result["frames"] == [
-        [["authenticate", None, None], ["list_rooms", None, None], ["new_message", "uuid-1", None]],
-        [["authenticate", None, None], ["new_message", "uuid-1", None], ["sync", None, 7]],
+        [["authenticate", None, None], ["sync", None, ""], ["list_rooms", None, None], ["new_message", "uuid-1", None]],
+        [["authenticate", None, None], ["new_message", "uuid-1", None], ["sync", None, "c7"]],
     ]
     # Each message once: 9 from the retry's reply, 8 from the sync (9 again there is skipped).
-    assert result["events"] == [["ready", False], [9, "live", "uuid-1"], [8, "sync", None], ["ready", True]]
+    assert result["seen"] == [["ready", False], [7, "live", "theirs"], [9, "live", "uuid-1"], [8, "sync", None],
+                              ["ready", True]]
+    assert result["cursors"][:2] == ["c0", "c7"]  # a live reply's cursor, taken once it is processed
     assert result["states"] == ["connecting", "connected", "reconnecting"]
-    assert result["lastSeen"] == 9
+    assert result["cursor"] == "e9"
 
 
 def test_every_connection_asks_for_the_subprotocol_chat_v1(chromium_executable):
     asked = in_browser(chromium_executable, """
-        FakeSocket.server = gateway(3, { sync: (socket, frame) => socket.reply(ok(frame, { messages: [], has_more: false })) });
+        FakeSocket.server = gateway(3, {});
         const { ready } = await dropAndCatchUp(1006);
         return { reconnected: ready.reconnected, protocols: FakeSocket.sockets.map((socket) => socket.protocols),
-                 exported: SUBPROTOCOL };
+                 exported: SUBPROTOCOL, sinces: syncSinces() };
     """)
-    # The first connection and the one after the loss.
-    assert asked == {"reconnected": True, "protocols": ["chat.v1", "chat.v1"], "exported": "chat.v1"}
+    # The first connection and the one after the loss; the second catches up from the first's cursor.
+    assert asked == {"reconnected": True, "protocols": ["chat.v1", "chat.v1"], "exported": "chat.v1",
+                     "sinces": [[""], ["c0"]]}
 
 
 def test_sync_pages_until_nothing_more_and_resumes_after_a_loss_from_where_it_was(chromium_executable):
     result = in_browser(chromium_executable, """
         let syncs = 0;
-        FakeSocket.server = gateway(10, { sync: (socket, frame) => {
+        FakeSocket.server = gateway(10, {});
+        FakeSocket.feed = (socket, frame) => {
+          if (frame.since === "") { socket.reply(ok(frame, { events: [], cursor: "e10", has_more: false })); return; }
           syncs += 1;
           if (syncs === 2) { socket.close(1006, ""); return; }  // lost in the middle of the catch-up
-          const page = [1, 2].map((n) => msg(frame.after + n));
-          socket.reply(ok(frame, { messages: page, has_more: frame.after + 2 < 16 }));
-        } });
+          // The fake's own cursors are "e<id>"; the client never reads them.
+          const after = Number(frame.since.slice(1));
+          socket.reply(page(frame, [1, 2].map((n) => msg(after + n)), after + 2 < 16));
+        };
         const { ids } = await dropAndCatchUp(1001);
-        return { ids, afters: syncAfters() };
+        return { ids, sinces: syncSinces() };
     """)
-    # The first catch-up got 11 and 12, then its connection went: the next one goes on from 12 (what
-    # it had finished), until has_more is false.
-    assert result["afters"] == [[], [10, 12], [12, 14]]
+    # The first catch-up got 11 and 12, then its connection went: the next one goes on from 12's
+    # cursor (what it had processed), until has_more is false.
+    assert result["sinces"] == [[""], ["e10", "e12"], ["e12", "e14"]]
     assert result["ids"] == [11, 12, 13, 14, 15, 16]
 
 
 def test_a_catch_up_that_fails_on_an_open_connection_is_done_again_on_a_new_one(chromium_executable):
     result = in_browser(chromium_executable, """
         let syncs = 0;
-        FakeSocket.server = gateway(4, { sync: (socket, frame) => {
+        FakeSocket.server = gateway(4, {});
+        FakeSocket.feed = (socket, frame) => {
+          if (frame.since === "") { socket.reply(ok(frame, { events: [], cursor: "e4", has_more: false })); return; }
           syncs += 1;
-          socket.reply(syncs === 1 ? fail(frame, "server_error") : ok(frame, { messages: [msg(5)], has_more: false }));
-        } });
+          socket.reply(syncs === 1 ? fail(frame, "server_error") : page(frame, [msg(5)]));
+        };
         const { ids, ready } = await dropAndCatchUp(4008);
-        return { ids, reconnected: ready.reconnected, sockets: FakeSocket.sockets.length, afters: syncAfters() };
+        return { ids, reconnected: ready.reconnected, sockets: FakeSocket.sockets.length, sinces: syncSinces() };
     """)
-    assert result == {"ids": [5], "reconnected": True, "sockets": 3, "afters": [[], [4], [4]]}
+    assert result == {"ids": [5], "reconnected": True, "sockets": 3, "sinces": [[""], ["e4"], ["e4"]]}
+
+
+def test_a_cursor_the_feed_no_longer_keeps_is_replaced_by_one_from_now_and_the_page_told_to_reload(
+        chromium_executable):
+    result = in_browser(chromium_executable, """
+        FakeSocket.server = gateway(4, {});
+        FakeSocket.feed = (socket, frame) => socket.reply(frame.since === "c4" ? fail(frame, "cursor_expired")
+          : ok(frame, { events: [], cursor: `fresh${FakeSocket.sockets.length}`, has_more: false }));
+        const client = newClient();
+        const seen = [];
+        client.addEventListener("expired", () => seen.push(["expired", client.cursor]));
+        client.addEventListener("ready", (e) => seen.push(["ready", e.detail.reconnected]));
+        client.start();
+        await nextEvent(client, "ready");
+        FakeSocket.sockets[0].reply(live(msg(4)));
+        FakeSocket.sockets[0].close(1006, "");
+        await nextEvent(client, "ready");
+        return { seen, sinces: syncSinces(), sockets: FakeSocket.sockets.length };
+    """)
+    # A fresh cursor first, then `expired` (the page loads its rooms and the open room again).
+    assert result == {"seen": [["ready", False], ["expired", "fresh2"], ["ready", True]],
+                      "sinces": [[""], ["c4", ""]], "sockets": 2}
 
 
 # The gateway's own frame after its Redis subscription came back: no uuid.
 RESYNC = 'const resync = { action: "resync", reason: "bus gap" };'
 
 
-def test_a_resync_is_answered_with_one_sync_from_the_newest_id_after_its_jitter_on_the_same_connection(
+def test_a_resync_is_answered_with_one_sync_from_the_cursor_after_its_jitter_on_the_same_connection(
         chromium_executable):
     result = in_browser(chromium_executable, RESYNC + """
-        FakeSocket.server = gateway(7, { sync: (socket, frame) => socket.reply(ok(frame, {
-          messages: [msg(8), msg(9), msg(10)].filter((m) => m.id > frame.after), has_more: false })) });
+        FakeSocket.server = gateway(7, {});
+        const all = [msg(8), msg(9), msg(10)];
+        FakeSocket.feed = (socket, frame) => socket.reply(frame.since === ""
+          ? ok(frame, { events: [], cursor: "c0", has_more: false })
+          : page(frame, all.slice(all.findIndex((m) => `c${m.id - 1}` === frame.since))));
         const client = newClient({ resyncJitter: 40, random: () => 0.5 });
-        const events = [];
-        client.addEventListener("message", (e) => events.push([e.detail.message.id, e.detail.source]));
-        client.addEventListener("resync", (e) => events.push(["resync", e.detail.reason, e.detail.syncIn]));
-        client.addEventListener("ready", (e) => events.push(["ready", e.detail.reconnected, e.detail.resynced]));
+        const seen = [];
+        client.addEventListener("message", (e) => seen.push([e.detail.message.id, e.detail.source]));
+        client.addEventListener("resync", (e) => seen.push(["resync", e.detail.reason, e.detail.syncIn]));
+        client.addEventListener("ready", (e) => seen.push(["ready", e.detail.reconnected, e.detail.resynced]));
         client.start();
         await nextEvent(client, "ready");
         await client.listRooms();
         const socket = FakeSocket.sockets[0];
+        socket.reply(live(msg(7)));
         const caughtUp = nextEvent(client, "ready");
         socket.reply(resync);
-        // After the gap, live again: 10 arrives before the catch-up, which still starts at 7.
-        socket.reply({ uuid: "theirs", action: "new_message", status: "success", room: "r1", message: msg(10) });
+        // After the gap, live again: 10 arrives before the catch-up, which still starts at 7's cursor.
+        socket.reply(live(msg(10)));
+        const during = client.cursor;
         socket.reply(resync);  // one catch-up is waiting already: nothing more
         await caughtUp;
-        return { events, afters: syncAfters(), sockets: FakeSocket.sockets.length, state: client.state,
-                 lastSeen: client.lastSeenId };
+        return { seen, during, sinces: syncSinces(), sockets: FakeSocket.sockets.length, state: client.state,
+                 cursor: client.cursor };
     """)
-    assert result["afters"] == [[7]]
+    assert result["sinces"] == [["", "c7"]]
     assert result["sockets"] == 1 and result["state"] == "connected"
     # The jitter is drawn once (0.5 of 40 ms); each message once, 10 live, 8 and 9 from the sync.
-    assert result["events"] == [["ready", False, False], ["resync", "bus gap", 20], [10, "live"],
-                                [8, "sync"], [9, "sync"], ["ready", False, True]]
-    assert result["lastSeen"] == 10
+    assert result["seen"] == [["ready", False, False], [7, "live"], ["resync", "bus gap", 20], [10, "live"],
+                              [8, "sync"], [9, "sync"], ["ready", False, True]]
+    assert result["during"] == "c7" and result["cursor"] == "e10"
 
 
 def test_a_resync_during_a_catch_up_brings_one_more_sync_from_where_it_got_to(chromium_executable):
     result = in_browser(chromium_executable, RESYNC + """
         let syncs = 0;
-        FakeSocket.server = gateway(7, { sync: (socket, frame) => {
+        FakeSocket.server = gateway(7, {});
+        FakeSocket.feed = (socket, frame) => {
+          if (frame.since === "") { socket.reply(ok(frame, { events: [], cursor: "e7", has_more: false })); return; }
           syncs += 1;
           if (syncs === 1) socket.reply(resync);  // a second gap while the first catch-up runs
-          const all = syncs === 1 ? [msg(8)] : [msg(8), msg(9)];
-          socket.reply(ok(frame, { messages: all.filter((m) => m.id > frame.after), has_more: false }));
-        } });
+          socket.reply(page(frame, syncs === 1 ? [msg(8)] : [msg(9)]));
+        };
         const client = newClient({ resyncJitter: 10 });
         const ids = [];
         client.addEventListener("message", (e) => ids.push(e.detail.message.id));
@@ -280,32 +332,35 @@ def test_a_resync_during_a_catch_up_brings_one_more_sync_from_where_it_got_to(ch
         FakeSocket.sockets[0].reply(resync);
         await nextEvent(client, "ready");
         await nextEvent(client, "ready");
-        return { ids, afters: syncAfters(), sockets: FakeSocket.sockets.length };
+        return { ids, sinces: syncSinces(), sockets: FakeSocket.sockets.length };
     """)
-    # The second catch-up starts where the first one got to (8), on the same connection.
-    assert result == {"ids": [8, 9], "afters": [[7, 8]], "sockets": 1}
+    # The second catch-up starts where the first one got to (8's cursor), on the same connection.
+    assert result == {"ids": [8, 9], "sinces": [["", "e7", "e8"]], "sockets": 1}
 
 
-def test_a_resync_before_the_room_list_is_ignored_and_one_cut_short_by_a_loss_is_the_reconnect_catch_up(
+def test_a_resync_before_the_first_cursor_is_ignored_and_one_cut_short_by_a_loss_is_the_reconnect_catch_up(
         chromium_executable):
     result = in_browser(chromium_executable, RESYNC + """
-        FakeSocket.server = gateway(7, { sync: (socket, frame) => socket.reply(ok(frame, {
-          messages: [msg(8)].filter((m) => m.id > frame.after), has_more: false })) });
+        FakeSocket.server = gateway(7, {});
+        FakeSocket.feed = (socket, frame) => {
+          // Before the first cursor: nothing to be complete about, the page loads after it.
+          if (frame.since === "") socket.reply(resync);
+          socket.reply(frame.since === "" ? ok(frame, { events: [], cursor: "e7", has_more: false }) : page(frame, [msg(8)]));
+        };
         const client = newClient({ resyncJitter: 100, random: () => 0.5 });
         const readies = [];
         client.addEventListener("ready", (e) => readies.push([e.detail.reconnected, e.detail.resynced]));
         client.start();
         await nextEvent(client, "ready");
-        FakeSocket.sockets[0].reply(resync);  // nothing shown yet: the room list is still to come
         await client.listRooms();
         FakeSocket.sockets[0].reply(resync);
         FakeSocket.sockets[0].close(1006, "");  // before the jitter's 50 ms are up
         await nextEvent(client, "ready");
         // Past the jitter of the first connection's catch-up, which must not run any more.
         await new Promise((resolve) => setTimeout(resolve, 150));
-        return { afters: syncAfters(), readies };
+        return { sinces: syncSinces(), readies };
     """)
-    assert result == {"afters": [[], [7]], "readies": [[False, False], [True, False]]}
+    assert result == {"sinces": [[""], ["e7"]], "readies": [[False, False], [True, False]]}
 
 
 def test_a_room_being_created_when_the_connection_drops_is_not_sent_again(chromium_executable):
@@ -323,7 +378,7 @@ def test_a_room_being_created_when_the_connection_drops_is_not_sent_again(chromi
     """)
     # Sending it again could make a second room: the caller is told instead.
     assert result == {"outcome": "connection_lost",
-                      "actions": [["authenticate", "create_room"], ["authenticate"]]}
+                      "actions": [["authenticate", "sync", "create_room"], ["authenticate", "sync"]]}
 
 
 def test_what_is_resent_is_what_the_servers_catalogue_says(chromium_executable):
@@ -332,10 +387,10 @@ def test_what_is_resent_is_what_the_servers_catalogue_says(chromium_executable):
     # the first authentication (the catalogue is not known yet), but for ping.
     result = in_browser(chromium_executable, """
         const catalogue = { approve_order: { retry: true }, cancel_order: { retry: false } };
-        let dropped = 0;
+        let approvals = 0;
         FakeSocket.server = (socket, frame) => {
           if (frame.action === "authenticate") socket.reply(ok(frame, { user: { username: "alice" }, actions: catalogue }));
-          else if (dropped < 2) { dropped += 1; socket.close(1006, ""); }
+          else if (frame.action === "cancel_order" || (frame.action === "approve_order" && ++approvals === 1)) socket.close(1006, "");
           else socket.reply(ok(frame));
         };
         const client = newClient();
@@ -343,17 +398,16 @@ def test_what_is_resent_is_what_the_servers_catalogue_says(chromium_executable):
         client.start();
         await nextEvent(client, "ready");
         const after = ["approve_order", "cancel_order", "new_message", "ping"].map((action) => client.mayRetry(action));
-        const approved = client.request("approve_order", { order: 7 }, { uuid: "a-1" }).then(() => "ok", (e) => e.code);
-        await nextEvent(client, "ready");
-        const cancelled = client.request("cancel_order", { order: 7 }, { uuid: "c-1" }).then(() => "ok", (e) => e.code);
-        return { before, after, approved: await approved, cancelled: await cancelled,
-                 sent: FakeSocket.sockets.map((s) => s.sent.filter((f) => f.action !== "authenticate").map((f) => f.uuid)) };
+        const approved = await client.request("approve_order", { order: 7 }, { uuid: "a-1" }).then(() => "ok", (e) => e.code);
+        const cancelled = await client.request("cancel_order", { order: 7 }, { uuid: "c-1" }).then(() => "ok", (e) => e.code);
+        return { before, after, approved, cancelled,
+                 sent: FakeSocket.sockets.map((s) => s.sent.filter((f) => f.action.endsWith("_order")).map((f) => f.uuid)) };
     """)
     assert result["before"] == [False, True]
     assert result["after"] == [True, False, False, True]
     assert result["approved"] == "ok"
     assert result["cancelled"] == "connection_lost"
-    assert result["sent"][:2] == [["a-1"], ["a-1", "c-1"]]
+    assert result["sent"][:2] == [["a-1"], ["a-1", "c-1"]]  # the third connection gets neither
 
 
 def test_a_timeout_error_is_retried_with_the_same_uuid_and_other_errors_are_not(chromium_executable):
@@ -411,7 +465,7 @@ def test_no_more_than_max_in_flight_requests_are_sent_at_once(chromium_executabl
         await Promise.all(Array.from({ length: 12 }, () => client.whoIsOnline("r1")));
         return { most, sent: FakeSocket.sockets[0].sent.length };
     """)
-    assert result == {"most": 4, "sent": 13}
+    assert result == {"most": 4, "sent": 14}  # authenticate, the first sync and the 12
 
 
 def test_broadcasts_become_events(chromium_executable):
@@ -422,6 +476,7 @@ def test_broadcasts_become_events(chromium_executable):
           const other = { uuid: "theirs", status: "success" };
           socket.reply({ ...other, action: "new_message", room: "r1", message: msg(3) });
           socket.reply({ ...other, action: "new_message", room: "r1", message: msg(3) });  // a retry's copy
+          socket.reply({ ...other, action: "edit_message", room: "r1", message: { ...msg(3, "edited"), edited_at: 2e9 } });
           socket.reply({ ...other, action: "typing", room: "r1", user: { username: "bob" } });
           socket.reply({ ...other, action: "create_room", room: { id: "r2", name: "New", is_direct: false, members: [], last_message: null, unread_count: 0 } });
           socket.reply({ ...other, action: "leave_room", room: "r1", user: { username: "bob" } });
@@ -430,14 +485,14 @@ def test_broadcasts_become_events(chromium_executable):
         };
         const client = newClient();
         const seen = [];
-        for (const type of ["message", "typing", "room", "leave", "read", "error"]) {
+        for (const type of ["message", "messagechange", "typing", "room", "leave", "read", "error"]) {
           client.addEventListener(type, (e) => seen.push([type, JSON.stringify(e.detail).slice(0, 40)]));
         }
         client.start();
         await nextEvent(client, "error");
         return seen.map(([type]) => type);
     """)
-    assert result == ["message", "typing", "room", "leave", "read", "error"]
+    assert result == ["message", "messagechange", "typing", "room", "leave", "read", "error"]
 
 
 COMPOSER_TEXTS = [

@@ -1,5 +1,6 @@
 // app.js: the chat page. Wires the protocol client (chat-client.js) to the room list, the open
-// room and the composer; reads its settings from the page's `chat-config` JSON element.
+// room and the composer (messages, edits, deletions, reactions); reads its settings from the
+// page's `chat-config` JSON element.
 
 import { ChatClient, newUuid } from "./chat-client.js";
 import { helpLines, parseInput } from "./commands.js";
@@ -65,8 +66,19 @@ const conversation = new Conversation({
   messages: byId("messages"),
   older: byId("load-older"),
   typing: byId("typing"),
-}, me, loadOlder);
-const composer = new Composer(byId("composer"), { onSubmit, onTyping });
+}, me, {
+  onLoadOlder: loadOlder,
+  onEdit: (message) => composer.startEdit(message),
+  onDelete: deleteMessage,
+  onReact: react,
+});
+const composer = new Composer(byId("composer"), byId("editing"), {
+  onSubmit,
+  onTyping,
+  onEditLast: () => conversation.lastOwn(),
+  onEdit: saveEdit,
+  onEditing: (id) => conversation.setEditing(id),
+});
 
 let presenceTimer = null;
 let markTimer = null;
@@ -222,6 +234,39 @@ function sendText(text) {
   }
 }
 
+// --- edits, deletions, reactions ---------------------------------------------------------
+
+/** A new state of a message, from a reply or an event: the list's preview and the open room. */
+function showChange(message) {
+  rooms.onChange(message);
+  if (message.room === conversation.roomId) conversation.update(message);
+  if (message.deleted && composer.editingId === message.id) composer.cancelEdit();
+}
+
+/** The composer's edit of message `id` (Enter); returns whether edit mode may end. */
+function saveEdit(id, text) {
+  const shown = conversation.message(id);
+  if (!text.trim()) {
+    conversation.notice("A message cannot be empty: Escape keeps it as it was, Delete removes it.", "error");
+    return false;
+  }
+  if (shown && shown.text === text) return true;  // nothing changed: nothing to send
+  client.editMessage(id, text).then(showChange,
+    (error) => conversation.notice(`Could not edit the message: ${error.message}`, "error"));
+  return true;
+}
+
+function deleteMessage(id) {
+  if (composer.editingId === id) composer.cancelEdit();
+  client.deleteMessage(id).then(showChange,
+    (error) => conversation.notice(`Could not delete the message: ${error.message}`, "error"));
+}
+
+function react(id, emoji, add) {
+  const done = add ? client.addReaction(id, emoji) : client.removeReaction(id, emoji);
+  done.then(showChange, (error) => conversation.notice(`Could not ${add ? "add" : "remove"} the reaction: ${error.message}`, "error"));
+}
+
 async function runCommand(command) {
   try {
     if (command.name === "help") {
@@ -302,6 +347,15 @@ client.addEventListener("message", ({ detail: { message, uuid } }) => {
     conversation.add([message], { ownUuid: uuid });
     markSeen();
   }
+});
+
+// Edited, deleted, reacted to: by anyone, live or caught up on by sync.
+client.addEventListener("messagechange", ({ detail: { message } }) => showChange(message));
+
+// The change feed no longer reaches back to this page's cursor: the client took a fresh one;
+// everything is loaded again (the room list comes with the `ready` that follows).
+client.addEventListener("expired", () => {
+  if (conversation.roomId) openRoom(conversation.roomId);
 });
 
 client.addEventListener("room", ({ detail: { room } }) => {

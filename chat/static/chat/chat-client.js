@@ -1,9 +1,9 @@
-// chat-client.js: the chat protocol (version 1) over one WebSocket, for any page. No DOM, no
+// chat-client.js: the chat protocol (version 1.1) over one WebSocket, for any page. No DOM, no
 // dependency: an EventTarget that connects, authenticates, reconnects with backoff and jitter,
-// `sync`s what it missed (after a reconnect, or when the gateway sends `resync`), and retries
-// what is safe to retry with the same uuid: the server says which actions those are, in the
-// `actions` catalogue of its authenticate reply, so a new action needs no change here. The
-// server's own events (`chat.publish`) reach `on(name, handler)`.
+// keeps the change feed's cursor and `sync`s from it what it missed (after a reconnect, or when
+// the gateway sends `resync`), and retries what is safe to retry with the same uuid: the server
+// says which actions those are, in the `actions` catalogue of its authenticate reply, so a new
+// action needs no change here. The server's own events (`chat.publish`) reach `on(name, handler)`.
 // The API is documented in docs/chat-page.md.
 
 /** The WebSocket subprotocol asked for: version 1 of the protocol (docs/protocol.md, "Versions and compatibility"). */
@@ -24,7 +24,8 @@ const DEFAULTS = {
   // taken for dead and replaced (a half-open TCP connection closes no socket by itself).
   heartbeatInterval: 25000,
   heartbeatTimeout: 10000,
-  // Message ids remembered to emit each message once (a retry's echo, sync after a live copy).
+  // Messages remembered (id and state) to emit each message once (a retry's echo, sync after a
+  // live copy) and each change of one once, the later state winning.
   seenIdsLimit: 5000,
   syncPageSize: 200,
   // After a `resync` frame the catch-up waits a random 0..resyncJitter ms: the gateway tells all
@@ -72,7 +73,30 @@ export function messagesIn(reply) {
   const rooms = Array.isArray(reply.rooms) ? reply.rooms : [];
   if (reply.room && typeof reply.room === "object") rooms.push(reply.room);
   for (const room of rooms) if (room.last_message) found.push(room.last_message);
+  if (Array.isArray(reply.events)) {
+    for (const event of reply.events) if (event && typeof event === "object") found.push(...messagesIn(event));
+  }
   return found.filter((message) => Number.isInteger(message?.id));
+}
+
+/** Actions whose reply carries a new state of a message that exists already. */
+export const CHANGE_ACTIONS = new Set(["edit_message", "delete_message", "add_reaction", "remove_reaction"]);
+
+/** What a message's state is made of, as one string: two states are the same when these are. */
+function stateKey(message) {
+  return JSON.stringify([message.text, message.edited_at ?? null, message.deleted === true, message.reactions ?? []]);
+}
+
+/** Whether `incoming` is an older state of the message than `known` (both of one id). Cursors
+ * are opaque and messages carry no version, so what a state tells is used: a deletion is final,
+ * and a later edit time is a later edit. Reactions alone tell nothing: the later arrival wins. */
+export function isOlderState(incoming, known) {
+  if (known.deleted === true) return incoming.deleted !== true;
+  if (incoming.deleted === true) return false;
+  const knownEdit = known.edited_at ?? null;
+  const incomingEdit = incoming.edited_at ?? null;
+  if (knownEdit === null) return false;
+  return incomingEdit === null || incomingEdit < knownEdit;
 }
 
 export class ChatClient extends EventTarget {
@@ -88,10 +112,17 @@ export class ChatClient extends EventTarget {
   #pending = new Map();     // uuid -> request, in the order they were made
   #inFlight = 0;
   #lastSeenId = 0;
-  #syncFrom = null;         // null: nothing to catch up on; else sync after this id
-  #seenIds = new Set();
+  // The change feed's cursor of the last change processed (opaque: never parsed), or null before
+  // the first `sync` with `"since": ""` gave one. A catch-up starts from it.
+  #cursor = null;
+  // A catch-up is due or running (a connection was lost, the gateway sent `resync`): changes
+  // may be missing before the ones that come live, so their cursors are not taken until it ends.
+  #behind = false;
+  // The uuid of the one request that goes before any other (the first `sync`, for a cursor that
+  // precedes whatever the page then loads), or null.
+  #gate = null;
+  #seen = new Map();        // message id -> its state key, for the last seenIdsLimit messages
   #everConnected = false;
-  #haveBaseline = false;    // a list_rooms reply was seen: lastSeenId covers every room
   #lostSignal = null;       // resolves when the current connection is lost
   #markLost = null;
   #heartbeatUuid = null;
@@ -127,9 +158,11 @@ export class ChatClient extends EventTarget {
   get state() { return this.#state; }
   /** `{username}` once authenticated, else null. */
   get user() { return this.#user; }
-  /** The newest message id this client has seen: where a `sync` after a reconnect or a
-   * `resync` starts. */
+  /** The newest message id this client has seen. */
   get lastSeenId() { return this.#lastSeenId; }
+  /** The change feed's cursor of the last change processed (opaque), where a catch-up starts;
+   * null until the first authentication's `sync` gave one. */
+  get cursor() { return this.#cursor; }
   /** Requests made and not yet settled. */
   get pendingCount() { return this.#pending.size; }
   /** Whether `action` may be sent again with the same uuid (after `timeout`, `rate_limited` or a
@@ -167,8 +200,14 @@ export class ChatClient extends EventTarget {
    *   before the reply (default: for the actions the server's catalogue marks `retry`)
    */
   request(action, fields = {}, { uuid = newUuid(), resend = null } = {}) {
+    return this.#enqueue(action, fields, { uuid, resend, bounded: true });
+  }
+
+  /** A request of the caller's (`bounded`: refused past maxQueued), or of the client's own (its
+   * catch-up's one `sync` at a time, which a queue full of the caller's requests must not stop). */
+  #enqueue(action, fields, { uuid, resend, bounded }) {
     if (this.#state === "stopped") return Promise.reject(new ChatError("stopped", "The client was stopped"));
-    if (this.#pending.size >= this.#options.maxQueued) {
+    if (bounded && this.#pending.size >= this.#options.maxQueued) {
       return Promise.reject(new ChatError("queue_full", "Too many requests waiting"));
     }
     if (this.#pending.has(uuid)) return Promise.reject(new ChatError("duplicate_uuid", `uuid ${uuid} is in use`));
@@ -215,6 +254,22 @@ export class ChatClient extends EventTarget {
     return { lastReadId: reply.last_read_id, unreadCount: reply.unread_count };
   }
   async whoIsOnline(room) { return (await this.request("who_is_online", { room })).online; }
+  /** Replace the text of one's own message; resolves with the message as stored. */
+  async editMessage(messageId, text, { uuid } = {}) {
+    return (await this.request("edit_message", { message: messageId, text }, { uuid })).message;
+  }
+  /** Delete one's own message; resolves with the deleted message (a tombstone). */
+  async deleteMessage(messageId, { uuid } = {}) {
+    return (await this.request("delete_message", { message: messageId }, { uuid })).message;
+  }
+  /** Add the user's reaction `emoji`; resolves with the message and all its reactions. */
+  async addReaction(messageId, emoji, { uuid } = {}) {
+    return (await this.request("add_reaction", { message: messageId, emoji }, { uuid })).message;
+  }
+  /** Remove the user's reaction `emoji`; resolves with the message and all its reactions. */
+  async removeReaction(messageId, emoji, { uuid } = {}) {
+    return (await this.request("remove_reaction", { message: messageId, emoji }, { uuid })).message;
+  }
   /** `{serverTime, connections}`, answered by the gateway itself. */
   async ping() {
     const reply = await this.request("ping");
@@ -268,6 +323,7 @@ export class ChatClient extends EventTarget {
     }
     if (connection !== this.#connection) return;
     this.#lostSignal = new Promise((resolve) => { this.#markLost = resolve; });
+    this.#gate = null;
     let socket;
     try {
       socket = new this.#Socket(this.#options.url, SUBPROTOCOL);
@@ -316,21 +372,22 @@ export class ChatClient extends EventTarget {
     this.#socket = null;
     this.#connection += 1;
     this.#stopHeartbeat();
-    // A catch-up asked for by `resync` is now the next connection's: #syncFrom is kept.
+    // A catch-up asked for by `resync` is now the next connection's: the cursor is kept.
     clearTimeout(this.#resyncTimer);
     this.#resyncTimer = null;
     this.#catchingUp = false;
     this.#resyncAgain = null;
+    this.#gate = null;
     this.#markLost?.();
     this.#markLost = null;
     if (socket) {
       socket.onopen = socket.onmessage = socket.onclose = null;
       if (socket.readyState < 2) socket.close(4000, "replaced");
     }
-    // What the page has shown is complete up to lastSeenId; a sync after the next
-    // authentication starts there. A sync that did not finish keeps its older starting point.
-    // Before the first list_rooms there is nothing to be complete about: the page loads afresh.
-    if (this.#haveBaseline && this.#syncFrom === null) this.#syncFrom = this.#lastSeenId;
+    // What the page has shown is complete up to the cursor; a sync after the next authentication
+    // starts there (a catch-up that did not finish left it where it got to). Without a cursor
+    // the next connection takes one first, before anything else.
+    if (this.#cursor !== null) this.#behind = true;
     this.#user = null;
     this.#inFlight = 0;
     for (const request of [...this.#pending.values()]) {
@@ -392,8 +449,11 @@ export class ChatClient extends EventTarget {
     }
     if (reply.status === "success") {
       for (const message of messagesIn(reply)) this.#lastSeenId = Math.max(this.#lastSeenId, message.id);
-      if (reply.action === "list_rooms") this.#haveBaseline = true;
-      this.#broadcast(reply);
+      if (reply.action !== "sync") {  // a sync's cursor is the catch-up's to take (#sync)
+        this.#broadcast(reply, "live");
+        // A change processed: resume after it, unless changes before it may still be missing.
+        if (typeof reply.cursor === "string" && !this.#behind) this.#cursor = reply.cursor;
+      }
     }
     const request = this.#pending.get(reply.uuid);
     if (request && request.sentOn === connection && request.action === reply.action) {
@@ -438,31 +498,47 @@ export class ChatClient extends EventTarget {
     this.#everConnected = true;
     this.#setState("connected");
     this.#startHeartbeat(connection);
-    // Messages retried with their uuid go first, and the sync waits for their replies: a sync
-    // that brought a copy of one before its own reply would show it twice for a moment.
-    const retried = [...this.#pending.values()]
-      .filter((request) => request.action === "new_message" || request.action === "direct_message")
-      .map((request) => request.settled);
-    this.#pump();
-    if (this.#syncFrom !== null) {
+    if (this.#cursor === null) {
+      // No cursor yet (the first connection): take one from now before anything else is sent, so
+      // that whatever the page loads next is no older than where a later catch-up starts.
+      if (!await this.#catchUp(connection, { gated: true })) return;
+    } else if (this.#behind) {
+      // Messages retried with their uuid go first, and the sync waits for their replies: a sync
+      // that brought a copy of one before its own reply would show it twice for a moment.
+      const retried = [...this.#pending.values()]
+        .filter((request) => request.action === "new_message" || request.action === "direct_message")
+        .map((request) => request.settled);
+      this.#pump();
       await Promise.race([Promise.all(retried), lost]);
       if (connection !== this.#connection || !await this.#catchUp(connection)) return;
+    } else {
+      this.#pump();
     }
     if (connection !== this.#connection) return;
     this.#attempt = 0;  // only now: a connection that fails its catch-up backs off further
     this.#emit("ready", { user: reply.user, reconnected, resynced: false });
   }
 
-  /** Sync from #syncFrom on this connection; whether it got to the end. A catch-up starting now
-   * covers every `resync` that came before it. */
-  async #catchUp(connection) {
+  /** Sync from the cursor (from now, without one) on this connection; whether it got to the end.
+   * A catch-up starting now covers every `resync` that came before it. `gated`: nothing else is
+   * sent until its first page is answered. A cursor the feed no longer keeps (`cursor_expired`)
+   * is replaced by one from now, then `expired` tells the page to load everything again. */
+  async #catchUp(connection, { gated = false } = {}) {
     clearTimeout(this.#resyncTimer);
     this.#resyncTimer = null;
     this.#catchingUp = true;
+    let expired = false;
     try {
-      await this.#sync(this.#syncFrom, connection);
+      try {
+        await this.#sync(connection, gated);
+      } catch (error) {
+        if (error?.code !== "cursor_expired" || connection !== this.#connection) throw error;
+        this.#cursor = null;
+        expired = true;
+        await this.#sync(connection, false);
+      }
     } catch (error) {
-      // #syncFrom is kept: the next connection goes on from there. A catch-up refused on a
+      // The cursor is kept: the next connection goes on from there. A catch-up refused on a
       // connection still open (retries used up) is not left half done: reconnect, after a pause.
       if (connection === this.#connection) {
         this.#catchingUp = false;
@@ -475,25 +551,26 @@ export class ChatClient extends EventTarget {
     this.#catchingUp = false;
     if (this.#resyncAgain !== null) {
       // A gap during this catch-up may have lost what came after its last page: once more, from
-      // there (#syncFrom, where it got to).
+      // the cursor it got to.
       const reason = this.#resyncAgain;
       this.#resyncAgain = null;
       this.#scheduleResync(connection, reason);
     } else {
-      this.#syncFrom = null;
+      this.#behind = false;
     }
+    if (expired) this.#emit("expired", {});
     return true;
   }
 
-  /** The gateway lost messages meant for this connection (its Redis subscription was down for a
-   * while): catch up with `sync` from the newest id seen now, on this connection, after a random
-   * pause (`resyncJitter`). One catch-up at a time; a `resync` while one waits adds nothing. */
+  /** The gateway lost replies meant for this connection (its Redis subscription was down for a
+   * while): catch up with `sync` from the cursor, on this connection, after a random pause
+   * (`resyncJitter`). One catch-up at a time; a `resync` while one waits adds nothing. */
   #resync(reply, connection) {
-    // Before the first list_rooms there is nothing to be complete about: the page loads afresh.
-    if (!this.#haveBaseline) return;
-    // Every message up to here came before the gap (the gateway sends `resync` before anything
-    // it routes after it); ones that arrive live meanwhile do not move the starting point.
-    if (this.#syncFrom === null) this.#syncFrom = this.#lastSeenId;
+    // Without a cursor the first sync is still to come, and takes one from after the gap.
+    if (this.#cursor === null) return;
+    // Every change up to the cursor came before the gap (the gateway sends `resync` before
+    // anything it routes after it); ones that arrive live meanwhile do not move it.
+    this.#behind = true;
     if (this.#catchingUp) this.#resyncAgain = String(reply.reason ?? "");
     else if (this.#resyncTimer === null) this.#scheduleResync(connection, String(reply.reason ?? ""));
   }
@@ -509,29 +586,48 @@ export class ChatClient extends EventTarget {
     }, delay);
   }
 
-  /** Every message after `after`, page by page, emitted as `message` events (source "sync"). */
-  async #sync(after, connection) {
-    let cursor = after;
+  /** Every change after the cursor (none, from "" without one), page by page while `has_more`,
+   * each event emitted as the live reply it stands for (source "sync"), the cursor taken after
+   * each. `gated`: the first page goes before any other request. */
+  async #sync(connection, gated) {
     for (;;) {
-      // Not resent by itself after a loss: the next connection's catch-up starts over from #syncFrom.
-      const reply = await this.request("sync", { after: cursor, limit: this.#options.syncPageSize }, { resend: false });
-      if (connection !== this.#connection) throw new ChatError("connection_lost", "The connection was lost");
-      for (const message of reply.messages) {
-        this.#emitMessage(message, null, "sync");
-        cursor = Math.max(cursor, message.id);
+      const since = this.#cursor ?? "";
+      const uuid = newUuid();
+      if (gated) this.#gate = uuid;
+      let reply;
+      try {
+        // Not resent by itself after a loss: the next connection's catch-up starts over from the cursor.
+        const pending = this.#enqueue("sync", { since, limit: this.#options.syncPageSize }, { uuid, resend: false, bounded: false });
+        this.#pump();
+        reply = await pending;
+      } finally {
+        if (gated && this.#gate === uuid) {
+          this.#gate = null;
+          this.#pump();
+        }
+        gated = false;
       }
-      // Everything up to the cursor has now been seen (sync pages in id order): a catch-up cut
-      // short by another loss goes on from here.
-      this.#syncFrom = cursor;
-      if (!reply.has_more || !reply.messages.length) return;
+      if (connection !== this.#connection) throw new ChatError("connection_lost", "The connection was lost");
+      const events = Array.isArray(reply.events) ? reply.events : [];
+      for (const event of events) {
+        if (!event || typeof event !== "object") continue;
+        this.#broadcast(event, "sync");
+        // Processed: a catch-up cut short by another loss goes on from here.
+        if (typeof event.cursor === "string") this.#cursor = event.cursor;
+      }
+      if (typeof reply.cursor === "string") this.#cursor = reply.cursor;
+      else if (this.#cursor === null) throw new ChatError("bad_reply", "sync gave no cursor", reply);
+      // A page that moved nothing would be asked for again and again.
+      if (!reply.has_more || (this.#cursor === since && !events.length)) return;
     }
   }
 
-  /** Send what waits, up to maxInFlight on this connection. */
+  /** Send what waits, up to maxInFlight on this connection (while a gate is up: only it). */
   #pump() {
     if (this.#state !== "connected") return;
     for (const request of this.#pending.values()) {
       if (this.#inFlight >= this.#options.maxInFlight) return;
+      if (this.#gate !== null && request.uuid !== this.#gate) continue;
       if (request.sentOn !== null || request.retryTimer !== null) continue;
       if (!this.#send({ ...request.fields, uuid: request.uuid, action: request.action })) return;
       request.sentOn = this.#connection;
@@ -560,21 +656,51 @@ export class ChatClient extends EventTarget {
 
   // --- what others did ---------------------------------------------------------------------
 
-  #emitMessage(message, uuid, source) {
-    if (this.#seenIds.has(message.id)) return;
-    this.#seenIds.add(message.id);
-    if (this.#seenIds.size > this.#options.seenIdsLimit) {
-      this.#seenIds.delete(this.#seenIds.values().next().value);  // the oldest
+  #remember(message) {
+    this.#seen.delete(message.id);  // re-added last: the latest touched is the last forgotten
+    this.#seen.set(message.id, { key: stateKey(message), edited_at: message.edited_at ?? null,
+      deleted: message.deleted === true });
+    if (this.#seen.size > this.#options.seenIdsLimit) {
+      this.#seen.delete(this.#seen.keys().next().value);  // the oldest
     }
+  }
+
+  /** A message: `message` the first time its id comes; a later, different state of it (a sync
+   * event that carries its latest state) as a `messagechange`. */
+  #emitMessage(message, uuid, source, action) {
+    if (this.#seen.has(message.id)) {
+      this.#emitChange(message, uuid, source, action);
+      return;
+    }
+    this.#remember(message);
     this.#emit("message", { message, uuid, source });
   }
 
-  /** Success frames that tell of a change, whoever caused it (this client included). */
-  #broadcast(reply) {
+  /** A new state of a message (edited, deleted, reacted to): emitted unless it is the state
+   * already passed on, or an older one (isOlderState). */
+  #emitChange(message, uuid, source, action) {
+    const known = this.#seen.get(message.id);
+    if (known && (known.key === stateKey(message) || isOlderState(message, known))) return;
+    this.#remember(message);
+    this.#emit("messagechange", { action, message, uuid, source });
+  }
+
+  /** Success frames, and `sync` events, that tell of a change, whoever caused it (this client
+   * included). `source`: "live" or "sync" (an event has no uuid). */
+  #broadcast(reply, source) {
+    const uuid = reply.uuid ?? null;
+    const message = reply.message && typeof reply.message === "object" && Number.isInteger(reply.message.id)
+      ? reply.message : null;
     switch (reply.action) {
       case "new_message":
       case "direct_message":
-        if (reply.message) this.#emitMessage(reply.message, reply.uuid, "live");
+        if (message) this.#emitMessage(message, uuid, source, reply.action);
+        break;
+      case "edit_message":
+      case "delete_message":
+      case "add_reaction":
+      case "remove_reaction":
+        if (message) this.#emitChange(message, uuid, source, reply.action);
         break;
       case "create_room":
       case "add_members":

@@ -1,8 +1,11 @@
 // conversation.js: the open room: its messages in id order (older ones loaded on scrolling up),
-// the user's own set apart, notices from the page, who is typing and who is online.
+// the user's own set apart, each redrawn in place when it changes (edited, deleted, reacted to),
+// what its controls ask for, notices from the page, who is typing and who is online.
 
+import { isOlderState } from "./chat-client.js";
 import { el } from "./dom.js";
-import { isoTime, longTime, shortTime } from "./format.js";
+import { fillMessage, messageItem, showConfirm, showPicker } from "./message-view.js";
+import { cleanEmoji } from "./reactions.js";
 import { roomTitle } from "./rooms.js";
 
 // A typing notice is shown this long after the last one (the typist's page sends one every 3 s).
@@ -14,12 +17,19 @@ const NEAR_TOP = 48;
 // Within this many pixels of the bottom the list follows new messages.
 const NEAR_BOTTOM = 64;
 
+/** Whether two states of one message show the same. */
+function sameState(a, b) {
+  const key = (m) => JSON.stringify([m.text, m.edited_at ?? null, m.deleted === true, m.reactions ?? []]);
+  return key(a) === key(b);
+}
+
 export class Conversation {
   #ui;
   #me;
-  #onLoadOlder;
+  #actions;
   #room = null;            // the room object, or {draftTo} for a direct message not yet sent
   #byId = new Map();       // message id -> <li>
+  #messages = new Map();   // message id -> the message as shown (its latest state)
   #pending = new Map();    // uuid -> <li> of a message not yet stored
   #typing = new Map();     // username -> timer
   #hasMore = false;
@@ -28,16 +38,19 @@ export class Conversation {
   /**
    * @param {object} ui the page's elements: title, members, online, tools, messages, older, typing
    * @param {string} me the user's username
-   * @param {() => void} onLoadOlder asks for the messages before the oldest shown
+   * @param {object} actions what the controls ask for: `onLoadOlder(beforeId)` (the messages
+   *   before the oldest shown), `onEdit(message)`, `onDelete(id)`, `onReact(id, emoji, add)`
    */
-  constructor(ui, me, onLoadOlder) {
+  constructor(ui, me, actions) {
     this.#ui = ui;
     this.#me = me;
-    this.#onLoadOlder = onLoadOlder;
+    this.#actions = actions;
     ui.messages.addEventListener("scroll", () => {
       if (ui.messages.scrollTop < NEAR_TOP) this.#askOlder();
     });
     ui.older.addEventListener("click", () => this.#askOlder());
+    ui.messages.addEventListener("click", (event) => this.#onClick(event));
+    ui.messages.addEventListener("submit", (event) => this.#onPickerSubmit(event));
     this.close();
   }
 
@@ -83,6 +96,7 @@ export class Conversation {
   #clear() {
     this.#ui.messages.removeAttribute("aria-busy");
     this.#byId.clear();
+    this.#messages.clear();
     this.#pending.clear();
     for (const timer of this.#typing.values()) clearTimeout(timer);
     this.#typing.clear();
@@ -114,9 +128,12 @@ export class Conversation {
         own = true;
         continue;
       }
-      if (this.#byId.has(message.id)) continue;
+      if (this.#byId.has(message.id)) {
+        this.update(message);  // a later state of it (a sync event carries the latest)
+        continue;
+      }
       const item = this.#item(message);
-      this.#insert(item, message.id);
+      this.#insert(item, message.id, message);
       own ||= message.user.username === this.#me;
       if (this.#typing.has(message.user.username)) this.stopTyping(message.user.username);
     }
@@ -131,7 +148,7 @@ export class Conversation {
     const list = this.#ui.messages;
     const fromBottom = list.scrollHeight - list.scrollTop;
     for (const message of messages) {
-      if (!this.#byId.has(message.id)) this.#insert(this.#item(message), message.id);
+      if (!this.#byId.has(message.id)) this.#insert(this.#item(message), message.id, message);
     }
     list.scrollTop = list.scrollHeight - fromBottom;
     this.#setHasMore(hasMore);
@@ -170,7 +187,38 @@ export class Conversation {
     item.remove();
     const stored = this.#item(message);
     stored.dataset.uuid = uuid;
-    this.#insert(stored, message.id);
+    this.#insert(stored, message.id, message);
+  }
+
+  /** A new state of a message (edited, deleted, reactions): redrawn in place if it is shown,
+   * unless it is older than the state shown. Returns whether it is shown. */
+  update(message) {
+    const item = this.#byId.get(message.id);
+    if (!item) return false;
+    const shown = this.#messages.get(message.id);
+    if (shown && (isOlderState(message, shown) || sameState(message, shown))) return true;
+    this.#messages.set(message.id, message);
+    fillMessage(item, message, this.#me);
+    return true;
+  }
+
+  /** The message `id` as shown, or null. */
+  message(id) { return this.#messages.get(id) || null; }
+
+  /** The user's newest message shown that may be edited (stored, not deleted), or null. */
+  lastOwn() {
+    let last = null;
+    for (const message of this.#messages.values()) {
+      if (message.user.username !== this.#me || message.deleted === true) continue;
+      if (!last || message.id > last.id) last = message;
+    }
+    return last;
+  }
+
+  /** Mark the message being edited in the composer (null: none). */
+  setEditing(id) {
+    for (const item of this.#ui.messages.querySelectorAll("li.editing")) item.classList.remove("editing");
+    if (id !== null) this.#byId.get(id)?.classList.add("editing");
   }
 
   /** The pending message `uuid` was refused: it stays, marked, with the reason. */
@@ -191,21 +239,72 @@ export class Conversation {
   }
 
   #item(message) {
-    const own = message.user.username === this.#me;
-    const time = message.id !== undefined
-      ? el("time", { datetime: isoTime(message.timestamp), title: longTime(message.timestamp),
-        text: shortTime(message.timestamp) })
-      : null;
-    return el("li", { class: own ? "message own" : "message", dataset: message.id !== undefined ? { id: message.id } : {} },
-      el("p", { class: "meta" },
-        el("span", { class: "author", text: message.user.username }), " ", time, " ",
-        el("span", { class: "state" })),
-      el("p", { class: "text", text: message.text }));
+    return messageItem(message, this.#me);
+  }
+
+  // --- the messages' controls ---------------------------------------------------------------
+
+  #onClick(event) {
+    const button = event.target.closest("button[data-act]");
+    const item = button?.closest("li.message[data-id]");
+    if (!item || !this.#ui.messages.contains(item)) return;
+    const id = Number(item.dataset.id);
+    const message = this.#messages.get(id);
+    if (!message || message.deleted) return;
+    switch (button.dataset.act) {
+      case "edit":
+        this.#actions.onEdit(message);
+        break;
+      case "delete":
+        showPicker(item, false);
+        showConfirm(item, true)?.querySelector(".confirm-no")?.focus();
+        break;
+      case "cancel-delete":
+        showConfirm(item, false);
+        item.querySelector(":scope > .controls .delete")?.focus();
+        break;
+      case "confirm-delete":
+        showConfirm(item, false);
+        this.#actions.onDelete(id);
+        break;
+      case "picker": {
+        const open = button.getAttribute("aria-expanded") !== "true";
+        for (const other of this.#byId.values()) if (other !== item) showPicker(other, false);
+        showConfirm(item, false);
+        showPicker(item, open);
+        if (open) item.querySelector(":scope > .picker .pick")?.focus();
+        break;
+      }
+      case "react":
+      case "unreact":
+        if (button.classList.contains("pick")) showPicker(item, false);
+        this.#actions.onReact(id, button.dataset.emoji, button.dataset.act === "react");
+        break;
+      default:
+        break;
+    }
+  }
+
+  /** An emoji typed into a picker's field. */
+  #onPickerSubmit(event) {
+    const picker = event.target.closest("form.picker");
+    if (!picker) return;
+    event.preventDefault();
+    const item = picker.closest("li.message[data-id]");
+    const emoji = cleanEmoji(picker.elements.emoji.value);
+    if (!item) return;
+    if (emoji === null) {
+      picker.querySelector(".error").textContent = "Type one emoji (up to 32 characters).";
+      return;
+    }
+    showPicker(item, false);
+    this.#actions.onReact(Number(item.dataset.id), emoji, true);
   }
 
   /** Put a stored message in id order, before the pending ones and among the notices. */
-  #insert(item, id) {
+  #insert(item, id, message) {
     this.#byId.set(id, item);
+    this.#messages.set(id, message);
     const list = this.#ui.messages;
     for (let node = list.lastElementChild; node; node = node.previousElementSibling) {
       const nodeId = node.dataset.id;
@@ -230,6 +329,7 @@ export class Conversation {
     for (const id of ids.slice(0, this.#byId.size - MAX_SHOWN)) {
       this.#byId.get(id).remove();
       this.#byId.delete(id);
+      this.#messages.delete(id);
     }
     this.#setHasMore(true);
   }
@@ -246,7 +346,7 @@ export class Conversation {
   #askOlder() {
     if (!this.#hasMore || this.#loading || !this.roomId) return;
     this.#loading = true;
-    this.#onLoadOlder(this.oldestId());
+    this.#actions.onLoadOlder(this.oldestId());
   }
 
   // --- typing and presence ------------------------------------------------------------------

@@ -1,7 +1,9 @@
 // rooms.js: the list of rooms: name, a preview of the last message, an unread badge, the room
 // with the newest activity first. It holds the rooms as the page knows them.
 
+import { isOlderState } from "./chat-client.js";
 import { el, moveBefore } from "./dom.js";
+import { TOMBSTONE } from "./message-view.js";
 
 const PREVIEW_LENGTH = 80;
 
@@ -15,7 +17,7 @@ export function roomTitle(room, me) {
 function preview(message, me) {
   if (!message) return "No messages yet";
   const who = message.user.username === me ? "You" : message.user.username;
-  const text = message.text.replace(/\s+/g, " ");
+  const text = message.deleted ? TOMBSTONE : message.text.replace(/\s+/g, " ");
   const short = text.length > PREVIEW_LENGTH ? `${text.slice(0, PREVIEW_LENGTH - 1)}…` : text;
   return `${who}: ${short}`;
 }
@@ -111,6 +113,16 @@ export class RoomList {
     this.#putFirst(room);
     this.#render();
     return true;
+  }
+
+  /** A new state of a message (edited, deleted): the preview follows if it is its room's last.
+   * Neither the order nor the badge changes: nothing new was said. */
+  onChange(message) {
+    const room = this.#rooms.get(message.room);
+    const last = room?.last_message;
+    if (!last || last.id !== message.id || isOlderState(message, last)) return;
+    room.last_message = message;
+    this.#render();
   }
 
   /** `room` at the head of the list (newest activity), wherever it was, if it was. */
