@@ -14,6 +14,8 @@ Predicate = Callable[[dict[str, Any]], bool]
 # Frames read while waiting for another are kept for a later expect(); a test that leaves
 # more than this many unread has gone wrong.
 MAX_BACKLOG = 10_000
+# The keys of a message object (docs/protocol.md).
+MESSAGE_KEYS = {"id", "user", "room", "timestamp", "text", "edited_at", "deleted", "reactions"}
 
 
 class ConnectionClosed(AssertionError):

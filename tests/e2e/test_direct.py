@@ -9,6 +9,7 @@ import uuid
 import pytest
 
 from chat.models import ChatMessage, ChatRoom
+from tests.e2e.client import MESSAGE_KEYS
 from tests.e2e.conftest import connect, run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -39,8 +40,9 @@ def test_direct_message_reaches_every_connection_of_both_users(e2e):
         assert re.fullmatch(r"[0-9a-f]{32}", room_id)
         message = reply["message"]
         assert reply == {"uuid": "dm-1", "action": "direct_message", "room": room_id, "status": "success",
-                         "message": message}
-        assert set(message) == {"id", "user", "room", "timestamp", "text"}
+                         "message": message, "cursor": reply["cursor"]}
+        assert isinstance(reply["cursor"], str)
+        assert set(message) == MESSAGE_KEYS
         assert message["user"] == {"username": alice["username"]} and message["room"] == room_id
         assert message["text"] == "hi bob"
 

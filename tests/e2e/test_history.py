@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from chat.models import ChatMessage, ChatRoom
+from tests.e2e.client import MESSAGE_KEYS
 from tests.e2e.conftest import connect, run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -38,7 +39,7 @@ def test_load_history_pages_back_oldest_first(e2e):
         assert [m["text"] for m in newest["room_messages"]] == [f"message {n}" for n in range(25, 45)]
         assert [m["id"] for m in newest["room_messages"]] == ids[25:]
         first = newest["room_messages"][0]
-        assert set(first) == {"id", "user", "room", "timestamp", "text"}
+        assert set(first) == MESSAGE_KEYS
         assert first["user"] == {"username": user["username"]} and first["room"] == room["id"]
 
         older = await client.ok("load_history", room=room["id"], before=ids[25])
@@ -110,7 +111,8 @@ def test_mark_read_moves_forward_only_and_is_clamped(e2e):
 
         reply = await reader_a.request("mark_read", room=room["id"], message=posted[2], uuid="read-1")
         assert reply == {"uuid": "read-1", "action": "mark_read", "room": room["id"], "status": "success",
-                         "message": posted[2], "last_read_id": posted[2], "unread_count": 2}
+                         "message": posted[2], "last_read_id": posted[2], "unread_count": 2, "cursor": reply["cursor"]}
+        assert isinstance(reply["cursor"], str)
 
         def same(frame):
             return frame.get("uuid") == "read-1" and frame.get("action") == "mark_read"

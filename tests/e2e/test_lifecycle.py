@@ -7,11 +7,10 @@ from __future__ import annotations
 import pytest
 
 from chat.models import ChatMessage
+from tests.e2e.client import MESSAGE_KEYS
 from tests.e2e.conftest import connect, run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
-
-MESSAGE_KEYS = {"id", "user", "room", "timestamp", "text", "edited_at", "deleted", "reactions"}
 
 
 def test_changes_reach_every_member_live_with_a_cursor(e2e):

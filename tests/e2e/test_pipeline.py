@@ -15,7 +15,7 @@ import pytest
 
 from chat.models import ChatMessage, ChatRoom
 from scripts.stack import ROOT
-from tests.e2e.client import Client
+from tests.e2e.client import MESSAGE_KEYS, Client
 from tests.e2e.conftest import connect, run
 from websockets_gateway import redis_clients
 from workers.actions import registry
@@ -80,7 +80,7 @@ def test_select_room_returns_last_20_oldest_first_to_members_only(e2e):
         texts = [m["text"] for m in reply["room_messages"]]
         assert texts == [f"message {n}" for n in range(5, 25)]
         first = reply["room_messages"][0]
-        assert set(first) == {"id", "user", "room", "timestamp", "text"}
+        assert set(first) == MESSAGE_KEYS
         assert first["user"] == {"username": member["username"]} and first["room"] == room["id"]
         assert isinstance(first["timestamp"], float)
         # The hyphenated form of the id names the same room.

@@ -81,7 +81,9 @@ def test_create_room_reaches_every_connection_of_every_member(e2e):
         reply = await owner_a.request("create_room", name="planning",
                                       members=[guest_2["username"], guest_1["username"]], uuid="create-1")
         room = reply["room"]
-        assert reply == {"uuid": "create-1", "action": "create_room", "status": "success", "room": room}
+        assert reply == {"uuid": "create-1", "action": "create_room", "status": "success", "room": room,
+                         "cursor": reply["cursor"]}
+        assert isinstance(reply["cursor"], str)
         assert set(room) == ROOM_KEYS
         assert re.fullmatch(r"[0-9a-f]{32}", room["id"])
         assert room["is_direct"] is False
@@ -167,7 +169,9 @@ def test_add_members_reaches_old_and_new_members_on_every_gateway(e2e):
         assert reply["status"] == "success", reply
         added = reply["room"]
         # `room` is the room object here, not the id echoed.
-        assert reply == {"uuid": "add-1", "action": "add_members", "status": "success", "room": added}
+        assert reply == {"uuid": "add-1", "action": "add_members", "status": "success", "room": added,
+                         "cursor": reply["cursor"]}
+        assert isinstance(reply["cursor"], str)
         assert set(added) == ROOM_KEYS
         assert added["id"] == room["id"] and added["name"] == "growing" and added["is_direct"] is False
         assert added["members"] == members_of(owner, old, new_1, new_2)
@@ -267,7 +271,8 @@ def test_leave_room(e2e):
         as_sent = str(uuid.UUID(room["id"]))
         reply = await leaver_a.request("leave_room", room=as_sent, uuid="leave-1")
         assert reply == {"uuid": "leave-1", "action": "leave_room", "room": as_sent, "status": "success",
-                         "user": {"username": leaver["username"]}}
+                         "user": {"username": leaver["username"]}, "cursor": reply["cursor"]}
+        assert isinstance(reply["cursor"], str)
 
         def same(frame):
             return frame.get("uuid") == "leave-1" and frame.get("action") == "leave_room"
