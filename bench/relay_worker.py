@@ -132,9 +132,13 @@ class Relay:
             raise Refused("empty_text", "Message text is empty")
         if len(text) > MAX_MESSAGE_LENGTH:
             raise Refused("text_too_long", f"Message text is longer than {MAX_MESSAGE_LENGTH} characters")
-        message = {"id": next(self._message_ids), "user": {"username": self.directory.usernames[user_pk]},
-                   "room": room_uuid.hex, "timestamp": time.time(), "text": text}
-        return _envelope(data, wire.success_reply(data, message=message), send_to=list(members))
+        message_id = next(self._message_ids)
+        message = {"id": message_id, "user": {"username": self.directory.usernames[user_pk]},
+                   "room": room_uuid.hex, "timestamp": time.time(), "text": text, "edited_at": None,
+                   "deleted": False, "reactions": []}
+        # A cursor of the shape the real worker's (opaque to clients) hands out.
+        return _envelope(data, wire.success_reply(data, message=message, cursor=f"0.{message_id}"),
+                         send_to=list(members))
 
 
 def _envelope(request: dict[str, Any], response: dict[str, Any], ok: bool = True,

@@ -53,9 +53,11 @@ def _stored(reply: dict[str, Any], cursor: str | None) -> dict[str, Any]:
 
 def message_reply(frame: dict[str, Any], message: ChatMessage, cursor: str | None) -> dict[str, Any]:
     """Any reply with one message (new_message, direct_message, edit_message, delete_message,
-    add_reaction, remove_reaction): `{..., "room", "status", "message", "cursor"}`; the room is the
-    message's (the frame of a direct message or of a change names none)."""
+    add_reaction, remove_reaction): `{..., "room", "status", "message", "cursor"}`; the room as the
+    frame named it, or the message's when it named none (a direct message, a change)."""
     data = message_data(message)
+    if isinstance(frame.get("room"), str):
+        return _stored(success_reply(frame, message=data), cursor)
     return _stored(success_reply(frame, room=data["room"], message=data), cursor)
 
 

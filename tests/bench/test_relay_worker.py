@@ -69,6 +69,7 @@ def test_authenticate_and_new_message_envelopes_match_the_real_worker(fixtures):
         for key in ("type", "request_id", "session_data"):
             assert relayed[key] == real[key]
         real_message, relayed_message = real["response"].pop("message"), relayed["response"].pop("message")
+        assert isinstance(real["response"].pop("cursor"), str) and isinstance(relayed["response"].pop("cursor"), str)
         assert relayed["response"] == real["response"]  # uuid, action, room as sent, status
         assert relayed_message.keys() == real_message.keys()
         assert relayed_message["user"] == real_message["user"] == {"username": "alice"}
