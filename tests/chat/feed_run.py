@@ -154,7 +154,8 @@ def unseen(expected: list[Expected], walk: list[Step], upto: int) -> list[Expect
     for step in walk[:upto + 1]:
         for one in step.seen:
             seen.setdefault(one.key, []).append(one.position)
-    return [change for change in expected if not any(position >= change.position for position in seen.get(change.key, ()))]
+    return [change for change in expected
+            if not any(position >= change.position for position in seen.get(change.key, ()))]
 
 
 def out_of_order(walk: list[Step]) -> list[str]:
@@ -274,18 +275,19 @@ def _direct(world: World, writer: Any, rng: random.Random) -> None:
     world.posted(rooms.direct_message(writer, to.get_username(), "psst", str(uuid.uuid4())).message)
 
 
-def _own_message(world: World, rng: random.Random) -> tuple[Any, int] | None:
+def _message_and_author(world: World, rng: random.Random) -> tuple[Any, int] | None:
+    """A message made in the run and its author (who alone may edit or delete it)."""
     picked = world.pick_message(rng)
     return None if picked is None else (world.users[picked[1]], picked[0])
 
 
 def _edit(world: World, writer: Any, rng: random.Random) -> None:
-    if (own := _own_message(world, rng)) is not None:
+    if (own := _message_and_author(world, rng)) is not None:
         lifecycle.edit_message(own[0], own[1], f"edited {rng.random()}", str(uuid.uuid4()))
 
 
 def _delete(world: World, writer: Any, rng: random.Random) -> None:
-    if (own := _own_message(world, rng)) is not None:
+    if (own := _message_and_author(world, rng)) is not None:
         lifecycle.delete_message(own[0], own[1], str(uuid.uuid4()))
 
 
@@ -332,8 +334,8 @@ def _guest_leaves(world: World, writer: Any, rng: random.Random) -> None:
 
 # Every kind of change, the messages most often (as in a chat).
 OPERATIONS: list[tuple[Callable[[World, Any, random.Random], None], int]] = [
-    (_post, 8), (_post_together, 2), (_direct, 1), (_edit, 3), (_delete, 1), (_react, 3), (_unreact, 1), (_mark_read, 3),
-    (_create_room, 1), (_add_guest, 1), (_guest_leaves, 1)]
+    (_post, 8), (_post_together, 2), (_direct, 1), (_edit, 3), (_delete, 1), (_react, 3), (_unreact, 1),
+    (_mark_read, 3), (_create_room, 1), (_add_guest, 1), (_guest_leaves, 1)]
 
 
 @dataclass
