@@ -11,8 +11,9 @@ environment. The gateway never reads it: it is configured by environment (its ow
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -65,6 +66,28 @@ def _class_or_path(value: Any) -> str | None:
         "a dotted path (module.Class) or a class"
 
 
+def _days(value: Any) -> str | None:
+    return None if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else \
+        "a whole number of days >= 1"
+
+
+def retention_from_env(env: Mapping[str, str] | None = None) -> int:
+    """SYNC_RETENTION_DAYS from the environment: a whole number of days >= 1; unset or empty, 30;
+    anything else is a ValueError."""
+    env = os.environ if env is None else env
+    value = (env.get("SYNC_RETENTION_DAYS") or "").strip()
+    if not value:
+        return SYNC_RETENTION_DAYS
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"SYNC_RETENTION_DAYS={value!r} is not a whole number of days >= 1")
+    return int(value)
+
+
+# How long the change feed keeps a change (chat.feed.prune, manage.py prune_changes): a client away
+# longer than that reloads instead of catching up with `sync`.
+SYNC_RETENTION_DAYS = 30
+
+
 @dataclass(frozen=True)
 class Key:
     default: Any
@@ -97,6 +120,10 @@ KEYS: dict[str, Key] = {
     "DISPLAY_NAME": Key(None, _dotted_or_callable,
                         "a function of a user (dotted path or callable) returning the name shown for them; "
                         "None: the login name (`get_username()`)"),
+    "SYNC_RETENTION_DAYS": Key(SYNC_RETENTION_DAYS, _days,
+                               "days the change feed keeps a change (manage.py prune_changes deletes older ones): "
+                               "`sync` from an older cursor answers cursor_expired; unset: the SYNC_RETENTION_DAYS "
+                               "environment variable, else 30", retention_from_env),
     "BASE_TEMPLATE": Key("chat/base.html", _name, "the template the chat page extends (its blocks: title, body)"),
 }
 

@@ -1,4 +1,5 @@
-"""Starts the whole chat as local processes: Redis, the gateway, workers and the web server.
+"""Starts the whole chat as local processes: Redis, the gateway, workers, the change feed's pruner
+and the web server.
 
 `python -m scripts.stack` is what `scripts/run` runs; the end-to-end tests and the benchmark
 use the same `Stack` to start exactly what a user runs.
@@ -45,6 +46,8 @@ GATEWAY_WORKER_CLASS = UVLOOP_GATEWAY_WORKER if importlib.util.find_spec("uvloop
 # 5 s), since on SIGTERM a client that never answers its 1001 holds the stop that long and the
 # process's clean-up comes after it; short of STOP_TIMEOUT (compose deploys 10).
 GATEWAY_GRACEFUL_TIMEOUT = 8
+# Seconds between two runs of the change feed's pruner (docker-compose.yml's pruner: an hour).
+PRUNE_EVERY = 3600
 
 
 class StackError(RuntimeError):
@@ -373,6 +376,11 @@ class Stack:
         wait_for(lambda: port_open(port), "socketio", 60, proc)
         return proc, port
 
+    def start_pruner(self, every: int = PRUNE_EVERY) -> subprocess.Popen:
+        """Start `manage.py prune_changes --every` (the change feed's retention), as compose's
+        pruner service: it prunes at once, then every `every` seconds, until SIGTERM."""
+        return self.spawn("pruner", [sys.executable, "manage.py", "prune_changes", "--every", str(every)])
+
     def start_web(self, port: int = 8000) -> subprocess.Popen:
         proc = self.spawn("web", [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"])
         wait_for(lambda: port_open(port), "web server", 30, proc)
@@ -455,6 +463,7 @@ def run(argv: list[str] | None = None) -> int:
         # Workers on topics of their own, which the gateway finds in Redis (as a deployment scales them).
         stack.env.pop("WORKER_PROCESS_TOPICS", None)
         stack.start_registered_workers(args.workers)
+        stack.start_pruner()
         stack.start_gateway(args.gateway_port, processes=args.gateway_processes)
         stack.start_web(args.web_port)
     except (StackError, subprocess.CalledProcessError) as exc:

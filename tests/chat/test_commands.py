@@ -1,9 +1,13 @@
-"""The chat's management commands: `chat_fixtures` (bulk test data as JSON) and `chat_demo`."""
+"""The chat's management commands: `chat_fixtures` (bulk test data as JSON), `chat_demo` and
+`prune_changes`."""
 
 from __future__ import annotations
 
+import datetime
 import json
+import os
 import re
+import signal
 from io import StringIO
 
 import pytest
@@ -11,8 +15,12 @@ from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 from rest_framework.authtoken.models import Token
 
+from django.utils import timezone
+
+from chat import feed, services
+from chat.management.commands import prune_changes
 from chat.management.commands.chat_demo import DEMO_PASSWORD, DEMO_ROOMS, DEMO_USERS
-from chat.models import ChatMessage, ChatRoom
+from chat.models import ChatChange, ChatMessage, ChatRoom
 
 User = get_user_model()
 
@@ -154,3 +162,80 @@ class TestChatDemo:
             assert client.login(username=username, password=DEMO_PASSWORD)
             client.logout()
         assert not client.login(username="alice", password="wrong")
+
+
+def changes_aged(room, author, *days: int) -> None:
+    """A change made `days` ago for each of `days` (a message posted then)."""
+    for age in days:
+        posted = services.post_message(author, room.pk.hex, f"{age} days old", None)
+        ChatChange.objects.filter(message_id=posted.message.pk).update(
+            at=timezone.now() - datetime.timedelta(days=age, minutes=1))
+
+
+class TestPruneChanges:
+    @pytest.mark.django_db
+    def test_deletes_the_changes_older_than_the_retention_and_says_how_many(self, settings, room, alice):
+        settings.CHAT = {**settings.CHAT, "SYNC_RETENTION_DAYS": 7}
+        changes_aged(room, alice, 9, 8, 6)
+        out = StringIO()
+        call_command("prune_changes", stdout=out)
+        assert re.fullmatch(r"pruned 2 changes made before \S+ \(SYNC_RETENTION_DAYS=7\)\n", out.getvalue())
+        assert sorted(ChatChange.objects.values_list("message__text", flat=True)) == ["6 days old"]
+
+    @pytest.mark.django_db
+    def test_the_retention_is_30_days_unless_said(self, settings, monkeypatch, room, alice):
+        monkeypatch.delenv("SYNC_RETENTION_DAYS", raising=False)
+        settings.CHAT = {}
+        changes_aged(room, alice, 31, 29)
+        out = StringIO()
+        call_command("prune_changes", stdout=out)
+        assert "pruned 1 changes" in out.getvalue() and "(SYNC_RETENTION_DAYS=30)" in out.getvalue()
+
+    @pytest.mark.parametrize("every", ["0", "0.5", "-1", "inf", "nan"])
+    def test_every_is_a_number_of_seconds_of_at_least_one(self, every):
+        with pytest.raises(CommandError, match="--every"):
+            call_command("prune_changes", "--every", every)
+
+    @pytest.mark.django_db(transaction=True)
+    def test_every_runs_again_after_the_wait_and_sigterm_in_a_wait_ends_it(self, monkeypatch, room, alice):
+        changes_aged(room, alice, 40)
+        runs: list[int] = []
+        real_prune = feed.prune
+        waits: list[float] = []
+
+        def prune(before):
+            pruned = real_prune(before)
+            runs.append(pruned.changes)
+            return pruned
+
+        def sleep(seconds: float) -> None:
+            # The second wait gets SIGTERM: the command ends at once, not an hour later.
+            waits.append(seconds)
+            if len(waits) == 2:
+                os.kill(os.getpid(), signal.SIGTERM)
+            else:
+                changes_aged(room, alice, 50)
+
+        monkeypatch.setattr(feed, "prune", prune)
+        monkeypatch.setattr(prune_changes.time, "sleep", sleep)
+        before = signal.getsignal(signal.SIGTERM)
+        out = StringIO()
+        call_command("prune_changes", "--every", "3600", stdout=out)
+        assert runs == [1, 1] and waits == [3600, 3600]
+        assert out.getvalue().count("pruned 1 changes") == 2
+        assert signal.getsignal(signal.SIGTERM) is before
+
+    @pytest.mark.django_db(transaction=True)
+    def test_sigterm_during_a_run_lets_it_finish_and_ends_the_command(self, monkeypatch, room, alice):
+        changes_aged(room, alice, 40)
+        real_prune = feed.prune
+
+        def prune(before):
+            os.kill(os.getpid(), signal.SIGTERM)
+            return real_prune(before)
+
+        monkeypatch.setattr(feed, "prune", prune)
+        monkeypatch.setattr(prune_changes.time, "sleep", lambda seconds: pytest.fail("waited after SIGTERM"))
+        out = StringIO()
+        call_command("prune_changes", "--every", "3600", stdout=out)
+        assert out.getvalue().startswith("pruned 1 changes") and not ChatChange.objects.exists()

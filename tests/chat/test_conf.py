@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_every_key_is_optional_with_its_default(monkeypatch):
     monkeypatch.delenv("REDIS_CLUSTER", raising=False)
+    monkeypatch.delenv("SYNC_RETENTION_DAYS", raising=False)
     assert check({}) == {name: key.default for name, key in KEYS.items()}
     assert check({"MAX_MESSAGE_LENGTH": 10})["MAX_MESSAGE_LENGTH"] == 10
 
@@ -32,6 +33,8 @@ def test_every_key_is_optional_with_its_default(monkeypatch):
     ({"WORKER_TTL": 0.5}, "CHAT['WORKER_TTL'] must be a number of seconds >= 1"),
     ({"WORKER_TTL": float("inf")}, "CHAT['WORKER_TTL'] must be a number of seconds >= 1"),
     ({"WORKER_RESPONSE_TOPIC": ""}, "CHAT['WORKER_RESPONSE_TOPIC'] must be a non-empty string"),
+    ({"SYNC_RETENTION_DAYS": 0}, "CHAT['SYNC_RETENTION_DAYS'] must be a whole number of days >= 1"),
+    ({"SYNC_RETENTION_DAYS": 1.5}, "CHAT['SYNC_RETENTION_DAYS'] must be a whole number of days >= 1"),
     (["REDIS_URL"], "CHAT must be a dict"),
 ])
 def test_a_wrong_key_or_value_is_named(configured, named):
@@ -81,4 +84,19 @@ def test_redis_cluster_must_be_a_bool_and_a_bad_environment_is_named(monkeypatch
         check({"REDIS_CLUSTER": "yes"})
     monkeypatch.setenv("REDIS_CLUSTER", "maybe")
     with pytest.raises(ImproperlyConfigured, match=r"CHAT\['REDIS_CLUSTER'\] is not set and REDIS_CLUSTER='maybe'"):
+        check({})
+
+
+@pytest.mark.parametrize("environment, unset", [("7", 7), (" 90 ", 90), ("", 30)])
+def test_sync_retention_days_unset_is_the_environments_and_set_wins(monkeypatch, environment, unset):
+    monkeypatch.setenv("SYNC_RETENTION_DAYS", environment)
+    assert check({})["SYNC_RETENTION_DAYS"] == unset
+    assert check({"SYNC_RETENTION_DAYS": 3})["SYNC_RETENTION_DAYS"] == 3
+
+
+@pytest.mark.parametrize("environment", ["0", "-1", "1.5", "a month"])
+def test_a_bad_sync_retention_days_in_the_environment_is_named(monkeypatch, environment):
+    monkeypatch.setenv("SYNC_RETENTION_DAYS", environment)
+    with pytest.raises(ImproperlyConfigured, match=r"CHAT\['SYNC_RETENTION_DAYS'\] is not set and "
+                                                   r"SYNC_RETENTION_DAYS=.* is not a whole number of days >= 1"):
         check({})

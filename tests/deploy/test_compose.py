@@ -69,7 +69,9 @@ COMPOSE = interpolate(RAW, LAPTOP_ENV)
 SERVICES = COMPOSE["services"]
 WORKERS = ["worker"]
 APPS = ["web", "gateway", *WORKERS]
-LONG_RUNNING = [name for name in SERVICES if name != "migrate"]
+# Runs a command on a schedule and serves nothing a health check could ask.
+PRUNER = "pruner"
+LONG_RUNNING = [name for name in SERVICES if name not in ("migrate", PRUNER)]
 
 
 def command(service: str) -> list[str]:
@@ -98,7 +100,7 @@ def seconds(duration: str | int | float) -> float:
 
 
 def test_every_part_is_a_service():
-    assert set(SERVICES) == {"redis", "postgres", "migrate", "web", "gateway", "worker"}
+    assert set(SERVICES) == {"redis", "postgres", "migrate", "web", "gateway", "worker", "pruner"}
 
 
 def test_services_run_the_documented_commands():
@@ -182,6 +184,19 @@ def test_one_worker_service_scales_and_every_worker_takes_a_topic_of_its_own():
             "the gateways choose among the registered workers"
 
 
+def test_one_pruner_prunes_the_change_feed_every_hour_and_is_restarted_when_it_fails():
+    pruner = SERVICES[PRUNER]
+    assert command(PRUNER) == ["python", "manage.py", "prune_changes", "--every", "3600"]
+    assert pruner["restart"] == "unless-stopped" and pruner["logging"]["options"]["max-size"]
+    assert "healthcheck" not in pruner and "ports" not in pruner and "expose" not in pruner
+    assert pruner.get("deploy", {}).get("replicas", 1) == 1
+    assert pruner["image"] == SERVICES["web"]["image"]
+    assert pruner["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert pruner["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert (ROOT / "chat" / "management" / "commands" / "prune_changes.py").is_file()
+    assert "prune_changes --every 3600" in (ROOT / "docs" / "deployment.md").read_text()
+
+
 def test_workers_serve_metrics():
     for worker in WORKERS:
         assert option(worker, "--metrics-port") == "9100"
@@ -202,7 +217,7 @@ def test_workers_have_time_to_finish_the_message_in_hand():
 
 
 def test_app_services_talk_to_the_compose_postgres_and_redis():
-    for service in ["migrate", *APPS]:
+    for service in ["migrate", *APPS, PRUNER]:
         env = SERVICES[service]["environment"]
         assert env["DATABASE_URL"].startswith("postgres://") and "@postgres:5432/" in env["DATABASE_URL"]
         assert env["REDIS_URL"].startswith("redis://redis:6379")
@@ -320,6 +335,7 @@ SAFE_DEFAULTS = {
     "THROTTLE_LOGIN_RATE": "10/min per client address: password guessing (docs/rest-api.md)",
     "THROTTLE_WRITE_RATE": "30/s per user: the WebSocket's RATE_LIMIT (docs/rest-api.md)",
     "NUM_PROXIES": "0: clients reach the web process directly; 1 behind deploy/nginx.conf (docs/deployment.md)",
+    "SYNC_RETENTION_DAYS": "30 days of the change feed: a client away longer reloads (docs/deployment.md)",
 }
 
 # Set in docker-compose.yml ahead of the code that will read it (name -> what reads it): an entry
@@ -397,7 +413,7 @@ def test_the_collector_finds_the_settings_it_must():
 
 @pytest.mark.parametrize("service, folders", [
     ("gateway", GATEWAY_CODE), ("web", DJANGO_CODE), ("migrate", DJANGO_CODE),
-    *((worker, DJANGO_CODE) for worker in WORKERS)])
+    *((worker, DJANGO_CODE) for worker in WORKERS), (PRUNER, DJANGO_CODE)])
 def test_every_setting_the_code_reads_is_set_in_compose(service, folders):
     """A new setting read from the environment fails this test until docker-compose.yml sets it
     or SAFE_DEFAULTS says why its default is right for a deployment."""

@@ -75,3 +75,15 @@ def test_the_worker_deployment_manifest_parses_and_runs_what_compose_runs():
 def test_the_doc_says_how_to_scale_the_compose_workers():
     assert "docker compose up -d --scale worker=6" in DOC
     assert COMPOSE["services"]["worker"]["deploy"]["replicas"] == 3 and "3 unless said" in DOC
+
+
+def test_the_pruner_cronjob_parses_and_runs_prune_changes_once():
+    [cronjob] = [block for block in yaml_blocks(DOC) if isinstance(block, dict) and block.get("kind") == "CronJob"]
+    assert cronjob["apiVersion"] == "batch/v1"
+    assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
+    pod = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    # Compose's pruner without --every: once, on the CronJob's schedule.
+    pruner = COMPOSE["services"]["pruner"]["command"]
+    assert container["command"] == pruner[:pruner.index("--every")] == ["python", "manage.py", "prune_changes"]
+    assert pod["securityContext"]["runAsUser"] == 10001

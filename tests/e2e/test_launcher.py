@@ -73,6 +73,7 @@ def test_run_starts_everything_and_ctrl_c_stops_it_all(tmp_path):
         assert sum("message_process_worker" in c for c in commands) >= 2
         assert any("websockets_gateway.app:app" in c for c in commands)
         assert any("runserver" in c for c in commands)
+        assert any("manage.py prune_changes --every 3600" in c for c in commands)
         assert http_ok(f"http://127.0.0.1:{gateway_port}/healthz")
         assert http_ok(f"http://127.0.0.1:{web_port}/login/")
     except BaseException:
