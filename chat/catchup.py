@@ -4,7 +4,7 @@ An event is the success reply a connected member got for the change (chat.replie
 and status, with its own cursor. Several changes of one message come as one event, at the last
 one's place, carrying the message as it is now; so do a room's creation and new members (the room
 as it is now), and the user's read markers of a room. A page costs the same few queries whatever
-its size: the feed's three (chat.feed.read), then the messages, their reactions, the rooms' four
+its size: the feed's four (chat.feed.read), then the messages, their reactions, the rooms' four
 (chat.rooms), and the names of those who left.
 """
 
