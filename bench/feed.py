@@ -12,15 +12,13 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import statistics
 import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any, Callable
 
-ROOT = Path(__file__).resolve().parent.parent
+from bench.scratch import scratch_database
+
 # Of every ten changes of a room: eight messages posted, then an edit and a reaction of the last one.
 BATCH = 5000
 
@@ -158,20 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.changes < args.recent or args.rooms < 2:
         parser.error("--changes must be at least --recent, and --rooms at least 2")
 
-    scratch = tempfile.TemporaryDirectory(prefix="chat-bench-feed-")
-    os.environ["DATABASE_URL"] = args.database_url or f"sqlite:///{scratch.name}/bench.sqlite3"
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
-    # A scratch database of its own: development mode, so that the development SECRET_KEY is
-    # accepted (nothing here is signed with it).
-    os.environ.setdefault("DEBUG", "1")
-    sys.path.insert(0, str(ROOT))
-    import django
-    from django.core.management import call_command
-
-    django.setup()
-    call_command("migrate", verbosity=0)
-    results = run(args.changes, args.rooms, args.limit, args.pages, args.recent, args.whole)
-    engine = django.db.connection.vendor
+    with scratch_database("feed", args.database_url) as engine:
+        results = run(args.changes, args.rooms, args.limit, args.pages, args.recent, args.whole)
 
     print(f"database: {engine}, {results['changes']} changes in {results['rooms']} rooms, "
           f"{results['users_changes']} of them the user's; filled in {results['fill_s']} s")
@@ -190,7 +176,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"the whole feed from the old cursor: {whole['pages']} pages, {whole['events']} events, "
               f"{whole['seconds']} s")
     print(json.dumps({"database": engine, **results}))
-    scratch.cleanup()
     return 0
 
 

@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any, Callable
 
-ROOT = Path(__file__).resolve().parent.parent
+from bench.scratch import scratch_database
 
 
 def timed(work: Callable[[], Any], repeat: int) -> tuple[float, int]:
@@ -91,20 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database-url", default=None, help="an EMPTY database (default: a fresh SQLite file)")
     args = parser.parse_args(argv)
 
-    scratch = tempfile.TemporaryDirectory(prefix="chat-bench-rooms-")
-    os.environ["DATABASE_URL"] = args.database_url or f"sqlite:///{scratch.name}/bench.sqlite3"
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
-    # A scratch database of its own: development mode, so that the development SECRET_KEY is
-    # accepted (nothing here is signed with it).
-    os.environ.setdefault("DEBUG", "1")
-    sys.path.insert(0, str(ROOT))
-    import django
-    from django.core.management import call_command
-
-    django.setup()
-    call_command("migrate", verbosity=0)
-    results = run(args.repeat, args.messages_per_room)
-    engine = django.db.connection.vendor
+    with scratch_database("rooms", args.database_url) as engine:
+        results = run(args.repeat, args.messages_per_room)
 
     small, large = results["list_rooms_20"], results["list_rooms_200"]
     print(f"database: {engine}, {args.messages_per_room} messages per room, median of {args.repeat} calls")
@@ -119,7 +104,6 @@ def main(argv: list[str] | None = None) -> int:
           f"{results['sync']['messages_per_s']} messages/s")
     print(f"list_rooms time ratio, 200 rooms / 20 rooms: {large['median_ms'] / small['median_ms']:.1f}")
     print(json.dumps({"database": engine, **results}))
-    scratch.cleanup()
     return 0
 
 

@@ -10,15 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import secrets
 import sys
-import tempfile
 import time
 import uuid
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from bench.scratch import scratch_database
 
 
 def run(messages: int, batch: int) -> dict[str, float]:
@@ -65,22 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database-url", default=None, help="an EMPTY database (default: a fresh SQLite file)")
     args = parser.parse_args(argv)
 
-    scratch = tempfile.TemporaryDirectory(prefix="chat-bench-worker-")
-    os.environ["DATABASE_URL"] = args.database_url or f"sqlite:///{scratch.name}/bench.sqlite3"
-    os.environ.update(DEBUG="0", SECRET_KEY=secrets.token_urlsafe(50), LOG_LEVEL="WARNING",
-                      DJANGO_SETTINGS_MODULE="project.settings")
-    sys.path.insert(0, str(ROOT))
-    import django
-    from django.core.management import call_command
-
-    django.setup()
-    call_command("migrate", verbosity=0)
-    result = {"database": django.db.connection.vendor, **run(args.messages, args.batch)}
+    with scratch_database("worker", args.database_url, deployed=True) as vendor:
+        result = {"database": vendor, **run(args.messages, args.batch)}
     print(f"new_message on {result['database']}, batches of {args.batch}: {result['cpu_us_per_message']} us CPU, "
           f"{result['wall_us_per_message']} us wall per message; {result['statements_per_message']} statements "
           f"for a message alone, {result['statements_per_batch']} for a batch")
     print(json.dumps(result))
-    scratch.cleanup()
     return 0
 
 
