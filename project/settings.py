@@ -165,6 +165,8 @@ CHAT = {
     "WORKER_RESPONSE_TOPIC": env_str("WORKER_RESPONSE_TOPIC", "worker_response"),
     # How late a killed worker leaves the gateways' choice (workers/discovery.py).
     "WORKER_TTL": env_float("WORKER_TTL", 10, minimum=1),
+    # How long the change feed keeps a change (manage.py prune_changes); older cursors are expired.
+    "SYNC_RETENTION_DAYS": env_int("SYNC_RETENTION_DAYS", 30, minimum=1),
     # How long a WebSocket ticket (chat.tickets), which the chat page authenticates with, is good for.
     "TICKET_MAX_AGE": env_int("TICKET_MAX_AGE", 60, minimum=1),
     # Where the chat page opens its WebSocket; empty means "the page's host, port 8080".

@@ -19,7 +19,7 @@ def test_prints_the_figures_of_pages_from_an_old_and_a_recent_cursor():
     assert figures["old_cursor"]["pages"] == 3 and figures["old_cursor"]["events"] > 0
     assert figures["recent_cursor"]["pages"] == 2  # 200 of the user's 400 last changes, 100 a page
     # A page costs the same queries whatever it holds; from now, the position of now alone.
-    assert figures["old_cursor"]["queries"] == figures["recent_cursor"]["queries"] == [5]
+    assert figures["old_cursor"]["queries"] == figures["recent_cursor"]["queries"] == [6]
     assert figures["from_now"] == {**figures["from_now"], "pages": 1, "events": 0, "queries": [1]}
     # An edit and a reaction come with their message's event (a page collapses them): fewer events than changes.
     assert figures["whole_walk"]["pages"] == 10 and 800 <= figures["whole_walk"]["events"] < 1000

@@ -204,6 +204,7 @@ def test_the_wheel_installs_and_runs_in_a_project_of_its_own(dist):
                                   for name in ("index.html", "login.html")]
     assert found["static"] == str(site / "chat" / "static" / "chat" / "chat-client.js")
     assert found["models"] and set(found["models"]) <= set(found["tables"]), found  # migrated
-    assert found["commands"] == {"chat_demo": "chat", "chat_fixtures": "chat", "message_process_worker": "workers"}
+    assert found["commands"] == {"chat_demo": "chat", "chat_fixtures": "chat", "prune_changes": "chat",
+                                 "message_process_worker": "workers"}
     assert {"authenticate", "new_message", "sync"} <= set(found["actions"])
     assert found["index"] == "/"

@@ -119,6 +119,8 @@ BAD_VALUES = [
     ("THROTTLE_LOGIN_RATE", "0/min"),
     ("THROTTLE_WRITE_RATE", "30/week"),
     ("WORKER_TTL", "0.5"),
+    ("SYNC_RETENTION_DAYS", "0"),
+    ("SYNC_RETENTION_DAYS", "30 days"),
     ("WORKER_TTL", "10s"),
 ]
 # Free text: any value is a value (a key, host names, a topic name).
