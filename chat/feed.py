@@ -148,9 +148,6 @@ def read(user_id: int, since: Position, limit: int) -> FeedPage:
     and their own read markers and departures. Four queries: the pruned position, now, and the two
     kinds of changes, each read through its own index from the cursor on (one query with an OR of
     the two would read the whole table), merged here."""
-    pruned = FeedState.objects.filter(pk=1).values_list("pruned_xid", "pruned_id").first()
-    if pruned is not None and since < Position(*pruned):
-        raise errors.CursorExpired()
     horizon = now()
     below = Q(xid__lt=horizon.xid) if by_transaction() else Q(id__lte=horizon.id)
     changes = ChatChange.objects.filter(below).extra(where=[_after_sql()], params=[since.xid, since.id])
@@ -161,6 +158,11 @@ def read(user_id: int, since: Position, limit: int) -> FeedPage:
     # A departure from a room the user is in again is in both.
     merged = {change.pk: change for change in (*of_rooms, *personal)}
     found = sorted(merged.values(), key=position)[:limit + 1]
+    # After the changes: a pruning that committed before they were read has moved this too (one
+    # transaction), so a page that misses pruned changes is never handed out.
+    pruned = FeedState.objects.filter(pk=1).values_list("pruned_xid", "pruned_id").first()
+    if pruned is not None and since < Position(*pruned):
+        raise errors.CursorExpired()
     changes = found[:limit]
     if len(found) > limit:
         return FeedPage(changes, position(changes[-1]), has_more=True)

@@ -210,6 +210,22 @@ class TestRetention:
         assert feed.Position(state.pruned_xid, state.pruned_id) == max(
             feed.Position(xid, pk) for pk, xid in [(oldest[2], state.pruned_xid)])
 
+    def test_a_pruning_that_commits_while_a_page_is_read_expires_the_cursor(self, alice, bob, room, monkeypatch):
+        cursor = now_cursor(bob)
+        post(alice, room, "old")
+        self.age(40)
+        post(alice, room, "new")
+        real_now = feed.now
+
+        def pruned_meanwhile():
+            # The pruner commits after the page began, before its changes are read.
+            feed.prune(timezone.now() - datetime.timedelta(days=30))
+            return real_now()
+
+        monkeypatch.setattr(feed, "now", pruned_meanwhile)
+        with pytest.raises(errors.CursorExpired):
+            feed.read(bob.pk, feed.parse_cursor(cursor), 10)
+
     def test_nothing_old_prunes_nothing(self, alice, room):
         post(alice, room)
         assert feed.prune(timezone.now() - datetime.timedelta(days=30)).changes == 0
