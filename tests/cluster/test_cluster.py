@@ -32,9 +32,12 @@ REPLY_MARGIN = 1.0
 # with its jitter, and a topology read).
 RESUBSCRIBE_BOUND = 10.0
 # The master restart under load: this many clients (members of one room, on both gateways) each
-# send this many messages, one after the other, retrying a `timeout` with the same uuid.
+# send at least this many messages, one after the other, retrying a `timeout` with the same uuid,
+# and go on until the master is back (a pause between messages, to bound how many), so that the
+# restart certainly falls among them however fast the machine answers.
 LOAD_CLIENTS = 6
 LOAD_MESSAGES = 12
+LOAD_PACE = 0.05
 # How long the master stays down: longer than a request's timeout, so requests are lost with it.
 DOWN_SECONDS = 4.0
 # How long one client's messages may take, the restart included.
@@ -153,6 +156,7 @@ def test_a_master_restarted_under_load_loses_no_message_and_stores_none_twice(cl
     victim = local_cluster.owner_port(response_topic)
     run_id = uuid.uuid4().hex
     figures: dict[str, Any] = {}
+    sent_by: dict[int, int] = {}  # how many messages each client sent
 
     async def scenario(session):
         loop = asyncio.get_running_loop()
@@ -162,17 +166,20 @@ def test_a_master_restarted_under_load_loses_no_message_and_stores_none_twice(cl
         expected = _expected_subscribers(cluster_stack, local_cluster)
         await _subscribers_until(cluster_stack, expected, RESUBSCRIBE_BOUND)
         await online_until(clients[0], room["id"], lambda online: online == names(*members))
-        first_sent = asyncio.Event()
+        first_sent, restarted = asyncio.Event(), asyncio.Event()
 
         async def send_all(index: int, client: Client) -> list[int]:
             attempts = []
-            for number in range(LOAD_MESSAGES):
+            while len(attempts) < LOAD_MESSAGES or not restarted.is_set():
+                number = len(attempts)
                 frame = {"uuid": f"load-{run_id}-{index}-{number}", "action": "new_message", "room": room["id"],
                          "text": f"{index}/{number}"}
                 reply, tries = await request_until_success(client, frame, LOAD_BOUND, REQUEST_TIMEOUT + REPLY_MARGIN)
                 assert reply["message"]["text"] == frame["text"]
                 attempts.append(tries)
+                sent_by[index] = len(attempts)
                 first_sent.set()
+                await asyncio.sleep(LOAD_PACE)  # the pace of the load, not a wait for anything
             return attempts
 
         async def restart_master() -> None:
@@ -182,6 +189,7 @@ def test_a_master_restarted_under_load_loses_no_message_and_stores_none_twice(cl
             await asyncio.sleep(DOWN_SECONDS)
             await asyncio.to_thread(local_cluster.start_node, victim)
             figures["down"] = loop.time() - started
+            restarted.set()
 
         restarting = asyncio.create_task(restart_master())
         attempts = await asyncio.gather(*(send_all(index, client) for index, client in enumerate(clients)))
@@ -198,9 +206,9 @@ def test_a_master_restarted_under_load_loses_no_message_and_stores_none_twice(cl
     stored = cluster_stack.orm(lambda: list(ChatMessage.objects.filter(client_uuid__startswith=f"load-{run_id}-")
                                             .values_list("client_uuid", flat=True)))
     assert sorted(stored) == sorted(f"load-{run_id}-{index}-{number}"
-                                    for index in range(LOAD_CLIENTS) for number in range(LOAD_MESSAGES))
+                                    for index, count in sent_by.items() for number in range(count))
     # The restart did cost lost requests or replies (else it tested nothing), each retried.
     assert figures["retried"] > 0
-    logger.info("master :%d restarted (down %.1fs) under %d clients x %d messages: %d retries after `timeout`, "
+    logger.info("master :%d restarted (down %.1fs) under %d clients, %d messages: %d retries after `timeout`, "
                 "every subscription back %.2fs after the sends ended", victim, figures["down"], LOAD_CLIENTS,
-                LOAD_MESSAGES, figures["retried"], figures["resubscribed"])
+                sum(sent_by.values()), figures["retried"], figures["resubscribed"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import itertools
 import json
 import logging
@@ -100,6 +101,7 @@ class Peer:
         self.late: list[dict[str, Any]] = []
         # Only the uuids: a broadcast may carry a large text, and a test may see thousands.
         self.others: list[str] = []
+        self._other_arrived = asyncio.Event()
         self.close_code: int | None = None
         self.closed = asyncio.Event()
         self.closed_at: float | None = None
@@ -130,6 +132,16 @@ class Peer:
             self.sent.discard(uuid)
             raise
         return uuid
+
+    async def heard(self, uuids: set[str], timeout: float = WAIT) -> None:
+        """Until every one of `uuids` came as another member's broadcast: a poster's own reply
+        can come before the copies for the others (or the connection closed: then return)."""
+        async def wait() -> None:
+            while not uuids <= set(self.others) and not self.closed.is_set():
+                self._other_arrived.clear()
+                await self._other_arrived.wait()  # set by a broadcast, and when the connection ends
+
+        await asyncio.wait_for(wait(), timeout)
 
     def future(self, uuid: str) -> asyncio.Future[Answer]:
         """The answer to the latest request with this uuid."""
@@ -164,10 +176,12 @@ class Peer:
                     self.late.append(frame)
                 else:
                     self.others.append(uuid)
+                    self._other_arrived.set()
         finally:
             self.close_code = close_code(self.ws, ended) if ended is not None else self.ws.close_code
             now = self.closed_at = loop.time()
             self.closed.set()
+            self._other_arrived.set()
             for sent_at, future in self.waiting.values():
                 future.set_result(Answer(None, sent_at, now))
             self.waiting.clear()
@@ -861,6 +875,9 @@ def test_a_client_that_stops_reading_is_closed_with_4008_and_does_not_slow_the_r
 
             # The room chats on, and every poster got every other poster's message.
             after = [await post(peer) for peer in posters]
+            with contextlib.suppress(asyncio.TimeoutError):  # what is still missing then fails below
+                await asyncio.gather(*(peer.heard({u for u, who in posted.items() if who != peer.user["username"]})
+                                       for peer in posters))
             result = {
                 "baseline": baseline, "stalled": [a for answers in stalled_answers for a in answers],
                 "stalled_from": stalled_from, **watched,
