@@ -20,6 +20,8 @@ MAX_USERNAMES = 500
 # The longest login name looked up, unless the user model's login field allows longer (chat.users).
 MAX_USERNAME_LENGTH = 150
 MAX_ROOM_NAME_LENGTH = 200
+# The longest reaction, in characters (the protocol's bound).
+MAX_EMOJI_LENGTH = 32
 
 
 def storable(value: str) -> bool:
@@ -75,6 +77,25 @@ def message_id(value: Any, name: str, default: int | None = None) -> int | None:
         return default
     if not _is_int(value) or value < 0:
         raise errors.InvalidMessageFormat(f"{name} must be a message id (a non-negative integer)")
+    return value
+
+
+def required_message_id(value: Any, name: str) -> int:
+    """A message id the request must name (`message_id` with no default)."""
+    found = message_id(value, name)
+    if found is None:
+        raise errors.InvalidMessageFormat(f"{name} must be a message id (a non-negative integer)")
+    return found
+
+
+def emoji(value: Any) -> str:
+    """An emoji as the protocol allows it: any string of 1..32 characters, not only white space."""
+    if not isinstance(value, str):
+        raise errors.InvalidMessageFormat("emoji must be a string")
+    if not storable(value):
+        raise errors.InvalidMessageFormat("emoji must be valid Unicode without NUL characters")
+    if not 1 <= len(value) <= MAX_EMOJI_LENGTH or value.isspace():
+        raise errors.InvalidEmoji()
     return value
 
 

@@ -22,7 +22,6 @@ from .models import ChatChange, ChatMessage, ChatReaction
 from .services import room_member_ids
 
 Kind = ChatChange.Kind
-MAX_EMOJI_LENGTH = 32
 
 
 @dataclass(frozen=True)
@@ -32,24 +31,6 @@ class ChangedMessage:
     member_ids: list[int]
     # The feed's cursor for the live reply; None when nothing changed.
     cursor: str | None
-
-
-def emoji(value: Any) -> str:
-    """An emoji as the protocol allows it: any string of 1..32 characters, not only white space."""
-    if not isinstance(value, str):
-        raise errors.InvalidMessageFormat("emoji must be a string")
-    if not fields.storable(value):
-        raise errors.InvalidMessageFormat("emoji must be valid Unicode without NUL characters")
-    if not 1 <= len(value) <= MAX_EMOJI_LENGTH or value.isspace():
-        raise errors.InvalidEmoji()
-    return value
-
-
-def _message_id(value: Any) -> int:
-    message_id = fields.message_id(value, "message")
-    if message_id is None:
-        raise errors.InvalidMessageFormat("message must be a message id (a non-negative integer)")
-    return message_id
 
 
 def _locked(user: Any, message_id: int) -> ChatMessage:
@@ -78,7 +59,7 @@ def _changed(user: Any, message: ChatMessage, kind: Kind, cursor: str | None) ->
 
 def edit_message(user: Any, message_id: Any, text: Any, client_uuid: Any) -> ChangedMessage:
     """Replace the text of the user's own message."""
-    wanted = _message_id(message_id)
+    wanted = fields.required_message_id(message_id, "message")
     clean = fields.text(text)
     client_uuid = fields.client_uuid(client_uuid)
     with transaction.atomic():
@@ -98,7 +79,7 @@ def edit_message(user: Any, message_id: Any, text: Any, client_uuid: Any) -> Cha
 
 def delete_message(user: Any, message_id: Any, client_uuid: Any) -> ChangedMessage:
     """Erase the user's own message: its text and its reactions go, its row stays as a tombstone."""
-    wanted = _message_id(message_id)
+    wanted = fields.required_message_id(message_id, "message")
     client_uuid = fields.client_uuid(client_uuid)
     with transaction.atomic():
         message = _locked(user, wanted)
@@ -113,19 +94,19 @@ def delete_message(user: Any, message_id: Any, client_uuid: Any) -> ChangedMessa
     return _changed(user, message, Kind.DELETE_MESSAGE, cursor)
 
 
-def add_reaction(user: Any, message_id: Any, emoji_value: Any, client_uuid: Any) -> ChangedMessage:
-    return _react(user, message_id, emoji_value, client_uuid, add=True)
+def add_reaction(user: Any, message_id: Any, emoji: Any, client_uuid: Any) -> ChangedMessage:
+    return _react(user, message_id, emoji, client_uuid, add=True)
 
 
-def remove_reaction(user: Any, message_id: Any, emoji_value: Any, client_uuid: Any) -> ChangedMessage:
-    return _react(user, message_id, emoji_value, client_uuid, add=False)
+def remove_reaction(user: Any, message_id: Any, emoji: Any, client_uuid: Any) -> ChangedMessage:
+    return _react(user, message_id, emoji, client_uuid, add=False)
 
 
-def _react(user: Any, message_id: Any, emoji_value: Any, client_uuid: Any, add: bool) -> ChangedMessage:
-    """Add (remove) the user's reaction with `emoji_value` to a message of a room of theirs; one
+def _react(user: Any, message_id: Any, emoji: Any, client_uuid: Any, add: bool) -> ChangedMessage:
+    """Add (remove) the user's reaction with `emoji` to a message of a room of theirs; one
     that is there (not there) already is left as it is."""
-    wanted = _message_id(message_id)
-    chosen = emoji(emoji_value)
+    wanted = fields.required_message_id(message_id, "message")
+    chosen = fields.emoji(emoji)
     client_uuid = fields.client_uuid(client_uuid)
     with transaction.atomic():
         message = _locked(user, wanted)

@@ -63,9 +63,7 @@ def mark_read(user: Any, room_id: Any, message: Any) -> ReadMark:
     The mark only moves forward (two tabs marking in either order end at the newer one), and
     never past the room's newest message, so messages that arrive later still count as unread.
     """
-    up_to = fields.message_id(message, "message")
-    if up_to is None:
-        raise errors.InvalidMessageFormat("message must be a message id (a non-negative integer)")
+    up_to = fields.required_message_id(message, "message")
     room = member_room(user, room_id)
     newest = room.messages.order_by("-id").values_list("id", flat=True).first() or 0
     up_to = min(up_to, newest)
