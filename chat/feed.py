@@ -90,20 +90,30 @@ def returning(connection) -> str:
     return f"{quote('id')}, 0, NULL"
 
 
+# The columns an insert of changes writes, in this order (its values too).
 _INSERTED = ("kind", "room", "message", "user", "at", "client_uuid")
+# SQL by (rows, backend vendor).
+_insert_statements: dict[tuple[int, str], str] = {}
 
 
-def insert_sql(connection) -> str:
-    """One change's insert, returning what `live_cursor` takes."""
-    quote = connection.ops.quote_name
-    meta = ChatChange._meta
-    columns = [quote(meta.get_field(name).column) for name in _INSERTED]
-    values = ["%s"] * len(_INSERTED)
-    if by_transaction(connection):
-        columns.append(quote("xid"))
-        values.append(XID_SQL)
-    return (f"INSERT INTO {quote(meta.db_table)} ({', '.join(columns)}) VALUES ({', '.join(values)}) "
-            f"RETURNING {returning(connection)}")
+def insert_sql(connection, rows: int = 1) -> str:
+    """The insert of `rows` changes (values in `_INSERTED`'s order), returning each one's message id
+    and what `live_cursor` takes; made once per number of rows and backend."""
+    key = (rows, connection.vendor)
+    sql = _insert_statements.get(key)
+    if sql is None:
+        quote = connection.ops.quote_name
+        meta = ChatChange._meta
+        columns = [quote(meta.get_field(name).column) for name in _INSERTED]
+        values = ["%s"] * len(_INSERTED)
+        if by_transaction(connection):
+            columns.append(quote("xid"))
+            values.append(XID_SQL)
+        row = f"({', '.join(values)})"
+        sql = _insert_statements[key] = (
+            f"INSERT INTO {quote(meta.db_table)} ({', '.join(columns)}) VALUES {', '.join([row] * rows)} "
+            f"RETURNING {quote(meta.get_field('message').column)}, {returning(connection)}")
+    return sql
 
 
 def record(kind: Kind, room_id: Any, user_id: int, message_id: int | None = None, client_uuid: str | None = None,
@@ -115,7 +125,7 @@ def record(kind: Kind, room_id: Any, user_id: int, message_id: int | None = None
               meta.get_field("at").get_db_prep_save(at or timezone.now(), connection), client_uuid]
     with connection.cursor() as cursor:
         cursor.execute(insert_sql(connection), values)
-        change_id, xid, horizon = cursor.fetchone()
+        _, change_id, xid, horizon = cursor.fetchone()
     return live_cursor(connection, change_id, xid, horizon)
 
 

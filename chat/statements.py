@@ -90,7 +90,7 @@ def _insert_sql(connection, rows: int = 1) -> str:
 
     On PostgreSQL one statement writes both the messages and their changes (a data-modifying WITH),
     so a message still costs one statement, in one transaction. Elsewhere it returns the messages
-    only, and `_changes_sql` follows, in the same transaction."""
+    only, and the changes' insert (chat.feed.insert_sql) follows, in the same transaction."""
     key = (f"insert/{rows}", connection.vendor)
     sql = _statements.get(key)
     if sql is None:
@@ -109,22 +109,6 @@ def _insert_sql(connection, rows: int = 1) -> str:
                    f"FROM m RETURNING {quote('message_id')}, {feed.returning(connection)} AS horizon) "
                    f"SELECT m.{quote('id')}, m.{quote('user_id')}, m.{quote('client_uuid')}, c.{quote('id')}, "
                    f"c.{quote('xid')}, c.horizon FROM m JOIN c ON c.{quote('message_id')} = m.{quote('id')}")
-        _statements[key] = sql
-    return sql
-
-
-def _changes_sql(connection, rows: int) -> str:
-    """Where the messages' insert cannot write their changes too: the changes of `rows` messages,
-    returning each one's message id and what chat.feed.live_cursor takes."""
-    key = (f"changes/{rows}", connection.vendor)
-    sql = _statements.get(key)
-    if sql is None:
-        quote = connection.ops.quote_name
-        change = ChatChange._meta
-        columns = ", ".join(quote(change.get_field(name).column) for name in ("kind", "at", "room", "message", "user"))
-        values = ", ".join(["(%s, %s, %s, %s, %s)"] * rows)
-        sql = (f"INSERT INTO {quote(change.db_table)} ({columns}) VALUES {values} "
-               f"RETURNING {quote('message_id')}, {feed.returning(connection)}")
         _statements[key] = sql
     return sql
 
@@ -209,8 +193,8 @@ def insert_messages(new: Sequence[NewMessage], kind: ChatChange.Kind = ChatChang
                 messages = cursor.fetchall()
                 changes: list = []
                 for message_id, user_id, _, room_id in messages:
-                    changes += [kind.value, at, room_id, message_id, user_id]
-                cursor.execute(_changes_sql(connection, len(messages)), changes)
+                    changes += [kind.value, room_id, message_id, user_id, at, None]
+                cursor.execute(feed.insert_sql(connection, len(messages)), changes)
                 cursors = {message_id: (change_id, xid, horizon) for message_id, change_id, xid, horizon
                            in cursor.fetchall()}
             rows = [(message_id, user_id, client_uuid, *cursors[message_id])

@@ -105,9 +105,11 @@ def test_readers_walking_the_feed_while_writers_commit_out_of_order_skip_nothing
 def test_the_check_catches_the_skips_of_a_plain_id_cursor(world, monkeypatch):
     # The feed as if positions were ids alone and a reader handed out the newest one it saw, as on
     # SQLite: a transaction that wrote a lower id and commits after a reader looked lands behind
-    # its cursor. (The statements' SQL is made again without the transaction ids.)
+    # its cursor. (The SQL of the messages' and the changes' inserts is made again without the
+    # transaction ids.)
     monkeypatch.setattr(feed, "by_transaction", lambda connection=None: False)
     monkeypatch.setattr(statements, "_statements", {})
+    monkeypatch.setattr(feed, "_insert_statements", {})
     walkers, outcome, before = concurrent_run(world)
     skipped = [problems(walker, walk, before, outcome.end, fresh_walks=None)
                for walker, walk in zip(walkers, outcome.walks)]
