@@ -43,6 +43,15 @@ RECONNECT_MS = 90_000
 TOMBSTONE = "message deleted"
 
 
+async def both_in_the_room(browser, web, **alices_context: Any) -> tuple[ChatPage, ChatPage]:
+    """Alice's page (its browser context as given) and bob's, each logged in with "Page room" open."""
+    alice = await log_in(browser, web, "alice", **alices_context)
+    bob = await log_in(browser, web, "bob")
+    await open_room(alice, "Page room")
+    await open_room(bob, "Page room")
+    return alice, bob
+
+
 def by_id(chat: ChatPage, message_id: int | str):
     """The message element `message_id`, whatever it shows now."""
     return chat.page.locator(f'#messages li.message[data-id="{message_id}"]')
@@ -96,10 +105,7 @@ def stored(message_id: int) -> dict[str, Any]:
 def test_edit_with_the_edit_control_shows_the_edited_mark_with_its_time_on_hover(chromium_executable, web, people,
                                                                                   screenshot):
     async def scenario(playwright, browser):
-        alice = await log_in(browser, web, "alice", locale="en-GB", timezone_id="Pacific/Auckland")
-        bob = await log_in(browser, web, "bob")
-        await open_room(alice, "Page room")
-        await open_room(bob, "Page room")
+        alice, bob = await both_in_the_room(browser, web, locale="en-GB", timezone_id="Pacific/Auckland")
         await send(alice, "frist try")
         message_id = await shown_id(alice, "frist try")
         await expect(by_id(bob, message_id)).to_have_count(1)
@@ -142,10 +148,7 @@ def test_edit_with_the_edit_control_shows_the_edited_mark_with_its_time_on_hover
 def test_up_in_an_empty_composer_edits_the_last_own_message_enter_saves_escape_cancels(chromium_executable, web,
                                                                                        people):
     async def scenario(playwright, browser):
-        alice = await log_in(browser, web, "alice")
-        bob = await log_in(browser, web, "bob")
-        await open_room(alice, "Page room")
-        await open_room(bob, "Page room")
+        alice, bob = await both_in_the_room(browser, web)
         await send(alice, "one")
         await send(alice, "two")
         two = await shown_id(alice, "two")
@@ -205,10 +208,7 @@ def test_up_in_an_empty_composer_edits_the_last_own_message_enter_saves_escape_c
 
 def test_delete_asks_first_cancel_keeps_it_and_yes_leaves_a_tombstone(chromium_executable, web, people, screenshot):
     async def scenario(playwright, browser):
-        alice = await log_in(browser, web, "alice")
-        bob = await log_in(browser, web, "bob")
-        await open_room(alice, "Page room")
-        await open_room(bob, "Page room")
+        alice, bob = await both_in_the_room(browser, web)
         await send(alice, "doomed")
         doomed = await shown_id(alice, "doomed")
         await expect(by_id(bob, doomed)).to_have_count(1)
@@ -253,10 +253,7 @@ def test_delete_asks_first_cancel_keeps_it_and_yes_leaves_a_tombstone(chromium_e
 def test_reactions_from_the_picker_and_typed_own_highlighted_and_taken_back(chromium_executable, web, people,
                                                                            screenshot):
     async def scenario(playwright, browser):
-        alice = await log_in(browser, web, "alice")
-        bob = await log_in(browser, web, "bob")
-        await open_room(alice, "Page room")
-        await open_room(bob, "Page room")
+        alice, bob = await both_in_the_room(browser, web)
         await send(alice, "react to me")
         target = await shown_id(alice, "react to me")
         await expect(by_id(bob, target)).to_have_count(1)
@@ -303,10 +300,7 @@ def test_reactions_from_the_picker_and_typed_own_highlighted_and_taken_back(chro
 
 def test_another_members_edit_delete_and_reaction_arrive_live_in_place(chromium_executable, web, people):
     async def scenario(playwright, browser):
-        alice = await log_in(browser, web, "alice")
-        bob = await log_in(browser, web, "bob")
-        await open_room(alice, "Page room")
-        await open_room(bob, "Page room")
+        alice, bob = await both_in_the_room(browser, web)
         for text in ("b1", "b2", "b3"):
             await send(bob, text)
         ids = [await shown_id(alice, text) for text in ("b1", "b2", "b3")]
@@ -338,10 +332,7 @@ def test_user_text_in_messages_edits_and_emoji_stays_text(chromium_executable, w
     edited = "<i>edited</i><img src=x onerror=alert(1)>"
 
     async def scenario(playwright, browser):
-        alice = await log_in(browser, web, "alice")
-        bob = await log_in(browser, web, "bob")
-        await open_room(alice, "Page room")
-        await open_room(bob, "Page room")
+        alice, bob = await both_in_the_room(browser, web)
         await send(alice, html)
         target = await shown_id(alice, html)
         await expect(by_id(bob, target)).to_have_count(1)
