@@ -87,6 +87,11 @@ function stateKey(message) {
   return JSON.stringify([message.text, message.edited_at ?? null, message.deleted === true, message.reactions ?? []]);
 }
 
+/** Whether two states of one message show the same. */
+export function sameState(a, b) {
+  return stateKey(a) === stateKey(b);
+}
+
 /** Whether `incoming` is an older state of the message than `known` (both of one id). Cursors
  * are opaque and messages carry no version, so what a state tells is used: a deletion is final,
  * and a later edit time is a later edit. Reactions alone tell nothing: the later arrival wins. */

@@ -2,7 +2,7 @@
 // the user's own set apart, each redrawn in place when it changes (edited, deleted, reacted to),
 // what its controls ask for, notices from the page, who is typing and who is online.
 
-import { isOlderState } from "./chat-client.js";
+import { isOlderState, sameState } from "./chat-client.js";
 import { el } from "./dom.js";
 import { fillMessage, messageItem, showConfirm, showPicker } from "./message-view.js";
 import { cleanEmoji } from "./reactions.js";
@@ -16,12 +16,6 @@ export const MAX_SHOWN = 1000;
 const NEAR_TOP = 48;
 // Within this many pixels of the bottom the list follows new messages.
 const NEAR_BOTTOM = 64;
-
-/** Whether two states of one message show the same. */
-function sameState(a, b) {
-  const key = (m) => JSON.stringify([m.text, m.edited_at ?? null, m.deleted === true, m.reactions ?? []]);
-  return key(a) === key(b);
-}
 
 export class Conversation {
   #ui;
