@@ -337,19 +337,24 @@ def assert_refused(response, code: str) -> None:
     assert body["error_message"]
 
 
-@pytest.mark.parametrize("body, code", [
+# A body with a message's text, refused: by the posting of a message and by its edit alike.
+TEXT_BODIES_REFUSED = [
     ({"text": ""}, "empty_text"),
     ({"text": " \n\t "}, "empty_text"),
     ({}, "invalid_message_format"),
     ({"text": None}, "invalid_message_format"),
     ({"text": 5}, "invalid_message_format"),
     ({"text": ["hi"]}, "invalid_message_format"),
+    ({"text": "a\x00b"}, "invalid_message_format"),
     ({"text": "hi", "uuid": ""}, "invalid_message_format"),
     ({"text": "hi", "uuid": "u" * 65}, "invalid_message_format"),
     ({"text": "hi", "uuid": 7}, "invalid_message_format"),
     ([{"text": "hi"}], "invalid_message_format"),
     ("hi", "invalid_message_format"),
-])
+]
+
+
+@pytest.mark.parametrize("body, code", TEXT_BODIES_REFUSED)
 def test_post_message_refused(as_alice, room, body, code, published):
     assert_refused(post(as_alice, room_url(room, "messages/"), body), code)
     assert not ChatMessage.objects.exists()

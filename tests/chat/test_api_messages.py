@@ -13,7 +13,13 @@ from rest_framework.test import APIClient
 from chat import lifecycle, services
 from chat.models import ChatChange, ChatMessage, ChatReaction, ChatRoom
 from chat.serializers import MessageSerializer
-from tests.chat.test_api import assert_refused, login, session_client, token_client  # noqa: F401 (login: a fixture)
+from tests.chat.test_api import (  # noqa: F401 (login: a fixture)
+    TEXT_BODIES_REFUSED,
+    assert_refused,
+    login,
+    session_client,
+    token_client,
+)
 from tests.chat.test_api_auth import assert_throttled, rates  # noqa: F401 (rates: a fixture)
 from workers import dispatch
 
@@ -274,17 +280,7 @@ def test_a_deleted_message_takes_no_edit_and_no_reaction(alice, bob, message, in
     assert published == []
 
 
-@pytest.mark.parametrize("body, code", [
-    ({"text": ""}, "empty_text"),
-    ({"text": " \n\t "}, "empty_text"),
-    ({}, "invalid_message_format"),
-    ({"text": None}, "invalid_message_format"),
-    ({"text": 5}, "invalid_message_format"),
-    ({"text": "a\x00b"}, "invalid_message_format"),
-    ({"text": "hi", "uuid": ""}, "invalid_message_format"),
-    ({"text": "hi", "uuid": "u" * 65}, "invalid_message_format"),
-    ([{"text": "hi"}], "invalid_message_format"),
-])
+@pytest.mark.parametrize("body, code", TEXT_BODIES_REFUSED)
 def test_an_edit_refused(as_alice, message, body, code, published):
     assert_refused(send(as_alice, "patch", message_url(message), body), code)
     assert stored(message).text == "hello" and stored(message).edited_at is None
