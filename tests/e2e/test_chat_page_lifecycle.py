@@ -32,13 +32,12 @@ from tests.e2e.test_chat_page import (
     run_in_browser,
     send,
 )
+from tests.e2e.test_chat_page_reconnect import RECONNECT_MS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 __all__ = ["patient_expect", "people"]  # the fixtures, shared with test_chat_page
 
-# The page's gateway restarted, and its backoff (at most 10 s between attempts): well inside this.
-RECONNECT_MS = 90_000
 # What the page calls a deleted message.
 TOMBSTONE = "message deleted"
 
