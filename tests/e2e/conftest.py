@@ -65,6 +65,14 @@ class E2EStack:
             call_command("chat_fixtures", users=users, rooms=rooms, room_size=room_size, stdout=out)
         return json.loads(out.getvalue())
 
+    def room_of_two(self) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict[str, Any]]:
+        """A room of two members and a user outside it: (room, its first member, its second, the outsider)."""
+        data = self.fixtures(users=3, rooms=1, room_size=2)
+        room = data["rooms"][0]
+        by_id = {user["id"]: user for user in data["users"]}
+        outsider = next(user for user in data["users"] if user["id"] not in room["members"])
+        return room, by_id[room["members"][0]], by_id[room["members"][1]], outsider
+
     def orm(self, work: Callable[[], Any]) -> Any:
         with self.db_blocker.unblock():
             return work()

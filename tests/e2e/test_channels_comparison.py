@@ -30,10 +30,7 @@ def channels_url(e2e, request):
 
 
 def test_a_message_reaches_each_member_once_as_the_gateway_sends_it(e2e, channels_url):
-    data = e2e.fixtures(users=3, rooms=1, room_size=2)
-    room = data["rooms"][0]
-    members = [user for user in data["users"] if user["id"] in room["members"]]
-    outsider = next(user for user in data["users"] if user["id"] not in room["members"])
+    room, *members, outsider = e2e.room_of_two()
 
     async def scenario(session):
         sender, other, stranger = [await connect(session, channels_url, user) for user in (*members, outsider)]
@@ -58,9 +55,7 @@ def test_a_message_reaches_each_member_once_as_the_gateway_sends_it(e2e, channel
 
 
 def test_refusals_are_the_workers_and_store_nothing(e2e, channels_url):
-    data = e2e.fixtures(users=3, rooms=1, room_size=2)
-    room = data["rooms"][0]
-    outsider = next(user for user in data["users"] if user["id"] not in room["members"])
+    room, _, _, outsider = e2e.room_of_two()
 
     async def scenario(session):
         anonymous = await connect(session, channels_url)

@@ -89,11 +89,7 @@ def test_load_history_refuses_bad_limits_and_cursors(e2e):
 
 
 def test_mark_read_moves_forward_only_and_is_clamped(e2e):
-    data = e2e.fixtures(users=3, rooms=1, room_size=2)
-    room = data["rooms"][0]
-    by_id = {u["id"]: u for u in data["users"]}
-    writer, reader = by_id[room["members"][0]], by_id[room["members"][1]]
-    outsider = next(u for u in data["users"] if u["id"] not in room["members"])
+    room, writer, reader, outsider = e2e.room_of_two()
 
     async def scenario(session):
         writer_a = await connect(session, e2e.gateway_a, writer)

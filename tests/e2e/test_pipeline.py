@@ -61,10 +61,7 @@ def test_actions_need_authentication(e2e):
 
 
 def test_select_room_returns_last_20_oldest_first_to_members_only(e2e):
-    data = e2e.fixtures(users=3, rooms=1, room_size=2)
-    room = data["rooms"][0]
-    member = next(u for u in data["users"] if u["id"] == room["members"][0])
-    outsider = next(u for u in data["users"] if u["id"] not in room["members"])
+    room, member, _, outsider = e2e.room_of_two()
 
     def add_messages():
         room_obj = ChatRoom.objects.get(pk=room["id"])

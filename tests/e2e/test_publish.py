@@ -24,11 +24,7 @@ def on_the_stacks_bus(e2e, settings, monkeypatch) -> None:
 
 
 def test_to_users_and_to_room_reach_the_named_users_connections_only(e2e, on_the_stacks_bus):
-    data = e2e.fixtures(users=3, rooms=1, room_size=2)
-    room = data["rooms"][0]
-    by_id = {user["id"]: user for user in data["users"]}
-    alice, bob = by_id[room["members"][0]], by_id[room["members"][1]]
-    outsider = next(user for user in data["users"] if user["id"] not in room["members"])
+    room, alice, bob, outsider = e2e.room_of_two()
 
     def event(name: str):
         return lambda frame: frame.get("action") == "event" and frame.get("event") == name

@@ -15,11 +15,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 
 def test_message_posted_over_rest_reaches_connected_members_live(e2e, web):
-    data = e2e.fixtures(users=3, rooms=1, room_size=2)
-    room = data["rooms"][0]
-    by_id = {u["id"]: u for u in data["users"]}
-    poster, reader = by_id[room["members"][0]], by_id[room["members"][1]]
-    outsider = next(u for u in data["users"] if u["id"] not in room["members"])
+    room, poster, reader, outsider = e2e.room_of_two()
     frame_uuid = f"rest-{uuid.uuid4().hex}"
 
     async def scenario(session):
@@ -70,11 +66,7 @@ def test_message_posted_over_rest_reaches_connected_members_live(e2e, web):
 
 
 def test_message_changes_over_rest_reach_connected_members_live(e2e, web):
-    data = e2e.fixtures(users=3, rooms=1, room_size=2)
-    room = data["rooms"][0]
-    by_id = {u["id"]: u for u in data["users"]}
-    author, reader = by_id[room["members"][0]], by_id[room["members"][1]]
-    outsider = next(u for u in data["users"] if u["id"] not in room["members"])
+    room, author, reader, outsider = e2e.room_of_two()
     # A "/" and a space in it: percent-encoded in the path, the way every client must send an emoji.
     emoji = "👍/ok ok"
 
