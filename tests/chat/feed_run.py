@@ -332,6 +332,26 @@ def _guest_leaves(world: World, writer: Any, rng: random.Random) -> None:
         rooms.leave_room(guest, rng.choice(theirs).hex)
 
 
+def _every_kind(world: World, writer: Any, rng: random.Random) -> None:
+    """A change of every kind that is the first observed user's, in one transaction: the random
+    operations make the rare kinds of one user's only a few times a run, and now and then none."""
+    observed = world.observed[0]
+    summary = rooms.create_room(writer, f"every kind {rng.random()}", [observed.get_username()])
+    room = summary.room.pk.hex
+    world.committed(lambda: world.rooms.append((room, (writer.pk, observed.pk))))
+    kept, deleted = (services.post_message(writer, room, text, str(uuid.uuid4())).message for text in ("kept", "gone"))
+    lifecycle.edit_message(writer, kept.pk, "kept, edited", str(uuid.uuid4()))
+    lifecycle.add_reaction(observed, kept.pk, EMOJIS[0], str(uuid.uuid4()))
+    lifecycle.remove_reaction(observed, kept.pk, EMOJIS[0], str(uuid.uuid4()))
+    lifecycle.delete_message(writer, deleted.pk, str(uuid.uuid4()))
+    world.posted(kept)
+    guest = rng.choice(world.guests)
+    rooms.add_members(writer, room, [guest.get_username()])
+    rooms.leave_room(guest, room)
+    reading.mark_read(observed, room, kept.pk)
+    world.posted(rooms.direct_message(writer, observed.get_username(), "psst", str(uuid.uuid4())).message)
+
+
 # Every kind of change, the messages most often (as in a chat).
 OPERATIONS: list[tuple[Callable[[World, Any, random.Random], None], int]] = [
     (_post, 8), (_post_together, 2), (_direct, 1), (_edit, 3), (_delete, 1), (_react, 3), (_unreact, 1),
@@ -347,11 +367,12 @@ class Outcome:
 
 
 def _write(world: World, writer: Any, rng: random.Random, ops: int, refused: list[int],
-           failures: list[BaseException]) -> None:
+           failures: list[BaseException], every_kind_at: int | None = None) -> None:
+    """`ops` random operations, the one at `every_kind_at` (if any) `_every_kind` instead."""
     try:
         operations, weights = zip(*OPERATIONS)
-        for _ in range(ops):
-            operation = rng.choices(operations, weights)[0]
+        for index in range(ops):
+            operation = _every_kind if index == every_kind_at else rng.choices(operations, weights)[0]
             try:
                 with transaction.atomic():
                     operation(world, writer, rng)
@@ -412,8 +433,10 @@ def run(world: World, walkers: list[Walker], writers: int, ops: int, seed: int) 
     failures: list[BaseException] = []
     readers = [threading.Thread(target=_read, args=(walker, start, random.Random(rng.random()), finish, walk, failures))
                for walker, walk in zip(walkers, walks)]
+    # The first writer makes every kind of the first observed user's change halfway through.
     writing = [threading.Thread(target=_write, args=(world, world.writers[n % len(world.writers)],
-                                                     random.Random(rng.random()), ops, refused, failures))
+                                                     random.Random(rng.random()), ops, refused, failures,
+                                                     ops // 2 if n == 0 else None))
                for n in range(writers)]
     for thread in [*readers, *writing]:
         thread.start()
