@@ -18,49 +18,22 @@ from tests.e2e.conftest import CHROMIUM_FLAGS
 pytestmark = pytest.mark.e2e
 
 STATIC = Path(__file__).resolve().parents[2] / "chat" / "static" / "chat"
+FAKES = Path(__file__).resolve().parents[1] / "js" / "fake-socket.mjs"
 # Not a secure context (plain HTTP, not localhost): what a page served over HTTP on a LAN gets.
 ORIGIN = "http://chat.test"
 # A bound on one scenario, for a client gone wrong; the fake answers at once.
 SCENARIO_BOUND_MS = 20_000
 
-# A WebSocket look-alike: `FakeSocket.server(socket, frame)` answers what the client sends (set by
-# each scenario), but for `sync`, which `FakeSocket.feed(socket, frame)` answers: by default with
-# no events and a cursor (the one asked from, or "c0" from now), what every client's first
-# authentication needs; every socket made is in `FakeSocket.sockets`, with the frames it was sent.
+# What every scenario has in scope: tests/js/fake-socket.mjs (the WebSocket look-alike and reply
+# builders of the Node tests), whose `sync` frames `FakeSocket.feed` answers by default with no
+# events and a cursor (the one asked from, or "c0" from now), what every client's first
+# authentication needs; the helpers below; and chat-client.js.
 FAKE_SOCKET = """
-class FakeSocket {
-  static sockets = [];
-  static server = () => {};
-  static feed = (socket, frame) => socket.reply(ok(frame, { events: [], cursor: frame.since || "c0", has_more: false }));
-  constructor(url, protocols) {
-    this.url = url;
-    this.protocols = protocols;
-    this.readyState = 0;
-    this.sent = [];
-    FakeSocket.sockets.push(this);
-    setTimeout(() => { this.readyState = 1; this.onopen?.({}); }, 0);
-  }
-  send(data) {
-    const frame = JSON.parse(data);
-    this.sent.push(frame);
-    setTimeout(() => (frame.action === "sync" ? FakeSocket.feed : FakeSocket.server)(this, frame), 0);
-  }
-  reply(frame) {
-    if (this.readyState === 1) this.onmessage?.({ data: JSON.stringify(frame) });
-  }
-  close(code = 1000, reason = "") {
-    if (this.readyState >= 2) return;
-    this.readyState = 3;
-    setTimeout(() => this.onclose?.({ code, reason }), 0);
-  }
-}
-const ok = (frame, extra = {}) => ({ uuid: frame.uuid, action: frame.action, status: "success", ...extra });
+const fakes = await import("/tests/fake-socket.mjs");
+const { FakeSocket, ok, fail, msg, nextEvent } = fakes;
+FakeSocket.feed = (socket, frame) => socket.reply(ok(frame, { events: [], cursor: frame.since || "c0", has_more: false }));
 // The authenticate reply, with the workers' action catalogue as a real worker sends it.
-const signedIn = (frame) => ok(frame, { user: { username: "alice" }, actions: CATALOGUE });
-const fail = (frame, code) => ({ uuid: frame.uuid, action: frame.action, status: "error", error_code: code,
-                                 error_message: code });
-const msg = (id, text = `m${id}`, room = "r1") => ({ id, user: { username: "bob" }, room, timestamp: 1e9 + id, text,
-                                                     edited_at: null, deleted: false, reactions: [] });
+const signedIn = (frame) => fakes.signedIn(frame, CATALOGUE);
 // A sync reply's events: new_message events of these messages, each with its cursor "e<id>".
 const events = (messages) => messages.map((m) => ({ action: "new_message", room: m.room, message: m, cursor: `e${m.id}` }));
 // A sync reply: the events of `messages`, the cursor of the last (or the one asked from).
@@ -93,7 +66,6 @@ const dropAndCatchUp = async (code) => {
 };
 // The cursor each connection's syncs were sent from ("": the first, from now).
 const syncSinces = () => FakeSocket.sockets.map((s) => s.sent.filter((f) => f.action === "sync").map((f) => f.since));
-const nextEvent = (target, type) => new Promise((resolve) => target.addEventListener(type, (e) => resolve(e.detail), { once: true }));
 const { ChatClient, ChatError, backoffDelay, SUBPROTOCOL } = await import("/static/chat/chat-client.js");
 const newClient = (options = {}) => new ChatClient({
   url: "ws://gateway.test/ws", getToken: async () => "token", WebSocket: FakeSocket,
@@ -111,8 +83,8 @@ async def run_in_browser(executable: str, body: str) -> Any:
 
     async def serve(route) -> None:
         path = route.request.url[len(ORIGIN):]
-        if path.startswith("/static/chat/"):
-            source = STATIC / path.rsplit("/", 1)[1]
+        if path.startswith("/static/chat/") or path == "/tests/fake-socket.mjs":
+            source = FAKES if path.startswith("/tests/") else STATIC / path.rsplit("/", 1)[1]
             await route.fulfill(body=source.read_text(), content_type="text/javascript")
         else:
             await route.fulfill(body="<!doctype html><title>client</title>", content_type="text/html")
@@ -162,13 +134,13 @@ def test_a_message_whose_reply_was_lost_is_sent_again_with_its_uuid_then_sync_fr
           else if (frame.action === "list_rooms") socket.reply(oneRoom(frame, 6));
           else if (frame.action === "new_message" && first) socket.close(1006, "");  // no reply
           else if (frame.action === "new_message") {
-            stored = stored || msg(9, frame.text);
+            stored = stored || msg(9, { text: frame.text });
             socket.reply(ok(frame, { room: "r1", message: stored, cursor: "c9" }));
           }
         };
         FakeSocket.feed = (socket, frame) => socket.reply(frame.since === ""
           ? ok(frame, { events: [], cursor: "c0", has_more: false })
-          : page(frame, [msg(8), msg(9, "hello")]));
+          : page(frame, [msg(8), msg(9, { text: "hello" })]));
         const client = newClient();
         const seen = [];
         const states = [];
@@ -417,7 +389,7 @@ def test_a_timeout_error_is_retried_with_the_same_uuid_and_other_errors_are_not(
           if (frame.action === "authenticate") socket.reply(signedIn(frame));
           else if (frame.action === "new_message" && frame.text === "slow") {
             tries += 1;
-            socket.reply(tries < 3 ? fail(frame, "timeout") : ok(frame, { room: "r1", message: msg(5, "slow") }));
+            socket.reply(tries < 3 ? fail(frame, "timeout") : ok(frame, { room: "r1", message: msg(5, { text: "slow" }) }));
           } else if (frame.action === "new_message") socket.reply(fail(frame, "empty_text"));
         };
         const client = newClient();
@@ -476,7 +448,7 @@ def test_broadcasts_become_events(chromium_executable):
           const other = { uuid: "theirs", status: "success" };
           socket.reply({ ...other, action: "new_message", room: "r1", message: msg(3) });
           socket.reply({ ...other, action: "new_message", room: "r1", message: msg(3) });  // a retry's copy
-          socket.reply({ ...other, action: "edit_message", room: "r1", message: { ...msg(3, "edited"), edited_at: 2e9 } });
+          socket.reply({ ...other, action: "edit_message", room: "r1", message: { ...msg(3, { text: "edited" }), edited_at: 2e9 } });
           socket.reply({ ...other, action: "typing", room: "r1", user: { username: "bob" } });
           socket.reply({ ...other, action: "create_room", room: { id: "r2", name: "New", is_direct: false, members: [], last_message: null, unread_count: 0 } });
           socket.reply({ ...other, action: "leave_room", room: "r1", user: { username: "bob" } });

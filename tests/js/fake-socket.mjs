@@ -1,16 +1,19 @@
-// A WebSocket look-alike for chat-client.js's unit tests (no server): each test sets
-// `FakeSocket.server(socket, frame)` to answer what the client sends; every socket made is in
-// `FakeSocket.sockets`, with the frames it was sent. The same shape as the fake of
-// tests/e2e/test_chat_page_client.py, for Node.
+// A WebSocket look-alike for chat-client.js's tests, in Node and in Chromium
+// (tests/e2e/test_chat_page_client.py imports it into its page): each test sets
+// `FakeSocket.server(socket, frame)` to answer what the client sends, and may set
+// `FakeSocket.feed(socket, frame)` to answer its `sync` frames apart; every socket made is in
+// `FakeSocket.sockets`, with the frames it was sent.
 
 export class FakeSocket {
   static sockets = [];
   static server = () => {};
+  static feed = null;
 
-  /** Forget the sockets and the server of the last test. */
+  /** Forget the sockets, the server and the feed of the last test. */
   static reset(server = () => {}) {
     FakeSocket.sockets = [];
     FakeSocket.server = server;
+    FakeSocket.feed = null;
   }
 
   constructor(url, protocols) {
@@ -25,7 +28,8 @@ export class FakeSocket {
   send(data) {
     const frame = JSON.parse(data);
     this.sent.push(frame);
-    setTimeout(() => FakeSocket.server(this, frame), 0);
+    const answer = frame.action === "sync" && FakeSocket.feed ? FakeSocket.feed : FakeSocket.server;
+    setTimeout(() => answer(this, frame), 0);
   }
 
   reply(frame) {
@@ -48,7 +52,7 @@ export const CATALOGUE = Object.fromEntries([
 export const ok = (frame, extra = {}) => ({ uuid: frame.uuid, action: frame.action, status: "success", ...extra });
 export const fail = (frame, code) => ({ uuid: frame.uuid, action: frame.action, status: "error", error_code: code,
   error_message: code });
-export const signedIn = (frame) => ok(frame, { user: { username: "alice" }, actions: CATALOGUE });
+export const signedIn = (frame, actions = CATALOGUE) => ok(frame, { user: { username: "alice" }, actions });
 
 /** A version 1.1 message object. */
 export const msg = (id, { text = `m${id}`, room = "r1", user = "bob", ...state } = {}) => ({
