@@ -30,7 +30,7 @@ SCENARIO_BOUND_MS = 20_000
 # authentication needs; the helpers below; and chat-client.js.
 FAKE_SOCKET = """
 const fakes = await import("/tests/fake-socket.mjs");
-const { FakeSocket, ok, fail, msg, nextEvent } = fakes;
+const { FakeSocket, ok, fail, msg, live, nextEvent } = fakes;
 FakeSocket.feed = (socket, frame) => socket.reply(ok(frame, { events: [], cursor: frame.since || "c0", has_more: false }));
 // The authenticate reply, with the workers' action catalogue as a real worker sends it.
 const signedIn = (frame) => fakes.signedIn(frame, CATALOGUE);
@@ -39,8 +39,6 @@ const events = (messages) => messages.map((m) => ({ action: "new_message", room:
 // A sync reply: the events of `messages`, the cursor of the last (or the one asked from).
 const page = (frame, messages, hasMore = false) => ok(frame, {
   events: events(messages), cursor: messages.length ? `e${messages.at(-1).id}` : frame.since, has_more: hasMore });
-// A live new_message reply of someone else's, with its cursor "c<id>".
-const live = (m) => ({ uuid: "theirs", action: "new_message", status: "success", room: m.room, message: m, cursor: `c${m.id}` });
 // A list_rooms reply: room r1, its newest message `lastId`.
 const oneRoom = (frame, lastId) => ok(frame, { rooms: [
   { id: "r1", name: "R", is_direct: false, members: [], last_message: msg(lastId), unread_count: 0 }] });

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 
 import { ChatClient, ChatError } from "../../chat/static/chat/chat-client.js";
-import { FakeSocket, fail, msg, nextEvent, ok, signedIn } from "./fake-socket.mjs";
+import { FakeSocket, fail, live, msg, nextEvent, ok, signedIn } from "./fake-socket.mjs";
 
 const REAL_STACK = Boolean(process.env.CHAT_WS_URL_A);
 
@@ -158,7 +158,7 @@ test("the cursor of every live reply processed is kept; a reply without one keep
   client.start();
   await nextEvent(client, "ready");
   const socket = FakeSocket.sockets[0];
-  socket.reply({ uuid: "theirs", action: "new_message", status: "success", room: "r1", message: msg(2), cursor: "c-2" });
+  socket.reply(live(msg(2), "c-2"));
   assert.equal(client.cursor, "c-2");
   const edited = await client.editMessage(3, "fixed");
   assert.equal(edited.text, "fixed");
@@ -204,17 +204,17 @@ test("changes of a known message are emitted as messagechange, each new state on
   client.start();
   await nextEvent(client, "ready");
   const socket = FakeSocket.sockets[0];
-  const live = (action, message, uuid = "theirs") => socket.reply({ uuid, action, status: "success", room: "r1", message });
-  live("new_message", msg(7, { text: "first" }));
-  live("new_message", msg(7, { text: "first" }));  // a retry's copy
-  live("edit_message", msg(7, { text: "second", edited_at: 100 }), "mine");
-  live("edit_message", msg(7, { text: "second", edited_at: 100 }));  // the same state again
-  live("add_reaction", msg(7, { text: "second", edited_at: 100, reactions: [{ emoji: "🎉", users: ["carol"] }] }));
-  live("edit_message", msg(7, { text: "stale", edited_at: 50 }));  // older than what is shown
-  live("remove_reaction", msg(7, { text: "second", edited_at: 100 }));
-  live("delete_message", msg(7, { text: "", deleted: true }));
-  live("add_reaction", msg(7, { text: "second", edited_at: 100, reactions: [{ emoji: "👍", users: ["bob"] }] }));  // after the deletion: older
-  live("edit_message", msg(9, { text: "never seen before", edited_at: 100 }));  // loaded by select_room, say
+  const change = (action, message, uuid = "theirs") => socket.reply({ uuid, action, status: "success", room: "r1", message });
+  change("new_message", msg(7, { text: "first" }));
+  change("new_message", msg(7, { text: "first" }));  // a retry's copy
+  change("edit_message", msg(7, { text: "second", edited_at: 100 }), "mine");
+  change("edit_message", msg(7, { text: "second", edited_at: 100 }));  // the same state again
+  change("add_reaction", msg(7, { text: "second", edited_at: 100, reactions: [{ emoji: "🎉", users: ["carol"] }] }));
+  change("edit_message", msg(7, { text: "stale", edited_at: 50 }));  // older than what is shown
+  change("remove_reaction", msg(7, { text: "second", edited_at: 100 }));
+  change("delete_message", msg(7, { text: "", deleted: true }));
+  change("add_reaction", msg(7, { text: "second", edited_at: 100, reactions: [{ emoji: "👍", users: ["bob"] }] }));  // after the deletion: older
+  change("edit_message", msg(9, { text: "never seen before", edited_at: 100 }));  // loaded by select_room, say
   assert.deepEqual(seen, [
     ["ready", false, false],
     ["message", 7, "live"],
@@ -247,7 +247,7 @@ test("after a reconnect the catch-up syncs from the cursor, page by page, each e
   const seen = record(client);
   client.start();
   await nextEvent(client, "ready");
-  FakeSocket.sockets[0].reply({ uuid: "theirs", action: "new_message", status: "success", room: "r1", message: msg(10), cursor: "c-live" });
+  FakeSocket.sockets[0].reply(live(msg(10), "c-live"));
   FakeSocket.sockets[0].close(1006, "");
   await nextEvent(client, "ready");
   assert.deepEqual(syncsSent().map((syncs) => syncs.map((s) => s.since)), [[""], ["c-live", "e3"]]);
@@ -275,7 +275,7 @@ test("while a catch-up runs, live replies are shown but their cursors are not ta
       socket.reply(ok(frame, { events: [{ action: "new_message", room: "r1", message: msg(21), cursor: "e21" }], cursor: "e21", has_more: true }));
     } else if (catchUps === 2) {
       // A live reply during the catch-up: after the gap, so its cursor is not where to resume.
-      socket.reply({ uuid: "theirs", action: "new_message", status: "success", room: "r1", message: msg(30), cursor: "c-30" });
+      socket.reply(live(msg(30), "c-30"));
       socket.close(1006, "");  // lost in the middle of the catch-up
     } else {
       socket.reply(ok(frame, { events: [{ action: "new_message", room: "r1", message: msg(22), cursor: "e22" },
@@ -286,14 +286,14 @@ test("while a catch-up runs, live replies are shown but their cursors are not ta
   const seen = record(client);
   client.start();
   await nextEvent(client, "ready");
-  FakeSocket.sockets[0].reply({ uuid: "theirs", action: "new_message", status: "success", room: "r1", message: msg(20), cursor: "c-20" });
+  FakeSocket.sockets[0].reply(live(msg(20), "c-20"));
   FakeSocket.sockets[0].close(1006, "");
   await nextEvent(client, "ready");
   assert.deepEqual(syncsSent().map((syncs) => syncs.map((s) => s.since)), [[""], ["c-20", "e21"], ["e21"]]);
   assert.equal(client.cursor, "e30");
   assert.deepEqual(seen.filter(([type]) => type === "message").map(([, id]) => id), [20, 21, 30, 22]);
   // Live again: cursors are taken once more.
-  FakeSocket.sockets[2].reply({ uuid: "theirs", action: "new_message", status: "success", room: "r1", message: msg(31), cursor: "c-31" });
+  FakeSocket.sockets[2].reply(live(msg(31), "c-31"));
   assert.equal(client.cursor, "c-31");
 }));
 
@@ -305,10 +305,10 @@ test("a resync stops taking live cursors until its catch-up from the cursor is d
   client.start();
   await nextEvent(client, "ready");
   const socket = FakeSocket.sockets[0];
-  socket.reply({ uuid: "theirs", action: "new_message", status: "success", room: "r1", message: msg(4), cursor: "c-4" });
+  socket.reply(live(msg(4), "c-4"));
   const caughtUp = nextEvent(client, "ready");
   socket.reply({ action: "resync", reason: "bus gap" });
-  socket.reply({ uuid: "theirs", action: "new_message", status: "success", room: "r1", message: msg(5), cursor: "c-5" });
+  socket.reply(live(msg(5), "c-5"));
   assert.equal(client.cursor, "c-4");
   await caughtUp;
   assert.deepEqual(syncsSent(), [[{ since: "", limit: 200, after: undefined }, { since: "c-4", limit: 200, after: undefined }]]);

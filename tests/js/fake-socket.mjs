@@ -59,6 +59,11 @@ export const msg = (id, { text = `m${id}`, room = "r1", user = "bob", ...state }
   id, user: { username: user }, room, timestamp: 1e9 + id, text, edited_at: null, deleted: false, reactions: [], ...state,
 });
 
+/** A live new_message reply of someone else's message `m`, with its cursor. */
+export const live = (m, cursor = `c${m.id}`) => ({
+  uuid: "theirs", action: "new_message", status: "success", room: m.room, message: m, cursor,
+});
+
 /** The promise of the next event `type` of `target` whose detail passes `predicate`. */
 export const nextEvent = (target, type, predicate = () => true) => new Promise((resolve) => {
   const listener = (event) => {
