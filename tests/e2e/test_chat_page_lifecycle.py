@@ -63,6 +63,14 @@ async def shown_id(chat: ChatPage, text: str) -> int:
     return int(await item.get_attribute("data-id"))
 
 
+async def sent_to_both(alice: ChatPage, bob: ChatPage, text: str) -> int:
+    """Alice sends `text`: its id, once both pages show it."""
+    await send(alice, text)
+    message_id = await shown_id(alice, text)
+    await expect(by_id(bob, message_id)).to_have_count(1)
+    return message_id
+
+
 def composer(chat: ChatPage):
     return chat.page.locator("#composer-text")
 
@@ -105,9 +113,7 @@ def test_edit_with_the_edit_control_shows_the_edited_mark_with_its_time_on_hover
                                                                                   screenshot):
     async def scenario(playwright, browser):
         alice, bob = await both_in_the_room(browser, web, locale="en-GB", timezone_id="Pacific/Auckland")
-        await send(alice, "frist try")
-        message_id = await shown_id(alice, "frist try")
-        await expect(by_id(bob, message_id)).to_have_count(1)
+        message_id = await sent_to_both(alice, bob, "frist try")
         # Edit and Delete on one's own messages only; React on every one.
         await expect(by_id(bob, message_id).locator("button.edit, button.delete")).to_have_count(0)
         await expect(by_id(bob, message_id).locator("button.react-open")).to_have_count(1)
@@ -208,9 +214,7 @@ def test_up_in_an_empty_composer_edits_the_last_own_message_enter_saves_escape_c
 def test_delete_asks_first_cancel_keeps_it_and_yes_leaves_a_tombstone(chromium_executable, web, people, screenshot):
     async def scenario(playwright, browser):
         alice, bob = await both_in_the_room(browser, web)
-        await send(alice, "doomed")
-        doomed = await shown_id(alice, "doomed")
-        await expect(by_id(bob, doomed)).to_have_count(1)
+        doomed = await sent_to_both(alice, bob, "doomed")
         await pick(bob, doomed, "👍")
         await expect(chip(alice, doomed, "👍")).to_have_text("👍 1")
         item = by_id(alice, doomed)
@@ -253,9 +257,7 @@ def test_reactions_from_the_picker_and_typed_own_highlighted_and_taken_back(chro
                                                                            screenshot):
     async def scenario(playwright, browser):
         alice, bob = await both_in_the_room(browser, web)
-        await send(alice, "react to me")
-        target = await shown_id(alice, "react to me")
-        await expect(by_id(bob, target)).to_have_count(1)
+        target = await sent_to_both(alice, bob, "react to me")
 
         # Bob picks 👍: a chip "👍 1" for both, pressed on bob's page only.
         await pick(bob, target, "👍")
@@ -332,9 +334,7 @@ def test_user_text_in_messages_edits_and_emoji_stays_text(chromium_executable, w
 
     async def scenario(playwright, browser):
         alice, bob = await both_in_the_room(browser, web)
-        await send(alice, html)
-        target = await shown_id(alice, html)
-        await expect(by_id(bob, target)).to_have_count(1)
+        target = await sent_to_both(alice, bob, html)
         await type_emoji(bob, target, html)
         await composer(alice).press("ArrowUp")
         await expect(composer(alice)).to_have_value(html)
